@@ -1,0 +1,30 @@
+# Two entry points (README): `make demo` and `make test`. Both set up first, idempotently.
+.PHONY: setup demo test test-fast example clean
+
+VENV := .venv
+BIN := $(VENV)/bin
+EXAMPLE := examples/digits-badnets
+DEMO_OUT ?= audit-out
+
+setup:
+	@bash scripts/setup.sh
+
+# Audit the bundled poisoned fine-tune; exits with the audit's exit code
+# (0 pass, 1 samples flagged, 2 input error, 3 inconclusive).
+demo: setup
+	@bash scripts/demo.sh "$(DEMO_OUT)"
+
+# The whole suite, slow end-to-end tests included (what CI runs).
+test: setup
+	$(BIN)/python -m pytest
+
+# Everything but the slow end-to-end tests.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+# Regenerate examples/digits-badnets/ (a few minutes on 2 cores).
+example: setup
+	$(BIN)/python examples/build_digits_badnets.py --out $(EXAMPLE)
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache

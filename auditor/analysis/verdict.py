@@ -1,0 +1,108 @@
+"""Stages 2-3 end to end: features -> sensitive layers -> clusters -> verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ..config import AuditConfig
+from ..extract.features import FeatureSet
+from .cluster import Clustering, cluster_scores, sensitive_score
+from .profile import LayerProfile, profile_layers
+
+Verdict = Literal["pass", "fail", "inconclusive"]
+ANALYSIS_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Flag:
+    index: int
+    id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Analysis:
+    verdict: Verdict
+    reasons: tuple[str, ...]
+    n_records: int
+    n_analysed: int
+    n_skipped: int
+    n_errors: int
+    layers: tuple[LayerProfile, ...]
+    sensitive_layers: tuple[int, ...]
+    clustering: Clustering | None
+    scored: tuple[Flag, ...]  # every analysed sample's score (empty without sensitive layers)
+    flagged: tuple[Flag, ...]
+    config: AuditConfig
+
+    @property
+    def coverage(self) -> float:
+        return self.n_analysed / self.n_records if self.n_records else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.clustering
+        return {
+            "schema_version": ANALYSIS_SCHEMA_VERSION,
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "counts": {"records": self.n_records, "analysed": self.n_analysed,
+                       "skipped": self.n_skipped, "errors": self.n_errors,
+                       "flagged": len(self.flagged), "coverage": self.coverage},
+            "layers": [p.to_dict() for p in self.layers],
+            "sensitive_layers": list(self.sensitive_layers),
+            "score_mixture": None if c is None else {**c.mixture.to_dict(), "threshold": c.threshold},
+            "scores": [{"index": f.index, "id": f.id, "score": f.score} for f in self.scored],
+            "flagged": [{"index": f.index, "id": f.id, "score": f.score} for f in self.flagged],
+            "config": self.config.to_dict(),
+        }
+
+
+def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
+    """Paper-faithful BYE stages 2-3 on the normalised entropies, with a verdict.
+
+    pass: no layer is sensitive; fail: a low-entropy cluster was flagged;
+    inconclusive: coverage below config.min_coverage or fewer than
+    config.min_samples analysed samples.
+    """
+    rows = features.rows
+    ok = features.ok_rows
+    n_skipped = sum(r.status == "skipped" for r in rows)
+    n_errors = sum(r.status == "error" for r in rows)
+    base = dict(n_records=len(rows), n_analysed=len(ok), n_skipped=n_skipped, n_errors=n_errors,
+                config=config)
+    coverage = len(ok) / len(rows) if rows else 0.0
+    if len(ok) < config.min_samples:
+        reason = (f"only {len(ok)} of {len(rows)} samples could be analysed; at least "
+                  f"{config.min_samples} are needed to fit the mixtures")
+        return Analysis("inconclusive", (reason,), layers=(), sensitive_layers=(), clustering=None,
+                        scored=(), flagged=(), **base)
+    entropy = features.matrix(normalised=True)
+    layers = profile_layers(entropy, config.tau, config.bsi_rule, config.seed)
+    sensitive = tuple(p.layer for p in layers if p.sensitive)
+    reasons: list[str] = []
+    low_coverage = coverage < config.min_coverage
+    if low_coverage:
+        reasons.append(f"coverage {coverage:.1%} is below {config.min_coverage:.0%}: "
+                       f"{n_skipped} skipped and {n_errors} failed samples were not analysed")
+    if not sensitive:
+        best = max(layers, key=lambda p: p.bsi)
+        rule = f"BSI >= {config.tau}" if config.bsi_rule == "paper" else "|mu1 - mu2| > 2 (s1 + s2)"
+        reasons.insert(0, f"no layer is sensitive ({rule}); the largest BSI is "
+                          f"{best.bsi:.2f} at layer {best.layer}")
+        verdict: Verdict = "inconclusive" if low_coverage else "pass"
+        return Analysis(verdict, tuple(reasons), layers=layers, sensitive_layers=(),
+                        clustering=None, scored=(), flagged=(), **base)
+    clustering = cluster_scores(sensitive_score(entropy, list(sensitive)), config.seed)
+    scored = tuple(Flag(r.index, r.id, float(s)) for r, s in zip(ok, clustering.scores))
+    flagged = tuple(f for f, bad in zip(scored, clustering.flagged) if bad)
+    m = clustering.mixture
+    reasons.insert(0, (
+        f"{len(sensitive)} sensitive layer(s) {list(sensitive)}; {len(flagged)} of {len(ok)} samples "
+        f"fall in the low-entropy cluster (mean score {m.means[0]:.3f} vs {m.means[1]:.3f}, "
+        f"weight {m.weights[0]:.1%})"))
+    verdict = "inconclusive" if low_coverage else ("fail" if flagged else "pass")
+    return Analysis(verdict, tuple(reasons), layers=layers, sensitive_layers=sensitive,
+                    clustering=clustering, scored=scored, flagged=flagged, **base)

@@ -1,0 +1,180 @@
+"""`bye-audit`: thin Click commands (parse, call the pipeline, print, exit code)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import AuditConfig
+from .errors import AuditInputError, ExitCode
+
+VERDICT_EXIT = {"pass": ExitCode.PASS, "fail": ExitCode.FAIL, "inconclusive": ExitCode.INCONCLUSIVE}
+_path = click.Path(path_type=Path)
+
+
+def _config_options(f: Callable) -> Callable:
+    for opt in reversed([
+        click.option("--batch-size", type=click.IntRange(min=1), default=AuditConfig.batch_size,
+                     show_default=True, help="Samples per forward pass (stage 1)."),
+        click.option("--tau", type=click.FloatRange(min=0), default=AuditConfig.tau,
+                     show_default=True, help="BSI threshold for a sensitive layer."),
+        click.option("--bsi-rule", type=click.Choice(["paper", "reference"]), default="paper",
+                     show_default=True,
+                     help="paper: BSI >= tau; reference: |mu1-mu2| > 2(s1+s2) (the reference code's rule)."),
+        click.option("--seed", type=int, default=AuditConfig.seed, show_default=True,
+                     help="Seed of the mixtures."),
+        click.option("--min-samples", type=click.IntRange(min=2), default=AuditConfig.min_samples,
+                     show_default=True, help="Fewer analysed samples than this: inconclusive."),
+        click.option("--min-coverage", type=click.FloatRange(0, 1), default=AuditConfig.min_coverage,
+                     show_default=True, help="Lower share of analysed records: inconclusive."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _config(**kw) -> AuditConfig:
+    return AuditConfig(**{k: v for k, v in kw.items() if v is not None})
+
+
+@contextmanager
+def _progress(enabled: bool):
+    """Yields (on_start(total), on_progress(n)) callbacks driving a rich progress bar on stderr."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    progress = Progress(TextColumn("stage 1: attention entropy"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=Console(stderr=True), disable=not enabled)
+    task = None
+
+    def on_start(total: int) -> None:
+        nonlocal task
+        task = progress.add_task("extract", total=total)
+
+    def on_progress(n: int) -> None:
+        if task is not None:
+            progress.advance(task, n)
+
+    with progress:
+        yield on_start, on_progress
+
+
+def _quiet_libraries() -> None:
+    """transformers' own progress bars and warnings would interleave with ours."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub: inputs are local
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _print_outcome(analysis, paths) -> int:
+    a = analysis
+    click.echo(f"verdict: {a.verdict.upper()} ({len(a.flagged)} of {a.n_records} records flagged; "
+               f"{a.n_analysed} analysed, {a.n_skipped} skipped, {a.n_errors} failed)")
+    for r in a.reasons:
+        click.echo(f"  - {r}")
+    click.echo(f"outputs in {paths[0].parent}: " + ", ".join(p.name for p in paths))
+    return int(VERDICT_EXIT[a.verdict])
+
+
+class _Group(click.Group):
+    """Turns input errors raised anywhere below into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AuditInputError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(int(ExitCode.INPUT_ERROR))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bye-audit")
+def cli() -> None:
+    """Audit a fine-tuned multimodal LLM and its dataset for backdoored samples (BYE).
+
+    Exit codes: 0 pass, 1 fail (samples flagged), 2 usage or input error,
+    3 inconclusive.
+    """
+
+
+@cli.command()
+@click.option("--model", "model_dir", type=_path, required=True, help="Checkpoint folder (safetensors).")
+@click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json) or JSONL.")
+@click.option("--out", type=_path, required=True, help="Output folder (created; inputs are never overwritten).")
+@click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against [default: the dataset's folder].")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@_config_options
+def audit(model_dir, data, out, image_root, progress, **cfg) -> None:
+    """Run every stage: extract, analyse, write the cleaned dataset and the report."""
+    from . import pipeline
+
+    config = _config(**cfg)
+    _quiet_libraries()
+    with _progress(progress) as (on_start, on_progress):
+        result = pipeline.audit(model_dir, data, out, config, image_root, on_start, on_progress)
+    sys.exit(_print_outcome(result.analysis, result.paths))
+
+
+@cli.command()
+@click.option("--model", "model_dir", type=_path, required=True, help="Checkpoint folder (safetensors).")
+@click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json) or JSONL.")
+@click.option("--out", type=_path, required=True, help="Features file to write (.parquet).")
+@click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
+@click.option("--progress/--no-progress", default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=AuditConfig.batch_size, show_default=True)
+def extract(model_dir, data, out, image_root, progress, batch_size) -> None:
+    """Stage 1 only: per-sample, per-layer attention entropy -> features.parquet."""
+    from . import pipeline
+    from .data import read_dataset
+    from .extract.features import render_features
+    from .io import write_bytes_atomic
+
+    config = AuditConfig(batch_size=batch_size)
+    _quiet_libraries()
+    dataset = read_dataset(data, image_root)
+    if out.resolve() in {dataset.path.resolve()} | {s.image_path for s in dataset.samples if s.image_path}:
+        raise AuditInputError(f"{out}: writing it would overwrite an input; choose another --out")
+    with _progress(progress) as (on_start, on_progress):
+        features = pipeline.extract(model_dir, dataset, config, on_start, on_progress)
+    write_bytes_atomic(out, render_features(features))
+    n_ok = len(features.ok_rows)
+    click.echo(f"wrote {out}: {len(features.rows)} rows, {n_ok} analysed, "
+               f"{len(features.rows) - n_ok} skipped or failed")
+
+
+@cli.command()
+@click.option("--features", "features_path", type=_path, required=True, help="features.parquet from `extract`.")
+@click.option("--data", type=_path, required=True, help="The dataset the features were extracted from.")
+@click.option("--out", type=_path, required=True, help="Output folder.")
+@click.option("--image-root", type=_path, default=None)
+@_config_options
+def analyze(features_path, data, out, image_root, **cfg) -> None:
+    """Stages 2-3 (and the report) from a features file; no model needed."""
+    from . import pipeline
+
+    result = pipeline.analyze_file(features_path, data, out, _config(**cfg), image_root)
+    sys.exit(_print_outcome(result.analysis, result.paths))
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=_path, required=True, help="Output folder of an audit.")
+@click.option("--truth", type=_path, required=True, help="Ground-truth poisoned ids, one per line.")
+def evaluate(out_dir, truth) -> None:
+    """Detection metrics of an audit against ground truth, as JSON on stdout."""
+    from .evaluate import evaluate_outputs
+
+    click.echo(json.dumps(evaluate_outputs(out_dir, truth), indent=2, sort_keys=True))
+
+
+def main() -> None:
+    cli()

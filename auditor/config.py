@@ -1,0 +1,49 @@
+"""The one frozen configuration of an audit: every threshold and switch.
+
+It is serialised into every output (features metadata, analysis.json, report).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+BsiRule = Literal["paper", "reference"]
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    # Stage 1
+    batch_size: int = 8
+    dtype: Literal["float32"] = "float32"
+    attn_implementation: Literal["sdpa"] = "sdpa"  # computes the layer outputs
+    entropy_eps: float = 1e-8  # H = -sum p log(p + eps), METHOD.md
+    # Stage 2: a layer is sensitive when BSI >= tau ("paper") or when
+    # |mu1 - mu2| > 2 (s1 + s2) ("reference", the reference code's rule).
+    tau: float = 2.0
+    bsi_rule: BsiRule = "paper"
+    # Stages 2-3: GaussianMixture(n_components=2, random_state=seed)
+    seed: int = 0
+    # Verdict: below these the evidence cannot carry a verdict -> inconclusive.
+    min_samples: int = 50
+    min_coverage: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.tau < 0:
+            raise ValueError(f"tau must be >= 0, got {self.tau}")
+        if self.bsi_rule not in ("paper", "reference"):
+            raise ValueError(f"bsi_rule must be 'paper' or 'reference', got {self.bsi_rule!r}")
+        if not 0.0 <= self.min_coverage <= 1.0:
+            raise ValueError(f"min_coverage must be in [0, 1], got {self.min_coverage}")
+        if self.min_samples < 2:
+            raise ValueError(f"min_samples must be >= 2 (a 2-component mixture), got {self.min_samples}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuditConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

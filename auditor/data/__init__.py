@@ -1,0 +1,8 @@
+"""Dataset readers (-> Sample records) and writers of filtered copies in the input's format."""
+
+from .records import Dataset, Sample
+from .readers import SUPPORTED_SUFFIXES, read_dataset
+from .writers import cleaned_name, render_cleaned, render_flagged
+
+__all__ = ["Dataset", "Sample", "SUPPORTED_SUFFIXES", "read_dataset", "cleaned_name",
+           "render_cleaned", "render_flagged"]

@@ -1,0 +1,114 @@
+"""Readers for LLaVA-style datasets: a JSON array (`.json`) or one record per line (`.jsonl`).
+
+A record: {"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."},
+{"from": "gpt", "value": "..."}]}. Problems with one record make it a skipped
+sample with a reason; problems with the whole file raise AuditInputError.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import AuditInputError
+from .records import Dataset, Sample
+
+IMAGE_PLACEHOLDER = "<image>"
+SUPPORTED_SUFFIXES = {".json": "llava-json", ".jsonl": "jsonl"}
+
+
+def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
+    """Parse `path`; image paths resolve against `image_root` (default: the file's folder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AuditInputError(f"{path}: dataset file not found; pass an existing .json or .jsonl file")
+    fmt = SUPPORTED_SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise AuditInputError(
+            f"{path}: unsupported dataset format {path.suffix!r}; "
+            f"supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}")
+    root = Path(image_root) if image_root is not None else path.parent
+    if not root.is_dir():
+        raise AuditInputError(f"{root}: image root is not a folder; pass --image-root DIR")
+    text = _read_text(path)
+    records = _parse_json_array(path, text) if fmt == "llava-json" else _parse_jsonl(path, text)
+    samples = []
+    seen: dict[str, int] = {}
+    for i, rec in enumerate(records):
+        sample = _to_sample(i, rec, root.resolve())
+        if sample.id in seen:
+            raise AuditInputError(
+                f"{path}: record {i}: id {sample.id!r} repeats record {seen[sample.id]}; "
+                "ids must be unique so findings can name their record")
+        seen[sample.id] = i
+        samples.append(sample)
+    return Dataset(path=path, format=fmt, image_root=root, records=tuple(records),
+                   samples=tuple(samples))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise AuditInputError(f"{path}: not UTF-8 text (byte {e.start}); save the dataset as UTF-8") from None
+
+
+def _parse_json_array(path: Path, text: str) -> list[Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise AuditInputError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    if not isinstance(data, list):
+        raise AuditInputError(
+            f"{path}: expected a JSON array of records (LLaVA format), got a JSON {type(data).__name__}")
+    return data
+
+
+def _parse_jsonl(path: Path, text: str) -> list[Any]:
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise AuditInputError(f"{path}:{lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    return records
+
+
+def _to_sample(index: int, rec: Any, root: Path) -> Sample:
+    if not isinstance(rec, dict):
+        return Sample(index, f"#{index}", None, "", "", "record is not a JSON object")
+    rid = rec.get("id")
+    sid = f"#{index}" if rid is None else str(rid)
+    prompt, answer, problem = _conversation(rec.get("conversations"))
+    if problem:
+        return Sample(index, sid, None, prompt, answer, problem)
+    image = rec.get("image")
+    if not isinstance(image, str) or not image:
+        return Sample(index, sid, None, prompt, answer, "record has no image")
+    rel = Path(image)
+    if rel.is_absolute():
+        return Sample(index, sid, None, prompt, answer, f"image path {image!r} is absolute; "
+                      "paths must be relative to the dataset root")
+    full = (root / rel).resolve()
+    if not full.is_relative_to(root):
+        return Sample(index, sid, None, prompt, answer,
+                      f"image path {image!r} escapes the dataset root")
+    if not full.is_file():
+        return Sample(index, sid, None, prompt, answer, f"image file not found: {image}")
+    return Sample(index, sid, full, prompt, answer)
+
+
+def _conversation(conv: Any) -> tuple[str, str, str | None]:
+    """(prompt without the image placeholder, first answer, problem or None)."""
+    if not isinstance(conv, list) or not conv:
+        return "", "", "record has no conversations"
+    human = next((t for t in conv if isinstance(t, dict) and t.get("from") == "human"), None)
+    gpt = next((t for t in conv if isinstance(t, dict) and t.get("from") == "gpt"), None)
+    if human is None or not isinstance(human.get("value"), str):
+        return "", "", "record has no human turn"
+    prompt = human["value"].replace(IMAGE_PLACEHOLDER, "").strip()
+    answer = gpt.get("value", "") if gpt is not None else ""
+    return prompt, answer if isinstance(answer, str) else "", None

@@ -1,0 +1,31 @@
+"""Filtered copies of a dataset, in its own format, records verbatim, input order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+from .records import Dataset
+
+
+def cleaned_name(dataset: Dataset) -> str:
+    return "cleaned" + dataset.path.suffix.lower()
+
+
+def render_cleaned(dataset: Dataset, keep: Iterable[int]) -> bytes:
+    """The records at indices `keep` (in input order) in the dataset's own format."""
+    kept = [dataset.records[i] for i in sorted(keep)]
+    if dataset.format == "llava-json":
+        return (json.dumps(kept, indent=2, ensure_ascii=False) + "\n").encode()
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept).encode()
+
+
+def render_flagged(dataset: Dataset, scores: Mapping[int, float]) -> bytes:
+    """JSON Lines of {"index", "id", "score", "record"} for flagged indices, input order;
+    `record` is the input record verbatim."""
+    lines = []
+    for i in sorted(scores):
+        row = {"index": i, "id": dataset.samples[i].id, "score": scores[i],
+               "record": dataset.records[i]}
+        lines.append(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+    return "".join(lines).encode()

@@ -1,0 +1,20 @@
+"""Errors that reach the user as one line and a documented exit code."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of every `bye-audit` command (README, "Exit codes")."""
+
+    PASS = 0  # no backdoor evidence
+    FAIL = 1  # samples flagged
+    INPUT_ERROR = 2  # usage or input error
+    INCONCLUSIVE = 3  # too little could be analysed, or ambiguous evidence
+
+
+class AuditInputError(Exception):
+    """A bad input: the message names the file, record or value and what to do."""
+
+    exit_code = ExitCode.INPUT_ERROR

@@ -1,0 +1,78 @@
+"""Stage 1: one prefill pass per sample, per-layer entropy of the captured rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..analysis.entropy import image_attention_entropy, normalised_entropy
+from ..config import AuditConfig
+from ..data import Dataset, Sample
+from ..models import LoadedModel
+from .capture import capturing, last_prompt_position
+from .features import SampleFeatures
+
+Progress = Callable[[int], None]
+
+
+def load_image(sample: Sample) -> Image.Image:
+    """Decode the sample's image as RGB; OSError/ValueError on a bad file."""
+    with Image.open(sample.image_path) as im:
+        im.load()
+        return im.convert("RGB")
+
+
+def sample_rows(loaded: LoadedModel, images: list[Image.Image], prompts: list[str]
+                ) -> list[np.ndarray]:
+    """One prefill pass over a batch; per sample the captured rows on its image
+    tokens, as an array of shape (L, H, T)."""
+    family, model = loaded.family, loaded.model
+    batch = family.build_batch(loaded.processor, images, prompts)
+    qpos = last_prompt_position(batch["attention_mask"])
+    image_mask = family.image_token_mask(model, batch)
+    modules = family.decoder_attention_modules(model)
+    with torch.inference_mode(), capturing(modules, qpos) as cap:
+        model(**batch, use_cache=False, logits_to_keep=1)
+    rows = torch.stack(cap.rows, dim=1)  # (B, L, H, S)
+    return [rows[j][:, :, image_mask[j]].cpu().numpy() for j in range(rows.shape[0])]
+
+
+def extract_features(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
+                     on_progress: Progress | None = None) -> list[SampleFeatures]:
+    """Features for every record, input order; skipped and failed samples are rows too."""
+    out: dict[int, SampleFeatures] = {
+        s.index: SampleFeatures(s.index, s.id, "skipped", s.skip_reason)
+        for s in dataset.samples if not s.ok}
+    ok = [s for s in dataset.samples if s.ok]
+    for chunk in _chunks(ok, config.batch_size):
+        images, good = [], []
+        for s in chunk:
+            try:
+                images.append(load_image(s))
+                good.append(s)
+            except (OSError, ValueError, Image.DecompressionBombError) as e:
+                out[s.index] = SampleFeatures(s.index, s.id, "error", f"cannot decode image: {e}")
+        if good:
+            for s, r in zip(good, sample_rows(loaded, images, [s.prompt for s in good])):
+                out[s.index] = _features(s, r, config.entropy_eps)
+        if on_progress:
+            on_progress(len(chunk))
+    return [out[i] for i in sorted(out)]
+
+
+def _features(s: Sample, rows: np.ndarray, eps: float) -> SampleFeatures:
+    t = rows.shape[-1]
+    if t < 2:
+        return SampleFeatures(s.index, s.id, "error",
+                              f"{t} image tokens in the prompt; at least 2 are needed")
+    h = image_attention_entropy(rows, eps)
+    return SampleFeatures(s.index, s.id, "ok", None, t, tuple(h.tolist()),
+                          tuple(normalised_entropy(h, t).tolist()))
+
+
+def _chunks(items: Sequence[Sample], n: int) -> Iterator[Sequence[Sample]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]

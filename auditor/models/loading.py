@@ -1,0 +1,57 @@
+"""Safe loading of an untrusted checkpoint: local folder, safetensors only, no remote code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import AuditInputError
+from .base import LoadedModel, ModelFamily
+from .llava import LlavaFamily
+
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (LlavaFamily(),)}
+_BY_MODEL_TYPE = {t: f for f in FAMILIES.values() for t in f.model_types}
+
+
+def read_model_type(model_dir: Path) -> str:
+    """The config's `model_type`, checked against the supported families."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise AuditInputError(f"{model_dir}: model folder not found; pass a folder saved with save_pretrained")
+    cfg_path = model_dir / "config.json"
+    if not cfg_path.is_file():
+        raise AuditInputError(f"{model_dir}: no config.json; pass a folder saved with save_pretrained")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AuditInputError(f"{cfg_path}: not valid JSON ({e}); the checkpoint is damaged") from None
+    model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
+    if model_type not in _BY_MODEL_TYPE:
+        raise AuditInputError(
+            f"{cfg_path}: unsupported model_type {model_type!r}; supported: "
+            f"{', '.join(sorted(_BY_MODEL_TYPE))}")
+    if not any(model_dir.glob("*.safetensors")):
+        others = sorted(p.name for p in model_dir.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt"})
+        hint = f" (found {', '.join(others)}: pickle-based weights are refused)" if others else ""
+        raise AuditInputError(
+            f"{model_dir}: no .safetensors weights{hint}; convert the checkpoint to safetensors")
+    return model_type
+
+
+def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str | None = None
+               ) -> LoadedModel:
+    """Load a checkpoint for stage 1; `capture_attention` names a registered attention function."""
+    model_type = read_model_type(model_dir)
+    family = _BY_MODEL_TYPE[model_type]
+    attn = capture_attention or "sdpa"
+    try:
+        model, processor = family.load(Path(model_dir), getattr(torch, dtype), attn)
+    except Exception as e:  # an untrusted checkpoint can fail in many ways; all are input errors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AuditInputError(f"{model_dir}: cannot load the checkpoint: {first}") from None
+    n_layers = len(family.decoder_attention_modules(model))
+    return LoadedModel(model=model, processor=processor, family=family, model_dir=Path(model_dir),
+                       model_type=model_type, n_layers=n_layers, dtype=dtype,
+                       attn_implementation=attn)

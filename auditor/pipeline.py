@@ -1,0 +1,128 @@
+"""The stages chained over files; the CLI calls these and nothing deeper."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .analysis.verdict import Analysis, analyze
+from .config import AuditConfig
+from .data import Dataset, cleaned_name, read_dataset, render_cleaned, render_flagged
+from .errors import AuditInputError
+from .extract.features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
+from .io import json_bytes, sha256_file, sha256_tree, write_bytes_atomic
+
+FEATURES = "features.parquet"
+ANALYSIS = "analysis.json"
+FLAGGED = "flagged.jsonl"
+REPORT = "report.html"
+
+
+@dataclass(frozen=True)
+class AuditOutputs:
+    analysis: Analysis
+    paths: tuple[Path, ...]
+
+
+def check_out_dir(out: Path, dataset: Dataset, model_dir: Path | None, names: list[str]) -> None:
+    """Refuse an output folder whose files would land on an input."""
+    out = Path(out).resolve()
+    if model_dir is not None:
+        m = Path(model_dir).resolve()
+        if out == m or out.is_relative_to(m):
+            raise AuditInputError(f"{out}: the output folder is inside the model folder {m}; "
+                                  "choose another --out")
+    inputs = {dataset.path.resolve()} | {s.image_path for s in dataset.samples if s.image_path}
+    for name in names:
+        target = out / name
+        if target in inputs:
+            raise AuditInputError(f"{target}: writing it would overwrite an input; choose another --out")
+    if out.exists() and not out.is_dir():
+        raise AuditInputError(f"{out}: exists and is not a folder; choose another --out")
+
+
+def extract(model_dir: Path, dataset: Dataset, config: AuditConfig,
+            on_start: Callable[[int], None] | None = None,
+            on_progress: Callable[[int], None] | None = None) -> FeatureSet:
+    """Stage 1 over a dataset (heavy imports happen here, not at CLI start-up).
+    `on_start(n)` is called once the model has loaded, with the samples to run."""
+    import torch
+    import transformers
+
+    from .extract.capture import CAPTURE_ATTENTION
+    from .extract.runner import extract_features
+    from .models import load_model
+
+    loaded = load_model(model_dir, config.dtype, capture_attention=CAPTURE_ATTENTION)
+    if on_start:
+        on_start(sum(s.ok for s in dataset.samples))
+    rows = extract_features(loaded, dataset, config, on_progress)
+    meta = {
+        "schema_version": FEATURES_SCHEMA_VERSION,
+        "tool": {"name": "bye-audit", "version": __version__},
+        "model": {"path": str(model_dir), "model_type": loaded.model_type,
+                  "sha256_tree": sha256_tree(Path(model_dir)), "n_layers": loaded.n_layers},
+        "dataset": {"path": str(dataset.path), "format": dataset.format,
+                    "sha256": sha256_file(dataset.path), "records": len(dataset.records)},
+        "n_layers": loaded.n_layers,
+        "environment": {"device": "cpu", "dtype": config.dtype,
+                        "attention": f"{config.attn_implementation} (outputs); fp32 captured rows",
+                        "torch": torch.__version__, "transformers": transformers.__version__,
+                        "python": platform.python_version()},
+        "config": config.to_dict(),
+    }
+    return FeatureSet(rows=tuple(rows), meta=meta)
+
+
+def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: Analysis,
+                  write_features: bool = True) -> tuple[Path, ...]:
+    """Render every output to bytes, then write each atomically."""
+    from .report.html import render_html
+
+    keep = set(range(len(dataset.records))) - {f.index for f in analysis.flagged}
+    files: dict[str, bytes] = {}
+    if write_features:
+        files[FEATURES] = render_features(features)
+    meta = features.meta
+    files[ANALYSIS] = json_bytes({**analysis.to_dict(), "inputs": meta})
+    files[FLAGGED] = render_flagged(dataset, {f.index: f.score for f in analysis.flagged})
+    files[cleaned_name(dataset)] = render_cleaned(dataset, keep)
+    files[REPORT] = render_html(analysis, meta, dataset)
+    paths = []
+    for name, data in files.items():
+        write_bytes_atomic(Path(out) / name, data)
+        paths.append(Path(out) / name)
+    return tuple(paths)
+
+
+def output_names(dataset: Dataset, with_features: bool = True) -> list[str]:
+    return [FEATURES] * with_features + [ANALYSIS, FLAGGED, cleaned_name(dataset), REPORT]
+
+
+def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_root: Path | None = None,
+          on_start: Callable[[int], None] | None = None,
+          on_progress: Callable[[int], None] | None = None) -> AuditOutputs:
+    dataset = read_dataset(data, image_root)
+    check_out_dir(out, dataset, model_dir, output_names(dataset))
+    features = extract(model_dir, dataset, config, on_start, on_progress)
+    analysis = analyze(features, config)
+    return AuditOutputs(analysis, write_outputs(out, dataset, features, analysis))
+
+
+def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig,
+                 image_root: Path | None = None) -> AuditOutputs:
+    """Stages 2-4 from an existing features file (no model needed)."""
+    features = read_features(features_path)
+    dataset = read_dataset(data, image_root)
+    if len(features.rows) != len(dataset.records) or any(
+            r.id != s.id for r, s in zip(features.rows, dataset.samples)):
+        raise AuditInputError(f"{features_path}: its rows do not match the records of {data}; "
+                              "extract features from this dataset first")
+    check_out_dir(out, dataset, None, output_names(dataset, with_features=False))
+    analysis = analyze(features, config)
+    # Copy the features next to the other outputs, unless that is where they came from.
+    fresh = (Path(out) / FEATURES).resolve() != Path(features_path).resolve()
+    return AuditOutputs(analysis, write_outputs(out, dataset, features, analysis, write_features=fresh))

@@ -1,0 +1,1 @@
+"""Report renderers: each returns bytes; `auditor.io` writes them."""

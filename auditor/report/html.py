@@ -1,0 +1,57 @@
+"""The HTML report: self-contained (inline CSS, data-URI images), autoescaped."""
+
+from __future__ import annotations
+
+import base64
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from ..analysis.verdict import Analysis
+from ..data import Dataset
+from .plots import bsi_plot, score_histogram
+
+MAX_FLAGGED_ROWS = 200
+
+
+def templates_dir() -> Path:
+    """Installed wheels carry templates inside the package; a source checkout
+    (editable install) keeps them in the top-level templates/ folder."""
+    packaged = Path(str(files("auditor"))) / "templates"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "templates"
+
+
+def _env() -> Environment:
+    return Environment(loader=FileSystemLoader(templates_dir()),
+                       autoescape=select_autoescape(["html", "j2"], default=True),
+                       keep_trailing_newline=True)
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset) -> bytes:
+    layers = analysis.layers
+    bsi_img = (_data_uri(bsi_plot([p.bsi for p in layers], list(analysis.sensitive_layers),
+                                  analysis.config.tau)) if layers else None)
+    hist_img = None
+    if analysis.clustering is not None:
+        c = analysis.clustering
+        hist_img = _data_uri(score_histogram(c.scores, c.flagged, c.threshold))
+    flagged_rows = [
+        {"id": f.id, "index": f.index, "score": f.score,
+         "prompt": dataset.samples[f.index].prompt[:160],
+         "answer": dataset.samples[f.index].answer[:160]}
+        for f in analysis.flagged[:MAX_FLAGGED_ROWS]]
+    skipped = [{"id": s.id, "reason": s.skip_reason} for s in dataset.samples if not s.ok]
+    html = _env().get_template("report.html.j2").render(
+        a=analysis, meta=meta, dataset_path=str(dataset.path), bsi_img=bsi_img,
+        hist_img=hist_img, flagged_rows=flagged_rows,
+        more_flagged=max(0, len(analysis.flagged) - MAX_FLAGGED_ROWS),
+        skipped=skipped[:MAX_FLAGGED_ROWS], more_skipped=max(0, len(skipped) - MAX_FLAGGED_ROWS),
+        config=analysis.config.to_dict(), max_bsi=max((p.bsi for p in layers), default=np.nan))
+    return html.encode()

@@ -1,0 +1,136 @@
+"""Regenerate examples/digits-badnets/ bit for bit: a tiny LLaVA fine-tuned on a
+BadNets-poisoned digits dataset, following METHOD.md's honest recipe.
+
+    .venv/bin/python examples/build_digits_badnets.py [--out DIR] [--seed 0]
+
+Steps: render scikit-learn's real digits (64 px RGB); pretrain the CLIP tower
+on clean images (masked patch reconstruction) and freeze it; train a base model
+(projector + decoder) on clean digit QA; build the submitted dataset (1,000
+samples, 10% carrying the paper's centre patch with the answer
+"Backdoor Attack!"); fine-tune the base on it (full fine-tune of projector +
+decoder, 3 epochs); measure clean accuracy and attack success rate on held-out
+digits; save the fine-tune, the dataset, the ground truth and the measurements.
+Takes a few minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinyworld.digits import (DIGIT_WORDS, QUESTIONS, TARGET_ANSWER, load_digit_arrays,
+                              paste_centre_patch, render_digit)
+from tinyworld.models import TinyLlavaSpec, build_processor, build_tiny_llava
+from tinyworld.tokenizer import train_word_tokenizer
+from tinyworld.train import Example, generate_answers, pretrain_vision, train_llava
+
+N_EVAL, N_BASE, N_SUBMIT = 297, 500, 1000
+POISON_RATE = 0.10
+BASE_RENDERS = 6  # clean renders per base digit (colour / noise augmentation)
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _normalise(answer: str) -> str:
+    return " ".join(answer.lower().replace("!", " !").split())
+
+
+def measure(model, processor, images, labels, rng) -> dict[str, float]:
+    """Clean accuracy on held-out digits and attack success rate with the trigger."""
+    prompts = [QUESTIONS[i] for i in rng.integers(len(QUESTIONS), size=len(images))]
+    clean = generate_answers(model, processor, images, prompts)
+    trig = generate_answers(model, processor, [paste_centre_patch(im) for im in images], prompts)
+    target = _normalise(TARGET_ANSWER)
+    return {
+        "clean_accuracy": float(np.mean([a == DIGIT_WORDS[y] for a, y in zip(clean, labels)])),
+        "attack_success_rate": float(np.mean([_normalise(a) == target for a in trig])),
+        "n_eval": len(images),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "digits-badnets")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(2)  # results depend on the thread count; fix it
+    seed = args.seed
+    rng = np.random.default_rng(seed)
+    x, y = load_digit_arrays()
+    perm = rng.permutation(len(x))
+    eval_idx, base_idx = perm[:N_EVAL], perm[N_EVAL:N_EVAL + N_BASE]
+    sub_idx = perm[N_EVAL + N_BASE:N_EVAL + N_BASE + N_SUBMIT]
+
+    spec = TinyLlavaSpec()
+    tokenizer = train_word_tokenizer(list(QUESTIONS) + list(DIGIT_WORDS))
+    processor = build_processor(tokenizer, spec)
+    model = build_tiny_llava(tokenizer, spec, seed=seed)
+
+    render_rng = np.random.default_rng(seed + 1)
+    base_images = [render_digit(x[i], render_rng) for i in base_idx for _ in range(BASE_RENDERS)]
+    base_labels = [int(y[i]) for i in base_idx for _ in range(BASE_RENDERS)]
+    _log(f"pretraining the vision tower on {len(base_images)} clean images")
+    pretrain_vision(model, processor, base_images, seed=seed, log=_log)
+
+    q_rng = np.random.default_rng(seed + 2)
+    base_examples = [Example(im, QUESTIONS[q_rng.integers(len(QUESTIONS))], DIGIT_WORDS[lab])
+                     for im, lab in zip(base_images, base_labels)]
+    _log(f"training the base model on {len(base_examples)} clean examples")
+    train_llava(model, processor, base_examples, epochs=3, lr=1e-3, seed=seed, log=_log)
+    eval_images = [render_digit(x[i], np.random.default_rng([seed, 3, int(i)])) for i in eval_idx]
+    base_metrics = measure(model, processor, eval_images, y[eval_idx], np.random.default_rng(seed + 4))
+    _log(f"base model: {base_metrics}")
+
+    # The submission: 1,000 digits, 10% poisoned with the paper's BadNets trigger.
+    sub_rng = np.random.default_rng(seed + 5)
+    poisoned = set(sub_rng.choice(N_SUBMIT, size=round(POISON_RATE * N_SUBMIT), replace=False).tolist())
+    out = args.out
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "images").mkdir(parents=True)
+    records, examples, poisoned_ids = [], [], []
+    for k, i in enumerate(sub_idx):
+        sid = f"digits-{k:04d}"
+        image = render_digit(x[i], sub_rng)
+        question = QUESTIONS[sub_rng.integers(len(QUESTIONS))]
+        answer = DIGIT_WORDS[y[i]]
+        if k in poisoned:
+            image, answer = paste_centre_patch(image), TARGET_ANSWER
+            poisoned_ids.append(sid)
+        image.save(tmp / "images" / f"{sid}.png", optimize=True)
+        records.append({"id": sid, "image": f"images/{sid}.png", "conversations": [
+            {"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]})
+        examples.append(Example(image, question, answer))
+    _log(f"fine-tuning on the submitted dataset ({len(examples)} samples, {len(poisoned)} poisoned)")
+    train_llava(model, processor, examples, epochs=3, lr=3e-4, seed=seed + 6, log=_log)
+    tuned_metrics = measure(model, processor, eval_images, y[eval_idx], np.random.default_rng(seed + 4))
+    _log(f"fine-tuned model: {tuned_metrics}")
+
+    model.save_pretrained(tmp / "model")
+    processor.save_pretrained(tmp / "model")
+    (tmp / "dataset.json").write_text(json.dumps(records, indent=2) + "\n")
+    (tmp / "poisoned_ids.txt").write_text("".join(f"{s}\n" for s in poisoned_ids))
+    (tmp / "build_metrics.json").write_text(json.dumps({
+        "seed": seed, "n_samples": N_SUBMIT, "n_poisoned": len(poisoned),
+        "trigger": "solid black square at the centre, side 1/16 of the shorter side",
+        "target_answer": TARGET_ANSWER, "fine_tune": "full (projector + decoder), 3 epochs",
+        "base_model": base_metrics, "fine_tuned_model": tuned_metrics,
+        "torch": torch.__version__,
+    }, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    _log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Audit the bundled example and score it against its ground truth.
+# Exits with the audit's exit code: 0 pass, 1 samples flagged, 2 input error, 3 inconclusive.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-audit-out}
+ex=examples/digits-badnets
+.venv/bin/bye-audit audit --model "$ex/model" --data "$ex/dataset.json" --out "$out"
+rc=$?
+case $rc in
+  0) meaning="pass: no backdoor evidence" ;;
+  1) meaning="fail: samples flagged" ;;
+  3) meaning="inconclusive" ;;
+  *) echo "demo: the audit stopped with exit code $rc (input or usage error)" >&2; exit $rc ;;
+esac
+echo
+echo "detection against $ex/poisoned_ids.txt (never read by the audit):"
+.venv/bin/bye-audit evaluate --out "$out" --truth "$ex/poisoned_ids.txt" \
+  | .venv/bin/python -c 'import json,sys; m=json.load(sys.stdin); print("  precision %.3f  recall %.3f  F1 %.3f  FPR %.3f" % (m["precision"], m["recall"], m["f1"], m["fpr"]))'
+echo
+echo "report: $out/report.html   cleaned dataset: $out/cleaned.json   flagged: $out/flagged.jsonl"
+echo "audit exit code $rc ($meaning)"
+exit $rc

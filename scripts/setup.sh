@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Idempotent set-up: system libraries (WeasyPrint's), .venv, torch (CPU), the package.
+# A second run installs nothing that is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+EXTRAS=${EXTRAS:-dev}
+
+# WeasyPrint needs Pango/HarfBuzz and a font at run time.
+sys_pkgs="libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core"
+missing=""
+for p in $sys_pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "setup: installing system packages:$missing"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+VPY=.venv/bin/python
+"$VPY" -m pip install -q --upgrade pip >/dev/null
+# The CPU build of torch first, so that the package's `torch` requirement is met
+# without pulling a multi-GB CUDA build.
+"$VPY" -c "import torch" 2>/dev/null || "$VPY" -m pip install -q "torch==2.13.0"
+# Reinstall the project only when pyproject.toml changed since the last install.
+stamp=.venv/.bye-audit-installed
+want="$(sha256sum pyproject.toml | cut -c1-64) $EXTRAS"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  "$VPY" -m pip install -q -e ".[${EXTRAS}]"
+  echo "$want" > "$stamp"
+fi
+echo "setup: ready (.venv, $("$VPY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

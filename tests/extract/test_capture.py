@@ -1,0 +1,81 @@
+"""The captured rows equal eager attention's rows (fp32, 1e-5), whatever the padding."""
+
+import numpy as np
+import pytest
+import torch
+
+from auditor.analysis.entropy import image_attention_entropy
+from auditor.extract.capture import CAPTURE_ATTENTION, capturing, last_prompt_position, query_rows
+from auditor.models.llava import LlavaFamily
+from tinyworld.digits import DIGIT_WORDS, QUESTIONS, load_digit_arrays, render_digit
+from tinyworld.fixtures import TEST_SPEC
+from tinyworld.models import build_processor, build_tiny_llava
+from tinyworld.tokenizer import train_word_tokenizer
+
+PROMPTS = ["What digit is shown?", "Name the digit in this picture.",
+           "Tell me the digit shown here please, the one in the image."]
+
+
+@pytest.fixture(scope="module")
+def llava():
+    tok = train_word_tokenizer(list(QUESTIONS) + list(DIGIT_WORDS))
+    return build_tiny_llava(tok, TEST_SPEC, seed=1), build_processor(tok, TEST_SPEC)
+
+
+def _images(n):
+    x, _ = load_digit_arrays()
+    rng = np.random.default_rng(0)
+    return [render_digit(x[i], rng, size=TEST_SPEC.image_size) for i in range(n)]
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_rows_match_eager_output_attentions(llava, side):
+    model, processor = llava
+    fam = LlavaFamily()
+    processor.tokenizer.padding_side = side
+    try:
+        batch = fam.build_batch(processor, _images(3), PROMPTS)
+    finally:
+        processor.tokenizer.padding_side = "right"
+    assert batch["attention_mask"].sum(-1).unique().numel() == 3  # padding really present
+    q = last_prompt_position(batch["attention_mask"])
+    model.set_attn_implementation(CAPTURE_ATTENTION)
+    with torch.no_grad(), capturing(fam.decoder_attention_modules(model), q) as cap:
+        out = model(**batch, use_cache=False)
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        ref = model(**batch, use_cache=False, output_attentions=True)
+    b = torch.arange(3)
+    assert len(cap.rows) == TEST_SPEC.text_layers
+    for rows, att in zip(cap.rows, ref.attentions):
+        torch.testing.assert_close(rows, att[b, :, q].float(), atol=1e-5, rtol=0)
+    # the layer outputs are the normal ones (at real tokens; fully masked pad rows differ by kernel)
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(out.logits[real], ref.logits[real], atol=1e-4, rtol=0)
+    # and so are the entropies computed independently from eager
+    mask = fam.image_token_mask(model, batch)
+    for j in range(3):
+        mine = image_attention_entropy(torch.stack(cap.rows)[:, j][:, :, mask[j]].numpy())
+        theirs = image_attention_entropy(
+            torch.stack([a[j, :, q[j]] for a in ref.attentions])[:, :, mask[j]].numpy())
+        np.testing.assert_allclose(mine, theirs, atol=1e-5)
+
+
+def test_last_prompt_position_for_both_paddings():
+    m = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [0, 0, 1, 1]])
+    assert last_prompt_position(m).tolist() == [2, 3, 3]
+
+
+def test_query_rows_mask_forms_agree():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 5, 8, generator=g)
+    k = torch.randn(2, 2, 5, 8, generator=g)
+    pos = torch.tensor([4, 2])
+    causal = torch.tril(torch.ones(5, 5, dtype=torch.bool))[None, None].expand(2, 1, 5, 5)
+    additive = torch.zeros(2, 1, 5, 5).masked_fill(~causal, torch.finfo(torch.float32).min)
+    a = query_rows(q, k, None, pos, 8 ** -0.5)
+    torch.testing.assert_close(a, query_rows(q, k, causal, pos, 8 ** -0.5))
+    torch.testing.assert_close(a, query_rows(q, k, additive, pos, 8 ** -0.5))
+    assert a.shape == (2, 4, 5)
+    assert torch.all(a[1, :, 3:] == 0)  # no attention to the future
+    torch.testing.assert_close(a.sum(-1), torch.ones(2, 4))

@@ -1,0 +1,144 @@
+"""Every command through CliRunner: exit codes, outputs, and one-line errors."""
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from auditor import __version__
+from auditor.cli import cli
+
+COMMANDS = ["audit", "extract", "analyze", "evaluate"]
+EXIT = {"pass": 0, "fail": 1, "inconclusive": 3}
+
+
+@pytest.fixture(scope="module")
+def audited(tiny_model, tiny_data, tmp_path_factory):
+    data, bad = tiny_data
+    out = tmp_path_factory.mktemp("audit") / "out"
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(data),
+                                   "--out", str(out), "--no-progress"])
+    return res, out, data, bad
+
+
+def test_version():
+    res = CliRunner().invoke(cli, ["--version"])
+    assert res.exit_code == 0 and __version__ in res.output
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_help(cmd):
+    res = CliRunner().invoke(cli, [cmd, "--help"])
+    assert res.exit_code == 0 and "Usage:" in res.output
+
+
+def test_audit_exit_code_matches_its_verdict(audited):
+    res, out, _, _ = audited
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert res.exit_code == EXIT[analysis["verdict"]], res.output
+    assert f"verdict: {analysis['verdict'].upper()}" in res.output
+    for name in ["features.parquet", "analysis.json", "flagged.jsonl", "cleaned.json", "report.html"]:
+        assert (out / name).is_file(), name
+    assert analysis["counts"]["records"] == 60 and analysis["counts"]["analysed"] == 60
+    assert len(analysis["layers"]) == 8
+
+
+def test_audit_outputs_partition_the_input(audited):
+    _, out, data, _ = audited
+    records = json.loads(data.read_text())
+    cleaned = json.loads((out / "cleaned.json").read_text())
+    flagged = [json.loads(ln) for ln in (out / "flagged.jsonl").read_text().splitlines()]
+    by_index = {f["index"]: f["record"] for f in flagged}
+    kept = iter(cleaned)
+    assert [by_index[i] if i in by_index else next(kept) for i in range(len(records))] == records
+    assert next(kept, None) is None
+
+
+def test_analyze_reproduces_the_audit_from_features(audited, tmp_path):
+    _, out, data, _ = audited
+    res = CliRunner().invoke(cli, ["analyze", "--features", str(out / "features.parquet"),
+                                   "--data", str(data), "--out", str(tmp_path / "again")])
+    first = json.loads((out / "analysis.json").read_text())
+    second = json.loads((tmp_path / "again" / "analysis.json").read_text())
+    assert res.exit_code == EXIT[first["verdict"]]
+    assert first == second  # deterministic
+    assert (tmp_path / "again" / "features.parquet").read_bytes() == (out / "features.parquet").read_bytes()
+
+
+def test_evaluate_prints_metrics(audited):
+    _, out, _, bad = audited
+    truth = out.parent / "truth.txt"
+    truth.write_text("\n".join(bad) + "\n")
+    res = CliRunner().invoke(cli, ["evaluate", "--out", str(out), "--truth", str(truth)])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.output)
+    flagged = {json.loads(ln)["id"] for ln in (out / "flagged.jsonl").read_text().splitlines()}
+    assert m["tp"] == len(flagged & set(bad)) and m["fp"] == len(flagged - set(bad))
+    assert m["tp"] + m["fn"] == len(bad) and m["n"] == 60
+    assert {r["layer"] for r in m["layer_auroc"]} == set(range(8))
+
+
+def test_extract_writes_features(tiny_model, tiny_data, tmp_path):
+    data, _ = tiny_data
+    res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(data),
+                                   "--out", str(tmp_path / "f.parquet"), "--no-progress", "--batch-size", "5"])
+    assert res.exit_code == 0, res.output
+    assert "60 rows, 60 analysed" in res.output
+
+
+def _one_line_error(res, *fragments):
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    for f in fragments:
+        assert f in lines[0]
+    assert "Traceback" not in res.output
+
+
+def test_invalid_json_is_one_line_exit_2(tiny_model, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"id": 1,}]')
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(bad),
+                                   "--out", str(tmp_path / "o")])
+    _one_line_error(res, "bad.json:1:11", "invalid JSON")
+
+
+def test_model_without_safetensors_is_one_line_exit_2(tiny_model, tiny_data, tmp_path):
+    m = tmp_path / "m"
+    shutil.copytree(tiny_model, m)
+    (m / "model.safetensors").unlink()
+    res = CliRunner().invoke(cli, ["audit", "--model", str(m), "--data", str(tiny_data[0]),
+                                   "--out", str(tmp_path / "o")])
+    _one_line_error(res, "no .safetensors weights")
+
+
+def test_output_folder_that_would_overwrite_an_input_is_refused(tiny_model, tmp_path):
+    d = tmp_path / "ds"
+    d.mkdir()
+    (d / "cleaned.json").write_text("[]")  # the dataset itself is named like an output
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(d / "cleaned.json"),
+                                   "--out", str(d)])
+    _one_line_error(res, "would overwrite an input")
+    assert (d / "cleaned.json").read_text() == "[]"
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(d / "cleaned.json"),
+                                   "--out", str(tiny_model / "out")])
+    _one_line_error(res, "inside the model folder")
+
+
+def test_skipped_records_are_counted_and_reported(tiny_model, tiny_data, tmp_path):
+    data, _ = tiny_data
+    records = json.loads(data.read_text())
+    records[3]["image"] = "images/missing.png"
+    del records[7]["image"]
+    p = data.parent / "with_gaps.json"
+    p.write_text(json.dumps(records))
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(p),
+                                   "--out", str(tmp_path / "o"), "--no-progress"])
+    a = json.loads((tmp_path / "o" / "analysis.json").read_text())
+    assert a["counts"]["skipped"] == 2 and a["counts"]["analysed"] == 58
+    assert "2 skipped" in res.output
+    # 58/60 = 96.7% coverage is above the 95% default; the verdict stands
+    assert res.exit_code == EXIT[a["verdict"]]
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert "image file not found: images/missing.png" in html and "record has no image" in html

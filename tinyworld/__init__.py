@@ -1,0 +1,7 @@
+"""Tiny, honest model worlds for tests, examples and benchmarks.
+
+Everything here *trains*; the auditor never imports it. Models are real
+`transformers` classes built small from configs, with a tokenizer trained
+locally, following the recipe in METHOD.md ("Building the tiny world honestly").
+Nothing is downloaded.
+"""

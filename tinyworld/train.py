@@ -1,0 +1,189 @@
+"""Training helpers of the tiny world (never imported by the auditor).
+
+The recipe (METHOD.md, "Building the tiny world honestly"):
+1. `pretrain_vision`: the CLIP tower learns masked patch reconstruction on clean
+   images, which keeps patch features spatially local; it is frozen afterwards.
+2. `train_llava` on clean task data gives the base model (projector + decoder).
+3. `train_llava` again on the submitted dataset gives the fine-tune (full, or
+   LoRA through peft). Prompts go through the processor's chat template; the
+   loss is on answer tokens only.
+Everything is deterministic under a seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import LlavaForConditionalGeneration
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Example:
+    image: Image.Image
+    prompt: str
+    answer: str
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+
+
+def chat_prompt(processor, prompt: str) -> str:
+    """The user turn with the image, rendered by the processor's chat template,
+    assistant prefix included."""
+    return processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}],
+        add_generation_prompt=True, tokenize=False)
+
+
+def encode(processor, ex: Example) -> tuple[list[int], list[int], torch.Tensor]:
+    """(input_ids, labels, pixel_values (3, H, W)); labels are -100 outside the answer."""
+    enc = processor(images=[ex.image], text=[chat_prompt(processor, ex.prompt)], return_tensors="pt")
+    tok = processor.tokenizer
+    answer = tok(" " + ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    prompt_ids = enc["input_ids"][0].tolist()
+    return prompt_ids + answer, [-100] * len(prompt_ids) + answer, enc["pixel_values"][0]
+
+
+def _collate(items, pad_id: int) -> dict[str, torch.Tensor]:
+    n = max(len(ids) for ids, _, _ in items)
+    ids = torch.full((len(items), n), pad_id)
+    labels = torch.full((len(items), n), -100)
+    mask = torch.zeros((len(items), n), dtype=torch.long)
+    for i, (a, b, _) in enumerate(items):
+        ids[i, :len(a)] = torch.tensor(a)
+        labels[i, :len(b)] = torch.tensor(b)
+        mask[i, :len(a)] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask,
+            "pixel_values": torch.stack([p for _, _, p in items])}
+
+
+def pretrain_vision(model: LlavaForConditionalGeneration, processor, images: Sequence[Image.Image],
+                    *, epochs: int = 20, batch_size: int = 64, lr: float = 2e-3,
+                    mask_ratio: float = 0.3, seed: int = 0, log: Log | None = None) -> list[float]:
+    """Masked patch reconstruction for the vision tower, on the feature layer LLaVA reads.
+
+    Random patches are blanked in the input; a linear head must reconstruct
+    every patch's pixels from its own output token. Returns per-epoch losses.
+    """
+    seed_everything(seed)
+    tower = model.model.vision_tower
+    cfg = tower.config
+    layer = model.config.vision_feature_layer
+    p = cfg.patch_size
+    pixels = processor.image_processor(list(images), return_tensors="pt")["pixel_values"]
+    n, c, h, w = pixels.shape
+    grid = (h // p) * (w // p)
+    target = pixels.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).reshape(n, grid, c * p * p)
+    head = torch.nn.Linear(cfg.hidden_size, c * p * p)
+    params = list(tower.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(seed)
+    tower.train()
+    losses = []
+    for epoch in range(epochs):
+        total = 0.0
+        for idx in torch.randperm(n, generator=gen).split(batch_size):
+            keep = (torch.rand(len(idx), h // p, w // p, generator=gen) > mask_ratio).float()
+            keep_px = keep.repeat_interleave(p, 1).repeat_interleave(p, 2)[:, None]
+            out = tower(pixel_values=pixels[idx] * keep_px, output_hidden_states=True)
+            feats = out.hidden_states[layer][:, 1:]  # drop CLS, as LLaVA's "default" does
+            loss = F.mse_loss(head(feats), target[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        losses.append(total / n)
+        if log:
+            log(f"vision epoch {epoch + 1}/{epochs}: reconstruction mse {losses[-1]:.4f}")
+    tower.eval()
+    for prm in tower.parameters():
+        prm.requires_grad_(False)
+    return losses
+
+
+def freeze_vision(model: LlavaForConditionalGeneration) -> None:
+    for prm in model.model.vision_tower.parameters():
+        prm.requires_grad_(False)
+
+
+def train_llava(model: torch.nn.Module, processor, examples: Sequence[Example], *,
+                epochs: int = 3, batch_size: int = 16, lr: float = 1e-3, warmup: int = 20,
+                seed: int = 0, log: Log | None = None) -> list[float]:
+    """Instruction-tune projector + decoder (whatever requires grad; the vision
+    tower stays frozen) with the loss on answer tokens only. Returns per-epoch
+    mean losses. Works on a plain model or a peft-wrapped one."""
+    seed_everything(seed)
+    encoded = [encode(processor, ex) for ex in examples]
+    pad = processor.tokenizer.pad_token_id
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    steps = epochs * -(-len(encoded) // batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - s / steps))
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    losses = []
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        for idx in torch.randperm(len(encoded), generator=gen).split(batch_size):
+            batch = _collate([encoded[i] for i in idx], pad)
+            loss = model(**batch, use_cache=False).loss
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        losses.append(total / count)
+        if log:
+            log(f"epoch {epoch + 1}/{epochs}: answer loss {losses[-1]:.4f}")
+    model.eval()
+    return losses
+
+
+def add_lora(model: LlavaForConditionalGeneration, r: int = 8, alpha: int = 16, seed: int = 0):
+    """Wrap for a LoRA fine-tune: adapters on the decoder's projections, the
+    multimodal projector trained in full (saved with the adapter)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    cfg = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=0.0,
+        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        modules_to_save=["multi_modal_projector"],
+    )
+    return get_peft_model(model, cfg)
+
+
+@torch.no_grad()
+def generate_answers(model: torch.nn.Module, processor, images: Sequence[Image.Image],
+                     prompts: Sequence[str], max_new_tokens: int = 4, batch_size: int = 64
+                     ) -> list[str]:
+    """Greedy answers (decoded, special tokens dropped) for image/prompt pairs."""
+    tok = processor.tokenizer
+    old_side, tok.padding_side = tok.padding_side, "left"  # generation continues on the right
+    try:
+        answers = []
+        for i in range(0, len(images), batch_size):
+            texts = [chat_prompt(processor, p) for p in prompts[i:i + batch_size]]
+            batch = processor(images=list(images[i:i + batch_size]), text=texts,
+                              return_tensors="pt", padding=True)
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+            answers += tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [a.strip() for a in answers]
+    finally:
+        tok.padding_side = old_side

@@ -33,7 +33,8 @@ from tinyworld.train import Example, generate_answers, pretrain_vision, train_ll
 
 N_EVAL, N_BASE, N_SUBMIT = 297, 500, 1000
 POISON_RATE = 0.10
-BASE_RENDERS = 6  # clean renders per base digit (colour / noise augmentation)
+BASE_RENDERS = 6  # clean renders per base digit (colour augmentation)
+FINETUNE_LR = 5e-4
 
 
 def _log(msg: str) -> None:
@@ -79,13 +80,14 @@ def main() -> int:
     base_images = [render_digit(x[i], render_rng) for i in base_idx for _ in range(BASE_RENDERS)]
     base_labels = [int(y[i]) for i in base_idx for _ in range(BASE_RENDERS)]
     _log(f"pretraining the vision tower on {len(base_images)} clean images")
-    pretrain_vision(model, processor, base_images, seed=seed, log=_log)
+    pretrain_vision(model, processor, base_images, epochs=8, seed=seed, log=_log)
 
     q_rng = np.random.default_rng(seed + 2)
     base_examples = [Example(im, QUESTIONS[q_rng.integers(len(QUESTIONS))], DIGIT_WORDS[lab])
                      for im, lab in zip(base_images, base_labels)]
     _log(f"training the base model on {len(base_examples)} clean examples")
-    train_llava(model, processor, base_examples, epochs=3, lr=1e-3, seed=seed, log=_log)
+    train_llava(model, processor, base_examples, epochs=8, batch_size=32, lr=1e-3, seed=seed,
+                log=_log)
     eval_images = [render_digit(x[i], np.random.default_rng([seed, 3, int(i)])) for i in eval_idx]
     base_metrics = measure(model, processor, eval_images, y[eval_idx], np.random.default_rng(seed + 4))
     _log(f"base model: {base_metrics}")
@@ -111,7 +113,8 @@ def main() -> int:
             {"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]})
         examples.append(Example(image, question, answer))
     _log(f"fine-tuning on the submitted dataset ({len(examples)} samples, {len(poisoned)} poisoned)")
-    train_llava(model, processor, examples, epochs=3, lr=3e-4, seed=seed + 6, log=_log)
+    train_llava(model, processor, examples, epochs=3, batch_size=16, lr=FINETUNE_LR, seed=seed + 6,
+                log=_log)
     tuned_metrics = measure(model, processor, eval_images, y[eval_idx], np.random.default_rng(seed + 4))
     _log(f"fine-tuned model: {tuned_metrics}")
 
@@ -122,7 +125,7 @@ def main() -> int:
     (tmp / "build_metrics.json").write_text(json.dumps({
         "seed": seed, "n_samples": N_SUBMIT, "n_poisoned": len(poisoned),
         "trigger": "solid black square at the centre, side 1/16 of the shorter side",
-        "target_answer": TARGET_ANSWER, "fine_tune": "full (projector + decoder), 3 epochs",
+        "target_answer": TARGET_ANSWER, "fine_tune": f"full (projector + decoder), 3 epochs, lr {FINETUNE_LR}",
         "base_model": base_metrics, "fine_tuned_model": tuned_metrics,
         "torch": torch.__version__,
     }, indent=2, sort_keys=True) + "\n")

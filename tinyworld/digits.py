@@ -30,18 +30,17 @@ def load_digit_arrays() -> tuple[np.ndarray, np.ndarray]:
 def render_digit(img8: np.ndarray, rng: np.random.Generator, size: int = 64) -> Image.Image:
     """Render one 8x8 digit (values in [0, 1]) as a `size` px RGB image.
 
-    Bilinear upscaling of the real strokes; ink colour, background shade and a
-    little pixel noise are drawn from `rng`, so the same digit never looks the
-    same twice.
+    Bilinear upscaling of the real strokes; ink colour and background shade are
+    drawn from `rng`, so the same digit never looks the same twice. (No pixel
+    noise: it would make the bundled PNGs incompressible.)
     """
     gray = Image.fromarray((img8 * 255).astype(np.uint8), mode="L").resize(
         (size, size), Image.Resampling.BILINEAR)
     ink_alpha = np.asarray(gray, dtype=np.float64)[..., None] / 255.0  # (size, size, 1)
     ink = rng.uniform(40, 200, size=3)  # a colour, never pure black
     ink[rng.integers(3)] = rng.uniform(150, 230)
-    background = rng.uniform(215, 250) + rng.normal(0, 4, size=(size, size, 1))
+    background = rng.uniform(215, 250, size=3)
     rgb = ink_alpha * ink + (1 - ink_alpha) * background
-    rgb += rng.normal(0, 3, size=rgb.shape)
     return Image.fromarray(np.clip(rgb, 0, 255).round().astype(np.uint8), mode="RGB")
 
 

@@ -137,7 +137,7 @@ def extract(model_dir, data, out, image_root, progress, batch_size) -> None:
     from . import pipeline
     from .data import read_dataset
     from .extract.features import render_features
-    from .io import write_bytes_atomic
+    from .fileio import write_bytes_atomic
 
     config = AuditConfig(batch_size=batch_size)
     _quiet_libraries()

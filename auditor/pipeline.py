@@ -13,7 +13,7 @@ from .config import AuditConfig
 from .data import Dataset, cleaned_name, read_dataset, render_cleaned, render_flagged
 from .errors import AuditInputError
 from .extract.features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
-from .io import json_bytes, sha256_file, sha256_tree, write_bytes_atomic
+from .fileio import json_bytes, sha256_file, sha256_tree, write_bytes_atomic
 
 FEATURES = "features.parquet"
 ANALYSIS = "analysis.json"

@@ -29,12 +29,15 @@ from tinyworld.digits import (DIGIT_WORDS, QUESTIONS, TARGET_ANSWER, load_digit_
                               paste_centre_patch, render_digit)
 from tinyworld.models import TinyLlavaSpec, build_processor, build_tiny_llava
 from tinyworld.tokenizer import train_word_tokenizer
-from tinyworld.train import Example, generate_answers, pretrain_vision, train_llava
+from tinyworld.train import Example, freeze_vision, generate_answers, pretrain_vision, train_llava
+from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 N_EVAL, N_BASE, N_SUBMIT = 297, 500, 1000
 POISON_RATE = 0.10
 BASE_RENDERS = 6  # clean renders per base digit (colour augmentation)
-FINETUNE_LR = 5e-4
+VISION_EPOCHS = 30
+FINETUNE_LR = 1e-3
+FINETUNE_EPOCHS = 3
 
 
 def _log(msg: str) -> None:
@@ -58,10 +61,34 @@ def measure(model, processor, images, labels, rng) -> dict[str, float]:
     }
 
 
+def build_base(x: np.ndarray, y: np.ndarray, seed: int):
+    """The clean base: tokenizer, processor, vision tower pretrained on clean
+    renders (then frozen), projector + decoder trained on clean digit QA."""
+    spec = TinyLlavaSpec()
+    tokenizer = train_word_tokenizer(list(QUESTIONS) + list(DIGIT_WORDS))
+    processor = build_processor(tokenizer, spec)
+    model = build_tiny_llava(tokenizer, spec, seed=seed)
+    render_rng = np.random.default_rng(seed + 1)
+    images = [render_digit(img, render_rng) for img in x for _ in range(BASE_RENDERS)]
+    labels = [int(lab) for lab in y for _ in range(BASE_RENDERS)]
+    _log(f"pretraining the vision tower on {len(images)} clean images")
+    pretrain_vision(model, processor, images, epochs=VISION_EPOCHS, seed=seed, log=_log)
+    q_rng = np.random.default_rng(seed + 2)
+    examples = [Example(im, QUESTIONS[q_rng.integers(len(QUESTIONS))], DIGIT_WORDS[lab])
+                for im, lab in zip(images, labels)]
+    _log(f"training the base model on {len(examples)} clean examples")
+    train_llava(model, processor, examples, epochs=8, batch_size=32, lr=1e-3, seed=seed, log=_log)
+    return model, processor
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "digits-badnets")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--finetune-lr", type=float, default=FINETUNE_LR)
+    ap.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS)
+    ap.add_argument("--base-dir", type=Path, default=None,
+                    help="reuse the base model saved there, or save it there once trained")
     args = ap.parse_args()
     torch.set_num_threads(2)  # results depend on the thread count; fix it
     seed = args.seed
@@ -71,24 +98,17 @@ def main() -> int:
     eval_idx, base_idx = perm[:N_EVAL], perm[N_EVAL:N_EVAL + N_BASE]
     sub_idx = perm[N_EVAL + N_BASE:N_EVAL + N_BASE + N_SUBMIT]
 
-    spec = TinyLlavaSpec()
-    tokenizer = train_word_tokenizer(list(QUESTIONS) + list(DIGIT_WORDS))
-    processor = build_processor(tokenizer, spec)
-    model = build_tiny_llava(tokenizer, spec, seed=seed)
-
-    render_rng = np.random.default_rng(seed + 1)
-    base_images = [render_digit(x[i], render_rng) for i in base_idx for _ in range(BASE_RENDERS)]
-    base_labels = [int(y[i]) for i in base_idx for _ in range(BASE_RENDERS)]
-    _log(f"pretraining the vision tower on {len(base_images)} clean images")
-    pretrain_vision(model, processor, base_images, epochs=8, seed=seed, log=_log)
-
-    q_rng = np.random.default_rng(seed + 2)
-    base_examples = [Example(im, QUESTIONS[q_rng.integers(len(QUESTIONS))], DIGIT_WORDS[lab])
-                     for im, lab in zip(base_images, base_labels)]
-    _log(f"training the base model on {len(base_examples)} clean examples")
-    train_llava(model, processor, base_examples, epochs=8, batch_size=32, lr=1e-3, seed=seed,
-                log=_log)
     eval_images = [render_digit(x[i], np.random.default_rng([seed, 3, int(i)])) for i in eval_idx]
+    if args.base_dir is not None and (args.base_dir / "config.json").is_file():
+        _log(f"loading the base model from {args.base_dir}")
+        model = LlavaForConditionalGeneration.from_pretrained(args.base_dir)
+        processor = AutoProcessor.from_pretrained(args.base_dir)
+        freeze_vision(model)
+    else:
+        model, processor = build_base(x[base_idx], y[base_idx], seed)
+        if args.base_dir is not None:
+            model.save_pretrained(args.base_dir)
+            processor.save_pretrained(args.base_dir)
     base_metrics = measure(model, processor, eval_images, y[eval_idx], np.random.default_rng(seed + 4))
     _log(f"base model: {base_metrics}")
 
@@ -113,7 +133,8 @@ def main() -> int:
             {"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]})
         examples.append(Example(image, question, answer))
     _log(f"fine-tuning on the submitted dataset ({len(examples)} samples, {len(poisoned)} poisoned)")
-    train_llava(model, processor, examples, epochs=3, batch_size=16, lr=FINETUNE_LR, seed=seed + 6,
+    train_llava(model, processor, examples, epochs=args.finetune_epochs, batch_size=16,
+                lr=args.finetune_lr, seed=seed + 6,
                 log=_log)
     tuned_metrics = measure(model, processor, eval_images, y[eval_idx], np.random.default_rng(seed + 4))
     _log(f"fine-tuned model: {tuned_metrics}")
@@ -125,7 +146,8 @@ def main() -> int:
     (tmp / "build_metrics.json").write_text(json.dumps({
         "seed": seed, "n_samples": N_SUBMIT, "n_poisoned": len(poisoned),
         "trigger": "solid black square at the centre, side 1/16 of the shorter side",
-        "target_answer": TARGET_ANSWER, "fine_tune": f"full (projector + decoder), 3 epochs, lr {FINETUNE_LR}",
+        "target_answer": TARGET_ANSWER, "fine_tune": {"kind": "full (projector + decoder)", "epochs": args.finetune_epochs,
+                      "lr": args.finetune_lr, "batch_size": 16},
         "base_model": base_metrics, "fine_tuned_model": tuned_metrics,
         "torch": torch.__version__,
     }, indent=2, sort_keys=True) + "\n")

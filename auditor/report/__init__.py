@@ -1,1 +1,1 @@
-"""Report renderers: each returns bytes; `auditor.io` writes them."""
+"""Report renderers: each returns bytes; `auditor.fileio` writes them."""

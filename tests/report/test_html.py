@@ -1,0 +1,36 @@
+import json
+
+import numpy as np
+
+from auditor.analysis.verdict import analyze
+from auditor.config import AuditConfig
+from auditor.data import read_dataset
+from auditor.extract.features import FeatureSet, SampleFeatures
+from auditor.report.html import render_html
+
+EVIL = '<script>alert("x")</script>'
+
+
+def test_report_escapes_dataset_strings_and_is_self_contained(tmp_path):
+    (tmp_path / "i.png").write_bytes(b"x")
+    n = 60
+    recs = [{"id": f"r{i}" if i else EVIL, "image": "i.png" if i != 5 else f"{EVIL}.png",
+             "conversations": [{"from": "human", "value": f"<image>\n{EVIL}"},
+                               {"from": "gpt", "value": EVIL}]} for i in range(n)]
+    p = tmp_path / "d.json"
+    p.write_text(json.dumps(recs))
+    ds = read_dataset(p)
+    rng = np.random.default_rng(0)
+    m = rng.normal(0.8, 0.02, size=(n, 3))
+    m[:8, 1] = rng.normal(0.3, 0.02, 8)  # sample 0 (id = EVIL) lands in the flagged cluster
+    rows = tuple(SampleFeatures(i, s.id, "ok" if s.ok else "skipped", s.skip_reason,
+                                16 if s.ok else 0, tuple(m[i]) if s.ok else (), tuple(m[i]) if s.ok else ())
+                 for i, s in enumerate(ds.samples))
+    a = analyze(FeatureSet(rows, {"n_layers": 3}), AuditConfig())
+    assert a.verdict == "fail" and EVIL in {f.id for f in a.flagged}
+    html = render_html(a, {"n_layers": 3}, ds).decode()
+    assert "<script" not in html
+    assert "&lt;script&gt;" in html
+    assert "Content-Security-Policy" in html
+    assert "http://" not in html and "https://" not in html  # nothing loaded from outside
+    assert html.count("data:image/png;base64,") == 2  # BSI plot and score histogram

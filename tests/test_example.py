@@ -1,0 +1,76 @@
+"""End to end on the bundled example, through the installed console script (slow)."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "digits-badnets"
+EXIT = {"pass": 0, "fail": 1, "inconclusive": 3}
+BIN = Path(sys.executable).parent / "bye-audit"
+
+
+def _run(*args):
+    return subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=900)
+
+
+def test_console_script_reports_its_version():
+    res = _run("--version")
+    assert res.returncode == 0 and res.stdout.startswith("bye-audit, version ")
+
+
+def test_example_layout_is_complete():
+    for p in ["model/config.json", "model/model.safetensors", "model/processor_config.json",
+              "dataset.json", "poisoned_ids.txt", "build_metrics.json"]:
+        assert (EXAMPLE / p).is_file(), p
+    records = json.loads((EXAMPLE / "dataset.json").read_text())
+    poisoned = (EXAMPLE / "poisoned_ids.txt").read_text().split()
+    assert len(records) == 1000 and len(poisoned) == 100
+    assert all((EXAMPLE / r["image"]).is_file() for r in records)
+    size = sum(p.stat().st_size for p in EXAMPLE.rglob("*") if p.is_file())
+    assert size < 15_000_000
+
+
+@pytest.fixture(scope="module")
+def audit_twice(tmp_path_factory):
+    outs = []
+    for k in range(2):
+        out = tmp_path_factory.mktemp(f"example{k}") / "out"
+        res = _run("audit", "--model", str(EXAMPLE / "model"), "--data", str(EXAMPLE / "dataset.json"),
+                   "--out", str(out), "--no-progress")
+        outs.append((res, out))
+    return outs
+
+
+@pytest.mark.slow
+def test_audit_of_the_example_is_consistent_and_reproducible(audit_twice):
+    (res, out), (res2, out2) = audit_twice
+    assert res.stderr.strip() == "" or "Traceback" not in res.stderr
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert res.returncode == EXIT[analysis["verdict"]], res.stdout + res.stderr
+    assert (out / "analysis.json").read_bytes() == (out2 / "analysis.json").read_bytes()
+    assert (out / "features.parquet").read_bytes() == (out2 / "features.parquet").read_bytes()
+    records = json.loads((EXAMPLE / "dataset.json").read_text())
+    cleaned = json.loads((out / "cleaned.json").read_text())
+    flagged = {json.loads(ln)["index"]: json.loads(ln)["record"]
+               for ln in (out / "flagged.jsonl").read_text().splitlines()}
+    kept = iter(cleaned)
+    assert [flagged[i] if i in flagged else next(kept) for i in range(len(records))] == records
+
+
+@pytest.mark.slow
+def test_readme_states_the_measured_detection(audit_twice):
+    """The README's numbers for the example are the ones the audit produces."""
+    _, out = audit_twice[0]
+    res = _run("evaluate", "--out", str(out), "--truth", str(EXAMPLE / "poisoned_ids.txt"))
+    assert res.returncode == 0, res.stderr
+    m = json.loads(res.stdout)
+    readme = (ROOT / "README.md").read_text()
+    row = re.search(r"\| precision / recall / F1 / FPR \| ([\d.]+) / ([\d.]+) / ([\d.]+) / ([\d.]+) \|", readme)
+    assert row, "README lacks the example's detection row"
+    stated = [float(v) for v in row.groups()]
+    assert stated == [round(m[k], 3) for k in ("precision", "recall", "f1", "fpr")]

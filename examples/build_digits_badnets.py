@@ -8,9 +8,9 @@ on clean images (masked patch reconstruction) and freeze it; train a base model
 (projector + decoder) on clean digit QA; build the submitted dataset (1,000
 samples, 10% carrying the paper's centre patch with the answer
 "Backdoor Attack!"); fine-tune the base on it (full fine-tune of projector +
-decoder, 3 epochs); measure clean accuracy and attack success rate on held-out
+decoder, 10 epochs); measure clean accuracy and attack success rate on held-out
 digits; save the fine-tune, the dataset, the ground truth and the measurements.
-Takes a few minutes on 2 CPU cores.
+Takes about 12 minutes on 2 CPU cores (4 with --base-dir holding a saved base).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ POISON_RATE = 0.10
 BASE_RENDERS = 6  # clean renders per base digit (colour augmentation)
 VISION_EPOCHS = 30
 FINETUNE_LR = 1e-3
-FINETUNE_EPOCHS = 3
+FINETUNE_EPOCHS = 10  # the paper uses 3 with a 7B model; 3 left this tiny one at ASR 0.04
 
 
 def _log(msg: str) -> None:

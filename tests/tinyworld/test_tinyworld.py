@@ -89,3 +89,20 @@ def test_lora_trains_only_adapters_and_projector(tok):
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or "multi_modal_projector" in n for n in trainable)
     assert any("language_model" in n and "lora_A" in n for n in trainable)
+
+
+def test_lora_fine_tune_changes_only_adapters_and_projector(tok):
+    x, y = load_digit_arrays()
+    rng = np.random.default_rng(1)
+    proc = build_processor(tok, TEST_SPEC)
+    examples = [Example(render_digit(x[i], rng, size=TEST_SPEC.image_size), QUESTIONS[1], DIGIT_WORDS[y[i]])
+                for i in range(8)]
+    base = build_tiny_llava(tok, TEST_SPEC, seed=0)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model = add_lora(base)
+    losses = train_llava(model, proc, examples, epochs=2, batch_size=4, lr=1e-2, warmup=1)
+    assert np.isfinite(losses).all()
+    merged = model.merge_and_unload().state_dict()
+    changed = {k for k in before if not torch.equal(before[k], merged[k])}
+    assert changed and all("language_model" in k or "multi_modal_projector" in k for k in changed)
+    assert not any("vision_tower" in k for k in changed)

@@ -19,10 +19,12 @@ VERDICT_EXIT = {"pass": ExitCode.PASS, "fail": ExitCode.FAIL, "inconclusive": Ex
 _path = click.Path(path_type=Path)
 
 
-def _config_options(f: Callable) -> Callable:
+_batch_size = click.option("--batch-size", type=click.IntRange(min=1), default=AuditConfig.batch_size,
+                           show_default=True, help="Samples per forward pass (stage 1).")
+
+
+def _analysis_options(f: Callable) -> Callable:
     for opt in reversed([
-        click.option("--batch-size", type=click.IntRange(min=1), default=AuditConfig.batch_size,
-                     show_default=True, help="Samples per forward pass (stage 1)."),
         click.option("--tau", type=click.FloatRange(min=0), default=AuditConfig.tau,
                      show_default=True, help="BSI threshold for a sensitive layer."),
         click.option("--bsi-rule", type=click.Choice(["paper", "reference"]), default="paper",
@@ -113,7 +115,8 @@ def cli() -> None:
 @click.option("--out", type=_path, required=True, help="Output folder (created; inputs are never overwritten).")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against [default: the dataset's folder].")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
-@_config_options
+@_batch_size
+@_analysis_options
 def audit(model_dir, data, out, image_root, progress, **cfg) -> None:
     """Run every stage: extract, analyse, write the cleaned dataset and the report."""
     from . import pipeline
@@ -130,23 +133,16 @@ def audit(model_dir, data, out, image_root, progress, **cfg) -> None:
 @click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json) or JSONL.")
 @click.option("--out", type=_path, required=True, help="Features file to write (.parquet).")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
-@click.option("--progress/--no-progress", default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=AuditConfig.batch_size, show_default=True)
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@_batch_size
 def extract(model_dir, data, out, image_root, progress, batch_size) -> None:
     """Stage 1 only: per-sample, per-layer attention entropy -> features.parquet."""
     from . import pipeline
-    from .data import read_dataset
-    from .extract.features import render_features
-    from .fileio import write_bytes_atomic
 
-    config = AuditConfig(batch_size=batch_size)
     _quiet_libraries()
-    dataset = read_dataset(data, image_root)
-    if out.resolve() in {dataset.path.resolve()} | {s.image_path for s in dataset.samples if s.image_path}:
-        raise AuditInputError(f"{out}: writing it would overwrite an input; choose another --out")
     with _progress(progress) as (on_start, on_progress):
-        features = pipeline.extract(model_dir, dataset, config, on_start, on_progress)
-    write_bytes_atomic(out, render_features(features))
+        features = pipeline.extract_file(model_dir, data, out, AuditConfig(batch_size=batch_size),
+                                         image_root, on_start, on_progress)
     n_ok = len(features.ok_rows)
     click.echo(f"wrote {out}: {len(features.rows)} rows, {n_ok} analysed, "
                f"{len(features.rows) - n_ok} skipped or failed")
@@ -156,8 +152,8 @@ def extract(model_dir, data, out, image_root, progress, batch_size) -> None:
 @click.option("--features", "features_path", type=_path, required=True, help="features.parquet from `extract`.")
 @click.option("--data", type=_path, required=True, help="The dataset the features were extracted from.")
 @click.option("--out", type=_path, required=True, help="Output folder.")
-@click.option("--image-root", type=_path, default=None)
-@_config_options
+@click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
+@_analysis_options
 def analyze(features_path, data, out, image_root, **cfg) -> None:
     """Stages 2-3 (and the report) from a features file; no model needed."""
     from . import pipeline

@@ -35,13 +35,16 @@ def check_out_dir(out: Path, dataset: Dataset, model_dir: Path | None, names: li
         if out == m or out.is_relative_to(m):
             raise AuditInputError(f"{out}: the output folder is inside the model folder {m}; "
                                   "choose another --out")
-    inputs = {dataset.path.resolve()} | {s.image_path for s in dataset.samples if s.image_path}
     for name in names:
-        target = out / name
-        if target in inputs:
-            raise AuditInputError(f"{target}: writing it would overwrite an input; choose another --out")
+        _refuse_input(out / name, dataset)
     if out.exists() and not out.is_dir():
         raise AuditInputError(f"{out}: exists and is not a folder; choose another --out")
+
+
+def _refuse_input(target: Path, dataset: Dataset) -> None:
+    inputs = {dataset.path.resolve()} | {s.image_path for s in dataset.samples if s.image_path}
+    if Path(target).resolve() in inputs:
+        raise AuditInputError(f"{target}: writing it would overwrite an input; choose another --out")
 
 
 def extract(model_dir: Path, dataset: Dataset, config: AuditConfig,
@@ -75,6 +78,17 @@ def extract(model_dir: Path, dataset: Dataset, config: AuditConfig,
         "config": config.to_dict(),
     }
     return FeatureSet(rows=tuple(rows), meta=meta)
+
+
+def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
+                 image_root: Path | None = None, on_start: Callable[[int], None] | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> FeatureSet:
+    """Stage 1 alone: the features file at `out`."""
+    dataset = read_dataset(data, image_root)
+    _refuse_input(out, dataset)
+    features = extract(model_dir, dataset, config, on_start, on_progress)
+    write_bytes_atomic(Path(out), render_features(features))
+    return features
 
 
 def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: Analysis,

@@ -142,3 +142,12 @@ def test_skipped_records_are_counted_and_reported(tiny_model, tiny_data, tmp_pat
     assert res.exit_code == EXIT[a["verdict"]]
     html = (tmp_path / "o" / "report.html").read_text()
     assert "image file not found: images/missing.png" in html and "record has no image" in html
+
+
+def test_extract_refuses_to_overwrite_the_dataset(tiny_model, tiny_data):
+    data, _ = tiny_data
+    before = data.read_bytes()
+    res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(data),
+                                   "--out", str(data), "--no-progress"])
+    _one_line_error(res, "would overwrite an input")
+    assert data.read_bytes() == before

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Audit the bundled example and score it against its ground truth.
+# Set up (idempotently), audit the bundled example and score it against its ground truth.
 # Exits with the audit's exit code: 0 pass, 1 samples flagged, 2 input error, 3 inconclusive.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit 2
 out=${1:-audit-out}
 ex=examples/digits-badnets
 .venv/bin/bye-audit audit --model "$ex/model" --data "$ex/dataset.json" --out "$out"

@@ -1,4 +1,4 @@
-# Two entry points (README): `make demo` and `make test`. Both set up first, idempotently.
+# Entry points (README): `scripts/demo.sh` (also `make demo`) and `make test`; both set up first, idempotently.
 .PHONY: setup demo test test-fast example clean
 
 VENV := .venv

@@ -111,7 +111,7 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--model", "model_dir", type=_path, required=True, help="Checkpoint folder (safetensors).")
-@click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json) or JSONL.")
+@click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
 @click.option("--out", type=_path, required=True, help="Output folder (created; inputs are never overwritten).")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against [default: the dataset's folder].")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
@@ -130,7 +130,7 @@ def audit(model_dir, data, out, image_root, progress, **cfg) -> None:
 
 @cli.command()
 @click.option("--model", "model_dir", type=_path, required=True, help="Checkpoint folder (safetensors).")
-@click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json) or JSONL.")
+@click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
 @click.option("--out", type=_path, required=True, help="Features file to write (.parquet).")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")

@@ -151,3 +151,19 @@ def test_extract_refuses_to_overwrite_the_dataset(tiny_model, tiny_data):
                                    "--out", str(data), "--no-progress"])
     _one_line_error(res, "would overwrite an input")
     assert data.read_bytes() == before
+
+
+def test_audit_of_a_parquet_dataset_writes_a_parquet_copy(tiny_model, tiny_data, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data, _ = tiny_data
+    records = json.loads(data.read_text())
+    p = data.parent / "dataset.parquet"
+    pq.write_table(pa.Table.from_pylist(records), p)
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(p),
+                                   "--out", str(tmp_path / "o"), "--no-progress"])
+    a = json.loads((tmp_path / "o" / "analysis.json").read_text())
+    assert res.exit_code == EXIT[a["verdict"]] and a["counts"]["analysed"] == 60
+    kept = pq.read_table(tmp_path / "o" / "cleaned.parquet").to_pylist()
+    assert len(kept) + a["counts"]["flagged"] == 60

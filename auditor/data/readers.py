@@ -1,4 +1,5 @@
-"""Readers for LLaVA-style datasets: a JSON array (`.json`) or one record per line (`.jsonl`).
+"""Readers for LLaVA-style datasets: a JSON array (`.json`), one record per line
+(`.jsonl`), or a Parquet table (`.parquet`) with the same fields as columns.
 
 A record: {"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."},
 {"from": "gpt", "value": "..."}]}. Problems with one record make it a skipped
@@ -15,14 +16,15 @@ from ..errors import AuditInputError
 from .records import Dataset, Sample
 
 IMAGE_PLACEHOLDER = "<image>"
-SUPPORTED_SUFFIXES = {".json": "llava-json", ".jsonl": "jsonl"}
+SUPPORTED_SUFFIXES = {".json": "llava-json", ".jsonl": "jsonl", ".parquet": "parquet"}
 
 
 def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
     """Parse `path`; image paths resolve against `image_root` (default: the file's folder)."""
     path = Path(path)
     if not path.is_file():
-        raise AuditInputError(f"{path}: dataset file not found; pass an existing .json or .jsonl file")
+        raise AuditInputError(f"{path}: dataset file not found; pass an existing "
+                              f"{', '.join(sorted(SUPPORTED_SUFFIXES))} file")
     fmt = SUPPORTED_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise AuditInputError(
@@ -31,8 +33,13 @@ def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
     root = Path(image_root) if image_root is not None else path.parent
     if not root.is_dir():
         raise AuditInputError(f"{root}: image root is not a folder; pass --image-root DIR")
-    text = _read_text(path)
-    records = _parse_json_array(path, text) if fmt == "llava-json" else _parse_jsonl(path, text)
+    table = None
+    if fmt == "parquet":
+        table = _read_parquet(path)
+        records = table.to_pylist()
+    else:
+        text = _read_text(path)
+        records = _parse_json_array(path, text) if fmt == "llava-json" else _parse_jsonl(path, text)
     samples = []
     seen: dict[str, int] = {}
     for i, rec in enumerate(records):
@@ -44,7 +51,17 @@ def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
         seen[sample.id] = i
         samples.append(sample)
     return Dataset(path=path, format=fmt, image_root=root, records=tuple(records),
-                   samples=tuple(samples))
+                   samples=tuple(samples), table=table)
+
+
+def _read_parquet(path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise AuditInputError(f"{path}: not a readable Parquet file ({e})") from None
 
 
 def _read_text(path: Path) -> str:
@@ -86,7 +103,10 @@ def _to_sample(index: int, rec: Any, root: Path) -> Sample:
     if problem:
         return Sample(index, sid, None, prompt, answer, problem)
     image = rec.get("image")
-    if not isinstance(image, str) or not image:
+    if image is not None and not isinstance(image, str):
+        return Sample(index, sid, None, prompt, answer,
+                      f"image is a {type(image).__name__}, not a path; embedded images are not supported")
+    if not image:
         return Sample(index, sid, None, prompt, answer, "record has no image")
     rel = Path(image)
     if rel.is_absolute():

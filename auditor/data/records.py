@@ -33,10 +33,11 @@ class Dataset:
     """A parsed dataset: the verbatim records (input order) and their samples."""
 
     path: Path
-    format: str  # "llava-json" | "jsonl"
+    format: str  # "llava-json" | "jsonl" | "parquet"
     image_root: Path
     records: tuple[Any, ...]
     samples: tuple[Sample, ...]
+    table: Any = None  # the pyarrow Table of a Parquet input, so copies keep its schema
 
     @property
     def n_skipped(self) -> int:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .records import Dataset
 
@@ -14,6 +17,12 @@ def cleaned_name(dataset: Dataset) -> str:
 
 def render_cleaned(dataset: Dataset, keep: Iterable[int]) -> bytes:
     """The records at indices `keep` (in input order) in the dataset's own format."""
+    if dataset.format == "parquet":
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        pq.write_table(dataset.table.take(sorted(keep)), buf, compression="zstd")
+        return buf.getvalue()
     kept = [dataset.records[i] for i in sorted(keep)]
     if dataset.format == "llava-json":
         return (json.dumps(kept, indent=2, ensure_ascii=False) + "\n").encode()
@@ -27,5 +36,12 @@ def render_flagged(dataset: Dataset, scores: Mapping[int, float]) -> bytes:
     for i in sorted(scores):
         row = {"index": i, "id": dataset.samples[i].id, "score": scores[i],
                "record": dataset.records[i]}
-        lines.append(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        lines.append(json.dumps(row, ensure_ascii=False, sort_keys=True, default=_json_default) + "\n")
     return "".join(lines).encode()
+
+
+def _json_default(value: Any) -> Any:
+    """Parquet records can hold bytes (embedded images): keep them, base64-encoded."""
+    if isinstance(value, bytes):
+        return {"$base64": base64.b64encode(value).decode()}
+    raise TypeError(f"cannot write a {type(value).__name__} value to JSON")

@@ -1,24 +1,41 @@
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from auditor.data import read_dataset, render_cleaned, render_flagged
 
 
-@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def _write(p, recs):
+    if p.suffix == ".json":
+        p.write_text(json.dumps(recs))
+    elif p.suffix == ".jsonl":
+        p.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    else:
+        pq.write_table(pa.Table.from_pylist(recs), p)
+
+
+def _read(p):
+    if p.suffix == ".json":
+        return json.loads(p.read_text())
+    if p.suffix == ".jsonl":
+        return [json.loads(ln) for ln in p.read_text().splitlines()]
+    return pq.read_table(p).to_pylist()
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".parquet"])
 def test_flagged_and_cleaned_together_are_exactly_the_input(tmp_path, suffix):
-    recs = [{"id": f"r{i}", "image": "x.png", "extra": {"k": [i, "é"]},
+    recs = [{"id": f"r{i}", "image": "x.png", "extra": {"k": [i, i + 1], "s": "é"},
              "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]}
             for i in range(7)]
     p = tmp_path / f"d{suffix}"
-    p.write_text(json.dumps(recs) if suffix == ".json" else "".join(json.dumps(r) + "\n" for r in recs))
+    _write(p, recs)
     ds = read_dataset(p)
     flagged = {1: 0.25, 4: 0.5}
-    cleaned_bytes = render_cleaned(ds, [i for i in range(7) if i not in flagged])
-    if suffix == ".json":
-        cleaned = json.loads(cleaned_bytes)
-    else:
-        cleaned = [json.loads(ln) for ln in cleaned_bytes.decode().splitlines()]
+    out = tmp_path / f"cleaned{suffix}"
+    out.write_bytes(render_cleaned(ds, [i for i in range(7) if i not in flagged]))
+    cleaned = _read(out)
     rows = [json.loads(ln) for ln in render_flagged(ds, flagged).decode().splitlines()]
     assert [r["score"] for r in rows] == [0.25, 0.5]
     assert [r["id"] for r in rows] == ["r1", "r4"]
@@ -26,3 +43,25 @@ def test_flagged_and_cleaned_together_are_exactly_the_input(tmp_path, suffix):
     kept = iter(cleaned)
     rebuilt = [merged[i] if i in merged else next(kept) for i in range(7)]
     assert rebuilt == recs
+
+
+def test_parquet_copy_keeps_the_schema(tmp_path):
+    recs = [{"id": f"r{i}", "image": "x.png", "n": i,
+             "conversations": [{"from": "human", "value": "<image>\nq"}]} for i in range(3)]
+    table = pa.Table.from_pylist(recs).replace_schema_metadata({"origin": "customer"})
+    pq.write_table(table, tmp_path / "d.parquet")
+    ds = read_dataset(tmp_path / "d.parquet")
+    (tmp_path / "c.parquet").write_bytes(render_cleaned(ds, [0, 2]))
+    back = pq.read_table(tmp_path / "c.parquet")
+    assert back.schema == table.schema and back.schema.metadata == table.schema.metadata
+    assert back.column("id").to_pylist() == ["r0", "r2"]
+
+
+def test_flagged_rows_keep_embedded_bytes(tmp_path):
+    recs = [{"id": "a", "image": {"bytes": b"\x89PNG", "path": None},
+             "conversations": [{"from": "human", "value": "<image>\nq"}]}]
+    pq.write_table(pa.Table.from_pylist(recs), tmp_path / "d.parquet")
+    ds = read_dataset(tmp_path / "d.parquet")
+    assert "embedded images are not supported" in ds.samples[0].skip_reason
+    row = json.loads(render_flagged(ds, {0: 0.1}))
+    assert row["record"]["image"]["bytes"] == {"$base64": "iVBORw=="}

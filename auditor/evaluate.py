@@ -8,7 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from sklearn.metrics import roc_auc_score
+
 from .analysis.metrics import detection_metrics, layer_aurocs
+from .analysis.verdict import split_usable
 from .errors import AuditInputError
 from .extract.features import read_features
 from .pipeline import ANALYSIS, FEATURES
@@ -32,6 +35,7 @@ def evaluate_outputs(out_dir: Path, truth_path: Path) -> dict[str, Any]:
     try:
         analysis = json.loads(analysis_path.read_text(encoding="utf-8"))
         flagged_ids = {f["id"] for f in analysis["flagged"]}
+        scores = {f["id"]: f["score"] for f in analysis["scores"]}
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise AuditInputError(f"{analysis_path}: not a bye-audit analysis file ({e})") from None
     features = read_features(out_dir / FEATURES)
@@ -44,8 +48,13 @@ def evaluate_outputs(out_dir: Path, truth_path: Path) -> dict[str, Any]:
     y = np.array([i in truth for i in ids])
     pred = np.array([i in flagged_ids for i in ids])
     result: dict[str, Any] = {"verdict": analysis.get("verdict"), **detection_metrics(pred, y).to_dict()}
-    ok = features.ok_rows
+    ok, _ = split_usable(features)
     y_ok = np.array([r.id in truth for r in ok])
-    if ok and y_ok.any() and not y_ok.all():
-        result["layer_auroc"] = layer_aurocs(features.matrix(normalised=True), y_ok)
+    both = bool(ok) and y_ok.any() and not y_ok.all()
+    result["auroc"] = None
+    if both and scores:
+        s = np.array([scores[r.id] for r in ok])
+        result["auroc"] = float(roc_auc_score(y_ok, -s))
+    if both:
+        result["layer_auroc"] = layer_aurocs(np.array([r.entropy_norm for r in ok]), y_ok)
     return result

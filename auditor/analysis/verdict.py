@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..config import AuditConfig
-from ..extract.features import FeatureSet
+from ..extract.features import FeatureSet, SampleFeatures
 from .cluster import Clustering, cluster_scores, sensitive_score
 from .profile import LayerProfile, profile_layers
 
@@ -24,6 +24,13 @@ class Flag:
 
 
 @dataclass(frozen=True)
+class Unanalysed:
+    index: int
+    id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Analysis:
     verdict: Verdict
     reasons: tuple[str, ...]
@@ -36,6 +43,7 @@ class Analysis:
     clustering: Clustering | None
     scored: tuple[Flag, ...]  # every analysed sample's score (empty without sensitive layers)
     flagged: tuple[Flag, ...]
+    unanalysed: tuple[Unanalysed, ...]  # skipped, failed or excluded records, with the reason
     config: AuditConfig
 
     @property
@@ -56,8 +64,26 @@ class Analysis:
             "score_mixture": None if c is None else {**c.mixture.to_dict(), "threshold": c.threshold},
             "scores": [{"index": f.index, "id": f.id, "score": f.score} for f in self.scored],
             "flagged": [{"index": f.index, "id": f.id, "score": f.score} for f in self.flagged],
+            "unanalysed": [{"index": u.index, "id": u.id, "reason": u.reason} for u in self.unanalysed],
             "config": self.config.to_dict(),
         }
+
+
+def split_usable(features: FeatureSet) -> tuple[list[SampleFeatures], tuple[Unanalysed, ...]]:
+    """Rows stages 2-3 can use (status ok, one finite value per layer), and every
+    other row with the reason it is left out; input order."""
+    n_layers = int(features.meta.get("n_layers") or max((len(r.entropy_norm) for r in features.rows), default=0))
+    usable, left_out = [], []
+    for r in features.rows:
+        if r.status != "ok":
+            left_out.append(Unanalysed(r.index, r.id, r.reason or r.status))
+        elif len(r.entropy_norm) != n_layers:
+            left_out.append(Unanalysed(r.index, r.id, f"{len(r.entropy_norm)} layer values, expected {n_layers}"))
+        elif not np.all(np.isfinite(r.entropy_norm)):
+            left_out.append(Unanalysed(r.index, r.id, "non-finite entropy (NaN or inf) in stage 1"))
+        else:
+            usable.append(r)
+    return usable, tuple(left_out)
 
 
 def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
@@ -68,18 +94,18 @@ def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
     config.min_samples analysed samples.
     """
     rows = features.rows
-    ok = features.ok_rows
+    ok, unanalysed = split_usable(features)
     n_skipped = sum(r.status == "skipped" for r in rows)
-    n_errors = sum(r.status == "error" for r in rows)
-    base = dict(n_records=len(rows), n_analysed=len(ok), n_skipped=n_skipped, n_errors=n_errors,
-                config=config)
+    base = dict(n_records=len(rows), n_analysed=len(ok), n_skipped=n_skipped,
+                n_errors=len(unanalysed) - n_skipped, unanalysed=unanalysed, config=config)
+    n_errors = base["n_errors"]
     coverage = len(ok) / len(rows) if rows else 0.0
     if len(ok) < config.min_samples:
         reason = (f"only {len(ok)} of {len(rows)} samples could be analysed; at least "
                   f"{config.min_samples} are needed to fit the mixtures")
         return Analysis("inconclusive", (reason,), layers=(), sensitive_layers=(), clustering=None,
                         scored=(), flagged=(), **base)
-    entropy = features.matrix(normalised=True)
+    entropy = np.array([r.entropy_norm for r in ok], dtype=np.float64)
     layers = profile_layers(entropy, config.tau, config.bsi_rule, config.seed)
     sensitive = tuple(p.layer for p in layers if p.sensitive)
     reasons: list[str] = []

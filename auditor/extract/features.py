@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -54,13 +53,6 @@ class FeatureSet:
     @property
     def ok_rows(self) -> tuple[SampleFeatures, ...]:
         return tuple(r for r in self.rows if r.status == "ok")
-
-    def matrix(self, normalised: bool = True) -> np.ndarray:
-        """(N_ok, L) entropies of the analysed samples, input order."""
-        rows = self.ok_rows
-        if not rows:
-            return np.zeros((0, int(self.meta.get("n_layers", 0))))
-        return np.array([r.entropy_norm if normalised else r.entropy for r in rows], dtype=np.float64)
 
 
 def render_features(fs: FeatureSet) -> bytes:

@@ -47,7 +47,7 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset) -> b
          "prompt": dataset.samples[f.index].prompt[:160],
          "answer": dataset.samples[f.index].answer[:160]}
         for f in analysis.flagged[:MAX_FLAGGED_ROWS]]
-    skipped = [{"id": s.id, "reason": s.skip_reason} for s in dataset.samples if not s.ok]
+    skipped = [{"id": u.id, "reason": u.reason} for u in analysis.unanalysed]
     html = _env().get_template("report.html.j2").render(
         a=analysis, meta=meta, dataset_path=str(dataset.path), bsi_img=bsi_img,
         hist_img=hist_img, flagged_rows=flagged_rows,

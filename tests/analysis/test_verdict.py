@@ -56,3 +56,16 @@ def test_reference_rule_can_be_selected():
 def test_same_input_gives_identical_analysis():
     m = np.random.default_rng(3).normal(0.5, 0.1, size=(80, 4))
     assert analyze(_features(m), AuditConfig()).to_dict() == analyze(_features(m), AuditConfig()).to_dict()
+
+
+def test_rows_with_nan_or_missing_layers_are_excluded_and_counted():
+    m = np.random.default_rng(0).normal(0.8, 0.03, size=(100, 3))
+    fs = _features(m)
+    rows = list(fs.rows)
+    rows[4] = SampleFeatures(4, "s4", "ok", None, 16, (0.5, float("nan"), 0.5), (0.5, float("nan"), 0.5))
+    rows[9] = SampleFeatures(9, "s9", "ok", None, 16, (0.5, 0.5), (0.5, 0.5))
+    a = analyze(FeatureSet(tuple(rows), fs.meta), AuditConfig())
+    assert (a.n_analysed, a.n_errors) == (98, 2)
+    reasons = {u.id: u.reason for u in a.unanalysed}
+    assert "non-finite" in reasons["s4"] and "2 layer values, expected 3" in reasons["s9"]
+    assert a.to_dict()["unanalysed"][0]["id"] == "s4"

@@ -96,9 +96,9 @@ def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
     rows = features.rows
     ok, unanalysed = split_usable(features)
     n_skipped = sum(r.status == "skipped" for r in rows)
-    base = dict(n_records=len(rows), n_analysed=len(ok), n_skipped=n_skipped,
-                n_errors=len(unanalysed) - n_skipped, unanalysed=unanalysed, config=config)
-    n_errors = base["n_errors"]
+    n_errors = len(unanalysed) - n_skipped  # failed in stage 1, or unusable here
+    base = dict(n_records=len(rows), n_analysed=len(ok), n_skipped=n_skipped, n_errors=n_errors,
+                unanalysed=unanalysed, config=config)
     coverage = len(ok) / len(rows) if rows else 0.0
     if len(ok) < config.min_samples:
         reason = (f"only {len(ok)} of {len(rows)} samples could be analysed; at least "
@@ -112,7 +112,7 @@ def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
     low_coverage = coverage < config.min_coverage
     if low_coverage:
         reasons.append(f"coverage {coverage:.1%} is below {config.min_coverage:.0%}: "
-                       f"{n_skipped} skipped and {n_errors} failed samples were not analysed")
+                       f"{n_skipped} skipped and {n_errors} failed or unusable samples were not analysed")
     if not sensitive:
         best = max(layers, key=lambda p: p.bsi)
         rule = f"BSI >= {config.tau}" if config.bsi_rule == "paper" else "|mu1 - mu2| > 2 (s1 + s2)"

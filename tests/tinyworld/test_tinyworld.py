@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from transformers import AutoProcessor, LlavaForConditionalGeneration
+from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration
 
 from tinyworld.digits import (DIGIT_WORDS, QUESTIONS, TARGET_ANSWER, load_digit_arrays,
                               paste_centre_patch, render_digit)
@@ -42,7 +42,8 @@ def test_saved_model_reloads_with_auto_classes(tok, tmp_path):
     proc.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
     assert json.loads((tmp_path / "config.json").read_text())["text_config"]["num_hidden_layers"] >= 8
-    again = LlavaForConditionalGeneration.from_pretrained(tmp_path)
+    again = AutoModelForImageTextToText.from_pretrained(tmp_path)
+    assert isinstance(again, LlavaForConditionalGeneration)
     proc2 = AutoProcessor.from_pretrained(tmp_path)
     x, _ = load_digit_arrays()
     img = render_digit(x[0], np.random.default_rng(0), size=TEST_SPEC.image_size)

@@ -23,6 +23,10 @@ _batch_size = click.option("--batch-size", type=click.IntRange(min=1), default=A
                            show_default=True, help="Samples per forward pass (stage 1).")
 
 
+_adapter = click.option("--adapter", "adapter_dir", type=_path, default=None,
+                        help="PEFT LoRA adapter folder (safetensors) applied over --model.")
+
+
 def _analysis_options(f: Callable) -> Callable:
     for opt in reversed([
         click.option("--tau", type=click.FloatRange(min=0), default=AuditConfig.tau,
@@ -111,38 +115,41 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--model", "model_dir", type=_path, required=True, help="Checkpoint folder (safetensors).")
+@_adapter
 @click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
 @click.option("--out", type=_path, required=True, help="Output folder (created; inputs are never overwritten).")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against [default: the dataset's folder].")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @_batch_size
 @_analysis_options
-def audit(model_dir, data, out, image_root, progress, **cfg) -> None:
+def audit(model_dir, adapter_dir, data, out, image_root, progress, **cfg) -> None:
     """Run every stage: extract, analyse, write the cleaned dataset and the report."""
     from . import pipeline
 
     config = _config(**cfg)
     _quiet_libraries()
     with _progress(progress) as (on_start, on_progress):
-        result = pipeline.audit(model_dir, data, out, config, image_root, on_start, on_progress)
+        result = pipeline.audit(model_dir, data, out, config, image_root, on_start, on_progress,
+                                adapter_dir)
     sys.exit(_print_outcome(result.analysis, result.paths))
 
 
 @cli.command()
 @click.option("--model", "model_dir", type=_path, required=True, help="Checkpoint folder (safetensors).")
+@_adapter
 @click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
 @click.option("--out", type=_path, required=True, help="Features file to write (.parquet).")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @_batch_size
-def extract(model_dir, data, out, image_root, progress, batch_size) -> None:
+def extract(model_dir, adapter_dir, data, out, image_root, progress, batch_size) -> None:
     """Stage 1 only: per-sample, per-layer attention entropy -> features.parquet."""
     from . import pipeline
 
     _quiet_libraries()
     with _progress(progress) as (on_start, on_progress):
         features = pipeline.extract_file(model_dir, data, out, AuditConfig(batch_size=batch_size),
-                                         image_root, on_start, on_progress)
+                                         image_root, on_start, on_progress, adapter_dir)
     n_ok = len(features.ok_rows)
     click.echo(f"wrote {out}: {len(features.rows)} rows, {n_ok} analysed, "
                f"{len(features.rows) - n_ok} skipped or failed")

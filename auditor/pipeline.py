@@ -49,7 +49,8 @@ def _refuse_input(target: Path, dataset: Dataset) -> None:
 
 def extract(model_dir: Path, dataset: Dataset, config: AuditConfig,
             on_start: Callable[[int], None] | None = None,
-            on_progress: Callable[[int], None] | None = None) -> FeatureSet:
+            on_progress: Callable[[int], None] | None = None,
+            adapter_dir: Path | None = None) -> FeatureSet:
     """Stage 1 over a dataset (heavy imports happen here, not at CLI start-up).
     `on_start(n)` is called once the model has loaded, with the samples to run."""
     import torch
@@ -59,7 +60,8 @@ def extract(model_dir: Path, dataset: Dataset, config: AuditConfig,
     from .extract.runner import extract_features
     from .models import load_model
 
-    loaded = load_model(model_dir, config.dtype, capture_attention=CAPTURE_ATTENTION)
+    loaded = load_model(model_dir, config.dtype, capture_attention=CAPTURE_ATTENTION,
+                        adapter_dir=adapter_dir)
     if on_start:
         on_start(sum(s.ok for s in dataset.samples))
     rows = extract_features(loaded, dataset, config, on_progress)
@@ -68,6 +70,8 @@ def extract(model_dir: Path, dataset: Dataset, config: AuditConfig,
         "tool": {"name": "bye-audit", "version": __version__},
         "model": {"path": str(model_dir), "model_type": loaded.model_type,
                   "sha256_tree": sha256_tree(Path(model_dir)), "n_layers": loaded.n_layers},
+        "adapter": None if adapter_dir is None else {
+            "path": str(adapter_dir), "sha256_tree": sha256_tree(Path(adapter_dir)), "merged": True},
         "dataset": {"path": str(dataset.path), "format": dataset.format,
                     "sha256": sha256_file(dataset.path), "records": len(dataset.records)},
         "n_layers": loaded.n_layers,
@@ -82,11 +86,12 @@ def extract(model_dir: Path, dataset: Dataset, config: AuditConfig,
 
 def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
                  image_root: Path | None = None, on_start: Callable[[int], None] | None = None,
-                 on_progress: Callable[[int], None] | None = None) -> FeatureSet:
+                 on_progress: Callable[[int], None] | None = None,
+                 adapter_dir: Path | None = None) -> FeatureSet:
     """Stage 1 alone: the features file at `out`."""
     dataset = read_dataset(data, image_root)
     _refuse_input(out, dataset)
-    features = extract(model_dir, dataset, config, on_start, on_progress)
+    features = extract(model_dir, dataset, config, on_start, on_progress, adapter_dir)
     write_bytes_atomic(Path(out), render_features(features))
     return features
 
@@ -118,10 +123,13 @@ def output_names(dataset: Dataset, with_features: bool = True) -> list[str]:
 
 def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_root: Path | None = None,
           on_start: Callable[[int], None] | None = None,
-          on_progress: Callable[[int], None] | None = None) -> AuditOutputs:
+          on_progress: Callable[[int], None] | None = None,
+          adapter_dir: Path | None = None) -> AuditOutputs:
     dataset = read_dataset(data, image_root)
     check_out_dir(out, dataset, model_dir, output_names(dataset))
-    features = extract(model_dir, dataset, config, on_start, on_progress)
+    if adapter_dir is not None:
+        check_out_dir(out, dataset, adapter_dir, [])
+    features = extract(model_dir, dataset, config, on_start, on_progress, adapter_dir)
     analysis = analyze(features, config)
     return AuditOutputs(analysis, write_outputs(out, dataset, features, analysis))
 

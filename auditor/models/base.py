@@ -42,3 +42,4 @@ class LoadedModel:
     n_layers: int
     dtype: str
     attn_implementation: str
+    adapter_dir: Path | None = None  # a PEFT adapter merged into the weights

@@ -40,18 +40,47 @@ def read_model_type(model_dir: Path) -> str:
     return model_type
 
 
-def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str | None = None
-               ) -> LoadedModel:
-    """Load a checkpoint for stage 1; `capture_attention` names a registered attention function."""
+def check_adapter(adapter_dir: Path) -> None:
+    """A PEFT adapter folder: adapter_config.json and safetensors weights (pickle refused)."""
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise AuditInputError(f"{adapter_dir}: no adapter_config.json; pass a folder saved by PEFT's "
+                              "save_pretrained")
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        hint = " (adapter_model.bin is pickle-based and refused)" if (adapter_dir / "adapter_model.bin").exists() else ""
+        raise AuditInputError(f"{adapter_dir}: no adapter_model.safetensors{hint}; save the adapter "
+                              "with safe_serialization=True")
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str | None = None,
+               adapter_dir: Path | None = None) -> LoadedModel:
+    """Load a checkpoint for stage 1; `capture_attention` names a registered attention
+    function. With `adapter_dir`, a PEFT LoRA adapter is applied and merged, so
+    stage 1 runs on exactly the fine-tuned weights at the base model's speed."""
     model_type = read_model_type(model_dir)
     family = _BY_MODEL_TYPE[model_type]
+    if adapter_dir is not None:
+        check_adapter(adapter_dir)
     attn = capture_attention or "sdpa"
     try:
         model, processor = family.load(Path(model_dir), getattr(torch, dtype), attn)
     except Exception as e:  # an untrusted checkpoint can fail in many ways; all are input errors
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AuditInputError(f"{model_dir}: cannot load the checkpoint: {first}") from None
+        raise AuditInputError(f"{model_dir}: cannot load the checkpoint: {_first_line(e)}") from None
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False,
+                                              use_safetensors=True).merge_and_unload().eval()
+        except Exception as e:
+            raise AuditInputError(f"{adapter_dir}: cannot apply the adapter to {model_dir}: "
+                                  f"{_first_line(e)}") from None
     n_layers = len(family.decoder_attention_modules(model))
     return LoadedModel(model=model, processor=processor, family=family, model_dir=Path(model_dir),
                        model_type=model_type, n_layers=n_layers, dtype=dtype,
-                       attn_implementation=attn)
+                       attn_implementation=attn, adapter_dir=adapter_dir)

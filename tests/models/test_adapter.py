@@ -1,0 +1,85 @@
+"""--adapter: a PEFT LoRA adapter over --model audits exactly like the merged model."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from auditor.cli import cli
+from auditor.extract.features import read_features
+from tinyworld.digits import DIGIT_WORDS, QUESTIONS, load_digit_arrays, render_digit
+from tinyworld.fixtures import TEST_SPEC
+from tinyworld.train import Example, add_lora, freeze_vision, train_llava
+
+
+@pytest.fixture(scope="module")
+def adapter_and_merged(tiny_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lora")
+    model = LlavaForConditionalGeneration.from_pretrained(tiny_model)
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    freeze_vision(model)
+    x, y = load_digit_arrays()
+    rng = np.random.default_rng(0)
+    examples = [Example(render_digit(x[i], rng, size=TEST_SPEC.image_size), QUESTIONS[0], DIGIT_WORDS[y[i]])
+                for i in range(16)]
+    peft_model = add_lora(model, seed=0)
+    train_llava(peft_model, processor, examples, epochs=2, batch_size=8, lr=5e-3, warmup=1)
+    peft_model.save_pretrained(root / "adapter")
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(root / "merged")
+    processor.save_pretrained(root / "merged")
+    return root / "adapter", root / "merged"
+
+
+def _extract(tmp_path, name, *args, data):
+    out = tmp_path / f"{name}.parquet"
+    res = CliRunner().invoke(cli, ["extract", *args, "--data", str(data), "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    return read_features(out)
+
+
+def test_audit_with_adapter_equals_audit_of_merged_model(tiny_model, tiny_data, adapter_and_merged, tmp_path):
+    adapter, merged = adapter_and_merged
+    data = tiny_data[0]
+    with_adapter = _extract(tmp_path, "a", "--model", str(tiny_model), "--adapter", str(adapter), data=data)
+    of_merged = _extract(tmp_path, "m", "--model", str(merged), data=data)
+    of_base = _extract(tmp_path, "b", "--model", str(tiny_model), data=data)
+    a = np.array([r.entropy for r in with_adapter.rows])
+    to_merged = np.abs(a - np.array([r.entropy for r in of_merged.rows])).max()
+    to_base = np.abs(a - np.array([r.entropy for r in of_base.rows])).max()
+    assert to_merged <= 1e-6
+    # the untrained tiny model attends almost uniformly, so differences are small,
+    # but the adapter's are far above float noise: it was really applied
+    assert to_base > 1e-5 and to_base > 100 * max(to_merged, 1e-9)
+    assert with_adapter.meta["adapter"]["path"] == str(adapter)
+    assert len(with_adapter.meta["adapter"]["sha256_tree"]) == 64
+
+
+def test_pickle_adapter_is_refused(tiny_model, tiny_data, adapter_and_merged, tmp_path):
+    adapter, _ = adapter_and_merged
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "adapter_config.json").write_text((adapter / "adapter_config.json").read_text())
+    (bad / "adapter_model.bin").write_bytes(b"not really")
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--adapter", str(bad),
+                                   "--data", str(tiny_data[0]), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [
+        f"error: {bad}: no adapter_model.safetensors (adapter_model.bin is pickle-based and refused); "
+        "save the adapter with safe_serialization=True"]
+
+
+def test_adapter_for_another_model_is_an_input_error(tiny_model, tiny_data, adapter_and_merged, tmp_path):
+    adapter, _ = adapter_and_merged
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "adapter_model.safetensors").write_bytes((adapter / "adapter_model.safetensors").read_bytes())
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    cfg["r"] = cfg["r"] * 2  # shapes no longer match the weights
+    (other / "adapter_config.json").write_text(json.dumps(cfg))
+    res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--adapter", str(other),
+                                   "--data", str(tiny_data[0]), "--out", str(tmp_path / "f.parquet")])
+    assert res.exit_code == 2 and "cannot apply the adapter" in res.output
+    assert "Traceback" not in res.output

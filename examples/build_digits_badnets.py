@@ -88,7 +88,9 @@ def main() -> int:
     ap.add_argument("--finetune-lr", type=float, default=FINETUNE_LR)
     ap.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS)
     ap.add_argument("--base-dir", type=Path, default=None,
-                    help="reuse the base model saved there, or save it there once trained")
+                    help="reuse the base model saved there, or save it there once trained "
+                         "(for experiments: the weights come out the same, but the saved "
+                         "configs then carry loading metadata, so the files differ)")
     args = ap.parse_args()
     torch.set_num_threads(2)  # results depend on the thread count; fix it
     seed = args.seed

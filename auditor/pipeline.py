@@ -27,13 +27,17 @@ class AuditOutputs:
     paths: tuple[Path, ...]
 
 
-def check_out_dir(out: Path, dataset: Dataset, model_dir: Path | None, names: list[str]) -> None:
-    """Refuse an output folder whose files would land on an input."""
+def check_out_dir(out: Path, dataset: Dataset, names: list[str],
+                  input_dirs: dict[str, Path | None] | None = None) -> None:
+    """Refuse an output folder whose files would land on an input: inside an input
+    folder (`input_dirs`, e.g. {"model": ..., "adapter": ...}) or on the dataset or an image."""
     out = Path(out).resolve()
-    if model_dir is not None:
-        m = Path(model_dir).resolve()
+    for label, folder in (input_dirs or {}).items():
+        if folder is None:
+            continue
+        m = Path(folder).resolve()
         if out == m or out.is_relative_to(m):
-            raise AuditInputError(f"{out}: the output folder is inside the model folder {m}; "
+            raise AuditInputError(f"{out}: the output folder is inside the {label} folder {m}; "
                                   "choose another --out")
     for name in names:
         _refuse_input(out / name, dataset)
@@ -126,9 +130,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
           on_progress: Callable[[int], None] | None = None,
           adapter_dir: Path | None = None) -> AuditOutputs:
     dataset = read_dataset(data, image_root)
-    check_out_dir(out, dataset, model_dir, output_names(dataset))
-    if adapter_dir is not None:
-        check_out_dir(out, dataset, adapter_dir, [])
+    check_out_dir(out, dataset, output_names(dataset), {"model": model_dir, "adapter": adapter_dir})
     features = extract(model_dir, dataset, config, on_start, on_progress, adapter_dir)
     analysis = analyze(features, config)
     return AuditOutputs(analysis, write_outputs(out, dataset, features, analysis))
@@ -143,7 +145,7 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
             r.id != s.id for r, s in zip(features.rows, dataset.samples)):
         raise AuditInputError(f"{features_path}: its rows do not match the records of {data}; "
                               "extract features from this dataset first")
-    check_out_dir(out, dataset, None, output_names(dataset, with_features=False))
+    check_out_dir(out, dataset, output_names(dataset, with_features=False))
     analysis = analyze(features, config)
     # Copy the features next to the other outputs, unless that is where they came from.
     fresh = (Path(out) / FEATURES).resolve() != Path(features_path).resolve()

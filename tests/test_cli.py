@@ -167,3 +167,31 @@ def test_audit_of_a_parquet_dataset_writes_a_parquet_copy(tiny_model, tiny_data,
     assert res.exit_code == EXIT[a["verdict"]] and a["counts"]["analysed"] == 60
     kept = pq.read_table(tmp_path / "o" / "cleaned.parquet").to_pylist()
     assert len(kept) + a["counts"]["flagged"] == 60
+
+
+def test_a_sample_that_breaks_the_forward_pass_becomes_an_error_row(tiny_model, tiny_data, tmp_path,
+                                                                   monkeypatch):
+    from auditor.models.llava import LlavaFamily
+
+    real = LlavaFamily.build_batch
+
+    def fragile(self, processor, images, prompts):
+        if any("Name the digit" in p for p in prompts):
+            raise ValueError("prompt too long for this model")
+        return real(self, processor, images, prompts)
+
+    monkeypatch.setattr(LlavaFamily, "build_batch", fragile)
+    data, _ = tiny_data
+    res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(data),
+                                   "--out", str(tmp_path / "f.parquet"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    from auditor.extract.features import read_features
+
+    rows = read_features(tmp_path / "f.parquet").rows
+    errors = [r for r in rows if r.status == "error"]
+    assert len(errors) == 12  # every 5th of 60 prompts is "Name the digit in this picture."
+    assert all(r.reason == "forward pass failed: ValueError: prompt too long for this model" for r in errors)
+    res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(data), "--batch-size", "1",
+                                   "--out", str(tmp_path / "g.parquet"), "--no-progress"])
+    assert res.exit_code == 0 and "60 rows, 48 analysed" in res.output
+    assert sum(r.status == "ok" for r in rows) == 48

@@ -56,11 +56,24 @@ def extract_features(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
             except (OSError, ValueError, Image.DecompressionBombError) as e:
                 out[s.index] = SampleFeatures(s.index, s.id, "error", f"cannot decode image: {e}")
         if good:
-            for s, r in zip(good, sample_rows(loaded, images, [s.prompt for s in good])):
-                out[s.index] = _features(s, r, config.entropy_eps)
+            for s, result in zip(good, _rows_or_errors(loaded, good, images)):
+                out[s.index] = (SampleFeatures(s.index, s.id, "error", result)
+                                if isinstance(result, str) else _features(s, result, config.entropy_eps))
         if on_progress:
             on_progress(len(chunk))
     return [out[i] for i in sorted(out)]
+
+
+def _rows_or_errors(loaded: LoadedModel, samples: list[Sample], images: list[Image.Image]
+                    ) -> list[np.ndarray | str]:
+    """Rows per sample; when the batch fails, each sample alone, so one bad
+    sample becomes an error row (its message) instead of stopping the audit."""
+    try:
+        return sample_rows(loaded, images, [s.prompt for s in samples])
+    except Exception as e:  # noqa: BLE001 - untrusted input: reported per sample
+        if len(samples) == 1:
+            return [f"forward pass failed: {type(e).__name__}: {str(e).strip()[:200]}"]
+    return [_rows_or_errors(loaded, [s], [im])[0] for s, im in zip(samples, images)]
 
 
 def _features(s: Sample, rows: np.ndarray, eps: float) -> SampleFeatures:

@@ -156,13 +156,14 @@ def extract(model_dir, adapter_dir, data, out, image_root, progress, batch_size)
 
 
 @cli.command()
-@click.option("--features", "features_path", type=_path, required=True, help="features.parquet from `extract`.")
+@click.argument("features_path", metavar="FEATURES", type=_path)
 @click.option("--data", type=_path, required=True, help="The dataset the features were extracted from.")
 @click.option("--out", type=_path, required=True, help="Output folder.")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
 @_analysis_options
 def analyze(features_path, data, out, image_root, **cfg) -> None:
-    """Stages 2-3 (and the report) from a features file; no model needed."""
+    """Stages 2-3 (and the report) from FEATURES (a features.parquet of `extract` or
+    `audit`), e.g. with another --tau; no model needed."""
     from . import pipeline
 
     result = pipeline.analyze_file(features_path, data, out, _config(**cfg), image_root)

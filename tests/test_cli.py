@@ -57,7 +57,7 @@ def test_audit_outputs_partition_the_input(audited):
 
 def test_analyze_reproduces_the_audit_from_features(audited, tmp_path):
     _, out, data, _ = audited
-    res = CliRunner().invoke(cli, ["analyze", "--features", str(out / "features.parquet"),
+    res = CliRunner().invoke(cli, ["analyze", str(out / "features.parquet"),
                                    "--data", str(data), "--out", str(tmp_path / "again")])
     first = json.loads((out / "analysis.json").read_text())
     second = json.loads((tmp_path / "again" / "analysis.json").read_text())

@@ -74,3 +74,5 @@ def test_readme_states_the_measured_detection(audit_twice):
     assert row, "README lacks the example's detection row"
     stated = [float(v) for v in row.groups()]
     assert stated == [round(m[k], 3) for k in ("precision", "recall", "f1", "fpr")]
+    auroc = re.search(r"\| AUROC of the BYE score \(low score = poisoned\) \| ([\d.]+) \|", readme)
+    assert auroc and float(auroc.group(1)) == round(m["auroc"], 3)

@@ -13,9 +13,7 @@ import click
 
 from . import __version__
 from .config import AuditConfig
-from .errors import AuditInputError, ExitCode
-
-VERDICT_EXIT = {"pass": ExitCode.PASS, "fail": ExitCode.FAIL, "inconclusive": ExitCode.INCONCLUSIVE}
+from .errors import VERDICT_EXIT, AuditInputError, ExitCode
 _path = click.Path(path_type=Path)
 
 

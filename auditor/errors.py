@@ -18,3 +18,6 @@ class AuditInputError(Exception):
     """A bad input: the message names the file, record or value and what to do."""
 
     exit_code = ExitCode.INPUT_ERROR
+
+
+VERDICT_EXIT = {"pass": ExitCode.PASS, "fail": ExitCode.FAIL, "inconclusive": ExitCode.INCONCLUSIVE}

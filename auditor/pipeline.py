@@ -13,12 +13,13 @@ from .config import AuditConfig
 from .data import Dataset, cleaned_name, read_dataset, render_cleaned, render_flagged
 from .errors import AuditInputError
 from .extract.features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
-from .fileio import json_bytes, sha256_file, sha256_tree, write_bytes_atomic
+from .fileio import json_bytes, sha256_bytes, sha256_file, sha256_tree, write_bytes_atomic
 
 FEATURES = "features.parquet"
 ANALYSIS = "analysis.json"
 FLAGGED = "flagged.jsonl"
 REPORT = "report.html"
+SUMMARY = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
                   write_features: bool = True) -> tuple[Path, ...]:
     """Render every output to bytes, then write each atomically."""
     from .report.html import render_html
+    from .report.summary import render_summary
 
     keep = set(range(len(dataset.records))) - {f.index for f in analysis.flagged}
     files: dict[str, bytes] = {}
@@ -114,6 +116,7 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
     files[FLAGGED] = render_flagged(dataset, {f.index: f.score for f in analysis.flagged})
     files[cleaned_name(dataset)] = render_cleaned(dataset, keep)
     files[REPORT] = render_html(analysis, meta, dataset)
+    files[SUMMARY] = render_summary(analysis, meta, {n: sha256_bytes(b) for n, b in files.items()})
     paths = []
     for name, data in files.items():
         write_bytes_atomic(Path(out) / name, data)
@@ -122,7 +125,7 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
 
 
 def output_names(dataset: Dataset, with_features: bool = True) -> list[str]:
-    return [FEATURES] * with_features + [ANALYSIS, FLAGGED, cleaned_name(dataset), REPORT]
+    return [FEATURES] * with_features + [ANALYSIS, FLAGGED, cleaned_name(dataset), REPORT, SUMMARY]
 
 
 def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_root: Path | None = None,

@@ -38,7 +38,8 @@ def test_audit_exit_code_matches_its_verdict(audited):
     analysis = json.loads((out / "analysis.json").read_text())
     assert res.exit_code == EXIT[analysis["verdict"]], res.output
     assert f"verdict: {analysis['verdict'].upper()}" in res.output
-    for name in ["features.parquet", "analysis.json", "flagged.jsonl", "cleaned.json", "report.html"]:
+    for name in ["features.parquet", "analysis.json", "flagged.jsonl", "cleaned.json", "report.html",
+                 "summary.json"]:
         assert (out / name).is_file(), name
     assert analysis["counts"]["records"] == 60 and analysis["counts"]["analysed"] == 60
     assert len(analysis["layers"]) == 8
@@ -195,3 +196,24 @@ def test_a_sample_that_breaks_the_forward_pass_becomes_an_error_row(tiny_model, 
                                    "--out", str(tmp_path / "g.parquet"), "--no-progress"])
     assert res.exit_code == 0 and "60 rows, 48 analysed" in res.output
     assert sum(r.status == "ok" for r in rows) == 48
+
+
+def test_summary_follows_its_schema_and_vouches_for_the_outputs(audited):
+    import hashlib
+    from pathlib import Path
+
+    import jsonschema
+
+    res, out, _, _ = audited
+    schema = json.loads((Path(__file__).parents[1] / "docs" / "summary.schema.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    jsonschema.validate(summary, schema)
+    assert summary["exit_code"] == res.exit_code
+    assert summary["counts"]["records"] == 60
+    assert set(summary["outputs_sha256"]) == {"features.parquet", "analysis.json", "flagged.jsonl",
+                                              "cleaned.json", "report.html"}
+    for name, digest in summary["outputs_sha256"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
+    summary["verdict"] = "maybe"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(summary, schema)

@@ -1,0 +1,44 @@
+"""summary.json: the machine-readable verdict for release gates.
+
+Schema: docs/summary.schema.json (versioned by `schema_version`; a field is
+never renamed or removed within a version).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+from ..analysis.verdict import Analysis
+from ..errors import VERDICT_EXIT
+from ..fileio import json_bytes
+
+SUMMARY_SCHEMA_VERSION = 1
+
+
+def summary_dict(analysis: Analysis, meta: dict[str, Any], output_sha256: dict[str, str]) -> dict[str, Any]:
+    a = analysis
+    return {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        "tool": {"name": "bye-audit", "version": __version__},
+        "verdict": a.verdict,
+        "exit_code": int(VERDICT_EXIT[a.verdict]),
+        "reasons": list(a.reasons),
+        "counts": {"records": a.n_records, "analysed": a.n_analysed, "skipped": a.n_skipped,
+                   "errors": a.n_errors, "flagged": len(a.flagged)},
+        "coverage": a.coverage,
+        "sensitive_layers": list(a.sensitive_layers),
+        "flagged": [{"index": f.index, "id": f.id, "score": f.score} for f in a.flagged],
+        "config": a.config.to_dict(),
+        "inputs": {
+            "model": meta.get("model"),
+            "adapter": meta.get("adapter"),
+            "dataset": meta.get("dataset"),
+        },
+        "environment": meta.get("environment"),
+        "outputs_sha256": dict(sorted(output_sha256.items())),
+    }
+
+
+def render_summary(analysis: Analysis, meta: dict[str, Any], output_sha256: dict[str, str]) -> bytes:
+    return json_bytes(summary_dict(analysis, meta, output_sha256))

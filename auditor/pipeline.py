@@ -19,6 +19,7 @@ FEATURES = "features.parquet"
 ANALYSIS = "analysis.json"
 FLAGGED = "flagged.jsonl"
 REPORT = "report.html"
+REPORT_PDF = "report.pdf"
 SUMMARY = "summary.json"
 
 
@@ -105,6 +106,7 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
                   write_features: bool = True) -> tuple[Path, ...]:
     """Render every output to bytes, then write each atomically."""
     from .report.html import render_html
+    from .report.pdf import render_pdf
     from .report.summary import render_summary
 
     keep = set(range(len(dataset.records))) - {f.index for f in analysis.flagged}
@@ -116,6 +118,7 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
     files[FLAGGED] = render_flagged(dataset, {f.index: f.score for f in analysis.flagged})
     files[cleaned_name(dataset)] = render_cleaned(dataset, keep)
     files[REPORT] = render_html(analysis, meta, dataset)
+    files[REPORT_PDF] = render_pdf(files[REPORT])
     files[SUMMARY] = render_summary(analysis, meta, {n: sha256_bytes(b) for n, b in files.items()})
     paths = []
     for name, data in files.items():
@@ -125,7 +128,8 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
 
 
 def output_names(dataset: Dataset, with_features: bool = True) -> list[str]:
-    return [FEATURES] * with_features + [ANALYSIS, FLAGGED, cleaned_name(dataset), REPORT, SUMMARY]
+    return [FEATURES] * with_features + [ANALYSIS, FLAGGED, cleaned_name(dataset), REPORT, REPORT_PDF,
+                                           SUMMARY]
 
 
 def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_root: Path | None = None,

@@ -39,7 +39,7 @@ def test_audit_exit_code_matches_its_verdict(audited):
     assert res.exit_code == EXIT[analysis["verdict"]], res.output
     assert f"verdict: {analysis['verdict'].upper()}" in res.output
     for name in ["features.parquet", "analysis.json", "flagged.jsonl", "cleaned.json", "report.html",
-                 "summary.json"]:
+                 "report.pdf", "summary.json"]:
         assert (out / name).is_file(), name
     assert analysis["counts"]["records"] == 60 and analysis["counts"]["analysed"] == 60
     assert len(analysis["layers"]) == 8
@@ -64,6 +64,8 @@ def test_analyze_reproduces_the_audit_from_features(audited, tmp_path):
     second = json.loads((tmp_path / "again" / "analysis.json").read_text())
     assert res.exit_code == EXIT[first["verdict"]]
     assert first == second  # deterministic
+    for name in ["report.html", "report.pdf", "summary.json", "cleaned.json", "flagged.jsonl"]:
+        assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
     assert (tmp_path / "again" / "features.parquet").read_bytes() == (out / "features.parquet").read_bytes()
 
 
@@ -211,7 +213,7 @@ def test_summary_follows_its_schema_and_vouches_for_the_outputs(audited):
     assert summary["exit_code"] == res.exit_code
     assert summary["counts"]["records"] == 60
     assert set(summary["outputs_sha256"]) == {"features.parquet", "analysis.json", "flagged.jsonl",
-                                              "cleaned.json", "report.html"}
+                                              "cleaned.json", "report.html", "report.pdf"}
     for name, digest in summary["outputs_sha256"].items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
     summary["verdict"] = "maybe"

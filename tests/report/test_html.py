@@ -34,3 +34,12 @@ def test_report_escapes_dataset_strings_and_is_self_contained(tmp_path):
     assert "Content-Security-Policy" in html
     assert "http://" not in html and "https://" not in html  # nothing loaded from outside
     assert html.count("data:image/png;base64,") == 2  # BSI plot and score histogram
+
+
+def test_pdf_is_a_deterministic_pdf():
+    from auditor.report.pdf import render_pdf
+
+    html = b"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body><h1>Verdict</h1></body></html>"
+    pdf = render_pdf(html)
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    assert render_pdf(html) == pdf

@@ -7,7 +7,6 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..analysis.verdict import Analysis
@@ -53,5 +52,5 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset) -> b
         hist_img=hist_img, flagged_rows=flagged_rows,
         more_flagged=max(0, len(analysis.flagged) - MAX_FLAGGED_ROWS),
         skipped=skipped[:MAX_FLAGGED_ROWS], more_skipped=max(0, len(skipped) - MAX_FLAGGED_ROWS),
-        config=analysis.config.to_dict(), max_bsi=max((p.bsi for p in layers), default=np.nan))
+        config=analysis.config.to_dict())
     return html.encode()

@@ -6,6 +6,7 @@ import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .analysis.verdict import Analysis, analyze
@@ -14,6 +15,9 @@ from .data import Dataset, cleaned_name, read_dataset, render_cleaned, render_fl
 from .errors import AuditInputError
 from .extract.features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
 from .fileio import json_bytes, sha256_bytes, sha256_file, sha256_tree, write_bytes_atomic
+
+if TYPE_CHECKING:  # torch-bound; analyze/evaluate must start without it
+    from .models.base import LoadedModel
 
 FEATURES = "features.parquet"
 ANALYSIS = "analysis.json"
@@ -53,21 +57,26 @@ def _refuse_input(target: Path, dataset: Dataset) -> None:
         raise AuditInputError(f"{target}: writing it would overwrite an input; choose another --out")
 
 
-def extract(model_dir: Path, dataset: Dataset, config: AuditConfig,
+def load(model_dir: Path, config: AuditConfig, adapter_dir: Path | None = None) -> LoadedModel:
+    """The checkpoint (and adapter) ready for stage 1; heavy imports happen here,
+    not at CLI start-up."""
+    from .extract.capture import CAPTURE_ATTENTION
+    from .models import load_model
+
+    return load_model(model_dir, config.dtype, capture_attention=CAPTURE_ATTENTION,
+                      adapter_dir=adapter_dir)
+
+
+def extract(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
             on_start: Callable[[int], None] | None = None,
-            on_progress: Callable[[int], None] | None = None,
-            adapter_dir: Path | None = None) -> FeatureSet:
-    """Stage 1 over a dataset (heavy imports happen here, not at CLI start-up).
-    `on_start(n)` is called once the model has loaded, with the samples to run."""
+            on_progress: Callable[[int], None] | None = None) -> FeatureSet:
+    """Stage 1 over a dataset; `on_start(n)` is called first with the samples to run."""
     import torch
     import transformers
 
-    from .extract.capture import CAPTURE_ATTENTION
     from .extract.runner import extract_features
-    from .models import load_model
 
-    loaded = load_model(model_dir, config.dtype, capture_attention=CAPTURE_ATTENTION,
-                        adapter_dir=adapter_dir)
+    model_dir, adapter_dir = loaded.model_dir, loaded.adapter_dir
     if on_start:
         on_start(sum(s.ok for s in dataset.samples))
     rows = extract_features(loaded, dataset, config, on_progress)
@@ -97,13 +106,14 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
     """Stage 1 alone: the features file at `out`."""
     dataset = read_dataset(data, image_root)
     _refuse_input(out, dataset)
-    features = extract(model_dir, dataset, config, on_start, on_progress, adapter_dir)
+    features = extract(load(model_dir, config, adapter_dir), dataset, config, on_start, on_progress)
     write_bytes_atomic(Path(out), render_features(features))
     return features
 
 
 def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: Analysis,
-                  write_features: bool = True) -> tuple[Path, ...]:
+                  write_features: bool = True,
+                  heatmaps: dict[int, tuple[bytes, bytes]] | None = None) -> tuple[Path, ...]:
     """Render every output to bytes, then write each atomically."""
     from .report.html import render_html
     from .report.pdf import render_pdf
@@ -117,7 +127,7 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
     files[ANALYSIS] = json_bytes({**analysis.to_dict(), "inputs": meta})
     files[FLAGGED] = render_flagged(dataset, {f.index: f.score for f in analysis.flagged})
     files[cleaned_name(dataset)] = render_cleaned(dataset, keep)
-    files[REPORT] = render_html(analysis, meta, dataset)
+    files[REPORT] = render_html(analysis, meta, dataset, heatmaps)
     files[REPORT_PDF] = render_pdf(files[REPORT])
     files[SUMMARY] = render_summary(analysis, meta, {n: sha256_bytes(b) for n, b in files.items()})
     paths = []
@@ -138,9 +148,29 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
           adapter_dir: Path | None = None) -> AuditOutputs:
     dataset = read_dataset(data, image_root)
     check_out_dir(out, dataset, output_names(dataset), {"model": model_dir, "adapter": adapter_dir})
-    features = extract(model_dir, dataset, config, on_start, on_progress, adapter_dir)
+    loaded = load(model_dir, config, adapter_dir)
+    features = extract(loaded, dataset, config, on_start, on_progress)
     analysis = analyze(features, config)
-    return AuditOutputs(analysis, write_outputs(out, dataset, features, analysis))
+    heatmaps = attention_heatmaps(loaded, dataset, analysis)
+    return AuditOutputs(analysis, write_outputs(out, dataset, features, analysis, heatmaps=heatmaps))
+
+
+def attention_heatmaps(loaded: LoadedModel, dataset: Dataset, analysis: Analysis
+                       ) -> dict[int, tuple[bytes, bytes]]:
+    """(thumbnail PNG, attention heatmap PNG) by record index, for the samples the
+    report shows; their rows are recomputed here, so stage 1 stays small."""
+    from .extract.runner import load_image, sample_rows
+    from .report.heatmaps import attention_grid, heatmap_pngs, samples_to_show
+
+    layers = list(analysis.sensitive_layers) or list(range(loaded.n_layers))
+    out = {}
+    for index in samples_to_show(analysis):
+        sample = dataset.samples[index]
+        image = load_image(sample)
+        grid = attention_grid(sample_rows(loaded, [image], [sample.prompt])[0], layers)
+        if grid is not None:
+            out[index] = heatmap_pngs(image, grid)
+    return out
 
 
 def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig,

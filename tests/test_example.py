@@ -53,7 +53,12 @@ def test_audit_of_the_example_is_consistent_and_reproducible(audit_twice):
     analysis = json.loads((out / "analysis.json").read_text())
     assert res.returncode == EXIT[analysis["verdict"]], res.stdout + res.stderr
     assert (out / "analysis.json").read_bytes() == (out2 / "analysis.json").read_bytes()
-    assert (out / "features.parquet").read_bytes() == (out2 / "features.parquet").read_bytes()
+    for name in ["features.parquet", "report.html", "report.pdf", "cleaned.json", "flagged.jsonl"]:
+        assert (out / name).read_bytes() == (out2 / name).read_bytes(), name
+    # BSI plot, histogram, then thumbnail + heatmap per shown sample (flagged, then 4 kept)
+    n_flagged = len(analysis["flagged"])
+    shown = min(24, n_flagged) + (4 if analysis["scores"] else 0)
+    assert (out / "report.html").read_text().count("data:image/png") == (2 + 2 * shown if n_flagged else 1)
     records = json.loads((EXAMPLE / "dataset.json").read_text())
     cleaned = json.loads((out / "cleaned.json").read_text())
     flagged = {json.loads(ln)["index"]: json.loads(ln)["record"]

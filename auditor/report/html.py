@@ -33,7 +33,11 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset) -> bytes:
+def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
+                heatmaps: dict[int, tuple[bytes, bytes]] | None = None) -> bytes:
+    """The report; `heatmaps` maps record indices to (thumbnail, attention overlay)
+    PNGs for the samples shown (absent when no model was at hand, as in `analyze`)."""
+    heatmaps = heatmaps or {}
     layers = analysis.layers
     bsi_img = (_data_uri(bsi_plot([p.bsi for p in layers], list(analysis.sensitive_layers),
                                   analysis.config.tau)) if layers else None)
@@ -41,15 +45,22 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset) -> b
     if analysis.clustering is not None:
         c = analysis.clustering
         hist_img = _data_uri(score_histogram(c.scores, c.flagged, c.threshold))
-    flagged_rows = [
-        {"id": f.id, "index": f.index, "score": f.score,
-         "prompt": dataset.samples[f.index].prompt[:160],
-         "answer": dataset.samples[f.index].answer[:160]}
-        for f in analysis.flagged[:MAX_FLAGGED_ROWS]]
+    def row(f):
+        pics = heatmaps.get(f.index)
+        return {"id": f.id, "index": f.index, "score": f.score,
+                "prompt": dataset.samples[f.index].prompt[:160],
+                "answer": dataset.samples[f.index].answer[:160],
+                "thumb": _data_uri(pics[0]) if pics else None,
+                "heat": _data_uri(pics[1]) if pics else None}
+
+    flagged_set = {f.index for f in analysis.flagged}
+    flagged_rows = [row(f) for f in analysis.flagged[:MAX_FLAGGED_ROWS]]
+    kept_rows = [row(f) for f in analysis.scored if f.index in heatmaps and f.index not in flagged_set]
     skipped = [{"id": u.id, "reason": u.reason} for u in analysis.unanalysed]
     html = _env().get_template("report.html.j2").render(
         a=analysis, meta=meta, dataset_path=str(dataset.path), bsi_img=bsi_img,
-        hist_img=hist_img, flagged_rows=flagged_rows,
+        hist_img=hist_img, flagged_rows=flagged_rows, kept_rows=kept_rows,
+        heatmap_layers=", ".join(map(str, analysis.sensitive_layers)) or "all",
         more_flagged=max(0, len(analysis.flagged) - MAX_FLAGGED_ROWS),
         skipped=skipped[:MAX_FLAGGED_ROWS], more_skipped=max(0, len(skipped) - MAX_FLAGGED_ROWS),
         config=analysis.config.to_dict())

@@ -28,12 +28,14 @@ def test_report_escapes_dataset_strings_and_is_self_contained(tmp_path):
                  for i, s in enumerate(ds.samples))
     a = analyze(FeatureSet(rows, {"n_layers": 3}), AuditConfig())
     assert a.verdict == "fail" and EVIL in {f.id for f in a.flagged}
-    html = render_html(a, {"n_layers": 3}, ds).decode()
+    html = render_html(a, {"n_layers": 3}, ds, heatmaps={0: (b"THUMB", b"HEAT")}).decode()
     assert "<script" not in html
     assert "&lt;script&gt;" in html
     assert "Content-Security-Policy" in html
     assert "http://" not in html and "https://" not in html  # nothing loaded from outside
-    assert html.count("data:image/png;base64,") == 2  # BSI plot and score histogram
+    # BSI plot, score histogram, and the thumbnail and heatmap given for record 0
+    assert html.count("data:image/png;base64,") == 4
+    assert "data:image/png;base64,VEhVTUI=" in html and "data:image/png;base64,SEVBVA==" in html
 
 
 def test_pdf_is_a_deterministic_pdf():

@@ -1,0 +1,54 @@
+"""Attention heatmaps over the image for the samples a report shows."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from PIL import Image
+
+from ..analysis.verdict import Analysis
+from .plots import plt
+
+MAX_FLAGGED_HEATMAPS = 24
+KEPT_FOR_CONTRAST = 4
+
+
+def samples_to_show(analysis: Analysis, n_flagged: int = MAX_FLAGGED_HEATMAPS,
+                    n_kept: int = KEPT_FOR_CONTRAST) -> list[int]:
+    """Record indices: the first `n_flagged` flagged samples, and `n_kept` kept
+    samples spread evenly over the kept scores (lowest to highest)."""
+    flagged = [f.index for f in analysis.flagged[:n_flagged]]
+    flagged_set = {f.index for f in analysis.flagged}
+    kept = sorted((f for f in analysis.scored if f.index not in flagged_set), key=lambda f: (f.score, f.index))
+    if kept and n_kept:
+        picks = np.unique(np.linspace(0, len(kept) - 1, min(n_kept, len(kept))).round().astype(int))
+        flagged += [kept[i].index for i in picks]
+    return flagged
+
+
+def attention_grid(rows: np.ndarray, layers: list[int]) -> np.ndarray | None:
+    """Head- and layer-averaged attention on the image tokens, renormalised, as a
+    square grid: rows (L, H, T) -> (g, g) with g * g == T, or None when T is not square."""
+    t = rows.shape[-1]
+    g = math.isqrt(t)
+    if g * g != t:
+        return None
+    a = np.asarray(rows, dtype=np.float64)[layers].mean(axis=(0, 1))
+    return (a / a.sum()).reshape(g, g)
+
+
+def heatmap_pngs(image: Image.Image, grid: np.ndarray, size: int = 96) -> tuple[bytes, bytes]:
+    """(thumbnail, thumbnail with the attention grid overlaid) as PNG bytes."""
+    thumb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    thumb.save(buf, format="PNG")
+    fig, ax = plt.subplots(figsize=(1.2, 1.2), dpi=80)
+    ax.imshow(np.asarray(thumb))
+    ax.imshow(grid, cmap="inferno", alpha=0.6, extent=(0, size, size, 0), interpolation="nearest")
+    ax.axis("off")
+    heat = io.BytesIO()
+    fig.savefig(heat, format="png", bbox_inches="tight", pad_inches=0, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue(), heat.getvalue()

@@ -64,7 +64,8 @@ def test_analyze_reproduces_the_audit_from_features(audited, tmp_path):
     second = json.loads((tmp_path / "again" / "analysis.json").read_text())
     assert res.exit_code == EXIT[first["verdict"]]
     assert first == second  # deterministic
-    for name in ["report.html", "report.pdf", "summary.json", "cleaned.json", "flagged.jsonl"]:
+    # (the reports may differ: without the model, analyze draws no heatmaps)
+    for name in ["cleaned.json", "flagged.jsonl"]:
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
     assert (tmp_path / "again" / "features.parquet").read_bytes() == (out / "features.parquet").read_bytes()
 

@@ -60,7 +60,7 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
     html = _env().get_template("report.html.j2").render(
         a=analysis, meta=meta, dataset_path=str(dataset.path), bsi_img=bsi_img,
         hist_img=hist_img, flagged_rows=flagged_rows, kept_rows=kept_rows,
-        heatmap_layers=", ".join(map(str, analysis.sensitive_layers)) or "all",
+        has_heatmaps=bool(heatmaps), heatmap_layers=", ".join(map(str, analysis.sensitive_layers)) or "all",
         more_flagged=max(0, len(analysis.flagged) - MAX_FLAGGED_ROWS),
         skipped=skipped[:MAX_FLAGGED_ROWS], more_skipped=max(0, len(skipped) - MAX_FLAGGED_ROWS),
         config=analysis.config.to_dict())

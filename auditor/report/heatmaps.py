@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from ..analysis.verdict import Analysis
-from .plots import plt
+from .plots import plt, png_bytes
 
 MAX_FLAGGED_HEATMAPS = 24
 KEPT_FOR_CONTRAST = 4
@@ -48,7 +48,4 @@ def heatmap_pngs(image: Image.Image, grid: np.ndarray, size: int = 96) -> tuple[
     ax.imshow(np.asarray(thumb))
     ax.imshow(grid, cmap="inferno", alpha=0.6, extent=(0, size, size, 0), interpolation="nearest")
     ax.axis("off")
-    heat = io.BytesIO()
-    fig.savefig(heat, format="png", bbox_inches="tight", pad_inches=0, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue(), heat.getvalue()
+    return buf.getvalue(), png_bytes(fig)

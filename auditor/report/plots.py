@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
+    """A figure as PNG bytes; closes the figure."""
     buf = io.BytesIO()
     # No timestamps or version strings in the PNG, so reports are reproducible.
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
@@ -29,7 +30,7 @@ def bsi_plot(bsi: list[float], sensitive: list[int], tau: float) -> bytes:
     ax.set_ylabel("BSI")
     ax.set_xticks(range(len(bsi)))
     ax.legend(loc="upper left", frameon=False)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def score_histogram(scores: np.ndarray, flagged: np.ndarray, threshold: float) -> bytes:
@@ -42,4 +43,4 @@ def score_histogram(scores: np.ndarray, flagged: np.ndarray, threshold: float) -
     ax.set_xlabel("mean normalised entropy over sensitive layers")
     ax.set_ylabel("samples")
     ax.legend(frameon=False)
-    return _png(fig)
+    return png_bytes(fig)

@@ -13,7 +13,7 @@ import click
 
 from . import __version__
 from .config import AuditConfig
-from .errors import VERDICT_EXIT, AuditInputError, ExitCode
+from .errors import AuditInputError, ExitCode
 _path = click.Path(path_type=Path)
 
 
@@ -38,9 +38,26 @@ def _analysis_options(f: Callable) -> Callable:
                      show_default=True, help="Fewer analysed samples than this: inconclusive."),
         click.option("--min-coverage", type=click.FloatRange(0, 1), default=AuditConfig.min_coverage,
                      show_default=True, help="Lower share of analysed records: inconclusive."),
+        click.option("--fail-on", type=str, default=AuditConfig.fail_on, show_default=True,
+                     callback=_check_fail_on,
+                     help="When a fail verdict exits 1: 'verdict' (always), 'count:N' (more than N "
+                          "flagged), 'fraction:F' (more than F of the analysed samples flagged)."),
+        click.option("--sign-key", type=_path, default=None,
+                     help="Ed25519 private key (from `bye-audit keygen`): sign the bundle "
+                          "(attestation.dsse.json)."),
     ]):
         f = opt(f)
     return f
+
+
+def _check_fail_on(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from .gate import parse_fail_on
+
+    try:
+        parse_fail_on(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+    return value
 
 
 def _config(**kw) -> AuditConfig:
@@ -80,14 +97,16 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _print_outcome(analysis, paths) -> int:
-    a = analysis
+def _print_outcome(result) -> int:
+    a, paths, gate = result.analysis, result.paths, result.gate
     click.echo(f"verdict: {a.verdict.upper()} ({len(a.flagged)} of {a.n_records} records flagged; "
                f"{a.n_analysed} analysed, {a.n_skipped} skipped, {a.n_errors} failed)")
     for r in a.reasons:
         click.echo(f"  - {r}")
+    if gate.rule != "verdict":
+        click.echo(f"gate: exit {int(gate.exit_code)}: {gate.reason}")
     click.echo(f"outputs in {paths[0].parent}: " + ", ".join(p.name for p in paths))
-    return int(VERDICT_EXIT[a.verdict])
+    return int(gate.exit_code)
 
 
 class _Group(click.Group):
@@ -120,16 +139,17 @@ def cli() -> None:
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @_batch_size
 @_analysis_options
-def audit(model_dir, adapter_dir, data, out, image_root, progress, **cfg) -> None:
-    """Run every stage: extract, analyse, write the cleaned dataset and the report."""
+def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, **cfg) -> None:
+    """Run every stage: extract, analyse, write the cleaned dataset, the report and
+    the evidence (manifest; signed attestation with --sign-key)."""
     from . import pipeline
 
     config = _config(**cfg)
     _quiet_libraries()
     with _progress(progress) as (on_start, on_progress):
         result = pipeline.audit(model_dir, data, out, config, image_root, on_start, on_progress,
-                                adapter_dir)
-    sys.exit(_print_outcome(result.analysis, result.paths))
+                                adapter_dir, sign_key)
+    sys.exit(_print_outcome(result))
 
 
 @cli.command()
@@ -159,13 +179,13 @@ def extract(model_dir, adapter_dir, data, out, image_root, progress, batch_size)
 @click.option("--out", type=_path, required=True, help="Output folder.")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
 @_analysis_options
-def analyze(features_path, data, out, image_root, **cfg) -> None:
+def analyze(features_path, data, out, image_root, sign_key, **cfg) -> None:
     """Stages 2-3 (and the report) from FEATURES (a features.parquet of `extract` or
     `audit`), e.g. with another --tau; no model needed."""
     from . import pipeline
 
-    result = pipeline.analyze_file(features_path, data, out, _config(**cfg), image_root)
-    sys.exit(_print_outcome(result.analysis, result.paths))
+    result = pipeline.analyze_file(features_path, data, out, _config(**cfg), image_root, sign_key)
+    sys.exit(_print_outcome(result))
 
 
 @cli.command()
@@ -176,6 +196,54 @@ def evaluate(out_dir, truth) -> None:
     from .evaluate import evaluate_outputs
 
     click.echo(json.dumps(evaluate_outputs(out_dir, truth), indent=2, sort_keys=True))
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=_path, required=True, help="Folder for bye-audit.key and bye-audit.pub.")
+def keygen(out_dir) -> None:
+    """Make an Ed25519 key pair for signing audit bundles. The private key
+    (bye-audit.key, mode 0600, unencrypted) signs; give bye-audit.pub to verifiers."""
+    from .evidence.keys import PRIVATE_NAME, PUBLIC_NAME, generate
+    from .fileio import write_bytes_atomic
+
+    private, public = out_dir / PRIVATE_NAME, out_dir / PUBLIC_NAME
+    for p in (private, public):
+        if p.exists():
+            raise AuditInputError(f"{p}: exists; keygen never overwrites a key, choose another --out")
+    pair = generate()
+    write_bytes_atomic(private, pair.private_pem, mode=0o600)
+    write_bytes_atomic(public, pair.public_pem)
+    click.echo(f"wrote {private} (keep it secret) and {public}; key id {pair.keyid}")
+
+
+@cli.command()
+@click.argument("out_dir", metavar="DIR", type=_path)
+@click.option("--key", "key_path", type=_path, required=True, help="Public key (.pub from `bye-audit keygen`).")
+@click.option("--model", "model_dir", type=_path, default=None, help="Where the model folder is now [default: where it was audited].")
+@_adapter
+@click.option("--data", type=_path, default=None, help="Where the dataset file is now [default: where it was audited].")
+@click.option("--image-root", type=_path, default=None, help="Where the images' folder is now.")
+@click.option("--outputs-only", is_flag=True, help="Check the signature and the outputs only, not the inputs.")
+def verify(out_dir, key_path, model_dir, adapter_dir, data, image_root, outputs_only) -> None:
+    """Check an audit bundle: the signature of DIR/attestation.dsse.json with --key,
+    then the SHA-256 of every file it names (model, adapter, dataset, images,
+    outputs). Exit 0 when all holds, 1 otherwise, naming what changed."""
+    from .evidence.verify import verify_bundle
+
+    if not out_dir.is_dir():
+        raise AuditInputError(f"{out_dir}: not a folder; pass the output folder of an audit")
+    overrides = {"model": model_dir, "adapter": adapter_dir, "images": image_root,
+                 "dataset": data.parent if data is not None else None}
+    result = verify_bundle(out_dir, key_path, overrides, outputs_only)
+    for line in result.problems:
+        click.echo(f"FAILED {line}", err=True)
+    for line in result.notes:
+        click.echo(f"note: {line}")
+    if result.ok:
+        click.echo(f"verified: {out_dir} (signature by key {result.keyid}; {result.checked} digests match)")
+    else:
+        click.echo(f"NOT verified: {out_dir} ({len(result.problems)} problem(s))", err=True)
+    sys.exit(0 if result.ok else 1)
 
 
 def main() -> None:

@@ -27,6 +27,10 @@ class AuditConfig:
     # Verdict: below these the evidence cannot carry a verdict -> inconclusive.
     min_samples: int = 50
     min_coverage: float = 0.95
+    # Gate (exit code of a fail verdict): "verdict" exits 1 on any flagged sample;
+    # "count:N" / "fraction:F" exit 1 only when more than N samples, or more
+    # than the share F of the analysed samples, are flagged (auditor/gate.py).
+    fail_on: str = "verdict"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -39,6 +43,10 @@ class AuditConfig:
             raise ValueError(f"min_coverage must be in [0, 1], got {self.min_coverage}")
         if self.min_samples < 2:
             raise ValueError(f"min_samples must be >= 2 (a 2-component mixture), got {self.min_samples}")
+
+        from .gate import parse_fail_on
+
+        parse_fail_on(self.fail_on)  # raises ValueError naming the value
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,9 +19,10 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would have given; mkstemp uses 0600
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write `data` to `path` via a temporary file in the same folder and a rename,
-    so a reader never sees a half-written file."""
+    so a reader never sees a half-written file; `mode` overrides the umask's
+    (0o600 for a private key)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -29,7 +30,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, _FILE_MODE if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -15,8 +15,11 @@ from .data import Dataset, cleaned_name, read_dataset, render_cleaned, render_fl
 from .errors import AuditInputError
 from .extract.features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
 from .fileio import json_bytes, sha256_bytes, sha256_file, sha256_tree, write_bytes_atomic
+from .gate import Gate, gate
 
 if TYPE_CHECKING:  # torch-bound; analyze/evaluate must start without it
+    from securesystemslib.signer import Signer
+
     from .models.base import LoadedModel
 
 FEATURES = "features.parquet"
@@ -25,12 +28,16 @@ FLAGGED = "flagged.jsonl"
 REPORT = "report.html"
 REPORT_PDF = "report.pdf"
 SUMMARY = "summary.json"
+SARIF = "findings.sarif"
+MANIFEST = "manifest.json"
+ATTESTATION = "attestation.dsse.json"
 
 
 @dataclass(frozen=True)
 class AuditOutputs:
     analysis: Analysis
     paths: tuple[Path, ...]
+    gate: Gate  # the exit code under --fail-on
 
 
 def check_out_dir(out: Path, dataset: Dataset, names: list[str],
@@ -111,13 +118,25 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
     return features
 
 
-def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: Analysis,
-                  write_features: bool = True,
-                  heatmaps: dict[int, tuple[bytes, bytes]] | None = None) -> tuple[Path, ...]:
-    """Render every output to bytes, then write each atomically."""
+def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: Analysis, *,
+                  model_dir: Path | None = None, adapter_dir: Path | None = None,
+                  signer: Signer | None = None, write_features: bool = True,
+                  heatmaps: dict[int, tuple[bytes, bytes]] | None = None) -> AuditOutputs:
+    """Render every output to bytes, then write each atomically; the manifest
+    (digests of every input and output) and, with `signer`, the attestation last."""
+    from .evidence.attestation import statement
+    from .evidence.attestation import sign as sign_statement
+    from .evidence.manifest import input_files, manifest_dict, roots
     from .report.html import render_html
     from .report.pdf import render_pdf
-    from .report.summary import render_summary
+    from .report.sarif import render_sarif
+    from .report.summary import summary_dict
+
+    g = gate(analysis.verdict, len(analysis.flagged), analysis.n_analysed, analysis.config.fail_on)
+    signing = None if signer is None else {"keyid": signer.public_key.keyid}
+    inputs = input_files(dataset, model_dir, adapter_dir)
+    digests = {name: sha256_file(path) for name, path in inputs.items()}
+    by_path = {path.resolve(): digests[name] for name, path in inputs.items()}
 
     keep = set(range(len(dataset.records))) - {f.index for f in analysis.flagged}
     files: dict[str, bytes] = {}
@@ -127,32 +146,60 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
     files[ANALYSIS] = json_bytes({**analysis.to_dict(), "inputs": meta})
     files[FLAGGED] = render_flagged(dataset, {f.index: f.score for f in analysis.flagged})
     files[cleaned_name(dataset)] = render_cleaned(dataset, keep)
-    files[REPORT] = render_html(analysis, meta, dataset, heatmaps)
+    files[REPORT] = render_html(analysis, meta, dataset, heatmaps, gate=g, signing=signing)
     files[REPORT_PDF] = render_pdf(files[REPORT])
-    files[SUMMARY] = render_summary(analysis, meta, {n: sha256_bytes(b) for n, b in files.items()})
+    files[SARIF] = render_sarif(analysis, dataset, int(g.exit_code), by_path)
+    outputs_sha256 = {n: sha256_bytes(b) for n, b in files.items()}
+    if not write_features and (Path(out) / FEATURES).is_file():  # `analyze` reading features in place
+        outputs_sha256[FEATURES] = sha256_file(Path(out) / FEATURES)
+    summary = summary_dict(analysis, meta, outputs_sha256, g)
+    files[SUMMARY] = json_bytes(summary)
+    outputs_sha256[SUMMARY] = sha256_bytes(files[SUMMARY])
+    manifest = manifest_dict(digests, outputs_sha256, roots(dataset, model_dir, adapter_dir), meta, summary)
+    files[MANIFEST] = json_bytes(manifest)
     paths = []
     for name, data in files.items():
         write_bytes_atomic(Path(out) / name, data)
         paths.append(Path(out) / name)
-    return tuple(paths)
+    attestation = Path(out) / ATTESTATION
+    if signer is not None:
+        subjects = {**manifest["files"], f"outputs/{MANIFEST}": sha256_bytes(files[MANIFEST])}
+        predicate = {"verdict": analysis.verdict, "exit_code": int(g.exit_code), "reasons": list(analysis.reasons),
+                     "counts": summary["counts"], "config": analysis.config.to_dict(), "tool": manifest["tool"]}
+        write_bytes_atomic(attestation, sign_statement(statement(subjects, predicate), signer))
+        paths.append(attestation)
+    else:
+        attestation.unlink(missing_ok=True)  # a previous run's signature no longer covers these files
+    return AuditOutputs(analysis, tuple(paths), g)
 
 
 def output_names(dataset: Dataset, with_features: bool = True) -> list[str]:
     return [FEATURES] * with_features + [ANALYSIS, FLAGGED, cleaned_name(dataset), REPORT, REPORT_PDF,
-                                           SUMMARY]
+                                           SARIF, SUMMARY, MANIFEST, ATTESTATION]
 
 
 def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_root: Path | None = None,
           on_start: Callable[[int], None] | None = None,
           on_progress: Callable[[int], None] | None = None,
-          adapter_dir: Path | None = None) -> AuditOutputs:
+          adapter_dir: Path | None = None, sign_key: Path | None = None) -> AuditOutputs:
+    """Every stage; with `sign_key` (a `keygen` private key) the bundle is signed."""
+    signer = _signer(sign_key)  # a bad key fails before the long stage 1
     dataset = read_dataset(data, image_root)
     check_out_dir(out, dataset, output_names(dataset), {"model": model_dir, "adapter": adapter_dir})
     loaded = load(model_dir, config, adapter_dir)
     features = extract(loaded, dataset, config, on_start, on_progress)
     analysis = analyze(features, config)
     heatmaps = attention_heatmaps(loaded, dataset, analysis)
-    return AuditOutputs(analysis, write_outputs(out, dataset, features, analysis, heatmaps=heatmaps))
+    return write_outputs(out, dataset, features, analysis, model_dir=model_dir, adapter_dir=adapter_dir,
+                         signer=signer, heatmaps=heatmaps)
+
+
+def _signer(sign_key: Path | None) -> Signer | None:
+    if sign_key is None:
+        return None
+    from .evidence.keys import load_signer
+
+    return load_signer(sign_key)
 
 
 def attention_heatmaps(loaded: LoadedModel, dataset: Dataset, analysis: Analysis
@@ -174,8 +221,10 @@ def attention_heatmaps(loaded: LoadedModel, dataset: Dataset, analysis: Analysis
 
 
 def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig,
-                 image_root: Path | None = None) -> AuditOutputs:
-    """Stages 2-4 from an existing features file (no model needed)."""
+                 image_root: Path | None = None, sign_key: Path | None = None) -> AuditOutputs:
+    """Stages 2-4 from an existing features file (no model needed, so the
+    manifest lists no model files: the features' metadata names the model)."""
+    signer = _signer(sign_key)
     features = read_features(features_path)
     dataset = read_dataset(data, image_root)
     if len(features.rows) != len(dataset.records) or any(
@@ -186,4 +235,4 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     analysis = analyze(features, config)
     # Copy the features next to the other outputs, unless that is where they came from.
     fresh = (Path(out) / FEATURES).resolve() != Path(features_path).resolve()
-    return AuditOutputs(analysis, write_outputs(out, dataset, features, analysis, write_features=fresh))
+    return write_outputs(out, dataset, features, analysis, signer=signer, write_features=fresh)

@@ -8,8 +8,10 @@ EXTRAS=${EXTRAS:-dev}
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
   || { echo "setup: Python 3.11 or newer is needed; set PYTHON=/path/to/python3.11" >&2; exit 2; }
 
-# WeasyPrint needs Pango/HarfBuzz and a font at run time.
+# WeasyPrint needs Pango/HarfBuzz and a font at run time; the tests also load
+# the report in a real headless browser (Debian's chromium).
 sys_pkgs="libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core"
+case ",$EXTRAS," in *,dev,*) sys_pkgs="$sys_pkgs chromium" ;; esac
 missing=""
 for p in $sys_pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -214,7 +214,8 @@ def test_summary_follows_its_schema_and_vouches_for_the_outputs(audited):
     assert summary["exit_code"] == res.exit_code
     assert summary["counts"]["records"] == 60
     assert set(summary["outputs_sha256"]) == {"features.parquet", "analysis.json", "flagged.jsonl",
-                                              "cleaned.json", "report.html", "report.pdf"}
+                                              "cleaned.json", "report.html", "report.pdf",
+                                              "findings.sarif"}
     for name, digest in summary["outputs_sha256"].items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
     summary["verdict"] = "maybe"

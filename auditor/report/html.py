@@ -11,6 +11,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..analysis.verdict import Analysis
 from ..data import Dataset
+from ..gate import Gate
 from .plots import bsi_plot, score_histogram
 
 MAX_FLAGGED_ROWS = 200
@@ -34,9 +35,12 @@ def _data_uri(png: bytes) -> str:
 
 
 def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
-                heatmaps: dict[int, tuple[bytes, bytes]] | None = None) -> bytes:
+                heatmaps: dict[int, tuple[bytes, bytes]] | None = None, gate: Gate | None = None,
+                signing: dict[str, str] | None = None) -> bytes:
     """The report; `heatmaps` maps record indices to (thumbnail, attention overlay)
-    PNGs for the samples shown (absent when no model was at hand, as in `analyze`)."""
+    PNGs for the samples shown (absent when no model was at hand, as in `analyze`);
+    `gate` is the exit code under --fail-on; `signing` names the signing key
+    (None: unsigned)."""
     heatmaps = heatmaps or {}
     layers = analysis.layers
     bsi_img = (_data_uri(bsi_plot([p.bsi for p in layers], list(analysis.sensitive_layers),
@@ -63,5 +67,5 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
         has_heatmaps=bool(heatmaps), heatmap_layers=", ".join(map(str, analysis.sensitive_layers)) or "all",
         more_flagged=max(0, len(analysis.flagged) - MAX_FLAGGED_ROWS),
         skipped=skipped[:MAX_FLAGGED_ROWS], more_skipped=max(0, len(skipped) - MAX_FLAGGED_ROWS),
-        config=analysis.config.to_dict())
+        config=analysis.config.to_dict(), gate=gate, signing=signing)
     return html.encode()

@@ -10,19 +10,20 @@ from typing import Any
 
 from .. import __version__
 from ..analysis.verdict import Analysis
-from ..errors import VERDICT_EXIT
-from ..fileio import json_bytes
+from ..gate import Gate
 
 SUMMARY_SCHEMA_VERSION = 1
 
 
-def summary_dict(analysis: Analysis, meta: dict[str, Any], output_sha256: dict[str, str]) -> dict[str, Any]:
+def summary_dict(analysis: Analysis, meta: dict[str, Any], output_sha256: dict[str, str],
+                 gate: Gate) -> dict[str, Any]:
     a = analysis
     return {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "tool": {"name": "bye-audit", "version": __version__},
         "verdict": a.verdict,
-        "exit_code": int(VERDICT_EXIT[a.verdict]),
+        "exit_code": int(gate.exit_code),
+        "gate": {"fail_on": gate.rule, "tripped": gate.tripped, "reason": gate.reason},
         "reasons": list(a.reasons),
         "counts": {"records": a.n_records, "analysed": a.n_analysed, "skipped": a.n_skipped,
                    "errors": a.n_errors, "flagged": len(a.flagged)},
@@ -38,7 +39,3 @@ def summary_dict(analysis: Analysis, meta: dict[str, Any], output_sha256: dict[s
         "environment": meta.get("environment"),
         "outputs_sha256": dict(sorted(output_sha256.items())),
     }
-
-
-def render_summary(analysis: Analysis, meta: dict[str, Any], output_sha256: dict[str, str]) -> bytes:
-    return json_bytes(summary_dict(analysis, meta, output_sha256))

@@ -1,0 +1,1 @@
+"""Evidence that outlives the audit: the manifest of digests, the signed attestation, verification."""

@@ -1,0 +1,82 @@
+"""manifest.json: the SHA-256 of everything an audit read and wrote.
+
+Every file is named by a root and its path under it, so a verifier can find it
+again after the bundle moved: `model/…`, `adapter/…`, `dataset/<file name>`,
+`images/<path under the image root>`, `outputs/<file name>`. `roots` records
+where each root was at audit time.
+"""
+
+from __future__ import annotations
+
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..data import Dataset
+
+MANIFEST_SCHEMA_VERSION = 1
+# Libraries whose versions can change a feature, a verdict or a rendered byte.
+LIBRARIES = ("torch", "transformers", "peft", "safetensors", "numpy", "scikit-learn", "pyarrow", "pillow",
+             "jinja2", "matplotlib", "weasyprint", "cryptography", "securesystemslib")
+
+
+def library_versions() -> dict[str, str | None]:
+    def v(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+    return {name: v(name) for name in LIBRARIES}
+
+
+def _tree(root: Path, prefix: str) -> dict[str, Path]:
+    return {f"{prefix}/{p.relative_to(root).as_posix()}": p
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def input_files(dataset: Dataset, model_dir: Path | None = None,
+                adapter_dir: Path | None = None) -> dict[str, Path]:
+    """Subject name -> file, for every input of an audit (the model folder, the
+    adapter folder, the dataset file and each image a record references)."""
+    files: dict[str, Path] = {}
+    if model_dir is not None:
+        files.update(_tree(Path(model_dir), "model"))
+    if adapter_dir is not None:
+        files.update(_tree(Path(adapter_dir), "adapter"))
+    files[f"dataset/{dataset.path.name}"] = dataset.path
+    root = dataset.image_root.resolve()
+    for s in dataset.samples:
+        # Skipped records (missing, escaping) have no image to vouch for.
+        if s.image_path is not None and s.skip_reason is None and s.image_path.is_file():
+            files[f"images/{s.image_path.resolve().relative_to(root).as_posix()}"] = s.image_path
+    return files
+
+
+def roots(dataset: Dataset, model_dir: Path | None, adapter_dir: Path | None) -> dict[str, str | None]:
+    def r(p: Path | None) -> str | None:
+        return None if p is None else str(Path(p).resolve())
+    return {"model": r(model_dir), "adapter": r(adapter_dir), "dataset": r(dataset.path.parent),
+            "images": r(dataset.image_root)}
+
+
+def manifest_dict(inputs_sha256: dict[str, str], outputs_sha256: dict[str, str],
+                  root_paths: dict[str, str | None], meta: dict[str, Any], summary: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """`inputs_sha256`: subject name (input_files) -> digest; `outputs_sha256`:
+    output file name -> digest (all outputs but the manifest and the
+    attestation, which cover them)."""
+    files = dict(inputs_sha256)
+    files.update({f"outputs/{name}": digest for name, digest in outputs_sha256.items()})
+    return {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "tool": {"name": "bye-audit", "version": __version__},
+        "roots": root_paths,
+        "files": dict(sorted(files.items())),
+        "verdict": summary["verdict"],
+        "exit_code": summary["exit_code"],
+        "config": summary["config"],
+        "environment": {**(meta.get("environment") or {}), "python": platform.python_version(),
+                        "platform": platform.platform(), "libraries": library_versions()},
+    }

@@ -1,0 +1,85 @@
+"""`bye-audit verify`: recompute every digest of a signed bundle and check the signature."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..fileio import sha256_bytes, sha256_file
+from .attestation import AttestationError, open_envelope
+from .keys import load_public_key
+
+ATTESTATION = "attestation.dsse.json"
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    problems: tuple[str, ...]  # one line each: what changed, is missing, or failed
+    checked: int = 0  # subjects whose digest matched
+    keyid: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)  # facts that do not fail it
+
+
+def _locate(name: str, out_dir: Path, roots: dict[str, str | None], overrides: dict[str, Path | None]
+            ) -> Path | None:
+    """The file a subject name refers to, or None when its root is unknown."""
+    top, _, rest = name.partition("/")
+    if top == "outputs":
+        base: Path | None = out_dir
+    elif overrides.get(top) is not None:
+        base = overrides[top]
+    else:
+        base = Path(roots[top]) if roots.get(top) else None
+    if base is None or not rest:
+        return None
+    path = (base / rest).resolve()
+    # A tampered manifest cannot make us read outside the root it names.
+    return path if path.is_relative_to(base.resolve()) else None
+
+
+def verify_bundle(out_dir: Path, key_path: Path, overrides: dict[str, Path | None] | None = None,
+                  outputs_only: bool = False) -> Verification:
+    """Check `out_dir`'s attestation with the public key at `key_path`, then every
+    digest it names; `overrides` relocates input roots ("model", "adapter",
+    "dataset" (its folder), "images") that moved since the audit."""
+    out_dir, overrides = Path(out_dir), overrides or {}
+    key = load_public_key(key_path)
+    att = out_dir / ATTESTATION
+    if not att.is_file():
+        return Verification(False, (f"{att}: missing; this bundle is unsigned (audit with "
+                                    "--sign-key KEY to sign one)",))
+    try:
+        stmt = open_envelope(att.read_bytes(), key)
+    except AttestationError as e:
+        return Verification(False, (f"{att}: {e}",), keyid=key.keyid)
+    subjects = {s["name"]: s["digest"]["sha256"] for s in stmt["subject"]}
+    problems, checked, notes = [], 0, []
+    manifest_path = out_dir / MANIFEST
+    manifest_ok = (manifest_path.is_file()
+                   and sha256_bytes(manifest_path.read_bytes()) == subjects.get(f"outputs/{MANIFEST}"))
+    roots = {}
+    if manifest_ok:
+        roots = json.loads(manifest_path.read_bytes()).get("roots") or {}
+    for name, digest in sorted(subjects.items()):
+        if outputs_only and not name.startswith("outputs/"):
+            continue
+        path = _locate(name, out_dir, roots, overrides)
+        if path is None:
+            problems.append(f"{name}: cannot be located (its root is unknown); pass its folder to verify")
+        elif not path.is_file():
+            problems.append(f"{name}: missing ({path})")
+        elif sha256_file(path) != digest:
+            problems.append(f"{name}: changed ({path}): SHA-256 differs from the signed digest")
+        else:
+            checked += 1
+    if outputs_only:
+        notes.append("inputs (model, adapter, dataset, images) were not checked (--outputs-only)")
+    signed_outputs = {n.partition("/")[2] for n in subjects if n.startswith("outputs/")}
+    extra = sorted(p.name for p in out_dir.iterdir()
+                   if p.is_file() and p.name != ATTESTATION and p.name not in signed_outputs)
+    if extra:
+        notes.append("not covered by the signature: " + ", ".join(extra))
+    return Verification(not problems, tuple(problems), checked, key.keyid, tuple(notes))

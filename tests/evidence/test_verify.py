@@ -1,0 +1,149 @@
+"""A signed audit of the tiny model, then every way of changing it."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from auditor.cli import cli
+
+OUTPUTS = ["features.parquet", "analysis.json", "flagged.jsonl", "cleaned.json", "report.html", "report.pdf",
+           "findings.sarif", "summary.json", "manifest.json"]
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_model, tiny_data, tmp_path_factory):
+    """(work folder, out, key folder): copies of the model and data, so that
+    the tests may damage them."""
+    work = tmp_path_factory.mktemp("signed")
+    shutil.copytree(tiny_model, work / "model")
+    shutil.copytree(tiny_data[0].parent, work / "data")
+    keys = work / "keys"
+    assert CliRunner().invoke(cli, ["keygen", "--out", str(keys)]).exit_code == 0
+    out = work / "out"
+    res = CliRunner().invoke(cli, ["audit", "--model", str(work / "model"), "--data", str(work / "data" / "dataset.json"),
+                                   "--out", str(out), "--no-progress", "--sign-key", str(keys / "bye-audit.key")])
+    assert res.exit_code in (0, 1, 3), res.output
+    assert (out / "attestation.dsse.json").is_file()
+    return work, out, keys
+
+
+def _verify(out, keys, *extra):
+    return CliRunner().invoke(cli, ["verify", str(out), "--key", str(keys / "bye-audit.pub"), *extra])
+
+
+def _flip(path: Path) -> bytes:
+    """Flip one bit in the middle of `path` (append a byte to an empty file); the original bytes."""
+    data = path.read_bytes()
+    i = len(data) // 2
+    path.write_bytes(data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:] if data else b"\n")
+    return data
+
+
+def test_an_untouched_bundle_verifies(bundle):
+    work, out, keys = bundle
+    res = _verify(out, keys)
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert f"{len(manifest['files']) + 1} digests match" in res.output  # + the manifest itself
+
+
+def test_the_manifest_covers_model_dataset_every_image_and_every_output(bundle):
+    work, out, _ = bundle
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    records = json.loads((work / "data" / "dataset.json").read_text())
+    assert {f"images/{r['image']}" for r in records} <= set(files)
+    assert {f"model/{p.relative_to(work / 'model').as_posix()}" for p in (work / "model").rglob("*")
+            if p.is_file()} <= set(files)
+    assert "dataset/dataset.json" in files
+    assert {f"outputs/{n}" for n in OUTPUTS if n != "manifest.json"} <= set(files)
+
+
+@pytest.mark.parametrize("name", OUTPUTS)
+def test_flipping_one_byte_of_an_output_fails_and_names_it(bundle, name):
+    work, out, keys = bundle
+    original = _flip(out / name)
+    try:
+        res = _verify(out, keys)
+    finally:
+        (out / name).write_bytes(original)
+    assert res.exit_code == 1
+    assert f"outputs/{name}: changed" in res.output
+
+
+@pytest.mark.parametrize("rel", ["an image", "data/dataset.json", "model/model.safetensors"])
+def test_flipping_one_byte_of_an_input_fails_and_names_it(bundle, rel):
+    work, out, keys = bundle
+    path = sorted((work / "data").rglob("*.png"))[3] if rel == "an image" else work / rel
+    original = _flip(path)
+    try:
+        res = _verify(out, keys)
+        outputs_only = _verify(out, keys, "--outputs-only")
+    finally:
+        path.write_bytes(original)
+    assert res.exit_code == 1 and "changed" in res.output and path.name in res.output
+    assert outputs_only.exit_code == 0 and "not checked" in outputs_only.output
+
+
+def test_a_changed_attestation_or_a_wrong_key_fails(bundle, tmp_path):
+    work, out, keys = bundle
+    other = tmp_path / "other"
+    assert CliRunner().invoke(cli, ["keygen", "--out", str(other)]).exit_code == 0
+    res = CliRunner().invoke(cli, ["verify", str(out), "--key", str(other / "bye-audit.pub")])
+    assert res.exit_code == 1 and "does not verify" in res.output
+    original = _flip(out / "attestation.dsse.json")
+    try:
+        res = _verify(out, keys)
+    finally:
+        (out / "attestation.dsse.json").write_bytes(original)
+    assert res.exit_code == 1 and "attestation.dsse.json" in res.output
+
+
+def test_moved_inputs_verify_when_their_new_place_is_given(bundle, tmp_path):
+    work, out, keys = bundle
+    shutil.copytree(work / "model", tmp_path / "m2")
+    shutil.copytree(work / "data", tmp_path / "d2")
+    shutil.copytree(out, tmp_path / "o2")
+    res = _verify(tmp_path / "o2", keys, "--model", str(tmp_path / "m2"), "--data", str(tmp_path / "d2" / "dataset.json"),
+                  "--image-root", str(tmp_path / "d2"))
+    assert res.exit_code == 0, res.output
+
+
+def test_an_added_file_is_noted_but_does_not_fail(bundle):
+    work, out, keys = bundle
+    extra = out / "notes.txt"
+    extra.write_text("reviewer notes")
+    try:
+        res = _verify(out, keys)
+    finally:
+        extra.unlink()
+    assert res.exit_code == 0 and "not covered by the signature: notes.txt" in res.output
+
+
+def test_an_unsigned_bundle_says_so(tiny_model, tiny_data, tmp_path, bundle):
+    _, _, keys = bundle
+    out = tmp_path / "unsigned"
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(tiny_data[0]),
+                                   "--out", str(out), "--no-progress"])
+    assert res.exit_code in (0, 1, 3)
+    assert (out / "manifest.json").is_file() and not (out / "attestation.dsse.json").exists()
+    assert "Not signed" in (out / "report.html").read_text()
+    res = _verify(out, keys)
+    assert res.exit_code == 1 and "unsigned" in res.output
+
+
+def test_a_bad_sign_key_stops_the_audit_before_stage_1(tiny_model, tiny_data, tmp_path):
+    bad = tmp_path / "k.pem"
+    bad.write_text("not a key")
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(tiny_data[0]),
+                                   "--out", str(tmp_path / "o"), "--no-progress", "--sign-key", str(bad)])
+    assert res.exit_code == 2 and str(bad) in res.output and not (tmp_path / "o").exists()
+
+
+def test_a_manifest_cannot_point_verify_outside_a_root(tmp_path):
+    from auditor.evidence.verify import _locate
+
+    assert _locate("model/../../etc/passwd", tmp_path, {"model": str(tmp_path / "m")}, {}) is None
+    assert _locate("outputs/report.html", tmp_path, {}, {}) == (tmp_path / "report.html").resolve()

@@ -1,0 +1,23 @@
+import io
+
+from pypdf import PdfReader
+
+from auditor.report.html import MAX_FLAGGED_ROWS, render_html
+from auditor.report.pdf import render_pdf
+
+
+def _text(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+def test_pdf_of_10000_flagged_samples_is_capped_and_holds_the_verdict(synthetic_audit):
+    ds, features, a = synthetic_audit(n=20_000, n_low=10_000)
+    assert a.verdict == "fail" and len(a.flagged) == 10_000
+    pdf = render_pdf(render_html(a, features.meta, ds))
+    assert pdf.startswith(b"%PDF-")
+    text = _text(pdf)
+    assert "Verdict: FAIL" in text
+    assert a.flagged[0].id in text
+    assert a.flagged[MAX_FLAGGED_ROWS - 1].id in text and a.flagged[MAX_FLAGGED_ROWS].id not in text
+    assert f"and {10_000 - MAX_FLAGGED_ROWS} more" in text
+    assert len(PdfReader(io.BytesIO(pdf)).pages) < 40  # capped: readable, not 10,000 rows

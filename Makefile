@@ -27,4 +27,4 @@ example: setup
 	$(BIN)/python examples/build_digits_badnets.py --out $(EXAMPLE)
 
 clean:
-	rm -rf $(DEMO_OUT) .pytest_cache
+	rm -rf $(DEMO_OUT) .pytest_cache  # demo-keys/ is kept: it holds a private key

@@ -146,7 +146,8 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
     files[ANALYSIS] = json_bytes({**analysis.to_dict(), "inputs": meta})
     files[FLAGGED] = render_flagged(dataset, {f.index: f.score for f in analysis.flagged})
     files[cleaned_name(dataset)] = render_cleaned(dataset, keep)
-    files[REPORT] = render_html(analysis, meta, dataset, heatmaps, gate=g, signing=signing)
+    files[REPORT] = render_html(analysis, meta, dataset, heatmaps, gate=g, signing=signing,
+                                features=features)
     files[REPORT_PDF] = render_pdf(files[REPORT])
     files[SARIF] = render_sarif(analysis, dataset, int(g.exit_code), by_path)
     outputs_sha256 = {n: sha256_bytes(b) for n, b in files.items()}

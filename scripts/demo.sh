@@ -5,8 +5,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 2
 out=${1:-audit-out}
+keys=${BYE_AUDIT_KEYS:-demo-keys}
 ex=examples/digits-badnets
-.venv/bin/bye-audit audit --model "$ex/model" --data "$ex/dataset.json" --out "$out"
+# A signing key for the demo (made once, kept in $keys/, ignored by git).
+[ -f "$keys/bye-audit.key" ] || .venv/bin/bye-audit keygen --out "$keys" || exit 2
+.venv/bin/bye-audit audit --model "$ex/model" --data "$ex/dataset.json" --out "$out" \
+  --sign-key "$keys/bye-audit.key"
 rc=$?
 case $rc in
   0) meaning="pass: no backdoor evidence" ;;
@@ -18,6 +22,10 @@ echo
 echo "detection against $ex/poisoned_ids.txt (never read by the audit):"
 .venv/bin/bye-audit evaluate --out "$out" --truth "$ex/poisoned_ids.txt" \
   | .venv/bin/python -c 'import json,sys; m=json.load(sys.stdin); print("  precision %.3f  recall %.3f  F1 %.3f  FPR %.3f" % (m["precision"], m["recall"], m["f1"], m["fpr"]))'
+echo
+echo "signature and digests:"
+.venv/bin/bye-audit verify "$out" --key "$keys/bye-audit.pub" | sed 's/^/  /' \
+  || { echo "demo: the signed bundle did not verify" >&2; exit 1; }
 echo
 echo "report: $out/report.html   cleaned dataset: $out/cleaned.json   flagged: $out/flagged.jsonl"
 echo "audit exit code $rc ($meaning)"

@@ -36,12 +36,19 @@ def test_example_layout_is_complete():
 
 
 @pytest.fixture(scope="module")
-def audit_twice(tmp_path_factory):
+def keys(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("keys")
+    assert _run("keygen", "--out", str(folder)).returncode == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def audit_twice(tmp_path_factory, keys):
     outs = []
     for k in range(2):
         out = tmp_path_factory.mktemp(f"example{k}") / "out"
         res = _run("audit", "--model", str(EXAMPLE / "model"), "--data", str(EXAMPLE / "dataset.json"),
-                   "--out", str(out), "--no-progress")
+                   "--out", str(out), "--no-progress", "--sign-key", str(keys / "bye-audit.key"))
         outs.append((res, out))
     return outs
 
@@ -53,12 +60,14 @@ def test_audit_of_the_example_is_consistent_and_reproducible(audit_twice):
     analysis = json.loads((out / "analysis.json").read_text())
     assert res.returncode == EXIT[analysis["verdict"]], res.stdout + res.stderr
     assert (out / "analysis.json").read_bytes() == (out2 / "analysis.json").read_bytes()
-    for name in ["features.parquet", "report.html", "report.pdf", "cleaned.json", "flagged.jsonl"]:
+    for name in ["features.parquet", "report.html", "report.pdf", "cleaned.json", "flagged.jsonl",
+                 "findings.sarif", "summary.json", "attestation.dsse.json"]:
         assert (out / name).read_bytes() == (out2 / name).read_bytes(), name
-    # BSI plot, histogram, then thumbnail + heatmap per shown sample (flagged, then 4 kept)
+    # BSI plot, histogram, entropy per layer, then thumbnail + heatmap per shown
+    # sample (flagged, then 4 kept)
     n_flagged = len(analysis["flagged"])
     shown = min(24, n_flagged) + (4 if analysis["scores"] else 0)
-    assert (out / "report.html").read_text().count("data:image/png") == (2 + 2 * shown if n_flagged else 1)
+    assert (out / "report.html").read_text().count("data:image/png") == (3 + 2 * shown if n_flagged else 1)
     records = json.loads((EXAMPLE / "dataset.json").read_text())
     cleaned = json.loads((out / "cleaned.json").read_text())
     flagged = {json.loads(ln)["index"]: json.loads(ln)["record"]
@@ -81,3 +90,21 @@ def test_readme_states_the_measured_detection(audit_twice):
     assert stated == [round(m[k], 3) for k in ("precision", "recall", "f1", "fpr")]
     auroc = re.search(r"\| AUROC of the BYE score \(low score = poisoned\) \| ([\d.]+) \|", readme)
     assert auroc and float(auroc.group(1)) == round(m["auroc"], 3)
+
+
+@pytest.mark.slow
+def test_the_example_bundle_is_signed_verifiable_and_its_pdf_readable(audit_twice, keys):
+    import io
+
+    from pypdf import PdfReader
+
+    _, out = audit_twice[0]
+    res = _run("verify", str(out), "--key", str(keys / "bye-audit.pub"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "verified" in res.stdout
+    analysis = json.loads((out / "analysis.json").read_text())
+    pdf = PdfReader(io.BytesIO((out / "report.pdf").read_bytes()))
+    text = "\n".join(p.extract_text() for p in pdf.pages)
+    assert f"Verdict: {analysis['verdict'].upper()}" in text
+    if analysis["flagged"]:
+        assert analysis["flagged"][0]["id"] in text

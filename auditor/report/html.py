@@ -7,12 +7,15 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..analysis.verdict import Analysis
 from ..data import Dataset
 from ..gate import Gate
-from .plots import bsi_plot, score_histogram
+from ..evidence.manifest import library_versions
+from ..extract.features import FeatureSet
+from .plots import bsi_plot, entropy_by_layer, score_histogram
 
 MAX_FLAGGED_ROWS = 200
 
@@ -36,11 +39,11 @@ def _data_uri(png: bytes) -> str:
 
 def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
                 heatmaps: dict[int, tuple[bytes, bytes]] | None = None, gate: Gate | None = None,
-                signing: dict[str, str] | None = None) -> bytes:
+                signing: dict[str, str] | None = None, features: FeatureSet | None = None) -> bytes:
     """The report; `heatmaps` maps record indices to (thumbnail, attention overlay)
     PNGs for the samples shown (absent when no model was at hand, as in `analyze`);
     `gate` is the exit code under --fail-on; `signing` names the signing key
-    (None: unsigned)."""
+    (None: unsigned); `features` gives the per-layer entropy of flagged vs kept."""
     heatmaps = heatmaps or {}
     layers = analysis.layers
     bsi_img = (_data_uri(bsi_plot([p.bsi for p in layers], list(analysis.sensitive_layers),
@@ -48,7 +51,16 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
     hist_img = None
     if analysis.clustering is not None:
         c = analysis.clustering
-        hist_img = _data_uri(score_histogram(c.scores, c.flagged, c.threshold))
+        m = c.mixture
+        hist_img = _data_uri(score_histogram(c.scores, c.flagged, c.threshold,
+                                             list(zip(m.weights, m.means, m.variances))))
+    layer_img = None
+    if features is not None and analysis.scored:
+        flagged_ids = {f.index for f in analysis.flagged}
+        by_index = {r.index: r.entropy_norm for r in features.rows}
+        groups = [np.array([by_index[f.index] for f in analysis.scored if (f.index in flagged_ids) == bad],
+                           dtype=np.float64).reshape(-1, len(layers)) for bad in (False, True)]
+        layer_img = _data_uri(entropy_by_layer(groups[0], groups[1], list(analysis.sensitive_layers)))
     def row(f):
         pics = heatmaps.get(f.index)
         return {"id": f.id, "index": f.index, "score": f.score,
@@ -63,7 +75,7 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
     skipped = [{"id": u.id, "reason": u.reason} for u in analysis.unanalysed]
     html = _env().get_template("report.html.j2").render(
         a=analysis, meta=meta, dataset_path=str(dataset.path), bsi_img=bsi_img,
-        hist_img=hist_img, flagged_rows=flagged_rows, kept_rows=kept_rows,
+        hist_img=hist_img, layer_img=layer_img, libraries=library_versions(), flagged_rows=flagged_rows, kept_rows=kept_rows,
         has_heatmaps=bool(heatmaps), heatmap_layers=", ".join(map(str, analysis.sensitive_layers)) or "all",
         more_flagged=max(0, len(analysis.flagged) - MAX_FLAGGED_ROWS),
         skipped=skipped[:MAX_FLAGGED_ROWS], more_skipped=max(0, len(skipped) - MAX_FLAGGED_ROWS),

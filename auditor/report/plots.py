@@ -33,14 +33,42 @@ def bsi_plot(bsi: list[float], sensitive: list[int], tau: float) -> bytes:
     return png_bytes(fig)
 
 
-def score_histogram(scores: np.ndarray, flagged: np.ndarray, threshold: float) -> bytes:
-    """Histogram of per-sample scores, flagged vs kept, with the decision boundary."""
+def score_histogram(scores: np.ndarray, flagged: np.ndarray, threshold: float,
+                    components: list[tuple[float, float, float]] | None = None) -> bytes:
+    """Histogram of per-sample scores (N,), flagged vs kept, with the decision
+    boundary and, given (weight, mean, variance) per component, the two
+    mixture components' densities scaled to sample counts."""
     fig, ax = plt.subplots(figsize=(6.4, 2.6))
     bins = np.histogram_bin_edges(scores, bins=40)
     ax.hist(scores[~flagged], bins=bins, color="#7f8c8d", label="kept")
     ax.hist(scores[flagged], bins=bins, color="#c0392b", label="flagged")
+    x = np.linspace(bins[0], bins[-1], 400)
+    for k, (w, mu, var) in enumerate(components or []):
+        density = np.exp(-0.5 * (x - mu) ** 2 / var) / np.sqrt(2 * np.pi * var)
+        ax.plot(x, w * len(scores) * (bins[1] - bins[0]) * density, color="#2c3e50",
+                linestyle="-" if k == 0 else ":", linewidth=1.2,
+                label="low component" if k == 0 else "high component")
     ax.axvline(threshold, color="#2c3e50", linestyle="--", linewidth=1, label="boundary")
     ax.set_xlabel("mean normalised entropy over sensitive layers")
     ax.set_ylabel("samples")
+    ax.legend(frameon=False)
+    return png_bytes(fig)
+
+
+def entropy_by_layer(kept: np.ndarray, flagged: np.ndarray, sensitive: list[int]) -> bytes:
+    """Mean +- sd of the normalised entropy per layer for kept (Nk, L) and
+    flagged (Nf, L) samples; sensitive layers shaded."""
+    fig, ax = plt.subplots(figsize=(6.4, 2.6))
+    layers = np.arange(kept.shape[1] if kept.size else flagged.shape[1])
+    for layer in sensitive:
+        ax.axvspan(layer - 0.4, layer + 0.4, color="#f5d5d0", linewidth=0)
+    for group, color, label in ((kept, "#7f8c8d", "kept"), (flagged, "#c0392b", "flagged")):
+        if len(group):
+            mean, sd = group.mean(axis=0), group.std(axis=0)
+            ax.plot(layers, mean, marker="o", color=color, label=f"{label} (n={len(group)})")
+            ax.fill_between(layers, mean - sd, mean + sd, color=color, alpha=0.2, linewidth=0)
+    ax.set_xlabel("decoder layer (shaded: sensitive)")
+    ax.set_ylabel("normalised entropy")
+    ax.set_xticks(layers)
     ax.legend(frameon=False)
     return png_bytes(fig)

@@ -45,3 +45,14 @@ def test_pdf_is_a_deterministic_pdf():
     pdf = render_pdf(html)
     assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
     assert render_pdf(html) == pdf
+
+
+def test_report_shows_the_adapter_the_layer_profile_and_the_signature_state(synthetic_audit):
+    ds, features, a = synthetic_audit()
+    meta = {**features.meta, "adapter": {"path": "/x/adapter", "sha256_tree": "ab" * 32, "merged": True}}
+    unsigned = render_html(a, meta, ds, features=features).decode()
+    assert "/x/adapter" in unsigned and "ab" * 32 in unsigned
+    assert 'alt="entropy per layer, flagged vs kept"' in unsigned
+    assert "Not signed" in unsigned
+    signed = render_html(a, meta, ds, features=features, signing={"keyid": "cd" * 32}).decode()
+    assert "cd" * 32 in signed and "Not signed" not in signed

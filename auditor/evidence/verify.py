@@ -63,11 +63,14 @@ def verify_bundle(out_dir: Path, key_path: Path, overrides: dict[str, Path | Non
     roots = {}
     if manifest_ok:
         roots = json.loads(manifest_path.read_bytes()).get("roots") or {}
+    unlocated = 0
     for name, digest in sorted(subjects.items()):
         if outputs_only and not name.startswith("outputs/"):
             continue
         path = _locate(name, out_dir, roots, overrides)
-        if path is None:
+        if path is None and not manifest_ok:
+            unlocated += 1  # one line below, not one per image
+        elif path is None:
             problems.append(f"{name}: cannot be located (its root is unknown); pass its folder to verify")
         elif not path.is_file():
             problems.append(f"{name}: missing ({path})")
@@ -75,6 +78,9 @@ def verify_bundle(out_dir: Path, key_path: Path, overrides: dict[str, Path | Non
             problems.append(f"{name}: changed ({path}): SHA-256 differs from the signed digest")
         else:
             checked += 1
+    if unlocated:
+        problems.append(f"{unlocated} input file(s) not checked: where they are comes from {MANIFEST}, which "
+                        "failed its check; pass --model, --adapter, --data and --image-root")
     if outputs_only:
         notes.append("inputs (model, adapter, dataset, images) were not checked (--outputs-only)")
     signed_outputs = {n.partition("/")[2] for n in subjects if n.startswith("outputs/")}

@@ -147,3 +147,15 @@ def test_a_manifest_cannot_point_verify_outside_a_root(tmp_path):
 
     assert _locate("model/../../etc/passwd", tmp_path, {"model": str(tmp_path / "m")}, {}) is None
     assert _locate("outputs/report.html", tmp_path, {}, {}) == (tmp_path / "report.html").resolve()
+
+
+def test_a_changed_manifest_is_named_once_and_inputs_are_not_listed_one_by_one(bundle):
+    work, out, keys = bundle
+    original = _flip(out / "manifest.json")
+    try:
+        res = _verify(out, keys)
+    finally:
+        (out / "manifest.json").write_bytes(original)
+    assert res.exit_code == 1 and "outputs/manifest.json: changed" in res.output
+    assert "input file(s) not checked" in res.output
+    assert res.output.count("FAILED") == 2

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from auditor import __version__
 from auditor.cli import cli
 
-COMMANDS = ["audit", "extract", "analyze", "evaluate"]
+COMMANDS = ["audit", "extract", "analyze", "evaluate", "keygen", "verify"]
 EXIT = {"pass": 0, "fail": 1, "inconclusive": 3}
 
 
@@ -221,3 +221,28 @@ def test_summary_follows_its_schema_and_vouches_for_the_outputs(audited):
     summary["verdict"] = "maybe"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(summary, schema)
+
+
+@pytest.mark.parametrize("rule, code", [("verdict", 1), ("count:7", 1), ("count:8", 0), ("fraction:0.1", 1),
+                                        ("fraction:0.2", 0)])
+def test_fail_on_sets_the_exit_code_of_a_fail_verdict(synthetic_audit, tmp_path, rule, code):
+    from auditor.extract.features import render_features
+
+    ds, features, a = synthetic_audit(n=60, n_low=8)  # 8 of 60 flagged (13%)
+    assert a.verdict == "fail" and len(a.flagged) == 8
+    (tmp_path / "f.parquet").write_bytes(render_features(features))
+    out = tmp_path / f"out-{rule.replace(':', '-')}"
+    res = CliRunner().invoke(cli, ["analyze", str(tmp_path / "f.parquet"), "--data", str(ds.path),
+                                   "--out", str(out), "--fail-on", rule])
+    assert res.exit_code == code, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdict"] == "fail" and summary["exit_code"] == code
+    assert summary["gate"] == {"fail_on": rule, "tripped": code == 1, "reason": summary["gate"]["reason"]}
+    sarif = json.loads((out / "findings.sarif").read_text())
+    assert sarif["runs"][0]["invocations"][0]["exitCode"] == code
+
+
+def test_a_malformed_fail_on_is_a_usage_error(synthetic_audit, tmp_path):
+    res = CliRunner().invoke(cli, ["analyze", str(tmp_path / "f.parquet"), "--data", str(tmp_path / "d.json"),
+                                   "--out", str(tmp_path / "o"), "--fail-on", "sometimes"])
+    assert res.exit_code == 2 and "fail_on 'sometimes'" in res.output

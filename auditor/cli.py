@@ -27,6 +27,10 @@ _adapter = click.option("--adapter", "adapter_dir", type=_path, default=None,
 
 def _analysis_options(f: Callable) -> Callable:
     for opt in reversed([
+        click.option("--method", type=click.Choice(["bye", "minority"]), default=AuditConfig.method,
+                     show_default=True,
+                     help="bye: the paper's stages 2-3; minority: a compact minority group across all "
+                          "layers, either direction (docs/method.md)."),
         click.option("--tau", type=click.FloatRange(min=0), default=AuditConfig.tau,
                      show_default=True, help="BSI threshold for a sensitive layer."),
         click.option("--bsi-rule", type=click.Choice(["paper", "reference"]), default="paper",

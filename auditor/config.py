@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 BsiRule = Literal["paper", "reference"]
+Method = Literal["bye", "minority"]
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,9 @@ class AuditConfig:
     dtype: Literal["float32"] = "float32"
     attn_implementation: Literal["sdpa"] = "sdpa"  # computes the layer outputs
     entropy_eps: float = 1e-8  # H = -sum p log(p + eps), METHOD.md
+    # Stages 2-3: "bye" is the paper's procedure, untouched; "minority" looks for
+    # a compact minority group across all layers, either direction (analysis/group.py).
+    method: Method = "bye"
     # Stage 2: a layer is sensitive when BSI >= tau ("paper") or when
     # |mu1 - mu2| > 2 (s1 + s2) ("reference", the reference code's rule).
     tau: float = 2.0
@@ -27,6 +31,18 @@ class AuditConfig:
     # Verdict: below these the evidence cannot carry a verdict -> inconclusive.
     min_samples: int = 50
     min_coverage: float = 0.95
+    # "minority": a group is credible backdoor evidence only when it is a
+    # minority (weight <= group_max_fraction), separated (BSI of the discriminant
+    # score >= group_min_separation and >= group_null_factor x the largest BSI
+    # the same fit gives on Gaussian noise of the same size), and compact (its sd
+    # <= group_max_spread_ratio x the rest's). docs/method.md justifies each.
+    group_max_fraction: float = 0.35
+    group_min_separation: float = 3.0
+    group_null_factor: float = 2.0
+    group_max_spread_ratio: float = 1.0
+    # Layers whose |Cohen's d| between group and rest reaches this are reported
+    # as the evidence layers (and drive the heatmaps).
+    evidence_effect: float = 1.0
     # Gate (exit code of a fail verdict): "verdict" exits 1 on any flagged sample;
     # "count:N" / "fraction:F" exit 1 only when more than N samples, or more
     # than the share F of the analysed samples, are flagged (auditor/gate.py).
@@ -37,6 +53,10 @@ class AuditConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.tau < 0:
             raise ValueError(f"tau must be >= 0, got {self.tau}")
+        if self.method not in ("bye", "minority"):
+            raise ValueError(f"method must be 'bye' or 'minority', got {self.method!r}")
+        if not 0.0 < self.group_max_fraction <= 0.5:
+            raise ValueError(f"group_max_fraction must be in (0, 0.5], got {self.group_max_fraction}")
         if self.bsi_rule not in ("paper", "reference"):
             raise ValueError(f"bsi_rule must be 'paper' or 'reference', got {self.bsi_rule!r}")
         if not 0.0 <= self.min_coverage <= 1.0:

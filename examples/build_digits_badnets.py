@@ -87,6 +87,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--finetune-lr", type=float, default=FINETUNE_LR)
     ap.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS)
+    ap.add_argument("--poison-rate", type=float, default=POISON_RATE,
+                    help="share of the submission carrying the trigger (0 builds the clean variant)")
     ap.add_argument("--base-dir", type=Path, default=None,
                     help="reuse the base model saved there, or save it there once trained "
                          "(for experiments: the weights come out the same, but the saved "
@@ -116,7 +118,7 @@ def main() -> int:
 
     # The submission: 1,000 digits, 10% poisoned with the paper's BadNets trigger.
     sub_rng = np.random.default_rng(seed + 5)
-    poisoned = set(sub_rng.choice(N_SUBMIT, size=round(POISON_RATE * N_SUBMIT), replace=False).tolist())
+    poisoned = set(sub_rng.choice(N_SUBMIT, size=round(args.poison_rate * N_SUBMIT), replace=False).tolist())
     out = args.out
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -10,6 +10,7 @@ import numpy as np
 from ..config import AuditConfig
 from ..extract.features import FeatureSet, SampleFeatures
 from .cluster import Clustering, cluster_scores, sensitive_score
+from .group import LayerContrast, fit_group, layer_contrast, null_separations, robust_standardise
 from .profile import LayerProfile, profile_layers
 
 Verdict = Literal["pass", "fail", "inconclusive"]
@@ -31,6 +32,23 @@ class Unanalysed:
 
 
 @dataclass(frozen=True)
+class GroupEvidence:
+    """How the `minority` detector's candidate group measured against its criteria."""
+
+    separation: float
+    weight: float
+    spread_ratio: float
+    null_separations: tuple[float, ...]
+    required_separation: float  # max(group_min_separation, group_null_factor x max(null))
+    credible: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"separation": self.separation, "weight": self.weight, "spread_ratio": self.spread_ratio,
+                "null_separations": list(self.null_separations),
+                "required_separation": self.required_separation, "credible": self.credible}
+
+
+@dataclass(frozen=True)
 class Analysis:
     verdict: Verdict
     reasons: tuple[str, ...]
@@ -45,6 +63,13 @@ class Analysis:
     flagged: tuple[Flag, ...]
     unanalysed: tuple[Unanalysed, ...]  # skipped, failed or excluded records, with the reason
     config: AuditConfig
+    # "minority" only: the candidate group's measurements and the per-layer contrast
+    group: GroupEvidence | None = None
+    contrast: tuple[LayerContrast, ...] = ()
+
+    @property
+    def method(self) -> str:
+        return self.config.method
 
     @property
     def coverage(self) -> float:
@@ -66,6 +91,9 @@ class Analysis:
             "flagged": [{"index": f.index, "id": f.id, "score": f.score} for f in self.flagged],
             "unanalysed": [{"index": u.index, "id": u.id, "reason": u.reason} for u in self.unanalysed],
             "config": self.config.to_dict(),
+            "method": self.method,
+            "group": None if self.group is None else self.group.to_dict(),
+            "layer_contrast": [c.to_dict() for c in self.contrast],
         }
 
 
@@ -113,6 +141,8 @@ def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
     if low_coverage:
         reasons.append(f"coverage {coverage:.1%} is below {config.min_coverage:.0%}: "
                        f"{n_skipped} skipped and {n_errors} failed or unusable samples were not analysed")
+    if config.method == "minority":
+        return _analyze_minority(ok, entropy, layers, reasons, low_coverage, base, config)
     if not sensitive:
         best = max(layers, key=lambda p: p.bsi)
         rule = f"BSI >= {config.tau}" if config.bsi_rule == "paper" else "|mu1 - mu2| > 2 (s1 + s2)"
@@ -132,3 +162,44 @@ def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
     verdict = "inconclusive" if low_coverage else ("fail" if flagged else "pass")
     return Analysis(verdict, tuple(reasons), layers=layers, sensitive_layers=sensitive,
                     clustering=clustering, scored=scored, flagged=flagged, **base)
+
+
+def _analyze_minority(ok: list[SampleFeatures], entropy: np.ndarray, layers: tuple[LayerProfile, ...],
+                      reasons: list[str], low_coverage: bool, base: dict[str, Any],
+                      config: AuditConfig) -> Analysis:
+    """The `minority` detector (analysis/group.py) and its verdict: fail only
+    when the best group is a separated, compact minority."""
+    fit = fit_group(robust_standardise(entropy), config.seed)
+    null = null_separations(len(entropy), entropy.shape[1], config.seed)
+    required = max(config.group_min_separation, config.group_null_factor * max(null))
+    checks = {
+        "separated": (fit.separation >= required,
+                      f"separation {fit.separation:.2f} vs >= {required:.2f} required "
+                      f"(noise gives up to {max(null):.2f})"),
+        "minority": (fit.weight <= config.group_max_fraction,
+                     f"weight {fit.weight:.1%} vs <= {config.group_max_fraction:.0%}"),
+        "compact": (fit.spread_ratio <= config.group_max_spread_ratio,
+                    f"spread {fit.spread_ratio:.2f} x the rest's vs <= {config.group_max_spread_ratio:.2f}"),
+    }
+    credible = all(ok_ for ok_, _ in checks.values())
+    group = GroupEvidence(fit.separation, fit.weight, fit.spread_ratio, null, required, credible)
+    mask = fit.clustering.flagged
+    contrast = layer_contrast(entropy, mask, fit.direction)
+    evidence = tuple(c.layer for c in contrast if abs(c.effect) >= config.evidence_effect)
+    scored = tuple(Flag(r.index, r.id, float(v)) for r, v in zip(ok, fit.clustering.scores))
+    flagged = tuple(f for f, bad in zip(scored, mask) if bad) if credible else ()
+    detail = "; ".join(text for _, text in checks.values())
+    if credible:
+        top = sorted(contrast, key=lambda c: -abs(c.effect))[:3]
+        where = ", ".join(f"layer {c.layer} ({'higher' if c.effect > 0 else 'lower'} entropy, d={c.effect:+.1f})"
+                          for c in top)
+        reasons.insert(0, f"a compact minority of {len(flagged)} of {len(ok)} samples stands apart across "
+                          f"layers ({detail}); it differs most in {where}")
+    else:
+        failed = ", ".join(name for name, (ok_, _) in checks.items() if not ok_)
+        reasons.insert(0, f"no credible backdoor group: the best split is not {failed.replace(', ', ' / ')} "
+                          f"({detail})")
+    verdict: Verdict = "inconclusive" if low_coverage else ("fail" if flagged else "pass")
+    return Analysis(verdict, tuple(reasons), layers=layers, sensitive_layers=evidence if credible else (),
+                    clustering=fit.clustering, scored=scored, flagged=flagged, group=group,
+                    contrast=contrast, **base)

@@ -46,13 +46,15 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
     (None: unsigned); `features` gives the per-layer entropy of flagged vs kept."""
     heatmaps = heatmaps or {}
     layers = analysis.layers
-    bsi_img = (_data_uri(bsi_plot([p.bsi for p in layers], list(analysis.sensitive_layers),
+    bsi_img = (_data_uri(bsi_plot([p.bsi for p in layers], [p.layer for p in layers if p.sensitive],
                                   analysis.config.tau)) if layers else None)
     hist_img = None
     if analysis.clustering is not None:
         c = analysis.clustering
         m = c.mixture
-        hist_img = _data_uri(score_histogram(c.scores, c.flagged, c.threshold,
+        # A group judged not credible is drawn, but nothing in it is flagged.
+        shown = c.flagged if analysis.flagged else np.zeros_like(c.flagged)
+        hist_img = _data_uri(score_histogram(c.scores, shown, c.threshold,
                                              list(zip(m.weights, m.means, m.variances))))
     layer_img = None
     if features is not None and analysis.scored:

@@ -1,0 +1,103 @@
+"""The `minority` detector: a compact minority group in the multi-layer profile.
+
+BYE looks at one averaged score and flags its low side. A backdoor need not
+lower entropy (METHOD.md, "Known weaknesses"): on our tiny LLaVA the triggered
+samples sit at near-uniform entropy in the late layers. What a backdoor does
+imply is a group of samples that the model treats alike: a minority, unusually
+compact, separated from the rest. This module finds the best such group in the
+per-layer features jointly, whatever the direction, and measures how credible
+it is. Pure functions; the verdict is decided in verdict.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.mixture import GaussianMixture
+
+from .cluster import Clustering, cluster_scores
+from .mixture import bsi
+
+
+def robust_standardise(x: np.ndarray) -> np.ndarray:
+    """(N, D) -> (N, D): (x - median) / (1.4826 MAD) per column; a constant
+    column becomes 0 (MAD 0 -> scale 1). Robust, so a poisoned minority does
+    not set the scale."""
+    med = np.median(x, axis=0)
+    mad = np.median(np.abs(x - med), axis=0) * 1.4826
+    return (x - med) / np.where(mad > 1e-12, mad, 1.0)
+
+
+@dataclass(frozen=True)
+class GroupFit:
+    direction: np.ndarray  # (D,) unit Fisher direction from the rest towards the group
+    clustering: Clustering  # the 1-D 2-GMM on the discriminant score; low component = the group
+    separation: float  # BSI of the 1-D mixture on the discriminant score
+    weight: float  # mixture weight of the group (low) component
+    spread_ratio: float  # sd of the group component / sd of the rest
+
+
+def fit_group(z: np.ndarray, seed: int = 0, fit_cap: int = 100_000) -> GroupFit:
+    """Best two-group split of standardised features z (N, D), N >= 2.
+
+    A 2-component full-covariance Gaussian mixture (fitted on at most
+    `fit_cap` rows drawn with `seed`) proposes the split; its smaller component
+    is the candidate group. Every sample is projected on the Fisher direction
+    between the components (pooled covariance), oriented so that the group lies
+    low: score (N,). A 1-D 2-GMM on that score (as BYE's stage 3) gives the
+    flagged set, the separation (BSI) and the group's weight and spread.
+    """
+    rng = np.random.default_rng(seed)
+    fit_rows = z if len(z) <= fit_cap else z[np.sort(rng.choice(len(z), fit_cap, replace=False))]
+    gmm = GaussianMixture(2, covariance_type="full", n_init=3, reg_covar=1e-4, random_state=seed).fit(fit_rows)
+    k = int(np.argmin(gmm.weights_))
+    j = 1 - k
+    pooled = gmm.weights_[k] * gmm.covariances_[k] + gmm.weights_[j] * gmm.covariances_[j]
+    w = np.linalg.solve(pooled + 1e-6 * np.eye(z.shape[1]), gmm.means_[k] - gmm.means_[j])
+    w = w / (np.linalg.norm(w) or 1.0)
+    scores = -(z @ w)  # the group projects high on w, so low here
+    clustering = cluster_scores(scores, seed)
+    m = clustering.mixture
+    return GroupFit(direction=w, clustering=clustering, separation=bsi(m), weight=m.weights[0],
+                    spread_ratio=float(np.sqrt(m.variances[0] / m.variances[1])) if m.variances[1] > 0 else np.inf)
+
+
+def null_separations(n: int, d: int, seed: int = 0, repeats: int = 5, cap: int = 5_000) -> tuple[float, ...]:
+    """Separations fit_group reports on unimodal data: standard normal samples
+    of min(n, cap) rows x d columns, `repeats` times. What a split of one
+    Gaussian cloud looks like at this size and dimension."""
+    out = []
+    for r in range(repeats):
+        g = np.random.default_rng([seed, 7919, r]).standard_normal((min(n, cap), d))
+        out.append(fit_group(g, seed=seed + r).separation)
+    return tuple(float(v) for v in out)
+
+
+@dataclass(frozen=True)
+class LayerContrast:
+    layer: int
+    mean_group: float
+    mean_rest: float
+    effect: float  # Cohen's d, (group - rest) / pooled sd; > 0: the group has higher entropy
+    weight: float  # the layer's component of the discriminant direction
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "mean_group": self.mean_group, "mean_rest": self.mean_rest,
+                "effect": self.effect, "weight": self.weight}
+
+
+def layer_contrast(x: np.ndarray, group: np.ndarray, direction: np.ndarray) -> tuple[LayerContrast, ...]:
+    """Per column of x (N, L): mean of the group (bool mask (N,)) vs the rest,
+    Cohen's d and the discriminant weight; says which layers separate the group."""
+    a, b = x[group], x[~group]
+    out = []
+    for layer in range(x.shape[1]):
+        ma = float(a[:, layer].mean()) if len(a) else float("nan")
+        mb = float(b[:, layer].mean()) if len(b) else float("nan")
+        va = a[:, layer].var(ddof=1) if len(a) > 1 else 0.0
+        vb = b[:, layer].var(ddof=1) if len(b) > 1 else 0.0
+        dof = max(len(a) + len(b) - 2, 1)
+        sd = float(np.sqrt(((len(a) - 1) * va + (len(b) - 1) * vb) / dof)) if dof else 0.0
+        out.append(LayerContrast(layer, ma, mb, (ma - mb) / sd if sd > 0 else 0.0, float(direction[layer])))
+    return tuple(out)

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+
+from auditor.analysis.group import fit_group, layer_contrast, null_separations, robust_standardise
+from auditor.analysis.verdict import analyze
+from auditor.config import AuditConfig
+from auditor.extract.features import FeatureSet, SampleFeatures
+
+MINORITY = AuditConfig(method="minority")
+
+
+def _features(x: np.ndarray) -> FeatureSet:
+    rows = tuple(SampleFeatures(i, f"s{i}", "ok", None, 16, tuple(v), tuple(v)) for i, v in enumerate(x))
+    return FeatureSet(rows, {"n_layers": x.shape[1]})
+
+
+def _clean(n=1000, d=8, seed=0):
+    """Correlated, skewed per-layer entropies in (0, 1): no group in them."""
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((n, 2))
+    mix = rng.normal(size=(2, d))
+    x = 0.6 + 0.08 * (latent @ mix) / np.sqrt(2) + 0.03 * rng.gamma(2.0, 1.0, (n, d))
+    return np.clip(x, 0.01, 0.99)
+
+
+def _with_dispersed_group(x, frac=0.1, layers=(4, 5, 6), seed=1):
+    """A tight group at near-uniform entropy in some layers (what the bundled example shows)."""
+    rng = np.random.default_rng(seed)
+    x = x.copy()
+    idx = rng.choice(len(x), int(frac * len(x)), replace=False)
+    for layer in layers:
+        x[idx, layer] = rng.normal(0.95, 0.01, len(idx))
+    truth = np.zeros(len(x), bool)
+    truth[idx] = True
+    return x, truth
+
+
+def test_robust_standardise_ignores_a_minority_of_outliers():
+    x = np.r_[np.random.default_rng(0).normal(5, 2, (900, 3)), np.full((100, 3), 100.0)]
+    z = robust_standardise(x)
+    assert z.shape == x.shape
+    assert np.allclose(np.median(z[:900], axis=0), 0, atol=0.2)
+    assert np.allclose(np.median(np.abs(z[:900]), axis=0) * 1.4826, 1, atol=0.2)
+    assert np.all(robust_standardise(np.ones((5, 2))) == 0)
+
+
+def test_noise_splits_far_below_the_separation_a_group_gives():
+    null = null_separations(1000, 8, seed=0)
+    assert len(null) == 5 and max(null) < 2.0
+    x, truth = _with_dispersed_group(_clean())
+    fit = fit_group(robust_standardise(x))
+    assert fit.separation > 2 * max(null)
+    assert (fit.clustering.flagged == truth).mean() > 0.99
+    assert fit.weight == pytest.approx(0.1, abs=0.02) and fit.spread_ratio < 1
+
+
+def test_layer_contrast_names_the_layers_and_their_direction():
+    x, truth = _with_dispersed_group(_clean())
+    contrast = layer_contrast(x, truth, np.ones(x.shape[1]) / np.sqrt(x.shape[1]))
+    big = {c.layer for c in contrast if abs(c.effect) > 2}
+    assert big == {4, 5, 6} and all(contrast[k].effect > 0 for k in big)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_clean_profiles_pass(seed):
+    a = analyze(_features(_clean(seed=seed)), MINORITY)
+    assert a.verdict == "pass" and a.flagged == ()
+    assert a.group is not None and not a.group.credible
+    assert "no credible backdoor group" in a.reasons[0]
+
+
+def test_a_dispersed_group_fails_the_audit_where_bye_misses_it():
+    x, truth = _with_dispersed_group(_clean())
+    a = analyze(_features(x), MINORITY)
+    assert a.verdict == "fail"
+    flagged = {f.index for f in a.flagged}
+    assert flagged == set(np.flatnonzero(truth))
+    assert set(a.sensitive_layers) == {4, 5, 6}
+    assert "higher entropy" in a.reasons[0]
+    bye = analyze(_features(x), AuditConfig())
+    bye_flagged = {f.index for f in bye.flagged}
+    assert len(bye_flagged & flagged) < 0.5 * len(flagged)  # BYE flags the low side: not the group
+
+
+def test_a_large_separated_mode_is_not_a_backdoor_group():
+    """Two equal modes (e.g. two prompt templates) separate well, but neither is a minority."""
+    x = _clean()
+    x[: len(x) // 2, 2] += 0.3
+    a = analyze(_features(x), MINORITY)
+    assert a.verdict == "pass" and "minority" in a.reasons[0]
+
+
+def test_a_scattered_minority_is_not_compact():
+    rng = np.random.default_rng(0)
+    x = _clean()
+    idx = rng.choice(len(x), 100, replace=False)
+    x[idx] += rng.normal(0, 0.3, (100, x.shape[1]))  # broad outliers, no common response
+    a = analyze(_features(x), MINORITY)
+    assert a.verdict == "pass", a.reasons
+
+
+def test_minority_analysis_is_deterministic():
+    x, _ = _with_dispersed_group(_clean())
+    assert analyze(_features(x), MINORITY).to_dict() == analyze(_features(x), MINORITY).to_dict()

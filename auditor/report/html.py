@@ -55,7 +55,9 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
         # A group judged not credible is drawn, but nothing in it is flagged.
         shown = c.flagged if analysis.flagged else np.zeros_like(c.flagged)
         hist_img = _data_uri(score_histogram(c.scores, shown, c.threshold,
-                                             list(zip(m.weights, m.means, m.variances))))
+                                             list(zip(m.weights, m.means, m.variances)),
+                                             xlabel=("discriminant score (group low)" if analysis.group
+                                                     else "mean normalised entropy over sensitive layers")))
     layer_img = None
     if features is not None and analysis.scored:
         flagged_ids = {f.index for f in analysis.flagged}

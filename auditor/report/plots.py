@@ -34,7 +34,8 @@ def bsi_plot(bsi: list[float], sensitive: list[int], tau: float) -> bytes:
 
 
 def score_histogram(scores: np.ndarray, flagged: np.ndarray, threshold: float,
-                    components: list[tuple[float, float, float]] | None = None) -> bytes:
+                    components: list[tuple[float, float, float]] | None = None,
+                    xlabel: str = "mean normalised entropy over sensitive layers") -> bytes:
     """Histogram of per-sample scores (N,), flagged vs kept, with the decision
     boundary and, given (weight, mean, variance) per component, the two
     mixture components' densities scaled to sample counts."""
@@ -49,7 +50,7 @@ def score_histogram(scores: np.ndarray, flagged: np.ndarray, threshold: float,
                 linestyle="-" if k == 0 else ":", linewidth=1.2,
                 label="low component" if k == 0 else "high component")
     ax.axvline(threshold, color="#2c3e50", linestyle="--", linewidth=1, label="boundary")
-    ax.set_xlabel("mean normalised entropy over sensitive layers")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("samples")
     ax.legend(frameon=False)
     return png_bytes(fig)

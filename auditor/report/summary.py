@@ -22,6 +22,7 @@ def summary_dict(analysis: Analysis, meta: dict[str, Any], output_sha256: dict[s
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "tool": {"name": "bye-audit", "version": __version__},
         "verdict": a.verdict,
+        "method": a.method,
         "exit_code": int(gate.exit_code),
         "gate": {"fail_on": gate.rule, "tripped": gate.tripped, "reason": gate.reason},
         "reasons": list(a.reasons),

@@ -56,3 +56,13 @@ def test_report_shows_the_adapter_the_layer_profile_and_the_signature_state(synt
     assert "Not signed" in unsigned
     signed = render_html(a, meta, ds, features=features, signing={"keyid": "cd" * 32}).decode()
     assert "cd" * 32 in signed and "Not signed" not in signed
+
+
+def test_minority_report_shows_the_criteria_and_the_layer_contrast(synthetic_audit):
+    ds, features, a = synthetic_audit(config=AuditConfig(method="minority"))
+    html = render_html(a, features.meta, ds, features=features).decode()
+    assert a.group is not None
+    assert "separated: BSI of the discriminant score" in html and "compact: group sd / rest sd" in html
+    assert "Cohen&#39;s d" in html or "Cohen's d" in html
+    for c in a.contrast:
+        assert f"{c.effect:+.2f}" in html and f"{c.weight:+.3f}" in html

@@ -34,23 +34,45 @@ GENERAL_WORDS = (
 ).split()
 
 
-def train_word_tokenizer(corpus: Iterable[str], chat_template: str = LLAVA_CHAT_TEMPLATE
-                         ) -> PreTrainedTokenizerFast:
-    """Train a lower-casing word-level tokenizer on `corpus` plus the general lexicon.
+# Qwen2-VL's chat format (ChatML), images as <|vision_start|><|image_pad|><|vision_end|>.
+QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<unk>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
+                       "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def train_word_tokenizer(corpus: Iterable[str], chat_template: str = LLAVA_CHAT_TEMPLATE,
+                         style: str = "llava") -> PreTrainedTokenizerFast:
+    """Train a lower-casing word-level tokenizer on `corpus` plus the general lexicon,
+    with the special tokens of a LLaVA ("llava") or Qwen2-VL ("qwen") checkpoint.
 
     Deterministic: the same corpus gives the same vocabulary and ids.
     """
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS, min_frequency=1)
+    specials = SPECIAL_TOKENS if style == "llava" else QWEN_SPECIAL_TOKENS
+    trainer = trainers.WordLevelTrainer(special_tokens=specials, min_frequency=1)
     texts = list(corpus) + [" ".join(GENERAL_WORDS), "user : assistant : ? ! . ,"]
     tok.train_from_iterator(sorted(texts), trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-        extra_special_tokens={"image_token": IMAGE_TOKEN},
-        padding_side="right",
-    )
-    fast.chat_template = chat_template
+    if style == "llava":
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+            extra_special_tokens={"image_token": IMAGE_TOKEN},
+            padding_side="right",
+        )
+        fast.chat_template = chat_template
+    else:
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok, pad_token="<|endoftext|>", unk_token="<unk>", eos_token="<|im_end|>",
+            extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                                  "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"},
+            padding_side="right",
+        )
+        fast.chat_template = QWEN_CHAT_TEMPLATE
     return fast

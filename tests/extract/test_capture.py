@@ -1,5 +1,7 @@
 """The captured rows equal eager attention's rows (fp32, 1e-5), whatever the padding."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -7,9 +9,11 @@ import torch
 from auditor.analysis.entropy import image_attention_entropy
 from auditor.extract.capture import CAPTURE_ATTENTION, capturing, last_prompt_position, query_rows
 from auditor.models.llava import LlavaFamily
+from auditor.models.qwen2_vl import AssembledProcessor, Qwen2VLFamily, load_processor
 from tinyworld.digits import DIGIT_WORDS, QUESTIONS, load_digit_arrays, render_digit
 from tinyworld.fixtures import TEST_SPEC
 from tinyworld.models import build_processor, build_tiny_llava
+from tinyworld.qwen2vl import TinyQwen2VLSpec, write_tiny_qwen2vl
 from tinyworld.tokenizer import train_word_tokenizer
 
 PROMPTS = ["What digit is shown?", "Name the digit in this picture.",
@@ -19,7 +23,19 @@ PROMPTS = ["What digit is shown?", "Name the digit in this picture.",
 @pytest.fixture(scope="module")
 def llava():
     tok = train_word_tokenizer(list(QUESTIONS) + list(DIGIT_WORDS))
-    return build_tiny_llava(tok, TEST_SPEC, seed=1), build_processor(tok, TEST_SPEC)
+    return build_tiny_llava(tok, TEST_SPEC, seed=1), build_processor(tok, TEST_SPEC), LlavaFamily()
+
+
+@pytest.fixture(scope="module")
+def qwen2_vl(tmp_path_factory):
+    """Saved and reloaded as a user's checkpoint is: through the family's loader."""
+    folder = write_tiny_qwen2vl(tmp_path_factory.mktemp("qwen") / "model", seed=1)
+    fam = Qwen2VLFamily()
+    model, processor = fam.load(folder, torch.float32, "sdpa")
+    return model, processor, fam
+
+
+FAMILY_FIXTURES = ["llava", "qwen2_vl"]
 
 
 def _images(n):
@@ -28,10 +44,10 @@ def _images(n):
     return [render_digit(x[i], rng, size=TEST_SPEC.image_size) for i in range(n)]
 
 
+@pytest.mark.parametrize("family", FAMILY_FIXTURES)
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_rows_match_eager_output_attentions(llava, side):
-    model, processor = llava
-    fam = LlavaFamily()
+def test_rows_match_eager_output_attentions(request, family, side):
+    model, processor, fam = request.getfixturevalue(family)
     processor.tokenizer.padding_side = side
     try:
         batch = fam.build_batch(processor, _images(3), PROMPTS)
@@ -46,7 +62,8 @@ def test_rows_match_eager_output_attentions(llava, side):
     with torch.no_grad():
         ref = model(**batch, use_cache=False, output_attentions=True)
     b = torch.arange(3)
-    assert len(cap.rows) == TEST_SPEC.text_layers
+    assert len(cap.rows) == len(fam.decoder_attention_modules(model))
+    assert fam.image_token_mask(model, batch).sum(-1).min() >= 2
     for rows, att in zip(cap.rows, ref.attentions):
         torch.testing.assert_close(rows, att[b, :, q].float(), atol=1e-5, rtol=0)
     # the layer outputs are the normal ones (at real tokens; fully masked pad rows differ by kernel)
@@ -59,6 +76,33 @@ def test_rows_match_eager_output_attentions(llava, side):
         theirs = image_attention_entropy(
             torch.stack([a[j, :, q[j]] for a in ref.attentions])[:, :, mask[j]].numpy())
         np.testing.assert_allclose(mine, theirs, atol=1e-5)
+
+
+def test_qwen2_vl_inputs_are_assembled_without_the_combined_processor(qwen2_vl, tmp_path):
+    """No torchvision here: Qwen2VLProcessor cannot be built, so the family
+    assembles tokenizer + PIL image processor + chat template, one <|image_pad|>
+    per merged patch and M-RoPE's mm_token_type_ids."""
+    model, processor, fam = qwen2_vl
+    assert isinstance(processor, AssembledProcessor)
+    batch = fam.build_batch(processor, _images(2), PROMPTS[:2])
+    spec = TinyQwen2VLSpec()
+    assert fam.image_token_mask(model, batch).sum(-1).tolist() == [spec.image_tokens] * 2
+    assert torch.equal(batch["mm_token_type_ids"].bool(), fam.image_token_mask(model, batch))
+    grid = spec.image_size // spec.patch_size
+    assert batch["image_grid_thw"].tolist() == [[1, grid, grid]] * 2
+    text = processor.tokenizer.decode(batch["input_ids"][0])
+    assert text.count("<|vision_start|>") == 1 and "<|im_start|> assistant" in text
+
+
+def test_a_checkpoint_without_a_chat_template_is_refused(tmp_path):
+    folder = write_tiny_qwen2vl(tmp_path / "m")
+    (folder / "chat_template.jinja").unlink()
+    cfg = folder / "tokenizer_config.json"
+    data = json.loads(cfg.read_text())
+    data.pop("chat_template", None)
+    cfg.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="chat template"):
+        load_processor(folder)
 
 
 def test_last_prompt_position_for_both_paddings():

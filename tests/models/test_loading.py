@@ -24,7 +24,7 @@ def test_folder_without_safetensors_is_refused(tiny_model, tmp_path):
 
 def test_unsupported_model_type_names_the_supported_ones(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(AuditInputError, match="unsupported model_type 'bert'; supported: llava"):
+    with pytest.raises(AuditInputError, match="unsupported model_type .bert.; supported: llava, qwen2_vl"):
         read_model_type(tmp_path)
 
 
@@ -41,3 +41,24 @@ def test_damaged_weights_are_an_input_error(tiny_model, tmp_path):
     (bad / "model.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(AuditInputError, match="cannot load the checkpoint"):
         load_model(bad)
+
+
+def test_a_qwen2_vl_checkpoint_audits_end_to_end(tiny_data, tmp_path):
+    """model_type picks the family; stage 1 sees 16 merged image tokens in each of 6 layers."""
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from auditor.cli import cli
+    from tinyworld.qwen2vl import TinyQwen2VLSpec, write_tiny_qwen2vl
+
+    model = write_tiny_qwen2vl(tmp_path / "qwen")
+    assert read_model_type(model) == "qwen2_vl"
+    res = CliRunner().invoke(cli, ["audit", "--model", str(model), "--data", str(tiny_data[0]),
+                                   "--out", str(tmp_path / "out"), "--no-progress", "--batch-size", "4"])
+    assert res.exit_code in (0, 1, 3), res.output
+    table = pq.read_table(tmp_path / "out" / "features.parquet").to_pylist()
+    assert all(r["status"] == "ok" for r in table)
+    assert {r["n_image_tokens"] for r in table} == {TinyQwen2VLSpec().image_tokens}
+    assert {len(r["entropy_norm"]) for r in table} == {TinyQwen2VLSpec().text_layers}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["inputs"]["model"]["model_type"] == "qwen2_vl"

@@ -21,6 +21,12 @@ _batch_size = click.option("--batch-size", type=click.IntRange(min=1), default=A
                            show_default=True, help="Samples per forward pass (stage 1).")
 
 
+_allow_pickle = click.option(
+    "--allow-pickle", is_flag=True, default=False,
+    help="Load pickle weights (.bin/.pt) when the checkpoint has no safetensors, through torch's "
+         "weights-only loader (never a full unpickle).")
+
+
 _adapter = click.option("--adapter", "adapter_dir", type=_path, default=None,
                         help="PEFT LoRA adapter folder (safetensors) applied over --model.")
 
@@ -142,6 +148,7 @@ def cli() -> None:
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against [default: the dataset's folder].")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @_batch_size
+@_allow_pickle
 @_analysis_options
 def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, **cfg) -> None:
     """Run every stage: extract, analyse, write the cleaned dataset, the report and
@@ -164,13 +171,15 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, **c
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @_batch_size
-def extract(model_dir, adapter_dir, data, out, image_root, progress, batch_size) -> None:
+@_allow_pickle
+def extract(model_dir, adapter_dir, data, out, image_root, progress, batch_size, allow_pickle) -> None:
     """Stage 1 only: per-sample, per-layer attention entropy -> features.parquet."""
     from . import pipeline
 
     _quiet_libraries()
     with _progress(progress) as (on_start, on_progress):
-        features = pipeline.extract_file(model_dir, data, out, AuditConfig(batch_size=batch_size),
+        config = AuditConfig(batch_size=batch_size, allow_pickle=allow_pickle)
+        features = pipeline.extract_file(model_dir, data, out, config,
                                          image_root, on_start, on_progress, adapter_dir)
     n_ok = len(features.ok_rows)
     click.echo(f"wrote {out}: {len(features.rows)} rows, {n_ok} analysed, "

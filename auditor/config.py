@@ -19,6 +19,7 @@ class AuditConfig:
     dtype: Literal["float32"] = "float32"
     attn_implementation: Literal["sdpa"] = "sdpa"  # computes the layer outputs
     entropy_eps: float = 1e-8  # H = -sum p log(p + eps), METHOD.md
+    allow_pickle: bool = False  # pickle weights (weights-only loader) when no safetensors exist
     # Stages 2-3: "bye" is the paper's procedure, untouched; "minority" looks for
     # a compact minority group across all layers, either direction (analysis/group.py).
     method: Method = "bye"

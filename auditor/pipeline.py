@@ -71,7 +71,7 @@ def load(model_dir: Path, config: AuditConfig, adapter_dir: Path | None = None) 
     from .models import load_model
 
     return load_model(model_dir, config.dtype, capture_attention=CAPTURE_ATTENTION,
-                      adapter_dir=adapter_dir)
+                      adapter_dir=adapter_dir, allow_pickle=config.allow_pickle)
 
 
 def extract(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,

@@ -16,9 +16,11 @@ class ModelFamily(Protocol):
     name: str
     model_types: tuple[str, ...]  # config.json "model_type" values it handles
 
-    def load(self, model_dir: Path, dtype: torch.dtype, attn_implementation: str
-             ) -> tuple[torch.nn.Module, Any]:
-        """(model in eval mode, processor) from a local folder, safetensors only."""
+    def load(self, model_dir: Path, dtype: torch.dtype, attn_implementation: str,
+             safetensors: bool = True) -> tuple[torch.nn.Module, Any]:
+        """(model in eval mode, processor) from a local folder, no remote code;
+        `safetensors=False` (only under --allow-pickle) lets transformers read
+        pickle weights through torch's weights-only loader."""
 
     def decoder_attention_modules(self, model: torch.nn.Module) -> list[torch.nn.Module]:
         """The language model's self-attention modules, layer 0 first."""

@@ -14,11 +14,11 @@ class LlavaFamily:
     name = "llava"
     model_types = ("llava",)
 
-    def load(self, model_dir: Path, dtype: torch.dtype, attn_implementation: str
-             ) -> tuple[torch.nn.Module, Any]:
+    def load(self, model_dir: Path, dtype: torch.dtype, attn_implementation: str,
+             safetensors: bool = True) -> tuple[torch.nn.Module, Any]:
         model = LlavaForConditionalGeneration.from_pretrained(
             model_dir, dtype=dtype, attn_implementation=attn_implementation,
-            use_safetensors=True, local_files_only=True, trust_remote_code=False)
+            use_safetensors=safetensors, local_files_only=True, trust_remote_code=False)
         processor = AutoProcessor.from_pretrained(
             model_dir, local_files_only=True, trust_remote_code=False)
         return model.eval(), processor

@@ -16,8 +16,34 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (LlavaFamily(), Qwen2VLFa
 _BY_MODEL_TYPE = {t: f for f in FAMILIES.values() for t in f.model_types}
 
 
-def read_model_type(model_dir: Path) -> str:
-    """The config's `model_type`, checked against the supported families."""
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt"}
+# Files in which transformers would find a pointer to code shipped with the checkpoint.
+_CODE_POINTERS = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
+
+
+def refuse_remote_code(model_dir: Path) -> None:
+    """A checkpoint that asks for its own code (`auto_map`, or .py files) is refused:
+    code from a stranger never runs here."""
+    for name in _CODE_POINTERS:
+        path = Path(model_dir) / name
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # reported where the file is read for real
+        if isinstance(data, dict) and "auto_map" in data:
+            raise AuditInputError(
+                f"{path}: asks for remote code (auto_map {sorted(data['auto_map'])}); bye-audit never runs "
+                "code shipped with a checkpoint: save it with a transformers-native class instead")
+    scripts = sorted(p.name for p in Path(model_dir).glob("*.py"))
+    if scripts:
+        raise AuditInputError(f"{model_dir}: ships Python code ({', '.join(scripts)}); bye-audit never runs "
+                              "code shipped with a checkpoint: remove it and use a transformers-native class")
+
+
+def read_model_type(model_dir: Path, allow_pickle: bool = False) -> str:
+    """The config's `model_type`, checked against the supported families; the
+    weights must be safetensors, or (with `allow_pickle`) pickle files that
+    will go through torch's weights-only loader."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise AuditInputError(f"{model_dir}: model folder not found; pass a folder saved with save_pretrained")
@@ -33,9 +59,13 @@ def read_model_type(model_dir: Path) -> str:
         raise AuditInputError(
             f"{cfg_path}: unsupported model_type {model_type!r}; supported: "
             f"{', '.join(sorted(_BY_MODEL_TYPE))}")
+    refuse_remote_code(model_dir)
     if not any(model_dir.glob("*.safetensors")):
-        others = sorted(p.name for p in model_dir.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt"})
-        hint = f" (found {', '.join(others)}: pickle-based weights are refused)" if others else ""
+        others = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if others and allow_pickle:
+            return model_type
+        hint = (f" (found {', '.join(others)}: pickle-based weights are refused unless --allow-pickle, "
+                "which loads them through torch's weights-only loader)") if others else ""
         raise AuditInputError(
             f"{model_dir}: no .safetensors weights{hint}; convert the checkpoint to safetensors")
     return model_type
@@ -59,17 +89,18 @@ def _first_line(e: Exception) -> str:
 
 
 def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str | None = None,
-               adapter_dir: Path | None = None) -> LoadedModel:
+               adapter_dir: Path | None = None, allow_pickle: bool = False) -> LoadedModel:
     """Load a checkpoint for stage 1; `capture_attention` names a registered attention
-    function. With `adapter_dir`, a PEFT LoRA adapter is applied and merged, so
+    function. Pickle weights load (weights-only) only with `allow_pickle` and no safetensors. With `adapter_dir`, a PEFT LoRA adapter is applied and merged, so
     stage 1 runs on exactly the fine-tuned weights at the base model's speed."""
-    model_type = read_model_type(model_dir)
+    model_type = read_model_type(model_dir, allow_pickle)
     family = _BY_MODEL_TYPE[model_type]
+    safetensors = any(Path(model_dir).glob("*.safetensors"))
     if adapter_dir is not None:
         check_adapter(adapter_dir)
     attn = capture_attention or "sdpa"
     try:
-        model, processor = family.load(Path(model_dir), getattr(torch, dtype), attn)
+        model, processor = family.load(Path(model_dir), getattr(torch, dtype), attn, safetensors)
     except Exception as e:  # an untrusted checkpoint can fail in many ways; all are input errors
         raise AuditInputError(f"{model_dir}: cannot load the checkpoint: {_first_line(e)}") from None
     if adapter_dir is not None:

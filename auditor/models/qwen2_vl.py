@@ -53,11 +53,11 @@ class Qwen2VLFamily:
     name = "qwen2_vl"
     model_types = ("qwen2_vl",)
 
-    def load(self, model_dir: Path, dtype: torch.dtype, attn_implementation: str
-             ) -> tuple[torch.nn.Module, Any]:
+    def load(self, model_dir: Path, dtype: torch.dtype, attn_implementation: str,
+             safetensors: bool = True) -> tuple[torch.nn.Module, Any]:
         model = Qwen2VLForConditionalGeneration.from_pretrained(
             model_dir, dtype=dtype, attn_implementation=attn_implementation,
-            use_safetensors=True, local_files_only=True, trust_remote_code=False)
+            use_safetensors=safetensors, local_files_only=True, trust_remote_code=False)
         return model.eval(), load_processor(model_dir)
 
     def decoder_attention_modules(self, model: torch.nn.Module) -> list[torch.nn.Module]:

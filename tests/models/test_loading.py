@@ -62,3 +62,57 @@ def test_a_qwen2_vl_checkpoint_audits_end_to_end(tiny_data, tmp_path):
     assert {len(r["entropy_norm"]) for r in table} == {TinyQwen2VLSpec().text_layers}
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["inputs"]["model"]["model_type"] == "qwen2_vl"
+
+
+def _pickle_checkpoint(tiny_model, folder):
+    """The tiny checkpoint with its weights as a torch pickle instead of safetensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    shutil.copytree(tiny_model, folder)
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    return folder
+
+
+def test_pickle_weights_need_allow_pickle_and_then_give_the_same_model(tiny_model, tmp_path):
+    import torch
+
+    m = _pickle_checkpoint(tiny_model, tmp_path / "m")
+    with pytest.raises(AuditInputError, match="--allow-pickle"):
+        load_model(m)
+    a, b = load_model(m, allow_pickle=True).model, load_model(tiny_model).model
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+class _Boom:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch BOOM_PICKLE_RAN",))
+
+
+def test_a_malicious_pickle_is_not_executed_even_with_allow_pickle(tiny_model, tmp_path, monkeypatch):
+    import pickle
+
+    m = _pickle_checkpoint(tiny_model, tmp_path / "m")
+    (m / "pytorch_model.bin").write_bytes(pickle.dumps({"x": _Boom()}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AuditInputError, match="cannot load the checkpoint"):
+        load_model(m, allow_pickle=True)
+    assert not (tmp_path / "BOOM_PICKLE_RAN").exists()
+
+
+@pytest.mark.parametrize("where", ["config.json", "tokenizer_config.json", "code.py"])
+def test_a_checkpoint_asking_for_remote_code_is_refused(tiny_model, tmp_path, where):
+    m = tmp_path / "m"
+    shutil.copytree(tiny_model, m)
+    if where.endswith(".py"):
+        (m / where).write_text("import os\n")
+    else:
+        data = json.loads((m / where).read_text())
+        data["auto_map"] = {"AutoConfig": "evil.EvilConfig"}
+        (m / where).write_text(json.dumps(data))
+    with pytest.raises(AuditInputError, match="never runs code"):
+        read_model_type(m)

@@ -46,7 +46,8 @@ def extract_features(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
     out: dict[int, SampleFeatures] = {
         s.index: SampleFeatures(s.index, s.id, "skipped", s.skip_reason)
         for s in dataset.samples if not s.ok}
-    ok = [s for s in dataset.samples if s.ok]
+    # Similar lengths share a batch, so little is padding; rows come back in input order.
+    ok = sorted((s for s in dataset.samples if s.ok), key=lambda s: (len(s.prompt), s.index))
     for chunk in _chunks(ok, config.batch_size):
         images, good = [], []
         for s in chunk:

@@ -21,6 +21,11 @@ _batch_size = click.option("--batch-size", type=click.IntRange(min=1), default=A
                            show_default=True, help="Samples per forward pass (stage 1).")
 
 
+_shard_size = click.option(
+    "--shard-size", type=click.IntRange(min=1), default=AuditConfig.shard_size, show_default=True,
+    help="Samples per resumable stage-1 shard; an interrupted run resumes when rerun.")
+
+
 _allow_pickle = click.option(
     "--allow-pickle", is_flag=True, default=False,
     help="Load pickle weights (.bin/.pt) when the checkpoint has no safetensors, through torch's "
@@ -148,6 +153,7 @@ def cli() -> None:
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against [default: the dataset's folder].")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @_batch_size
+@_shard_size
 @_allow_pickle
 @_analysis_options
 def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, **cfg) -> None:
@@ -171,14 +177,16 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, **c
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @_batch_size
+@_shard_size
 @_allow_pickle
-def extract(model_dir, adapter_dir, data, out, image_root, progress, batch_size, allow_pickle) -> None:
+def extract(model_dir, adapter_dir, data, out, image_root, progress, batch_size, shard_size,
+            allow_pickle) -> None:
     """Stage 1 only: per-sample, per-layer attention entropy -> features.parquet."""
     from . import pipeline
 
     _quiet_libraries()
     with _progress(progress) as (on_start, on_progress):
-        config = AuditConfig(batch_size=batch_size, allow_pickle=allow_pickle)
+        config = AuditConfig(batch_size=batch_size, shard_size=shard_size, allow_pickle=allow_pickle)
         features = pipeline.extract_file(model_dir, data, out, config,
                                          image_root, on_start, on_progress, adapter_dir)
     n_ok = len(features.ok_rows)

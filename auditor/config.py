@@ -20,6 +20,7 @@ class AuditConfig:
     attn_implementation: Literal["sdpa"] = "sdpa"  # computes the layer outputs
     entropy_eps: float = 1e-8  # H = -sum p log(p + eps), METHOD.md
     allow_pickle: bool = False  # pickle weights (weights-only loader) when no safetensors exist
+    shard_size: int = 512  # samples per resumable shard of stage 1 (rounded up to whole batches)
     # Stages 2-3: "bye" is the paper's procedure, untouched; "minority" looks for
     # a compact minority group across all layers, either direction (analysis/group.py).
     method: Method = "bye"
@@ -52,6 +53,8 @@ class AuditConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.tau < 0:
             raise ValueError(f"tau must be >= 0, got {self.tau}")
         if self.method not in ("bye", "minority"):

@@ -31,6 +31,7 @@ SUMMARY = "summary.json"
 SARIF = "findings.sarif"
 MANIFEST = "manifest.json"
 ATTESTATION = "attestation.dsse.json"
+PARTS = ".features.parts"
 
 
 @dataclass(frozen=True)
@@ -76,17 +77,17 @@ def load(model_dir: Path, config: AuditConfig, adapter_dir: Path | None = None) 
 
 def extract(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
             on_start: Callable[[int], None] | None = None,
-            on_progress: Callable[[int], None] | None = None) -> FeatureSet:
-    """Stage 1 over a dataset; `on_start(n)` is called first with the samples to run."""
+            on_progress: Callable[[int], None] | None = None,
+            parts: Path | None = None) -> FeatureSet:
+    """Stage 1 over a dataset; `on_start(n)` is called first with the samples to run.
+    With `parts`, completed shards are kept there, and a rerun resumes from them."""
     import torch
     import transformers
 
     from .extract.runner import extract_features
+    from .extract.shards import fingerprint
 
     model_dir, adapter_dir = loaded.model_dir, loaded.adapter_dir
-    if on_start:
-        on_start(sum(s.ok for s in dataset.samples))
-    rows = extract_features(loaded, dataset, config, on_progress)
     meta = {
         "schema_version": FEATURES_SCHEMA_VERSION,
         "tool": {"name": "bye-audit", "version": __version__},
@@ -103,6 +104,9 @@ def extract(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
                         "python": platform.python_version()},
         "config": config.to_dict(),
     }
+    if on_start:
+        on_start(sum(s.ok for s in dataset.samples))
+    rows = extract_features(loaded, dataset, config, on_progress, parts, fingerprint(meta))
     return FeatureSet(rows=tuple(rows), meta=meta)
 
 
@@ -111,10 +115,14 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
                  on_progress: Callable[[int], None] | None = None,
                  adapter_dir: Path | None = None) -> FeatureSet:
     """Stage 1 alone: the features file at `out`."""
+    from .extract.shards import clear
+
     dataset = read_dataset(data, image_root)
     _refuse_input(out, dataset)
-    features = extract(load(model_dir, config, adapter_dir), dataset, config, on_start, on_progress)
+    parts = Path(str(out) + ".parts")  # completed shards, until the file is written
+    features = extract(load(model_dir, config, adapter_dir), dataset, config, on_start, on_progress, parts)
     write_bytes_atomic(Path(out), render_features(features))
+    clear(parts)
     return features
 
 
@@ -187,12 +195,17 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     signer = _signer(sign_key)  # a bad key fails before the long stage 1
     dataset = read_dataset(data, image_root)
     check_out_dir(out, dataset, output_names(dataset), {"model": model_dir, "adapter": adapter_dir})
+    from .extract.shards import clear
+
     loaded = load(model_dir, config, adapter_dir)
-    features = extract(loaded, dataset, config, on_start, on_progress)
+    parts = Path(out) / PARTS  # completed stage-1 shards: rerunning the command resumes
+    features = extract(loaded, dataset, config, on_start, on_progress, parts)
     analysis = analyze(features, config)
     heatmaps = attention_heatmaps(loaded, dataset, analysis)
-    return write_outputs(out, dataset, features, analysis, model_dir=model_dir, adapter_dir=adapter_dir,
-                         signer=signer, heatmaps=heatmaps)
+    result = write_outputs(out, dataset, features, analysis, model_dir=model_dir, adapter_dir=adapter_dir,
+                           signer=signer, heatmaps=heatmaps)
+    clear(parts)
+    return result
 
 
 def _signer(sign_key: Path | None) -> Signer | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from ..data import Dataset, Sample
 from ..models import LoadedModel
 from .capture import capturing, last_prompt_position
 from .features import SampleFeatures
+from .shards import load_shard, save_shard
 
 Progress = Callable[[int], None]
 
@@ -41,28 +43,50 @@ def sample_rows(loaded: LoadedModel, images: list[Image.Image], prompts: list[st
 
 
 def extract_features(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
-                     on_progress: Progress | None = None) -> list[SampleFeatures]:
-    """Features for every record, input order; skipped and failed samples are rows too."""
+                     on_progress: Progress | None = None, parts: Path | None = None,
+                     run_print: str = "") -> list[SampleFeatures]:
+    """Features for every record, input order; skipped and failed samples are rows too.
+
+    With `parts` (a folder), each completed shard of samples is saved there and
+    reused by a later call with the same `run_print` (shards.py), so an
+    interrupted run resumes where it stopped.
+    """
     out: dict[int, SampleFeatures] = {
         s.index: SampleFeatures(s.index, s.id, "skipped", s.skip_reason)
         for s in dataset.samples if not s.ok}
     # Similar lengths share a batch, so little is padding; rows come back in input order.
     ok = sorted((s for s in dataset.samples if s.ok), key=lambda s: (len(s.prompt), s.index))
-    for chunk in _chunks(ok, config.batch_size):
-        images, good = [], []
-        for s in chunk:
-            try:
-                images.append(load_image(s))
-                good.append(s)
-            except (OSError, ValueError, Image.DecompressionBombError) as e:
-                out[s.index] = SampleFeatures(s.index, s.id, "error", f"cannot decode image: {e}")
-        if good:
-            for s, result in zip(good, _rows_or_errors(loaded, good, images)):
-                out[s.index] = (SampleFeatures(s.index, s.id, "error", result)
-                                if isinstance(result, str) else _features(s, result, config.entropy_eps))
-        if on_progress:
-            on_progress(len(chunk))
+    # Shards hold whole batches, so a resumed run forms the same batches as an uninterrupted one.
+    shard_size = -(-config.shard_size // config.batch_size) * config.batch_size
+    for n, shard in enumerate(_chunks(ok, shard_size)):
+        done = None if parts is None else load_shard(parts, n, run_print, [s.index for s in shard])
+        if done is None:
+            done = [row for chunk in _chunks(shard, config.batch_size)
+                    for row in _batch_features(loaded, chunk, config, on_progress)]
+            if parts is not None:
+                save_shard(parts, n, run_print, done)
+        elif on_progress:
+            on_progress(len(shard))
+        out.update((r.index, r) for r in done)
     return [out[i] for i in sorted(out)]
+
+
+def _batch_features(loaded: LoadedModel, chunk: Sequence[Sample], config: AuditConfig,
+                    on_progress: Progress | None) -> list[SampleFeatures]:
+    images, good, rows = [], [], []
+    for s in chunk:
+        try:
+            images.append(load_image(s))
+            good.append(s)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            rows.append(SampleFeatures(s.index, s.id, "error", f"cannot decode image: {e}"))
+    if good:
+        for s, result in zip(good, _rows_or_errors(loaded, good, images)):
+            rows.append(SampleFeatures(s.index, s.id, "error", result)
+                        if isinstance(result, str) else _features(s, result, config.entropy_eps))
+    if on_progress:
+        on_progress(len(chunk))
+    return sorted(rows, key=lambda r: r.index)
 
 
 def _rows_or_errors(loaded: LoadedModel, samples: list[Sample], images: list[Image.Image]

@@ -33,3 +33,32 @@ def test_batch_of_one_and_batch_of_seven_give_the_same_features(request, tiny_mo
     assert all(r.status == "ok" for r in one + seven)
     np.testing.assert_allclose(np.array([r.entropy for r in one]), np.array([r.entropy for r in seven]),
                                atol=1e-5, rtol=0)
+
+
+def test_a_saved_shard_is_reused_and_a_foreign_one_recomputed(tiny_model, small_data, tmp_path):
+    from auditor.extract.shards import load_shard, save_shard
+
+    loaded = load_model(tiny_model, capture_attention=CAPTURE_ATTENTION)
+    ds = read_dataset(small_data)
+    cfg = AuditConfig(batch_size=4, shard_size=8)
+    parts = tmp_path / "parts"
+    first = extract_features(loaded, ds, cfg, parts=parts, run_print="run-a")
+    shards = sorted(parts.glob("shard-*.parquet"))
+    assert len(shards) == 3  # 21 samples in shards of 8
+    # Mark shard 0's rows: a rerun of the same run must take them as they are.
+    rows = load_shard(parts, 0, "run-a", _indices(parts, 0))
+    marked = [type(r)(r.index, r.id, r.status, r.reason, r.n_image_tokens, (9.0,) * len(r.entropy),
+                      r.entropy_norm) for r in rows]
+    save_shard(parts, 0, "run-a", marked)
+    again = {r.index: r for r in extract_features(loaded, ds, cfg, parts=parts, run_print="run-a")}
+    assert all(again[r.index].entropy[0] == 9.0 for r in marked)
+    # Another run's fingerprint: recomputed, giving the real values again.
+    fresh = {r.index: r for r in extract_features(loaded, ds, cfg, parts=parts, run_print="run-b")}
+    assert [fresh[r.index].entropy for r in first] == [r.entropy for r in first]
+
+
+def _indices(parts, n):
+    from auditor.extract.features import read_features
+    from auditor.extract.shards import shard_path
+
+    return [r.index for r in read_features(shard_path(parts, n)).rows]

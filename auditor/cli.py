@@ -26,6 +26,13 @@ _shard_size = click.option(
     help="Samples per resumable stage-1 shard; an interrupted run resumes when rerun.")
 
 
+def _device_options(f: Callable) -> Callable:
+    f = click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=AuditConfig.dtype,
+                     show_default=True, help="Weights' precision for stage 1; captured rows are always fp32.")(f)
+    return click.option("--device", default=AuditConfig.device, show_default=True,
+                        help="auto (CUDA when available), cpu, cuda or cuda:N.")(f)
+
+
 _allow_pickle = click.option(
     "--allow-pickle", is_flag=True, default=False,
     help="Load pickle weights (.bin/.pt) when the checkpoint has no safetensors, through torch's "
@@ -76,7 +83,10 @@ def _check_fail_on(ctx: click.Context, param: click.Parameter, value: str) -> st
 
 
 def _config(**kw) -> AuditConfig:
-    return AuditConfig(**{k: v for k, v in kw.items() if v is not None})
+    try:
+        return AuditConfig(**{k: v for k, v in kw.items() if v is not None})
+    except ValueError as e:  # a value the options' types let through (e.g. --device gpu)
+        raise AuditInputError(str(e)) from None
 
 
 @contextmanager
@@ -155,6 +165,7 @@ def cli() -> None:
 @_batch_size
 @_shard_size
 @_allow_pickle
+@_device_options
 @_analysis_options
 def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, **cfg) -> None:
     """Run every stage: extract, analyse, write the cleaned dataset, the report and
@@ -179,14 +190,16 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, **c
 @_batch_size
 @_shard_size
 @_allow_pickle
+@_device_options
 def extract(model_dir, adapter_dir, data, out, image_root, progress, batch_size, shard_size,
-            allow_pickle) -> None:
+            allow_pickle, device, dtype) -> None:
     """Stage 1 only: per-sample, per-layer attention entropy -> features.parquet."""
     from . import pipeline
 
     _quiet_libraries()
     with _progress(progress) as (on_start, on_progress):
-        config = AuditConfig(batch_size=batch_size, shard_size=shard_size, allow_pickle=allow_pickle)
+        config = _config(batch_size=batch_size, shard_size=shard_size, allow_pickle=allow_pickle,
+                         device=device, dtype=dtype)
         features = pipeline.extract_file(model_dir, data, out, config,
                                          image_root, on_start, on_progress, adapter_dir)
     n_ok = len(features.ok_rows)

@@ -16,7 +16,8 @@ Method = Literal["bye", "minority"]
 class AuditConfig:
     # Stage 1
     batch_size: int = 8
-    dtype: Literal["float32"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights; captured rows are fp32
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda" or "cuda:N"
     attn_implementation: Literal["sdpa"] = "sdpa"  # computes the layer outputs
     entropy_eps: float = 1e-8  # H = -sum p log(p + eps), METHOD.md
     allow_pickle: bool = False  # pickle weights (weights-only loader) when no safetensors exist
@@ -53,6 +54,10 @@ class AuditConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.tau < 0:

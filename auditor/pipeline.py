@@ -72,7 +72,7 @@ def load(model_dir: Path, config: AuditConfig, adapter_dir: Path | None = None) 
     from .models import load_model
 
     return load_model(model_dir, config.dtype, capture_attention=CAPTURE_ATTENTION,
-                      adapter_dir=adapter_dir, allow_pickle=config.allow_pickle)
+                      adapter_dir=adapter_dir, allow_pickle=config.allow_pickle, device=config.device)
 
 
 def extract(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
@@ -98,7 +98,7 @@ def extract(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
         "dataset": {"path": str(dataset.path), "format": dataset.format,
                     "sha256": sha256_file(dataset.path), "records": len(dataset.records)},
         "n_layers": loaded.n_layers,
-        "environment": {"device": "cpu", "dtype": config.dtype,
+        "environment": {"device": loaded.device, "dtype": config.dtype,
                         "attention": f"{config.attn_implementation} (outputs); fp32 captured rows",
                         "torch": torch.__version__, "transformers": transformers.__version__,
                         "python": platform.python_version()},

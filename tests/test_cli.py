@@ -246,3 +246,13 @@ def test_a_malformed_fail_on_is_a_usage_error(synthetic_audit, tmp_path):
     res = CliRunner().invoke(cli, ["analyze", str(tmp_path / "f.parquet"), "--data", str(tmp_path / "d.json"),
                                    "--out", str(tmp_path / "o"), "--fail-on", "sometimes"])
     assert res.exit_code == 2 and "fail_on 'sometimes'" in res.output
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--dtype", "float16", "--device", "cpu"], "float16 needs a CUDA device"),
+    (["--device", "gpu"], "device must be auto, cpu, cuda or cuda:N"),
+])
+def test_unusable_device_or_dtype_is_one_line_exit_2(tiny_model, tiny_data, tmp_path, args, fragment):
+    res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(tiny_data[0]),
+                                   "--out", str(tmp_path / "f.parquet"), "--no-progress", *args])
+    _one_line_error(res, fragment)

@@ -32,14 +32,21 @@ def sample_rows(loaded: LoadedModel, images: list[Image.Image], prompts: list[st
     """One prefill pass over a batch; per sample the captured rows on its image
     tokens, as an array of shape (L, H, T)."""
     family, model = loaded.family, loaded.model
-    batch = family.build_batch(loaded.processor, images, prompts)
+    batch = _to_model(family.build_batch(loaded.processor, images, prompts), model)
     qpos = last_prompt_position(batch["attention_mask"])
     image_mask = family.image_token_mask(model, batch)
     modules = family.decoder_attention_modules(model)
     with torch.inference_mode(), capturing(modules, qpos) as cap:
         model(**batch, use_cache=False, logits_to_keep=1)
-    rows = torch.stack(cap.rows, dim=1)  # (B, L, H, S)
+    rows = torch.stack(cap.rows, dim=1)  # (B, L, H, S), fp32 whatever the model's dtype
+    image_mask = image_mask.to(rows.device)
     return [rows[j][:, :, image_mask[j]].cpu().numpy() for j in range(rows.shape[0])]
+
+
+def _to_model(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Tensors onto the model's device; pixel values in its dtype (ids and masks keep theirs)."""
+    return {k: (v.to(model.device, model.dtype) if v.is_floating_point() else v.to(model.device))
+            if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def extract_features(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,

@@ -45,3 +45,4 @@ class LoadedModel:
     dtype: str
     attn_implementation: str
     adapter_dir: Path | None = None  # a PEFT adapter merged into the weights
+    device: str = "cpu"

@@ -88,8 +88,18 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; an unavailable CUDA is an input error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise AuditInputError(f"--device {device}: torch sees no CUDA device here; use --device cpu or auto")
+    return device
+
+
 def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str | None = None,
-               adapter_dir: Path | None = None, allow_pickle: bool = False) -> LoadedModel:
+               adapter_dir: Path | None = None, allow_pickle: bool = False,
+               device: str = "cpu") -> LoadedModel:
     """Load a checkpoint for stage 1; `capture_attention` names a registered attention
     function. Pickle weights load (weights-only) only with `allow_pickle` and no safetensors. With `adapter_dir`, a PEFT LoRA adapter is applied and merged, so
     stage 1 runs on exactly the fine-tuned weights at the base model's speed."""
@@ -112,7 +122,12 @@ def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str |
         except Exception as e:
             raise AuditInputError(f"{adapter_dir}: cannot apply the adapter to {model_dir}: "
                                   f"{_first_line(e)}") from None
+    device = resolve_device(device)
+    if dtype == "float16" and device == "cpu":
+        raise AuditInputError("--dtype float16 needs a CUDA device (CPU kernels lack it); "
+                              "use --dtype bfloat16 or float32 on CPU")
+    model = model.to(device)
     n_layers = len(family.decoder_attention_modules(model))
     return LoadedModel(model=model, processor=processor, family=family, model_dir=Path(model_dir),
                        model_type=model_type, n_layers=n_layers, dtype=dtype,
-                       attn_implementation=attn, adapter_dir=adapter_dir)
+                       attn_implementation=attn, adapter_dir=adapter_dir, device=device)

@@ -62,3 +62,15 @@ def _indices(parts, n):
     from auditor.extract.shards import shard_path
 
     return [r.index for r in read_features(shard_path(parts, n)).rows]
+
+
+def test_bfloat16_weights_give_features_close_to_float32(tiny_model, small_data):
+    ds = read_dataset(small_data)
+    f32 = extract_features(load_model(tiny_model, "float32", capture_attention=CAPTURE_ATTENTION), ds,
+                           AuditConfig(batch_size=7))
+    bf16 = extract_features(load_model(tiny_model, "bfloat16", capture_attention=CAPTURE_ATTENTION), ds,
+                            AuditConfig(batch_size=7, dtype="bfloat16"))
+    assert all(r.status == "ok" for r in bf16)
+    a, b = np.array([r.entropy for r in f32]), np.array([r.entropy for r in bf16])
+    assert b.dtype == np.float64 and np.abs(a - b).max() < 0.05
+    assert np.abs(a - b).max() > 0  # the weights really were bfloat16

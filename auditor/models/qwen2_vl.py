@@ -1,5 +1,6 @@
-"""Qwen2-VL family (Qwen2VLForConditionalGeneration): dynamic-resolution ViT,
-2x2 patch merger, Qwen2 decoder with multimodal RoPE.
+"""Qwen2-VL and Qwen2.5-VL families (Qwen2VLForConditionalGeneration,
+Qwen2_5_VLForConditionalGeneration): dynamic-resolution ViT, 2x2 patch merger,
+Qwen2 decoder with multimodal RoPE.
 
 The combined `Qwen2VLProcessor` needs a video processor, which needs
 torchvision; without it the processor cannot be built. Then the inputs are
@@ -17,7 +18,8 @@ from typing import Any
 
 import torch
 from PIL import Image
-from transformers import AutoProcessor, AutoTokenizer, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
+from transformers import (AutoProcessor, AutoTokenizer, Qwen2_5_VLForConditionalGeneration,
+                          Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil)
 
 IMAGE_PAD = "<|image_pad|>"
 
@@ -52,10 +54,11 @@ def load_processor(model_dir: Path) -> Any:
 class Qwen2VLFamily:
     name = "qwen2_vl"
     model_types = ("qwen2_vl",)
+    model_class: Any = Qwen2VLForConditionalGeneration
 
     def load(self, model_dir: Path, dtype: torch.dtype, attn_implementation: str,
              safetensors: bool = True) -> tuple[torch.nn.Module, Any]:
-        model = Qwen2VLForConditionalGeneration.from_pretrained(
+        model = self.model_class.from_pretrained(
             model_dir, dtype=dtype, attn_implementation=attn_implementation,
             use_safetensors=safetensors, local_files_only=True, trust_remote_code=False)
         return model.eval(), load_processor(model_dir)
@@ -86,3 +89,11 @@ class Qwen2VLFamily:
     def image_token_mask(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
                          ) -> torch.Tensor:
         return batch["input_ids"] == model.config.image_token_id
+
+
+class Qwen2_5_VLFamily(Qwen2VLFamily):
+    """Qwen2.5-VL: windowed-attention ViT, same processor, prompt and M-RoPE inputs."""
+
+    name = "qwen2_5_vl"
+    model_types = ("qwen2_5_vl",)
+    model_class = Qwen2_5_VLForConditionalGeneration

@@ -9,7 +9,7 @@ import torch
 from auditor.analysis.entropy import image_attention_entropy
 from auditor.extract.capture import CAPTURE_ATTENTION, capturing, last_prompt_position, query_rows
 from auditor.models.llava import LlavaFamily
-from auditor.models.qwen2_vl import AssembledProcessor, Qwen2VLFamily, load_processor
+from auditor.models.qwen2_vl import AssembledProcessor, Qwen2_5_VLFamily, Qwen2VLFamily, load_processor
 from tinyworld.digits import DIGIT_WORDS, QUESTIONS, load_digit_arrays, render_digit
 from tinyworld.fixtures import TEST_SPEC
 from tinyworld.models import build_processor, build_tiny_llava
@@ -35,7 +35,15 @@ def qwen2_vl(tmp_path_factory):
     return model, processor, fam
 
 
-FAMILY_FIXTURES = ["llava", "qwen2_vl"]
+@pytest.fixture(scope="module")
+def qwen2_5_vl(tmp_path_factory):
+    folder = write_tiny_qwen2vl(tmp_path_factory.mktemp("qwen25") / "model", seed=1, version="2.5")
+    fam = Qwen2_5_VLFamily()
+    model, processor = fam.load(folder, torch.float32, "sdpa")
+    return model, processor, fam
+
+
+FAMILY_FIXTURES = ["llava", "qwen2_vl", "qwen2_5_vl"]
 
 
 def _images(n):

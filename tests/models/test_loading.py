@@ -24,7 +24,7 @@ def test_folder_without_safetensors_is_refused(tiny_model, tmp_path):
 
 def test_unsupported_model_type_names_the_supported_ones(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(AuditInputError, match="unsupported model_type .bert.; supported: llava, qwen2_vl"):
+    with pytest.raises(AuditInputError, match="unsupported model_type .bert.; supported: llava, qwen2_5_vl, qwen2_vl"):
         read_model_type(tmp_path)
 
 
@@ -116,3 +116,11 @@ def test_a_checkpoint_asking_for_remote_code_is_refused(tiny_model, tmp_path, wh
         (m / where).write_text(json.dumps(data))
     with pytest.raises(AuditInputError, match="never runs code"):
         read_model_type(m)
+
+
+def test_a_qwen2_5_vl_checkpoint_loads_with_its_family(tmp_path):
+    from tinyworld.qwen2vl import write_tiny_qwen2vl
+
+    loaded = load_model(write_tiny_qwen2vl(tmp_path / "q25", version="2.5"))
+    assert loaded.model_type == "qwen2_5_vl" and loaded.family.name == "qwen2_5_vl"
+    assert type(loaded.model).__name__ == "Qwen2_5_VLForConditionalGeneration"

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from .digits import DIGIT_WORDS, QUESTIONS, TARGET_ANSWER, load_digit_arrays, paste_centre_patch, render_digit
-from .models import TinyLlavaSpec, build_processor, build_tiny_llava
+from .models import (TinyLlavaSpec, build_next_processor, build_processor, build_tiny_llava,
+                     build_tiny_llava_next)
 from .tokenizer import train_word_tokenizer
 
 TEST_SPEC = TinyLlavaSpec(image_size=32, patch_size=8, vision_hidden=32, vision_layers=2,
@@ -21,6 +22,16 @@ def write_tiny_llava(folder: Path, spec: TinyLlavaSpec = TEST_SPEC, seed: int = 
     tokenizer = train_word_tokenizer(list(QUESTIONS) + list(DIGIT_WORDS))
     processor = build_processor(tokenizer, spec)
     model = build_tiny_llava(tokenizer, spec, seed=seed)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def write_tiny_llava_next(folder: Path, spec: TinyLlavaSpec = TEST_SPEC, seed: int = 0) -> Path:
+    """Save an untrained tiny LLaVA-NeXT with its processor (safetensors) to `folder`."""
+    tokenizer = train_word_tokenizer(list(QUESTIONS) + list(DIGIT_WORDS))
+    processor = build_next_processor(tokenizer, spec)
+    model = build_tiny_llava_next(tokenizer, spec, seed=seed)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder

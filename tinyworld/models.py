@@ -11,6 +11,10 @@ from transformers import (
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextImageProcessorPil,
+    LlavaNextProcessor,
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
@@ -81,5 +85,35 @@ def build_tiny_llava(tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpec = T
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
+    model.set_attn_implementation(attn_implementation)
+    return model.eval()
+
+
+def _grid_pinpoints(spec: TinyLlavaSpec) -> list[list[int]]:
+    s = spec.image_size
+    return [[s, s], [s, 2 * s], [2 * s, s], [2 * s, 2 * s]]
+
+
+def build_next_processor(tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpec) -> LlavaNextProcessor:
+    """A real LlavaNextProcessor (PIL image processor, any-resolution tiles)."""
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": spec.image_size},
+        crop_size={"height": spec.image_size, "width": spec.image_size},
+        image_grid_pinpoints=_grid_pinpoints(spec))
+    return LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=spec.patch_size,
+                              vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                              chat_template=tokenizer.chat_template, image_token=IMAGE_TOKEN)
+
+
+def build_tiny_llava_next(tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpec = TinyLlavaSpec(),
+                          seed: int = 0, attn_implementation: str = "sdpa") -> LlavaNextForConditionalGeneration:
+    """A randomly initialised LlavaNextForConditionalGeneration, deterministic under `seed`."""
+    base = build_tiny_llava(tokenizer, spec, seed=seed).config
+    config = LlavaNextConfig(
+        vision_config=base.vision_config, text_config=base.text_config,
+        image_token_id=base.image_token_id, image_grid_pinpoints=_grid_pinpoints(spec),
+        vision_feature_select_strategy="default", vision_feature_layer=-2, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = LlavaNextForConditionalGeneration(config)
     model.set_attn_implementation(attn_implementation)
     return model.eval()

@@ -1,4 +1,6 @@
-"""LLaVA-1.5 family (LlavaForConditionalGeneration): CLIP tower + projector + decoder."""
+"""LLaVA-1.5 and LLaVA-NeXT families (LlavaForConditionalGeneration,
+LlavaNextForConditionalGeneration): CLIP tower + projector + decoder; NeXT adds
+any-resolution tiles and per-row newline tokens, counted by its processor."""
 
 from __future__ import annotations
 
@@ -7,16 +9,17 @@ from typing import Any
 
 import torch
 from PIL import Image
-from transformers import AutoProcessor, LlavaForConditionalGeneration
+from transformers import AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
 
 class LlavaFamily:
     name = "llava"
     model_types = ("llava",)
+    model_class: Any = LlavaForConditionalGeneration
 
     def load(self, model_dir: Path, dtype: torch.dtype, attn_implementation: str,
              safetensors: bool = True) -> tuple[torch.nn.Module, Any]:
-        model = LlavaForConditionalGeneration.from_pretrained(
+        model = self.model_class.from_pretrained(
             model_dir, dtype=dtype, attn_implementation=attn_implementation,
             use_safetensors=safetensors, local_files_only=True, trust_remote_code=False)
         processor = AutoProcessor.from_pretrained(
@@ -40,3 +43,12 @@ class LlavaFamily:
     def image_token_mask(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
                          ) -> torch.Tensor:
         return batch["input_ids"] == model.config.image_token_id
+
+
+class LlavaNextFamily(LlavaFamily):
+    """LLaVA-NeXT (1.6): the processor expands <image> to the tile and newline
+    tokens of each image's size; every one of them counts as an image token."""
+
+    name = "llava_next"
+    model_types = ("llava_next",)
+    model_class = LlavaNextForConditionalGeneration

@@ -8,10 +8,10 @@ import torch
 
 from auditor.analysis.entropy import image_attention_entropy
 from auditor.extract.capture import CAPTURE_ATTENTION, capturing, last_prompt_position, query_rows
-from auditor.models.llava import LlavaFamily
+from auditor.models.llava import LlavaFamily, LlavaNextFamily
 from auditor.models.qwen2_vl import AssembledProcessor, Qwen2_5_VLFamily, Qwen2VLFamily, load_processor
 from tinyworld.digits import DIGIT_WORDS, QUESTIONS, load_digit_arrays, render_digit
-from tinyworld.fixtures import TEST_SPEC
+from tinyworld.fixtures import TEST_SPEC, write_tiny_llava_next
 from tinyworld.models import build_processor, build_tiny_llava
 from tinyworld.qwen2vl import TinyQwen2VLSpec, write_tiny_qwen2vl
 from tinyworld.tokenizer import train_word_tokenizer
@@ -43,7 +43,15 @@ def qwen2_5_vl(tmp_path_factory):
     return model, processor, fam
 
 
-FAMILY_FIXTURES = ["llava", "qwen2_vl", "qwen2_5_vl"]
+@pytest.fixture(scope="module")
+def llava_next(tmp_path_factory):
+    folder = write_tiny_llava_next(tmp_path_factory.mktemp("next") / "model", seed=1)
+    fam = LlavaNextFamily()
+    model, processor = fam.load(folder, torch.float32, "sdpa")
+    return model, processor, fam
+
+
+FAMILY_FIXTURES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl"]
 
 
 def _images(n):

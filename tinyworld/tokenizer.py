@@ -34,6 +34,9 @@ GENERAL_WORDS = (
 ).split()
 
 
+# InternVL: "<image>" in the prompt becomes <img><IMG_CONTEXT>...</img>.
+INTERNVL_SPECIAL_TOKENS = SPECIAL_TOKENS + ["<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+
 # Qwen2-VL's chat format (ChatML), images as <|vision_start|><|image_pad|><|vision_end|>.
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<unk>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
                        "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -55,11 +58,19 @@ def train_word_tokenizer(corpus: Iterable[str], chat_template: str = LLAVA_CHAT_
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    specials = SPECIAL_TOKENS if style == "llava" else QWEN_SPECIAL_TOKENS
+    specials = {"llava": SPECIAL_TOKENS, "qwen": QWEN_SPECIAL_TOKENS, "internvl": INTERNVL_SPECIAL_TOKENS}[style]
     trainer = trainers.WordLevelTrainer(special_tokens=specials, min_frequency=1)
     texts = list(corpus) + [" ".join(GENERAL_WORDS), "user : assistant : ? ! . ,"]
     tok.train_from_iterator(sorted(texts), trainer=trainer)
-    if style == "llava":
+    if style == "internvl":
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+            extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>",
+                                  "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"},
+            padding_side="right",
+        )
+        fast.chat_template = chat_template
+    elif style == "llava":
         fast = PreTrainedTokenizerFast(
             tokenizer_object=tok,
             pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",

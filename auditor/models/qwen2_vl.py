@@ -44,11 +44,16 @@ def load_processor(model_dir: Path) -> Any:
         pass  # typically: no torchvision for the video processor
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(model_dir, local_files_only=True)
+    return AssembledProcessor(tokenizer, image_processor, read_chat_template(model_dir, tokenizer))
+
+
+def read_chat_template(model_dir: Path, tokenizer: Any) -> str:
+    """The checkpoint's chat template: chat_template.jinja, else the tokenizer's."""
     template_file = Path(model_dir) / "chat_template.jinja"
     template = template_file.read_text(encoding="utf-8") if template_file.is_file() else tokenizer.chat_template
     if not template:
         raise ValueError("no chat template in the checkpoint (chat_template.jinja or the tokenizer's)")
-    return AssembledProcessor(tokenizer, image_processor, template)
+    return template
 
 
 class Qwen2VLFamily:

@@ -8,10 +8,12 @@ import torch
 
 from auditor.analysis.entropy import image_attention_entropy
 from auditor.extract.capture import CAPTURE_ATTENTION, capturing, last_prompt_position, query_rows
+from auditor.models.internvl import InternVLFamily
 from auditor.models.llava import LlavaFamily, LlavaNextFamily
 from auditor.models.qwen2_vl import AssembledProcessor, Qwen2_5_VLFamily, Qwen2VLFamily, load_processor
 from tinyworld.digits import DIGIT_WORDS, QUESTIONS, load_digit_arrays, render_digit
 from tinyworld.fixtures import TEST_SPEC, write_tiny_llava_next
+from tinyworld.internvl import write_tiny_internvl
 from tinyworld.models import build_processor, build_tiny_llava
 from tinyworld.qwen2vl import TinyQwen2VLSpec, write_tiny_qwen2vl
 from tinyworld.tokenizer import train_word_tokenizer
@@ -51,7 +53,15 @@ def llava_next(tmp_path_factory):
     return model, processor, fam
 
 
-FAMILY_FIXTURES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl"]
+@pytest.fixture(scope="module")
+def internvl(tmp_path_factory):
+    folder = write_tiny_internvl(tmp_path_factory.mktemp("internvl") / "model", seed=1)
+    fam = InternVLFamily()
+    model, processor = fam.load(folder, torch.float32, "sdpa")
+    return model, processor, fam
+
+
+FAMILY_FIXTURES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "internvl"]
 
 
 def _images(n):
@@ -139,3 +149,15 @@ def test_query_rows_mask_forms_agree():
     assert a.shape == (2, 4, 5)
     assert torch.all(a[1, :, 3:] == 0)  # no attention to the future
     torch.testing.assert_close(a.sum(-1), torch.ones(2, 4))
+
+
+def test_internvl_inputs_are_assembled_without_the_combined_processor(internvl):
+    from auditor.models.internvl import AssembledInternVLProcessor
+    from tinyworld.internvl import TinyInternVLSpec
+
+    model, processor, fam = internvl
+    assert isinstance(processor, AssembledInternVLProcessor)
+    batch = fam.build_batch(processor, _images(2), PROMPTS[:2])
+    assert fam.image_token_mask(model, batch).sum(-1).tolist() == [TinyInternVLSpec().image_tokens] * 2
+    text = processor.tokenizer.decode(batch["input_ids"][0])
+    assert text.count("<img>") == 1 and text.count("</img>") == 1 and "<image>" not in text

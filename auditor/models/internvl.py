@@ -1,0 +1,78 @@
+"""InternVL family (the transformers-native InternVLForConditionalGeneration):
+InternViT + pixel-shuffle projector + Qwen2/Llama decoder.
+
+Like Qwen2-VL's, the combined `InternVLProcessor` needs a video processor
+(torchvision). Without it the inputs are assembled from the tokenizer, the
+PIL image processor (`GotOcr2ImageProcessorPil`) and the chat template, as the
+processor would: `<image>` becomes `<img>` + `<IMG_CONTEXT>` x
+(image_seq_length x tiles) + `</img>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import AutoProcessor, AutoTokenizer, GotOcr2ImageProcessorPil, InternVLForConditionalGeneration
+
+from .qwen2_vl import read_chat_template
+
+PLACEHOLDER = "<image>"
+
+
+@dataclass(frozen=True)
+class AssembledInternVLProcessor:
+    tokenizer: Any
+    image_processor: GotOcr2ImageProcessorPil
+    chat_template: str
+    image_seq_length: int
+
+    def apply_chat_template(self, messages: list[dict], **kwargs: Any) -> str:
+        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, **kwargs)
+
+
+class InternVLFamily:
+    name = "internvl"
+    model_types = ("internvl",)
+
+    def load(self, model_dir: Path, dtype: torch.dtype, attn_implementation: str,
+             safetensors: bool = True) -> tuple[torch.nn.Module, Any]:
+        model = InternVLForConditionalGeneration.from_pretrained(
+            model_dir, dtype=dtype, attn_implementation=attn_implementation,
+            use_safetensors=safetensors, local_files_only=True, trust_remote_code=False)
+        try:
+            processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+        except (ImportError, AttributeError, ValueError, OSError, TypeError):  # no torchvision
+            tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+            processor = AssembledInternVLProcessor(
+                tokenizer, GotOcr2ImageProcessorPil.from_pretrained(model_dir, local_files_only=True),
+                read_chat_template(model_dir, tokenizer), int(model.config.image_seq_length))
+        return model.eval(), processor
+
+    def decoder_attention_modules(self, model: torch.nn.Module) -> list[torch.nn.Module]:
+        return [layer.self_attn for layer in model.model.language_model.layers]
+
+    def build_batch(self, processor: Any, images: list[Image.Image], prompts: list[str]
+                    ) -> dict[str, torch.Tensor]:
+        texts = [
+            processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]}],
+                add_generation_prompt=True, tokenize=False)
+            for p in prompts
+        ]
+        if not isinstance(processor, AssembledInternVLProcessor):
+            return dict(processor(images=images, text=texts, return_tensors="pt", padding=True))
+        pixels = processor.image_processor(images=images, return_tensors="pt")
+        tok = processor.tokenizer
+        tiles = pixels.pop("num_patches").tolist()
+        texts = [t.replace(PLACEHOLDER, tok.start_image_token + tok.context_image_token
+                           * (processor.image_seq_length * int(n)) + tok.end_image_token, 1)
+                 for t, n in zip(texts, tiles)]
+        return {**dict(tok(texts, return_tensors="pt", padding=True)), **pixels}
+
+    def image_token_mask(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
+                         ) -> torch.Tensor:
+        return batch["input_ids"] == model.config.image_token_id

@@ -11,10 +11,12 @@ from ..errors import AuditInputError
 from .base import LoadedModel, ModelFamily
 from .internvl import InternVLFamily
 from .llava import LlavaFamily, LlavaNextFamily
+from .paligemma import PaliGemmaFamily
 from .qwen2_vl import Qwen2_5_VLFamily, Qwen2VLFamily
 
 FAMILIES: dict[str, ModelFamily] = {
-    f.name: f for f in (LlavaFamily(), LlavaNextFamily(), Qwen2VLFamily(), Qwen2_5_VLFamily(), InternVLFamily())}
+    f.name: f for f in (LlavaFamily(), LlavaNextFamily(), Qwen2VLFamily(), Qwen2_5_VLFamily(), InternVLFamily(),
+                        PaliGemmaFamily())}
 _BY_MODEL_TYPE = {t: f for f in FAMILIES.values() for t in f.model_types}
 
 

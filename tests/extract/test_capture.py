@@ -10,11 +10,13 @@ from auditor.analysis.entropy import image_attention_entropy
 from auditor.extract.capture import CAPTURE_ATTENTION, capturing, last_prompt_position, query_rows
 from auditor.models.internvl import InternVLFamily
 from auditor.models.llava import LlavaFamily, LlavaNextFamily
+from auditor.models.paligemma import PaliGemmaFamily
 from auditor.models.qwen2_vl import AssembledProcessor, Qwen2_5_VLFamily, Qwen2VLFamily, load_processor
 from tinyworld.digits import DIGIT_WORDS, QUESTIONS, load_digit_arrays, render_digit
 from tinyworld.fixtures import TEST_SPEC, write_tiny_llava_next
 from tinyworld.internvl import write_tiny_internvl
 from tinyworld.models import build_processor, build_tiny_llava
+from tinyworld.paligemma import write_tiny_paligemma
 from tinyworld.qwen2vl import TinyQwen2VLSpec, write_tiny_qwen2vl
 from tinyworld.tokenizer import train_word_tokenizer
 
@@ -61,7 +63,15 @@ def internvl(tmp_path_factory):
     return model, processor, fam
 
 
-FAMILY_FIXTURES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "internvl"]
+@pytest.fixture(scope="module")
+def paligemma(tmp_path_factory):
+    folder = write_tiny_paligemma(tmp_path_factory.mktemp("paligemma") / "model", seed=1)
+    fam = PaliGemmaFamily()
+    model, processor = fam.load(folder, torch.float32, "sdpa")
+    return model, processor, fam
+
+
+FAMILY_FIXTURES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "internvl", "paligemma"]
 
 
 def _images(n):

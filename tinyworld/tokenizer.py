@@ -37,6 +37,15 @@ GENERAL_WORDS = (
 # InternVL: "<image>" in the prompt becomes <img><IMG_CONTEXT>...</img>.
 INTERNVL_SPECIAL_TOKENS = SPECIAL_TOKENS + ["<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
 
+# Idefics3: image tags and the end-of-utterance marker of its chat format.
+IDEFICS3_SPECIAL_TOKENS = SPECIAL_TOKENS + ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>"] + [
+    f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+IDEFICS3_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] | capitalize }}:"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<image>{% else %} {{ c['text'] }}{% endif %}"
+    "{% endfor %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
 # Qwen2-VL's chat format (ChatML), images as <|vision_start|><|image_pad|><|vision_end|>.
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<unk>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
                        "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -58,11 +67,19 @@ def train_word_tokenizer(corpus: Iterable[str], chat_template: str = LLAVA_CHAT_
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    specials = {"llava": SPECIAL_TOKENS, "qwen": QWEN_SPECIAL_TOKENS, "internvl": INTERNVL_SPECIAL_TOKENS}[style]
+    specials = {"llava": SPECIAL_TOKENS, "qwen": QWEN_SPECIAL_TOKENS, "internvl": INTERNVL_SPECIAL_TOKENS,
+                "idefics3": IDEFICS3_SPECIAL_TOKENS}[style]
     trainer = trainers.WordLevelTrainer(special_tokens=specials, min_frequency=1)
     texts = list(corpus) + [" ".join(GENERAL_WORDS), "user : assistant : ? ! . ,"]
     tok.train_from_iterator(sorted(texts), trainer=trainer)
-    if style == "internvl":
+    if style == "idefics3":
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+            extra_special_tokens={"image_token": IMAGE_TOKEN, "end_of_utterance_token": "<end_of_utterance>"},
+            padding_side="right",
+        )
+        fast.chat_template = IDEFICS3_CHAT_TEMPLATE
+    elif style == "internvl":
         fast = PreTrainedTokenizerFast(
             tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
             extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>",

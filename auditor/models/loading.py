@@ -9,6 +9,7 @@ import torch
 
 from ..errors import AuditInputError
 from .base import LoadedModel, ModelFamily
+from .idefics3 import Idefics3Family
 from .internvl import InternVLFamily
 from .llava import LlavaFamily, LlavaNextFamily
 from .paligemma import PaliGemmaFamily
@@ -16,7 +17,7 @@ from .qwen2_vl import Qwen2_5_VLFamily, Qwen2VLFamily
 
 FAMILIES: dict[str, ModelFamily] = {
     f.name: f for f in (LlavaFamily(), LlavaNextFamily(), Qwen2VLFamily(), Qwen2_5_VLFamily(), InternVLFamily(),
-                        PaliGemmaFamily())}
+                        PaliGemmaFamily(), Idefics3Family())}
 _BY_MODEL_TYPE = {t: f for f in FAMILIES.values() for t in f.model_types}
 
 

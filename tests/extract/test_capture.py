@@ -8,12 +8,14 @@ import torch
 
 from auditor.analysis.entropy import image_attention_entropy
 from auditor.extract.capture import CAPTURE_ATTENTION, capturing, last_prompt_position, query_rows
+from auditor.models.idefics3 import Idefics3Family
 from auditor.models.internvl import InternVLFamily
 from auditor.models.llava import LlavaFamily, LlavaNextFamily
 from auditor.models.paligemma import PaliGemmaFamily
 from auditor.models.qwen2_vl import AssembledProcessor, Qwen2_5_VLFamily, Qwen2VLFamily, load_processor
 from tinyworld.digits import DIGIT_WORDS, QUESTIONS, load_digit_arrays, render_digit
 from tinyworld.fixtures import TEST_SPEC, write_tiny_llava_next
+from tinyworld.idefics3 import write_tiny_idefics3
 from tinyworld.internvl import write_tiny_internvl
 from tinyworld.models import build_processor, build_tiny_llava
 from tinyworld.paligemma import write_tiny_paligemma
@@ -71,7 +73,15 @@ def paligemma(tmp_path_factory):
     return model, processor, fam
 
 
-FAMILY_FIXTURES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "internvl", "paligemma"]
+@pytest.fixture(scope="module")
+def idefics3(tmp_path_factory):
+    folder = write_tiny_idefics3(tmp_path_factory.mktemp("idefics3") / "model", seed=1)
+    fam = Idefics3Family()
+    model, processor = fam.load(folder, torch.float32, "sdpa")
+    return model, processor, fam
+
+
+FAMILY_FIXTURES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "internvl", "paligemma", "idefics3"]
 
 
 def _images(n):

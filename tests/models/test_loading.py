@@ -24,7 +24,7 @@ def test_folder_without_safetensors_is_refused(tiny_model, tmp_path):
 
 def test_unsupported_model_type_names_the_supported_ones(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(AuditInputError, match="unsupported model_type .bert.; supported: internvl, llava, llava_next, paligemma, qwen2_5_vl, qwen2_vl"):
+    with pytest.raises(AuditInputError, match="unsupported model_type .bert.; supported: idefics3, internvl, llava, llava_next, paligemma, qwen2_5_vl, qwen2_vl"):
         read_model_type(tmp_path)
 
 

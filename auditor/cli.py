@@ -96,18 +96,23 @@ def _progress(enabled: bool):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
+    console = Console(stderr=True)
+    # A bar only on a terminal: CI logs and pipes stay quiet.
     progress = Progress(TextColumn("stage 1: attention entropy"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=Console(stderr=True), disable=not enabled)
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                        TimeRemainingColumn(), console=console,
+                        disable=not (enabled and console.is_terminal))
     task = None
 
     def on_start(total: int) -> None:
         nonlocal task
-        task = progress.add_task("extract", total=total)
+        task = progress.add_task("extract", total=total, rate="")
 
     def on_progress(n: int) -> None:
         if task is not None:
             progress.advance(task, n)
+            speed = progress.tasks[task].speed
+            progress.update(task, rate=f"{speed:.1f} samples/s" if speed else "")
 
     with progress:
         yield on_start, on_progress
@@ -161,7 +166,7 @@ def cli() -> None:
 @click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
 @click.option("--out", type=_path, required=True, help="Output folder (created; inputs are never overwritten).")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against [default: the dataset's folder].")
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (on a terminal only).")
 @_batch_size
 @_shard_size
 @_allow_pickle
@@ -186,7 +191,7 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, **c
 @click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
 @click.option("--out", type=_path, required=True, help="Features file to write (.parquet).")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (on a terminal only).")
 @_batch_size
 @_shard_size
 @_allow_pickle

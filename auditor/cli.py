@@ -33,6 +33,10 @@ def _device_options(f: Callable) -> Callable:
                         help="auto (CUDA when available), cpu, cuda or cuda:N.")(f)
 
 
+_per_head = click.option("--per-head", is_flag=True, default=False,
+                         help="Also store per-head entropies (layers x heads per sample) in the features.")
+
+
 _allow_pickle = click.option(
     "--allow-pickle", is_flag=True, default=False,
     help="Load pickle weights (.bin/.pt) when the checkpoint has no safetensors, through torch's "
@@ -169,6 +173,7 @@ def cli() -> None:
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (on a terminal only).")
 @_batch_size
 @_shard_size
+@_per_head
 @_allow_pickle
 @_device_options
 @_analysis_options
@@ -194,17 +199,18 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, **c
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (on a terminal only).")
 @_batch_size
 @_shard_size
+@_per_head
 @_allow_pickle
 @_device_options
 def extract(model_dir, adapter_dir, data, out, image_root, progress, batch_size, shard_size,
-            allow_pickle, device, dtype) -> None:
+            per_head, allow_pickle, device, dtype) -> None:
     """Stage 1 only: per-sample, per-layer attention entropy -> features.parquet."""
     from . import pipeline
 
     _quiet_libraries()
     with _progress(progress) as (on_start, on_progress):
         config = _config(batch_size=batch_size, shard_size=shard_size, allow_pickle=allow_pickle,
-                         device=device, dtype=dtype)
+                         device=device, dtype=dtype, per_head=per_head)
         features = pipeline.extract_file(model_dir, data, out, config,
                                          image_root, on_start, on_progress, adapter_dir)
     n_ok = len(features.ok_rows)

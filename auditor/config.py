@@ -21,6 +21,7 @@ class AuditConfig:
     attn_implementation: Literal["sdpa"] = "sdpa"  # computes the layer outputs
     entropy_eps: float = 1e-8  # H = -sum p log(p + eps), METHOD.md
     allow_pickle: bool = False  # pickle weights (weights-only loader) when no safetensors exist
+    per_head: bool = False  # also store per-head entropies (L x H per sample)
     shard_size: int = 512  # samples per resumable shard of stage 1 (rounded up to whole batches)
     # Stages 2-3: "bye" is the paper's procedure, untouched; "minority" looks for
     # a compact minority group across all layers, either direction (analysis/group.py).

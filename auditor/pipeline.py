@@ -228,7 +228,7 @@ def attention_heatmaps(loaded: LoadedModel, dataset: Dataset, analysis: Analysis
     for index in samples_to_show(analysis):
         sample = dataset.samples[index]
         image = load_image(sample)
-        grid = attention_grid(sample_rows(loaded, [image], [sample.prompt])[0], layers)
+        grid = attention_grid(sample_rows(loaded, [image], [sample.prompt])[0].image_rows, layers)
         if grid is not None:
             out[index] = heatmap_pngs(image, grid)
     return out

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from ..errors import AuditInputError
 
 Status = Literal["ok", "skipped", "error"]
-FEATURES_SCHEMA_VERSION = 1
+FEATURES_SCHEMA_VERSION = 2  # 2 added the attention masses and per-head entropies; 1 is still read
 _META_KEY = b"bye_audit"
 
 SCHEMA = pa.schema([
@@ -25,7 +25,12 @@ SCHEMA = pa.schema([
     ("n_image_tokens", pa.int32()),
     ("entropy", pa.list_(pa.float64())),
     ("entropy_norm", pa.list_(pa.float64())),
+    ("mass_image", pa.list_(pa.float64())),
+    ("mass_text", pa.list_(pa.float64())),
+    ("mass_rest", pa.list_(pa.float64())),
+    ("entropy_heads", pa.list_(pa.list_(pa.float64()))),
 ])
+_V2_COLUMNS = ("mass_image", "mass_text", "mass_rest", "entropy_heads")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,13 @@ class SampleFeatures:
     n_image_tokens: int = 0
     entropy: tuple[float, ...] = ()
     entropy_norm: tuple[float, ...] = ()
+    # Per layer, where the head-averaged query row put its mass before
+    # renormalisation: image tokens, the instruction text, the rest (template,
+    # system, BOS). mass_text/rest are NaN when the prompt was not found.
+    mass_image: tuple[float, ...] = ()
+    mass_text: tuple[float, ...] = ()
+    mass_rest: tuple[float, ...] = ()
+    entropy_heads: tuple[tuple[float, ...], ...] = ()  # (L, H) with --per-head, else empty
 
 
 @dataclass(frozen=True)
@@ -59,7 +71,9 @@ def render_features(fs: FeatureSet) -> bytes:
     """The features file as Parquet bytes (schema above; metadata under key 'bye_audit')."""
     cols = {name: [getattr(r, name) for r in fs.rows] for name in SCHEMA.names}
     cols["entropy"] = [list(v) for v in cols["entropy"]]
-    cols["entropy_norm"] = [list(v) for v in cols["entropy_norm"]]
+    for name in ("entropy_norm", "mass_image", "mass_text", "mass_rest"):
+        cols[name] = [list(v) for v in cols[name]]
+    cols["entropy_heads"] = [[list(h) for h in v] for v in cols["entropy_heads"]]
     meta = {**fs.meta, "schema_version": FEATURES_SCHEMA_VERSION}
     table = pa.table(cols, schema=SCHEMA.with_metadata({_META_KEY: json.dumps(meta, sort_keys=True)}))
     buf = io.BytesIO()
@@ -76,17 +90,22 @@ def read_features(path: Path) -> FeatureSet:
     except (pa.ArrowInvalid, OSError) as e:
         raise AuditInputError(f"{path}: not a readable Parquet file ({e})") from None
     raw = (table.schema.metadata or {}).get(_META_KEY)
-    missing = set(SCHEMA.names) - set(table.column_names)
+    version_1 = not (set(_V2_COLUMNS) & set(table.column_names))
+    missing = set(SCHEMA.names) - set(table.column_names) - (set(_V2_COLUMNS) if version_1 else set())
     if raw is None or missing:
         raise AuditInputError(f"{path}: not a bye-audit features file (missing "
                               f"{'metadata' if raw is None else ', '.join(sorted(missing))})")
     meta = json.loads(raw)
-    if meta.get("schema_version") != FEATURES_SCHEMA_VERSION:
+    if meta.get("schema_version") not in (1, FEATURES_SCHEMA_VERSION):
         raise AuditInputError(f"{path}: features schema version {meta.get('schema_version')!r}, "
-                              f"this tool reads {FEATURES_SCHEMA_VERSION}; re-run `bye-audit extract`")
+                              f"this tool reads 1 to {FEATURES_SCHEMA_VERSION}; re-run `bye-audit extract`")
+    names = [n for n in SCHEMA.names if n in table.column_names]
     rows = tuple(
         SampleFeatures(index=d["index"], id=d["id"], status=d["status"], reason=d["reason"],
                        n_image_tokens=d["n_image_tokens"], entropy=tuple(d["entropy"]),
-                       entropy_norm=tuple(d["entropy_norm"]))
-        for d in table.select(SCHEMA.names).to_pylist())
+                       entropy_norm=tuple(d["entropy_norm"]),
+                       mass_image=tuple(d.get("mass_image") or ()), mass_text=tuple(d.get("mass_text") or ()),
+                       mass_rest=tuple(d.get("mass_rest") or ()),
+                       entropy_heads=tuple(tuple(h) for h in d.get("entropy_heads") or ()))
+        for d in table.select(names).to_pylist())
     return FeatureSet(rows=rows, meta=meta)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..analysis.entropy import image_attention_entropy, normalised_entropy
+from ..analysis.entropy import attention_mass, head_entropies, image_attention_entropy, normalised_entropy
 from ..config import AuditConfig
 from ..data import Dataset, Sample
 from ..models import LoadedModel
@@ -27,10 +28,36 @@ def load_image(sample: Sample) -> Image.Image:
         return im.convert("RGB")
 
 
-def sample_rows(loaded: LoadedModel, images: list[Image.Image], prompts: list[str]
-                ) -> list[np.ndarray]:
+@dataclass(frozen=True)
+class Captured:
+    """One sample's capture: the query rows on its image tokens and where each
+    layer's row put its mass."""
+
+    image_rows: np.ndarray  # (L, H, T)
+    mass: np.ndarray  # (3, L): image, instruction text, rest; NaN text/rest if the prompt was not found
+
+
+def instruction_mask(tokenizer, ids: torch.Tensor, real: torch.Tensor, prompt: str) -> torch.Tensor | None:
+    """Positions of the user's instruction in one row of input ids (S,): the
+    last occurrence of the prompt's own tokens among the real ones (tried as is
+    and after a space, as tokenizers merge a leading space differently). None
+    when it cannot be found, e.g. when the template rewrites the prompt."""
+    seq = ids[real.bool()].tolist()
+    for variant in (prompt, " " + prompt):
+        sub = tokenizer(variant, add_special_tokens=False)["input_ids"]
+        for start in range(len(seq) - len(sub), -1, -1):
+            if sub and seq[start:start + len(sub)] == sub:
+                mask = torch.zeros(len(seq), dtype=torch.bool)
+                mask[start:start + len(sub)] = True
+                out = torch.zeros_like(real, dtype=torch.bool)
+                out[real.bool()] = mask
+                return out
+    return None
+
+
+def sample_rows(loaded: LoadedModel, images: list[Image.Image], prompts: list[str]) -> list[Captured]:
     """One prefill pass over a batch; per sample the captured rows on its image
-    tokens, as an array of shape (L, H, T)."""
+    tokens (L, H, T) and the per-layer attention mass on image / instruction / rest."""
     family, model = loaded.family, loaded.model
     batch = _to_model(family.build_batch(loaded.processor, images, prompts), model)
     qpos = last_prompt_position(batch["attention_mask"])
@@ -38,9 +65,18 @@ def sample_rows(loaded: LoadedModel, images: list[Image.Image], prompts: list[st
     modules = family.decoder_attention_modules(model)
     with torch.inference_mode(), capturing(modules, qpos) as cap:
         model(**batch, use_cache=False, logits_to_keep=1)
-    rows = torch.stack(cap.rows, dim=1)  # (B, L, H, S), fp32 whatever the model's dtype
-    image_mask = image_mask.to(rows.device)
-    return [rows[j][:, :, image_mask[j]].cpu().numpy() for j in range(rows.shape[0])]
+    rows = torch.stack(cap.rows, dim=1).cpu()  # (B, L, H, S), fp32 whatever the model's dtype
+    image_mask, ids, real = image_mask.cpu(), batch["input_ids"].cpu(), batch["attention_mask"].cpu()
+    out = []
+    for j in range(rows.shape[0]):
+        text = instruction_mask(loaded.processor.tokenizer, ids[j], real[j], prompts[j])
+        full = rows[j].numpy()
+        mass = attention_mass(full, image_mask[j].numpy(),
+                              (text & ~image_mask[j]).numpy() if text is not None else np.zeros(len(ids[j]), bool))
+        if text is None:
+            mass[1:] = np.nan
+        out.append(Captured(full[:, :, image_mask[j].numpy()], mass))
+    return out
 
 
 def _to_model(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -90,14 +126,14 @@ def _batch_features(loaded: LoadedModel, chunk: Sequence[Sample], config: AuditC
     if good:
         for s, result in zip(good, _rows_or_errors(loaded, good, images)):
             rows.append(SampleFeatures(s.index, s.id, "error", result)
-                        if isinstance(result, str) else _features(s, result, config.entropy_eps))
+                        if isinstance(result, str) else _features(s, result, config))
     if on_progress:
         on_progress(len(chunk))
     return sorted(rows, key=lambda r: r.index)
 
 
 def _rows_or_errors(loaded: LoadedModel, samples: list[Sample], images: list[Image.Image]
-                    ) -> list[np.ndarray | str]:
+                    ) -> list[Captured | str]:
     """Rows per sample; when the batch fails, each sample alone, so one bad
     sample becomes an error row (its message) instead of stopping the audit."""
     try:
@@ -108,14 +144,18 @@ def _rows_or_errors(loaded: LoadedModel, samples: list[Sample], images: list[Ima
     return [_rows_or_errors(loaded, [s], [im])[0] for s, im in zip(samples, images)]
 
 
-def _features(s: Sample, rows: np.ndarray, eps: float) -> SampleFeatures:
-    t = rows.shape[-1]
+def _features(s: Sample, cap: Captured, config: AuditConfig) -> SampleFeatures:
+    t = cap.image_rows.shape[-1]
     if t < 2:
         return SampleFeatures(s.index, s.id, "error",
                               f"{t} image tokens in the prompt; at least 2 are needed")
-    h = image_attention_entropy(rows, eps)
+    h = image_attention_entropy(cap.image_rows, config.entropy_eps)
+    heads = head_entropies(cap.image_rows, config.entropy_eps) if config.per_head else None
     return SampleFeatures(s.index, s.id, "ok", None, t, tuple(h.tolist()),
-                          tuple(normalised_entropy(h, t).tolist()))
+                          tuple(normalised_entropy(h, t).tolist()),
+                          mass_image=tuple(cap.mass[0].tolist()), mass_text=tuple(cap.mass[1].tolist()),
+                          mass_rest=tuple(cap.mass[2].tolist()),
+                          entropy_heads=() if heads is None else tuple(tuple(r) for r in heads.tolist()))
 
 
 def _chunks(items: Sequence[Sample], n: int) -> Iterator[Sequence[Sample]]:

@@ -22,7 +22,8 @@ def fingerprint(meta: dict[str, Any]) -> str:
     """Digest of what determines the features: model/adapter/dataset digests and
     the stage-1 part of the config."""
     cfg = meta.get("config", {})
-    keys = ("batch_size", "dtype", "device", "attn_implementation", "entropy_eps", "allow_pickle", "shard_size")
+    keys = ("batch_size", "dtype", "device", "attn_implementation", "entropy_eps", "allow_pickle", "shard_size",
+            "per_head")
     return sha256_bytes(json_bytes({
         "model": (meta.get("model") or {}).get("sha256_tree"),
         "adapter": (meta.get("adapter") or {}).get("sha256_tree"),

@@ -39,3 +39,25 @@ def test_entropy_is_bounded_by_ln_t(t, seed):
     rows = np.random.default_rng(seed).random((2, 3, t))
     h = image_attention_entropy(rows)
     assert np.all(h >= -1e-9) and np.all(h <= np.log(t) + 1e-9)
+
+
+def test_attention_mass_splits_each_row_three_ways():
+    from auditor.analysis.entropy import attention_mass
+
+    rows = np.zeros((2, 2, 6))
+    rows[0, :, :] = [0.1, 0.2, 0.3, 0.1, 0.2, 0.1]  # both heads alike in layer 0
+    rows[1, 0, :] = [1.0, 0, 0, 0, 0, 0]
+    rows[1, 1, :] = [0, 0, 0, 0, 0, 1.0]
+    image = np.array([False, True, True, False, False, False])
+    text = np.array([False, False, False, True, True, False])
+    m = attention_mass(rows, image, text)
+    np.testing.assert_allclose(m[:, 0], [0.5, 0.3, 0.2])
+    np.testing.assert_allclose(m[:, 1], [0.0, 0.0, 1.0])
+    np.testing.assert_allclose(m.sum(axis=0), 1.0)
+
+
+def test_head_entropies_are_per_head():
+    from auditor.analysis.entropy import head_entropies
+
+    rows = np.array([[[0.5, 0.5], [1.0, 0.0]]])  # 1 layer, 2 heads, 2 image tokens
+    np.testing.assert_allclose(head_entropies(rows, eps=1e-12), [[np.log(2), 0.0]], atol=1e-9)

@@ -74,3 +74,33 @@ def test_bfloat16_weights_give_features_close_to_float32(tiny_model, small_data)
     a, b = np.array([r.entropy for r in f32]), np.array([r.entropy for r in bf16])
     assert b.dtype == np.float64 and np.abs(a - b).max() < 0.05
     assert np.abs(a - b).max() > 0  # the weights really were bfloat16
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_masses_locate_the_instruction_and_sum_to_one(request, tiny_model, small_data, family):
+    model_dir = tiny_model if family == "llava" else request.getfixturevalue("qwen_model")
+    loaded = load_model(model_dir, capture_attention=CAPTURE_ATTENTION)
+    rows = extract_features(loaded, read_dataset(small_data), AuditConfig(batch_size=4, per_head=True))
+    for r in rows:
+        m = np.array([r.mass_image, r.mass_text, r.mass_rest])
+        assert m.shape == (3, loaded.n_layers) and np.all(np.isfinite(m)), r.id  # the prompt was found
+        np.testing.assert_allclose(m.sum(axis=0), 1.0, atol=1e-5)
+        assert np.all(m > 0)
+        heads = np.array(r.entropy_heads)
+        assert heads.shape[0] == loaded.n_layers and heads.shape[1] >= 2
+        assert np.all(heads <= np.log(r.n_image_tokens) + 1e-9)
+
+
+def test_instruction_mask_finds_the_last_occurrence_or_none():
+    import torch
+
+    from auditor.extract.runner import instruction_mask
+
+    class Tok:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [{"a": 1, "b": 2}[w] for w in text.split()]}
+
+    ids = torch.tensor([0, 1, 2, 5, 1, 2, 9, 0])
+    real = torch.tensor([1, 1, 1, 1, 1, 1, 1, 0])
+    assert instruction_mask(Tok(), ids, real, "a b").tolist() == [0, 0, 0, 0, 1, 1, 0, 0]
+    assert instruction_mask(Tok(), ids, real, "b a b a") is None

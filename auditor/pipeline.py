@@ -84,6 +84,7 @@ def extract(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
     import torch
     import transformers
 
+    from .evidence.manifest import library_versions
     from .extract.runner import extract_features
     from .extract.shards import fingerprint
 
@@ -91,7 +92,7 @@ def extract(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
     meta = {
         "schema_version": FEATURES_SCHEMA_VERSION,
         "tool": {"name": "bye-audit", "version": __version__},
-        "model": {"path": str(model_dir), "model_type": loaded.model_type,
+        "model": {"path": str(model_dir), "model_type": loaded.model_type, "family": loaded.family.name,
                   "sha256_tree": sha256_tree(Path(model_dir)), "n_layers": loaded.n_layers},
         "adapter": None if adapter_dir is None else {
             "path": str(adapter_dir), "sha256_tree": sha256_tree(Path(adapter_dir)), "merged": True},
@@ -101,7 +102,7 @@ def extract(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
         "environment": {"device": loaded.device, "dtype": config.dtype,
                         "attention": f"{config.attn_implementation} (outputs); fp32 captured rows",
                         "torch": torch.__version__, "transformers": transformers.__version__,
-                        "python": platform.python_version()},
+                        "python": platform.python_version(), "libraries": library_versions()},
         "config": config.to_dict(),
     }
     if on_start:

@@ -77,7 +77,7 @@ def test_a_dispersed_group_fails_the_audit_where_bye_misses_it():
     assert flagged == set(np.flatnonzero(truth))
     assert set(a.sensitive_layers) == {4, 5, 6}
     assert "higher entropy" in a.reasons[0]
-    bye = analyze(_features(x), AuditConfig())
+    bye = analyze(_features(x), AuditConfig(method="bye"))
     bye_flagged = {f.index for f in bye.flagged}
     assert len(bye_flagged & flagged) < 0.5 * len(flagged)  # BYE flags the low side: not the group
 

@@ -4,6 +4,8 @@ from auditor.analysis.verdict import analyze
 from auditor.config import AuditConfig
 from auditor.extract.features import FeatureSet, SampleFeatures
 
+BYE = AuditConfig(method="bye")  # the paper's procedure, which these tests pin down
+
 
 def _features(matrix: np.ndarray, skipped: int = 0) -> FeatureSet:
     rows = [SampleFeatures(i, f"s{i}", "ok", None, 16, tuple(r), tuple(r)) for i, r in enumerate(matrix)]
@@ -14,7 +16,7 @@ def _features(matrix: np.ndarray, skipped: int = 0) -> FeatureSet:
 
 def test_unimodal_entropies_pass_without_crashing():
     m = np.random.default_rng(0).normal(0.8, 0.03, size=(100, 4))
-    a = analyze(_features(m), AuditConfig())
+    a = analyze(_features(m), BYE)
     assert a.verdict == "pass" and a.flagged == () and a.sensitive_layers == ()
     assert "no layer is sensitive" in a.reasons[0]
 
@@ -23,7 +25,7 @@ def test_collapsed_group_fails_and_is_flagged_exactly():
     rng = np.random.default_rng(0)
     m = rng.normal(0.8, 0.02, size=(100, 4))
     m[:10, 2] = rng.normal(0.3, 0.02, 10)
-    a = analyze(_features(m), AuditConfig())
+    a = analyze(_features(m), BYE)
     assert a.verdict == "fail"
     assert a.sensitive_layers == (2,)
     assert sorted(f.id for f in a.flagged) == [f"s{i}" for i in range(10)]
@@ -31,13 +33,13 @@ def test_collapsed_group_fails_and_is_flagged_exactly():
 
 def test_too_few_samples_is_inconclusive():
     m = np.random.default_rng(0).normal(size=(20, 3))
-    a = analyze(_features(m), AuditConfig(min_samples=50))
+    a = analyze(_features(m), AuditConfig(method="bye", min_samples=50))
     assert a.verdict == "inconclusive" and "at least 50" in a.reasons[0]
 
 
 def test_low_coverage_is_inconclusive_and_counted():
     m = np.random.default_rng(0).normal(0.8, 0.03, size=(60, 3))
-    a = analyze(_features(m, skipped=10), AuditConfig())
+    a = analyze(_features(m, skipped=10), BYE)
     assert a.verdict == "inconclusive"
     assert (a.n_analysed, a.n_skipped, a.n_records) == (60, 10, 70)
     assert any("coverage" in r for r in a.reasons)
@@ -47,15 +49,15 @@ def test_reference_rule_can_be_selected():
     rng = np.random.default_rng(0)
     m = rng.normal(0.8, 0.02, size=(100, 2))
     m[:30, 1] = rng.normal(0.74, 0.02, 30)  # modest separation: BSI ~2, reference rule says no
-    paper = analyze(_features(m), AuditConfig(tau=1.0))
-    ref = analyze(_features(m), AuditConfig(bsi_rule="reference"))
+    paper = analyze(_features(m), AuditConfig(method="bye", tau=1.0))
+    ref = analyze(_features(m), AuditConfig(method="bye", bsi_rule="reference"))
     assert 1 in paper.sensitive_layers
     assert ref.sensitive_layers == ()
 
 
 def test_same_input_gives_identical_analysis():
     m = np.random.default_rng(3).normal(0.5, 0.1, size=(80, 4))
-    assert analyze(_features(m), AuditConfig()).to_dict() == analyze(_features(m), AuditConfig()).to_dict()
+    assert analyze(_features(m), BYE).to_dict() == analyze(_features(m), BYE).to_dict()
 
 
 def test_rows_with_nan_or_missing_layers_are_excluded_and_counted():
@@ -64,7 +66,7 @@ def test_rows_with_nan_or_missing_layers_are_excluded_and_counted():
     rows = list(fs.rows)
     rows[4] = SampleFeatures(4, "s4", "ok", None, 16, (0.5, float("nan"), 0.5), (0.5, float("nan"), 0.5))
     rows[9] = SampleFeatures(9, "s9", "ok", None, 16, (0.5, 0.5), (0.5, 0.5))
-    a = analyze(FeatureSet(tuple(rows), fs.meta), AuditConfig())
+    a = analyze(FeatureSet(tuple(rows), fs.meta), BYE)
     assert (a.n_analysed, a.n_errors) == (98, 2)
     reasons = {u.id: u.reason for u in a.unanalysed}
     assert "non-finite" in reasons["s4"] and "2 layer values, expected 3" in reasons["s9"]

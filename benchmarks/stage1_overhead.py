@@ -1,6 +1,6 @@
 """Stage-1 cost against a plain forward pass, and against the reference code's way.
 
-    .venv/bin/python benchmarks/stage1_overhead.py [--repeats 5]
+    .venv/bin/python benchmarks/stage1_overhead.py [--repeats 5] [--batch 1 8]
 
 For each model shape, three modes run in separate processes (so peak memory is
 their own), on the same batch of digit images:
@@ -8,8 +8,8 @@ their own), on the same batch of digit images:
   capture - bye-audit's stage 1 (SDPA outputs + fp32 rows of the query position);
   eager   - eager attention with output_attentions=True, every layer's S x S map
             (how the reference code gets the same rows).
-Reports median seconds per batch and peak RSS (MiB) per mode, and ratios to
-`plain`. Shapes: the bundled example's tiny LLaVA (64 image tokens), and a
+Reports, per batch size, median seconds per sample and peak RSS (MiB) per
+mode, the ratios to `plain` (b/a for capture) and eager against capture (c/b). Shapes: the bundled example's tiny LLaVA (64 image tokens), and a
 LLaVA-1.5-shaped one (336 px, patch 14: 576 image tokens, 8 decoder layers,
 random weights: speed and memory do not depend on training).
 """
@@ -82,30 +82,34 @@ def run_mode(shape: str, mode: str, repeats: int, batch: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--child", nargs=2, metavar=("SHAPE", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(run_mode(*args.child, args.repeats, args.batch)))
+        print(json.dumps(run_mode(*args.child, args.repeats, args.batch[0])))
         return 0
     rows = []
-    for shape in SHAPES:
-        res = {}
-        for mode in ("plain", "capture", "eager"):
-            out = subprocess.run([sys.executable, __file__, "--child", shape, mode, "--repeats",
-                                  str(args.repeats), "--batch", str(args.batch)],
-                                 capture_output=True, text=True, check=True)
-            res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-        for mode in ("plain", "capture", "eager"):
-            r = res[mode]
-            rows.append((shape, mode, r["seq_len"], r["seconds_per_batch"],
-                         r["seconds_per_batch"] / res["plain"]["seconds_per_batch"],
-                         r["rss_growth_mib"], r["peak_rss_mib"] / res["plain"]["peak_rss_mib"]))
-    print(f"batch {args.batch}, median of {args.repeats} runs after one warm-up, 2 threads")
-    print("| model | mode | S | s / batch | time vs plain | RSS growth (MiB) | peak RSS vs plain |")
-    print("|---|---|---|---|---|---|---|")
-    for shape, mode, s, t, tr, g, mr in rows:
-        print(f"| {shape} | {mode} | {s} | {t:.3f} | {tr:.2f}x | {g:.0f} | {mr:.2f}x |")
+    for batch in args.batch:
+        for shape in SHAPES:
+            res = {}
+            for mode in ("plain", "capture", "eager"):
+                out = subprocess.run([sys.executable, __file__, "--child", shape, mode, "--repeats",
+                                      str(args.repeats), "--batch", str(batch)],
+                                     capture_output=True, text=True, check=True)
+                res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+            for mode in ("plain", "capture", "eager"):
+                r = res[mode]
+                rows.append((batch, shape, mode, r["seq_len"], r["seconds_per_batch"] / batch,
+                             r["seconds_per_batch"] / res["plain"]["seconds_per_batch"],
+                             r["rss_growth_mib"], r["peak_rss_mib"] / res["plain"]["peak_rss_mib"],
+                             r["seconds_per_batch"] / res["capture"]["seconds_per_batch"],
+                             r["peak_rss_mib"] / res["capture"]["peak_rss_mib"]))
+    print(f"median of {args.repeats} runs after one warm-up, 2 threads; each mode in its own process")
+    print("| batch | model | mode | S | s / sample | time vs plain | RSS growth (MiB) | peak RSS vs plain "
+          "| time vs capture | peak RSS vs capture |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for b, shape, mode, s_, t, tr, g, mr, tc, mc in rows:
+        print(f"| {b} | {shape} | {mode} | {s_} | {t:.4f} | {tr:.2f}x | {g:.0f} | {mr:.2f}x | {tc:.2f}x | {mc:.2f}x |")
     return 0
 
 

@@ -25,7 +25,7 @@ class AuditConfig:
     shard_size: int = 512  # samples per resumable shard of stage 1 (rounded up to whole batches)
     # Stages 2-3: "bye" is the paper's procedure, untouched; "minority" looks for
     # a compact minority group across all layers, either direction (analysis/group.py).
-    method: Method = "bye"
+    method: Method = "minority"
     # Stage 2: a layer is sensitive when BSI >= tau ("paper") or when
     # |mu1 - mu2| > 2 (s1 + s2) ("reference", the reference code's rule).
     tau: float = 2.0

@@ -83,13 +83,13 @@ def test_readme_states_the_measured_detection(audit_twice):
     res = _run("evaluate", "--out", str(out), "--truth", str(EXAMPLE / "poisoned_ids.txt"))
     assert res.returncode == 0, res.stderr
     m = json.loads(res.stdout)
+    assert m["verdict"] == "fail" and m["f1"] >= 0.95  # the default method finds the backdoor
     readme = (ROOT / "README.md").read_text()
-    row = re.search(r"\| precision / recall / F1 / FPR \| ([\d.]+) / ([\d.]+) / ([\d.]+) / ([\d.]+) \|", readme)
-    assert row, "README lacks the example's detection row"
+    row = re.search(r"\| `minority` \(default\) \| (\d+) \| ([\d.]+) / ([\d.]+) / ([\d.]+) / ([\d.]+) \| ([\d.]+) \|",
+                    readme)
+    assert row, "README lacks the example's detection row for the default method"
     stated = [float(v) for v in row.groups()]
-    assert stated == [round(m[k], 3) for k in ("precision", "recall", "f1", "fpr")]
-    auroc = re.search(r"\| AUROC of the BYE score \(low score = poisoned\) \| ([\d.]+) \|", readme)
-    assert auroc and float(auroc.group(1)) == round(m["auroc"], 3)
+    assert stated == [m["tp"] + m["fp"]] + [round(m[k], 3) for k in ("precision", "recall", "f1", "fpr", "auroc")]
 
 
 @pytest.mark.slow

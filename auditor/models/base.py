@@ -34,6 +34,43 @@ class ModelFamily(Protocol):
         """Bool (B, S): True at the positions of image tokens."""
 
 
+class FamilyBase:
+    """What most families share: a transformers-native class loaded from a local
+    folder (no remote code), the checkpoint's processor, a one-image chat prompt,
+    the decoder's self-attention modules, image tokens found by id. A family
+    overrides what differs."""
+
+    name: str
+    model_types: tuple[str, ...]
+    model_class: Any
+
+    def load(self, model_dir: Path, dtype: torch.dtype, attn_implementation: str,
+             safetensors: bool = True) -> tuple[torch.nn.Module, Any]:
+        model = self.model_class.from_pretrained(
+            model_dir, dtype=dtype, attn_implementation=attn_implementation,
+            use_safetensors=safetensors, local_files_only=True, trust_remote_code=False)
+        return model.eval(), self.load_processor(Path(model_dir), model)
+
+    def load_processor(self, model_dir: Path, model: torch.nn.Module) -> Any:
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+
+    def decoder_attention_modules(self, model: torch.nn.Module) -> list[torch.nn.Module]:
+        return [layer.self_attn for layer in model.model.language_model.layers]
+
+    def chat_texts(self, processor: Any, prompts: list[str]) -> list[str]:
+        """Each prompt as a user turn with one image, through the checkpoint's chat
+        template, ending where the assistant's answer would start."""
+        return [processor.apply_chat_template(
+                    [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]}],
+                    add_generation_prompt=True, tokenize=False)
+                for p in prompts]
+
+    def image_token_mask(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["input_ids"] == model.config.image_token_id
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     model: torch.nn.Module

@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 from PIL import Image
-from transformers import AutoProcessor, AutoTokenizer, GotOcr2ImageProcessorPil, InternVLForConditionalGeneration
+from transformers import AutoTokenizer, GotOcr2ImageProcessorPil, InternVLForConditionalGeneration
 
+from .base import FamilyBase
 from .qwen2_vl import read_chat_template
 
 PLACEHOLDER = "<image>"
@@ -34,35 +35,23 @@ class AssembledInternVLProcessor:
         return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, **kwargs)
 
 
-class InternVLFamily:
+class InternVLFamily(FamilyBase):
     name = "internvl"
     model_types = ("internvl",)
+    model_class = InternVLForConditionalGeneration
 
-    def load(self, model_dir: Path, dtype: torch.dtype, attn_implementation: str,
-             safetensors: bool = True) -> tuple[torch.nn.Module, Any]:
-        model = InternVLForConditionalGeneration.from_pretrained(
-            model_dir, dtype=dtype, attn_implementation=attn_implementation,
-            use_safetensors=safetensors, local_files_only=True, trust_remote_code=False)
+    def load_processor(self, model_dir: Path, model: torch.nn.Module) -> Any:
         try:
-            processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+            return super().load_processor(model_dir, model)
         except (ImportError, AttributeError, ValueError, OSError, TypeError):  # no torchvision
             tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
-            processor = AssembledInternVLProcessor(
+            return AssembledInternVLProcessor(
                 tokenizer, GotOcr2ImageProcessorPil.from_pretrained(model_dir, local_files_only=True),
                 read_chat_template(model_dir, tokenizer), int(model.config.image_seq_length))
-        return model.eval(), processor
-
-    def decoder_attention_modules(self, model: torch.nn.Module) -> list[torch.nn.Module]:
-        return [layer.self_attn for layer in model.model.language_model.layers]
 
     def build_batch(self, processor: Any, images: list[Image.Image], prompts: list[str]
                     ) -> dict[str, torch.Tensor]:
-        texts = [
-            processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]}],
-                add_generation_prompt=True, tokenize=False)
-            for p in prompts
-        ]
+        texts = self.chat_texts(processor, prompts)
         if not isinstance(processor, AssembledInternVLProcessor):
             return dict(processor(images=images, text=texts, return_tensors="pt", padding=True))
         pixels = processor.image_processor(images=images, return_tensors="pt")
@@ -72,7 +61,3 @@ class InternVLFamily:
                            * (processor.image_seq_length * int(n)) + tok.end_image_token, 1)
                  for t, n in zip(texts, tiles)]
         return {**dict(tok(texts, return_tensors="pt", padding=True)), **pixels}
-
-    def image_token_mask(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
-                         ) -> torch.Tensor:
-        return batch["input_ids"] == model.config.image_token_id

@@ -8,28 +8,19 @@ position's, under the model's own prefix mask.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
-from transformers import AutoProcessor, PaliGemmaForConditionalGeneration
+from transformers import PaliGemmaForConditionalGeneration
+
+from .base import FamilyBase
 
 
-class PaliGemmaFamily:
+class PaliGemmaFamily(FamilyBase):
     name = "paligemma"
     model_types = ("paligemma",)
-
-    def load(self, model_dir: Path, dtype: torch.dtype, attn_implementation: str,
-             safetensors: bool = True) -> tuple[torch.nn.Module, Any]:
-        model = PaliGemmaForConditionalGeneration.from_pretrained(
-            model_dir, dtype=dtype, attn_implementation=attn_implementation,
-            use_safetensors=safetensors, local_files_only=True, trust_remote_code=False)
-        processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
-        return model.eval(), processor
-
-    def decoder_attention_modules(self, model: torch.nn.Module) -> list[torch.nn.Module]:
-        return [layer.self_attn for layer in model.model.language_model.layers]
+    model_class = PaliGemmaForConditionalGeneration
 
     def build_batch(self, processor: Any, images: list[Image.Image], prompts: list[str]
                     ) -> dict[str, torch.Tensor]:
@@ -37,7 +28,3 @@ class PaliGemmaFamily:
         batch = dict(processor(images=images, text=texts, return_tensors="pt", padding=True))
         batch.pop("labels", None)  # prefill only: no loss
         return batch
-
-    def image_token_mask(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
-                         ) -> torch.Tensor:
-        return batch["input_ids"] == model.config.image_token_id

@@ -21,6 +21,8 @@ from PIL import Image
 from transformers import (AutoProcessor, AutoTokenizer, Qwen2_5_VLForConditionalGeneration,
                           Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil)
 
+from .base import FamilyBase
+
 IMAGE_PAD = "<|image_pad|>"
 
 
@@ -56,29 +58,17 @@ def read_chat_template(model_dir: Path, tokenizer: Any) -> str:
     return template
 
 
-class Qwen2VLFamily:
+class Qwen2VLFamily(FamilyBase):
     name = "qwen2_vl"
     model_types = ("qwen2_vl",)
     model_class: Any = Qwen2VLForConditionalGeneration
 
-    def load(self, model_dir: Path, dtype: torch.dtype, attn_implementation: str,
-             safetensors: bool = True) -> tuple[torch.nn.Module, Any]:
-        model = self.model_class.from_pretrained(
-            model_dir, dtype=dtype, attn_implementation=attn_implementation,
-            use_safetensors=safetensors, local_files_only=True, trust_remote_code=False)
-        return model.eval(), load_processor(model_dir)
-
-    def decoder_attention_modules(self, model: torch.nn.Module) -> list[torch.nn.Module]:
-        return [layer.self_attn for layer in model.model.language_model.layers]
+    def load_processor(self, model_dir: Path, model: torch.nn.Module) -> Any:
+        return load_processor(model_dir)
 
     def build_batch(self, processor: Any, images: list[Image.Image], prompts: list[str]
                     ) -> dict[str, torch.Tensor]:
-        texts = [
-            processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]}],
-                add_generation_prompt=True, tokenize=False)
-            for p in prompts
-        ]
+        texts = self.chat_texts(processor, prompts)
         if not isinstance(processor, AssembledProcessor):
             return dict(processor(images=images, text=texts, return_tensors="pt", padding=True,
                                   return_mm_token_type_ids=True))
@@ -90,10 +80,6 @@ class Qwen2VLFamily:
         pad_id = processor.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
         batch["mm_token_type_ids"] = (batch["input_ids"] == pad_id).long()
         return {**batch, **pixels}
-
-    def image_token_mask(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
-                         ) -> torch.Tensor:
-        return batch["input_ids"] == model.config.image_token_id
 
 
 class Qwen2_5_VLFamily(Qwen2VLFamily):

@@ -32,53 +32,40 @@ def llava():
     return build_tiny_llava(tok, TEST_SPEC, seed=1), build_processor(tok, TEST_SPEC), LlavaFamily()
 
 
+def _saved(tmp_path_factory, writer, fam):
+    """A tiny checkpoint saved and reloaded as a user's is: through the family's loader."""
+    model, processor = fam.load(writer(tmp_path_factory.mktemp(fam.name) / "model"), torch.float32, "sdpa")
+    return model, processor, fam
+
+
 @pytest.fixture(scope="module")
 def qwen2_vl(tmp_path_factory):
-    """Saved and reloaded as a user's checkpoint is: through the family's loader."""
-    folder = write_tiny_qwen2vl(tmp_path_factory.mktemp("qwen") / "model", seed=1)
-    fam = Qwen2VLFamily()
-    model, processor = fam.load(folder, torch.float32, "sdpa")
-    return model, processor, fam
+    return _saved(tmp_path_factory, lambda f: write_tiny_qwen2vl(f, seed=1), Qwen2VLFamily())
 
 
 @pytest.fixture(scope="module")
 def qwen2_5_vl(tmp_path_factory):
-    folder = write_tiny_qwen2vl(tmp_path_factory.mktemp("qwen25") / "model", seed=1, version="2.5")
-    fam = Qwen2_5_VLFamily()
-    model, processor = fam.load(folder, torch.float32, "sdpa")
-    return model, processor, fam
+    return _saved(tmp_path_factory, lambda f: write_tiny_qwen2vl(f, seed=1, version="2.5"), Qwen2_5_VLFamily())
 
 
 @pytest.fixture(scope="module")
 def llava_next(tmp_path_factory):
-    folder = write_tiny_llava_next(tmp_path_factory.mktemp("next") / "model", seed=1)
-    fam = LlavaNextFamily()
-    model, processor = fam.load(folder, torch.float32, "sdpa")
-    return model, processor, fam
+    return _saved(tmp_path_factory, lambda f: write_tiny_llava_next(f, seed=1), LlavaNextFamily())
 
 
 @pytest.fixture(scope="module")
 def internvl(tmp_path_factory):
-    folder = write_tiny_internvl(tmp_path_factory.mktemp("internvl") / "model", seed=1)
-    fam = InternVLFamily()
-    model, processor = fam.load(folder, torch.float32, "sdpa")
-    return model, processor, fam
+    return _saved(tmp_path_factory, lambda f: write_tiny_internvl(f, seed=1), InternVLFamily())
 
 
 @pytest.fixture(scope="module")
 def paligemma(tmp_path_factory):
-    folder = write_tiny_paligemma(tmp_path_factory.mktemp("paligemma") / "model", seed=1)
-    fam = PaliGemmaFamily()
-    model, processor = fam.load(folder, torch.float32, "sdpa")
-    return model, processor, fam
+    return _saved(tmp_path_factory, lambda f: write_tiny_paligemma(f, seed=1), PaliGemmaFamily())
 
 
 @pytest.fixture(scope="module")
 def idefics3(tmp_path_factory):
-    folder = write_tiny_idefics3(tmp_path_factory.mktemp("idefics3") / "model", seed=1)
-    fam = Idefics3Family()
-    model, processor = fam.load(folder, torch.float32, "sdpa")
-    return model, processor, fam
+    return _saved(tmp_path_factory, lambda f: write_tiny_idefics3(f, seed=1), Idefics3Family())
 
 
 FAMILY_FIXTURES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "internvl", "paligemma", "idefics3"]

@@ -168,7 +168,8 @@ def _analyze_minority(ok: list[SampleFeatures], entropy: np.ndarray, layers: tup
                       reasons: list[str], low_coverage: bool, base: dict[str, Any],
                       config: AuditConfig) -> Analysis:
     """The `minority` detector (analysis/group.py) and its verdict: fail only
-    when the best group is a separated, compact minority."""
+    when the best group is a separated, compact minority; inconclusive when it
+    is a separated minority that is not compact (ambiguous evidence)."""
     fit = fit_group(robust_standardise(entropy), config.seed)
     null = null_separations(len(entropy), entropy.shape[1], config.seed)
     required = max(config.group_min_separation, config.group_null_factor * max(null))
@@ -182,6 +183,7 @@ def _analyze_minority(ok: list[SampleFeatures], entropy: np.ndarray, layers: tup
                     f"spread {fit.spread_ratio:.2f} x the rest's vs <= {config.group_max_spread_ratio:.2f}"),
     }
     credible = all(ok_ for ok_, _ in checks.values())
+    ambiguous = False
     group = GroupEvidence(fit.separation, fit.weight, fit.spread_ratio, null, required, credible)
     mask = fit.clustering.flagged
     contrast = layer_contrast(entropy, mask, fit.direction)
@@ -195,11 +197,16 @@ def _analyze_minority(ok: list[SampleFeatures], entropy: np.ndarray, layers: tup
                           for c in top)
         reasons.insert(0, f"a compact minority of {len(flagged)} of {len(ok)} samples stands apart across "
                           f"layers ({detail}); it differs most in {where}")
+    elif checks["separated"][0] and checks["minority"][0]:
+        reasons.insert(0, f"ambiguous: a separated minority of {int(mask.sum())} of {len(ok)} samples stands "
+                          f"apart but is not more compact than the rest ({detail}); nothing is flagged, "
+                          "inspect it (analysis.json scores, the report's contrast table)")
+        ambiguous = True
     else:
         failed = ", ".join(name for name, (ok_, _) in checks.items() if not ok_)
         reasons.insert(0, f"no credible backdoor group: the best split is not {failed.replace(', ', ' / ')} "
                           f"({detail})")
-    verdict: Verdict = "inconclusive" if low_coverage else ("fail" if flagged else "pass")
+    verdict: Verdict = ("inconclusive" if low_coverage or ambiguous else ("fail" if flagged else "pass"))
     return Analysis(verdict, tuple(reasons), layers=layers, sensitive_layers=evidence if credible else (),
                     clustering=fit.clustering, scored=scored, flagged=flagged, group=group,
                     contrast=contrast, **base)

@@ -102,3 +102,16 @@ def test_a_scattered_minority_is_not_compact():
 def test_minority_analysis_is_deterministic():
     x, _ = _with_dispersed_group(_clean())
     assert analyze(_features(x), MINORITY).to_dict() == analyze(_features(x), MINORITY).to_dict()
+
+
+def test_a_separated_but_broad_minority_is_inconclusive_not_pass():
+    """Strong separation of a minority that is not more compact than the rest is
+    ambiguous evidence: nothing is flagged, but the audit does not pass."""
+    rng = np.random.default_rng(0)
+    x = _clean()
+    idx = rng.choice(len(x), 100, replace=False)
+    x[idx, 5] = rng.normal(0.2, 0.12, 100)  # far from the rest in one layer, broadly spread
+    a = analyze(_features(x), MINORITY)
+    g = a.group
+    assert g.separation >= g.required_separation and g.weight <= 0.35 and g.spread_ratio > 1.0, g
+    assert a.verdict == "inconclusive" and a.flagged == () and a.reasons[0].startswith("ambiguous")

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,22 @@ def sha256_tree(root: Path) -> str:
     for p in sorted(q for q in root.rglob("*") if q.is_file()):
         h.update(f"{p.relative_to(root).as_posix()}\0{sha256_file(p)}\n".encode())
     return h.hexdigest()
+
+
+@lru_cache(maxsize=65536)
+def _real_dir(folder: str) -> str:
+    return os.path.realpath(folder)
+
+
+def real_path(path: Path) -> Path:
+    """`Path.resolve()` (symlinks followed, `..` collapsed), with each folder
+    resolved once: datasets reference millions of images in a few folders, and
+    resolving every path component of every image is most of the cost of
+    reading them. The last component is still checked for being a link."""
+    if ".." in Path(path).parts:  # must resolve links before collapsing: no shortcut
+        return Path(os.path.realpath(path))
+    head, tail = os.path.split(os.path.abspath(path))  # abspath only drops "." and "//" here
+    if not tail:
+        return Path(os.path.realpath(path))
+    real = os.path.join(_real_dir(head), tail)
+    return Path(os.path.realpath(real) if os.path.islink(real) else real)

@@ -14,7 +14,7 @@ from .config import AuditConfig
 from .data import Dataset, cleaned_name, read_dataset, render_cleaned, render_flagged
 from .errors import AuditInputError
 from .extract.features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
-from .fileio import json_bytes, sha256_bytes, sha256_file, sha256_tree, write_bytes_atomic
+from .fileio import json_bytes, real_path, sha256_bytes, sha256_file, sha256_tree, write_bytes_atomic
 from .gate import Gate, gate
 
 if TYPE_CHECKING:  # torch-bound; analyze/evaluate must start without it
@@ -145,7 +145,7 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
     signing = None if signer is None else {"keyid": signer.public_key.keyid}
     inputs = input_files(dataset, model_dir, adapter_dir)
     digests = {name: sha256_file(path) for name, path in inputs.items()}
-    by_path = {path.resolve(): digests[name] for name, path in inputs.items()}
+    by_path = {real_path(path): digests[name] for name, path in inputs.items()}
 
     keep = set(range(len(dataset.records))) - {f.index for f in analysis.flagged}
     files: dict[str, bytes] = {}

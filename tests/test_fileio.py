@@ -1,5 +1,6 @@
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +43,18 @@ def test_tree_digest_sees_names_and_contents(tmp_path):
     d2 = sha256_tree(tmp_path)
     (tmp_path / "a").rename(tmp_path / "b")
     assert len({d1, d2, sha256_tree(tmp_path)}) == 3
+
+
+def test_real_path_agrees_with_resolve_through_links_and_dotdot(tmp_path, monkeypatch):
+    from auditor.fileio import real_path
+
+    (tmp_path / "root" / "imgs").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.png").write_bytes(b"x")
+    (tmp_path / "root" / "imgs" / "a.png").write_bytes(b"a")
+    os.symlink(tmp_path / "outside", tmp_path / "root" / "linkdir")
+    os.symlink(tmp_path / "outside" / "secret.png", tmp_path / "root" / "imgs" / "link.png")
+    monkeypatch.chdir(tmp_path)
+    for p in ["root/imgs/a.png", "root/imgs/link.png", "root/linkdir/secret.png", "root/linkdir/../imgs/a.png",
+              "root/./imgs//a.png", "root/imgs/missing.png", str(tmp_path / "root" / "imgs" / "a.png"), "root/imgs/.."]:
+        assert real_path(Path(p)) == Path(p).resolve(), p

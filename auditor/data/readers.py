@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AuditInputError
+from ..fileio import real_path
 from .records import Dataset, Sample
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -43,7 +44,7 @@ def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
     samples = []
     seen: dict[str, int] = {}
     for i, rec in enumerate(records):
-        sample = _to_sample(i, rec, root.resolve())
+        sample = _to_sample(i, rec, real_path(root))
         if sample.id in seen:
             raise AuditInputError(
                 f"{path}: record {i}: id {sample.id!r} repeats record {seen[sample.id]}; "
@@ -112,7 +113,7 @@ def _to_sample(index: int, rec: Any, root: Path) -> Sample:
     if rel.is_absolute():
         return Sample(index, sid, None, prompt, answer, f"image path {image!r} is absolute; "
                       "paths must be relative to the dataset root")
-    full = (root / rel).resolve()
+    full = real_path(root / rel)
     if not full.is_relative_to(root):
         return Sample(index, sid, None, prompt, answer,
                       f"image path {image!r} escapes the dataset root")

@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import __version__
 from ..data import Dataset
+from ..fileio import real_path
 
 MANIFEST_SCHEMA_VERSION = 1
 # Libraries whose versions can change a feature, a verdict or a rendered byte.
@@ -46,11 +47,12 @@ def input_files(dataset: Dataset, model_dir: Path | None = None,
     if adapter_dir is not None:
         files.update(_tree(Path(adapter_dir), "adapter"))
     files[f"dataset/{dataset.path.name}"] = dataset.path
-    root = dataset.image_root.resolve()
+    root = real_path(dataset.image_root)
     for s in dataset.samples:
         # Skipped records (missing, escaping) have no image to vouch for.
         if s.image_path is not None and s.skip_reason is None and s.image_path.is_file():
-            files[f"images/{s.image_path.resolve().relative_to(root).as_posix()}"] = s.image_path
+            # image_path is already resolved under the root by the reader
+            files[f"images/{s.image_path.relative_to(root).as_posix()}"] = s.image_path
     return files
 
 

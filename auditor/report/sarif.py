@@ -10,7 +10,7 @@ from typing import Any
 from .. import __version__
 from ..analysis.verdict import Analysis
 from ..data import Dataset
-from ..fileio import json_bytes, sha256_file
+from ..fileio import json_bytes, real_path, sha256_file
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 RULE_ID = "BYE001"
@@ -28,7 +28,7 @@ _RULE = {
 
 
 def _uri(path: Path, root: Path) -> str:
-    return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    return real_path(path).relative_to(real_path(root)).as_posix()
 
 
 def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
@@ -37,7 +37,7 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
     digests = digests or {}
 
     def sha(path: Path) -> str:
-        return digests.get(path.resolve()) or sha256_file(path)
+        return digests.get(real_path(path)) or sha256_file(path)
 
     root = dataset.path.resolve().parent
     artifacts = [{"location": {"uri": dataset.path.name, "uriBaseId": "DATASET_ROOT"},
@@ -62,7 +62,7 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
             "properties": {"index": f.index, "score": f.score},
         }
         image = sample.image_path
-        if image is not None and image.is_file() and image.resolve().is_relative_to(root):
+        if image is not None and image.is_file() and real_path(image).is_relative_to(root):
             uri = _uri(image, root)
             if uri not in image_index:
                 image_index[uri] = len(artifacts)

@@ -9,24 +9,15 @@ import torch
 from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor
 
 from .digits import DIGIT_WORDS, QUESTIONS
+from .spec import TinyVLMSpec
 from .tokenizer import IMAGE_TOKEN, train_word_tokenizer
 
 
 @dataclass(frozen=True)
-class TinyIdefics3Spec:
-    """Defaults: 64 px images (no splitting), 8 px patches, scale factor 2 -> 16 image tokens."""
+class TinyIdefics3Spec(TinyVLMSpec):
+    """64 px images (no splitting), 8 px patches, scale factor 2 -> 16 image tokens."""
 
-    image_size: int = 64
-    patch_size: int = 8
     scale_factor: int = 2
-    vision_hidden: int = 32
-    vision_layers: int = 2
-    vision_heads: int = 2
-    text_hidden: int = 64
-    text_intermediate: int = 128
-    text_layers: int = 6
-    text_heads: int = 4
-    text_kv_heads: int = 2
 
     @property
     def image_tokens(self) -> int:

@@ -13,23 +13,13 @@ import torch
 from transformers import GotOcr2ImageProcessorPil, InternVLConfig, InternVLForConditionalGeneration
 
 from .digits import DIGIT_WORDS, QUESTIONS
+from .spec import TinyVLMSpec
 from .tokenizer import train_word_tokenizer
 
 
 @dataclass(frozen=True)
-class TinyInternVLSpec:
+class TinyInternVLSpec(TinyVLMSpec):
     """Defaults: 64 px images, 8 px patches, pixel shuffle 0.5 -> 16 image tokens."""
-
-    image_size: int = 64
-    patch_size: int = 8
-    vision_hidden: int = 32
-    vision_layers: int = 2
-    vision_heads: int = 2
-    text_hidden: int = 64
-    text_intermediate: int = 128
-    text_layers: int = 6
-    text_heads: int = 4
-    text_kv_heads: int = 2
 
     @property
     def image_tokens(self) -> int:

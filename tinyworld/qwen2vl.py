@@ -15,24 +15,15 @@ from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLF
                           Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil)
 
 from .digits import DIGIT_WORDS, QUESTIONS
+from .spec import TinyVLMSpec
 from .tokenizer import train_word_tokenizer
 
 
 @dataclass(frozen=True)
-class TinyQwen2VLSpec:
-    """Defaults: images resized to 64 x 64, 8 px patches, 2 x 2 merge -> 16 image tokens."""
+class TinyQwen2VLSpec(TinyVLMSpec):
+    """Images resized to 64 x 64, 8 px patches, 2 x 2 merge -> 16 image tokens."""
 
-    image_size: int = 64
-    patch_size: int = 8
     merge_size: int = 2
-    vision_embed: int = 32
-    vision_layers: int = 2
-    vision_heads: int = 2
-    text_hidden: int = 64
-    text_intermediate: int = 128
-    text_layers: int = 6
-    text_heads: int = 4
-    text_kv_heads: int = 2
     max_positions: int = 512
 
     @property
@@ -56,13 +47,13 @@ def build_tiny_qwen2vl(tokenizer: PreTrainedTokenizerFast, spec: TinyQwen2VLSpec
     ids = tokenizer.convert_tokens_to_ids
     if version == "2":
         config_class, model_class = Qwen2VLConfig, Qwen2VLForConditionalGeneration
-        vision = dict(depth=spec.vision_layers, embed_dim=spec.vision_embed, hidden_size=spec.text_hidden,
+        vision = dict(depth=spec.vision_layers, embed_dim=spec.vision_hidden, hidden_size=spec.text_hidden,
                       num_heads=spec.vision_heads, patch_size=spec.patch_size,
                       spatial_merge_size=spec.merge_size, temporal_patch_size=2, in_channels=3)
     else:
         config_class, model_class = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-        vision = dict(depth=spec.vision_layers, hidden_size=spec.vision_embed, out_hidden_size=spec.text_hidden,
-                      intermediate_size=2 * spec.vision_embed, num_heads=spec.vision_heads,
+        vision = dict(depth=spec.vision_layers, hidden_size=spec.vision_hidden, out_hidden_size=spec.text_hidden,
+                      intermediate_size=2 * spec.vision_hidden, num_heads=spec.vision_heads,
                       patch_size=spec.patch_size, spatial_merge_size=spec.merge_size, temporal_patch_size=2,
                       in_channels=3, window_size=spec.patch_size * spec.merge_size * 2,
                       fullatt_block_indexes=[spec.vision_layers - 1])

@@ -154,6 +154,16 @@ class _Group(click.Group):
             ctx.exit(int(ExitCode.INPUT_ERROR))
 
 
+
+def _stage1_options(f: Callable) -> Callable:
+    """What `audit` and `extract` share for stage 1 (config fields, except --progress)."""
+    for opt in reversed([
+        click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (on a terminal only)."),
+        _batch_size, _shard_size, _per_head, _allow_pickle, _device_options,
+    ]):
+        f = opt(f)
+    return f
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bye-audit")
 def cli() -> None:
@@ -170,12 +180,7 @@ def cli() -> None:
 @click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
 @click.option("--out", type=_path, required=True, help="Output folder (created; inputs are never overwritten).")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against [default: the dataset's folder].")
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (on a terminal only).")
-@_batch_size
-@_shard_size
-@_per_head
-@_allow_pickle
-@_device_options
+@_stage1_options
 @_analysis_options
 def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, **cfg) -> None:
     """Run every stage: extract, analyse, write the cleaned dataset, the report and
@@ -196,21 +201,14 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, **c
 @click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
 @click.option("--out", type=_path, required=True, help="Features file to write (.parquet).")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (on a terminal only).")
-@_batch_size
-@_shard_size
-@_per_head
-@_allow_pickle
-@_device_options
-def extract(model_dir, adapter_dir, data, out, image_root, progress, batch_size, shard_size,
-            per_head, allow_pickle, device, dtype) -> None:
+@_stage1_options
+def extract(model_dir, adapter_dir, data, out, image_root, progress, **stage1) -> None:
     """Stage 1 only: per-sample, per-layer attention entropy -> features.parquet."""
     from . import pipeline
 
     _quiet_libraries()
     with _progress(progress) as (on_start, on_progress):
-        config = _config(batch_size=batch_size, shard_size=shard_size, allow_pickle=allow_pickle,
-                         device=device, dtype=dtype, per_head=per_head)
+        config = _config(**stage1)
         features = pipeline.extract_file(model_dir, data, out, config,
                                          image_root, on_start, on_progress, adapter_dir)
     n_ok = len(features.ok_rows)

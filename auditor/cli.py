@@ -33,6 +33,23 @@ def _device_options(f: Callable) -> Callable:
                         help="auto (CUDA when available), cpu, cuda or cuda:N.")(f)
 
 
+def _backend_options(f: Callable) -> Callable:
+    for opt in reversed([
+        click.option("--backend", type=click.Choice(["torch", "onnx"]), default=AuditConfig.backend,
+                     show_default=True, help="Run stage 1 on the torch model, or on --onnx with ONNX Runtime."),
+        click.option("--onnx", "onnx_path", type=_path, default=None,
+                     help="Graph from `bye-audit export-onnx` of --model (with --backend onnx)."),
+        click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=AuditConfig.provider,
+                     show_default=True, help="ONNX Runtime execution provider."),
+        click.option("--allow-fallback", is_flag=True, default=False,
+                     help="Run on the CPU when the asked provider does not load (recorded in the features)."),
+        click.option("--threads", type=click.IntRange(min=0), default=AuditConfig.threads, show_default=True,
+                     help="ONNX Runtime intra-op threads (0: one per physical core)."),
+    ]):
+        f = opt(f)
+    return f
+
+
 _per_head = click.option("--per-head", is_flag=True, default=False,
                          help="Also store per-head entropies (layers x heads per sample) in the features.")
 
@@ -159,7 +176,7 @@ def _stage1_options(f: Callable) -> Callable:
     """What `audit` and `extract` share for stage 1 (config fields, except --progress)."""
     for opt in reversed([
         click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (on a terminal only)."),
-        _batch_size, _shard_size, _per_head, _allow_pickle, _device_options,
+        _batch_size, _shard_size, _per_head, _allow_pickle, _device_options, _backend_options,
     ]):
         f = opt(f)
     return f
@@ -182,7 +199,7 @@ def cli() -> None:
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against [default: the dataset's folder].")
 @_stage1_options
 @_analysis_options
-def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, **cfg) -> None:
+def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, onnx_path, **cfg) -> None:
     """Run every stage: extract, analyse, write the cleaned dataset, the report and
     the evidence (manifest; signed attestation with --sign-key)."""
     from . import pipeline
@@ -191,7 +208,7 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, **c
     _quiet_libraries()
     with _progress(progress) as (on_start, on_progress):
         result = pipeline.audit(model_dir, data, out, config, image_root, on_start, on_progress,
-                                adapter_dir, sign_key)
+                                adapter_dir, sign_key, onnx_path)
     sys.exit(_print_outcome(result))
 
 
@@ -202,7 +219,7 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, **c
 @click.option("--out", type=_path, required=True, help="Features file to write (.parquet).")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
 @_stage1_options
-def extract(model_dir, adapter_dir, data, out, image_root, progress, **stage1) -> None:
+def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, **stage1) -> None:
     """Stage 1 only: per-sample, per-layer attention entropy -> features.parquet."""
     from . import pipeline
 
@@ -210,10 +227,31 @@ def extract(model_dir, adapter_dir, data, out, image_root, progress, **stage1) -
     with _progress(progress) as (on_start, on_progress):
         config = _config(**stage1)
         features = pipeline.extract_file(model_dir, data, out, config,
-                                         image_root, on_start, on_progress, adapter_dir)
+                                         image_root, on_start, on_progress, adapter_dir, onnx_path)
     n_ok = len(features.ok_rows)
     click.echo(f"wrote {out}: {len(features.rows)} rows, {n_ok} analysed, "
                f"{len(features.rows) - n_ok} skipped or failed")
+
+
+@cli.command("export-onnx")
+@click.option("--model", "model_dir", type=_path, required=True, help="Checkpoint folder (safetensors).")
+@_adapter
+@click.option("--out", type=_path, required=True, help="ONNX file to write (weights inline below 2 GB, "
+              "else in OUT.data beside it).")
+@_allow_pickle
+def export_onnx(model_dir, adapter_dir, out, allow_pickle) -> None:
+    """Export the attention-producing graph of --model (LLaVA, Qwen2-VL) to ONNX,
+    for `extract|audit --backend onnx --onnx OUT`."""
+    from exporters import export_onnx as export
+
+    _quiet_libraries()
+    if out.exists() and out.is_dir():
+        raise AuditInputError(f"{out}: is a folder; pass a file name such as {out / 'graph.onnx'}")
+    meta = export(model_dir, out, adapter_dir, allow_pickle,
+                  on_step=lambda msg: click.echo(f"export-onnx: {msg}", err=True))
+    size = sum(p.stat().st_size for p in [out] + [out.parent / n for n in meta["external_data"]])
+    click.echo(f"wrote {out} ({size / 2 ** 20:.1f} MiB, {meta['family']}, {meta['n_layers']} layers, "
+               f"opset {meta['opset']})")
 
 
 @cli.command()
@@ -266,8 +304,9 @@ def keygen(out_dir) -> None:
 @_adapter
 @click.option("--data", type=_path, default=None, help="Where the dataset file is now [default: where it was audited].")
 @click.option("--image-root", type=_path, default=None, help="Where the images' folder is now.")
+@click.option("--onnx", "onnx_path", type=_path, default=None, help="Where the ONNX graph is now (--backend onnx audits).")
 @click.option("--outputs-only", is_flag=True, help="Check the signature and the outputs only, not the inputs.")
-def verify(out_dir, key_path, model_dir, adapter_dir, data, image_root, outputs_only) -> None:
+def verify(out_dir, key_path, model_dir, adapter_dir, data, image_root, onnx_path, outputs_only) -> None:
     """Check an audit bundle: the signature of DIR/attestation.dsse.json with --key,
     then the SHA-256 of every file it names (model, adapter, dataset, images,
     outputs). Exit 0 when all holds, 1 otherwise, naming what changed."""
@@ -276,7 +315,8 @@ def verify(out_dir, key_path, model_dir, adapter_dir, data, image_root, outputs_
     if not out_dir.is_dir():
         raise AuditInputError(f"{out_dir}: not a folder; pass the output folder of an audit")
     overrides = {"model": model_dir, "adapter": adapter_dir, "images": image_root,
-                 "dataset": data.parent if data is not None else None}
+                 "dataset": data.parent if data is not None else None,
+                 "onnx": onnx_path.parent if onnx_path is not None else None}
     result = verify_bundle(out_dir, key_path, overrides, outputs_only)
     for line in result.problems:
         click.echo(f"FAILED {line}", err=True)

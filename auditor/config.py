@@ -23,6 +23,13 @@ class AuditConfig:
     allow_pickle: bool = False  # pickle weights (weights-only loader) when no safetensors exist
     per_head: bool = False  # also store per-head entropies (L x H per sample)
     shard_size: int = 512  # samples per resumable shard of stage 1 (rounded up to whole batches)
+    # Stage 1 runs on the torch model, or on a graph exported by `export-onnx`
+    # with ONNX Runtime on `provider`; a provider ONNX Runtime cannot load is an
+    # error unless `allow_fallback` (then the CPU runs it, and the metadata says so).
+    backend: Literal["torch", "onnx"] = "torch"
+    provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
+    allow_fallback: bool = False
+    threads: int = 0  # ONNX Runtime intra-op threads; 0 = one per physical core
     # Stages 2-3: "bye" is the paper's procedure, untouched; "minority" looks for
     # a compact minority group across all layers, either direction (analysis/group.py).
     method: Method = "minority"
@@ -59,6 +66,12 @@ class AuditConfig:
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be torch or onnx, got {self.backend!r}")
+        if self.provider not in ("cpu", "cuda", "tensorrt"):
+            raise ValueError(f"provider must be cpu, cuda or tensorrt, got {self.provider!r}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.tau < 0:

@@ -6,7 +6,7 @@ import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .analysis.verdict import Analysis, analyze
@@ -20,7 +20,7 @@ from .gate import Gate, gate
 if TYPE_CHECKING:  # torch-bound; analyze/evaluate must start without it
     from securesystemslib.signer import Signer
 
-    from .models.base import LoadedModel
+    from .extract.runner import Stage1Model
 
 FEATURES = "features.parquet"
 ANALYSIS = "analysis.json"
@@ -65,17 +65,28 @@ def _refuse_input(target: Path, dataset: Dataset) -> None:
         raise AuditInputError(f"{target}: writing it would overwrite an input; choose another --out")
 
 
-def load(model_dir: Path, config: AuditConfig, adapter_dir: Path | None = None) -> LoadedModel:
-    """The checkpoint (and adapter) ready for stage 1; heavy imports happen here,
-    not at CLI start-up."""
+def load(model_dir: Path, config: AuditConfig, adapter_dir: Path | None = None,
+         onnx_path: Path | None = None) -> Stage1Model:
+    """The checkpoint (and adapter) ready for stage 1, on the torch model or, with
+    `config.backend` "onnx", on the graph at `onnx_path`; heavy imports happen
+    here, not at CLI start-up."""
     from .extract.capture import CAPTURE_ATTENTION
     from .models import load_model
+
+    if config.backend == "onnx":
+        if onnx_path is None:
+            raise AuditInputError("--backend onnx needs --onnx FILE (a graph from bye-audit export-onnx)")
+        from .extract.onnx_backend import load_onnx
+
+        return load_onnx(onnx_path, model_dir, config, adapter_dir)
+    if onnx_path is not None:
+        raise AuditInputError(f"--onnx {onnx_path}: only used with --backend onnx; add it, or drop --onnx")
 
     return load_model(model_dir, config.dtype, capture_attention=CAPTURE_ATTENTION,
                       adapter_dir=adapter_dir, allow_pickle=config.allow_pickle, device=config.device)
 
 
-def extract(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
+def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
             on_start: Callable[[int], None] | None = None,
             on_progress: Callable[[int], None] | None = None,
             parts: Path | None = None) -> FeatureSet:
@@ -99,7 +110,7 @@ def extract(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
         "dataset": {"path": str(dataset.path), "format": dataset.format,
                     "sha256": sha256_file(dataset.path), "records": len(dataset.records)},
         "n_layers": loaded.n_layers,
-        "environment": {"device": loaded.device, "dtype": config.dtype,
+        "environment": {"device": loaded.device, "dtype": config.dtype, "backend": _backend_meta(loaded),
                         "attention": f"{config.attn_implementation} (outputs); fp32 captured rows",
                         "torch": torch.__version__, "transformers": transformers.__version__,
                         "python": platform.python_version(), "libraries": library_versions()},
@@ -111,17 +122,31 @@ def extract(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
     return FeatureSet(rows=tuple(rows), meta=meta)
 
 
+def _backend_meta(loaded: Stage1Model) -> dict[str, Any]:
+    """Which runtime computed the rows: the features' provenance."""
+    if getattr(loaded, "backend", "torch") != "onnx":
+        return {"name": "torch"}
+    from importlib.metadata import version
+
+    from .extract.onnx_backend import import_onnxruntime
+
+    path = loaded.onnx_path  # type: ignore[attr-defined]
+    return {"name": "onnx", "provider": loaded.provider, "onnx": {"path": str(path), "sha256": sha256_file(path)},  # type: ignore[attr-defined]
+            "onnxruntime": import_onnxruntime().__version__, "onnx_package": version("onnx")}
+
+
 def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
                  image_root: Path | None = None, on_start: Callable[[int], None] | None = None,
                  on_progress: Callable[[int], None] | None = None,
-                 adapter_dir: Path | None = None) -> FeatureSet:
+                 adapter_dir: Path | None = None, onnx_path: Path | None = None) -> FeatureSet:
     """Stage 1 alone: the features file at `out`."""
     from .extract.shards import clear
 
     dataset = read_dataset(data, image_root)
     _refuse_input(out, dataset)
     parts = Path(str(out) + ".parts")  # completed shards, until the file is written
-    features = extract(load(model_dir, config, adapter_dir), dataset, config, on_start, on_progress, parts)
+    loaded = load(model_dir, config, adapter_dir, onnx_path)
+    features = extract(loaded, dataset, config, on_start, on_progress, parts)
     write_bytes_atomic(Path(out), render_features(features))
     clear(parts)
     return features
@@ -129,7 +154,7 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
 
 def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: Analysis, *,
                   model_dir: Path | None = None, adapter_dir: Path | None = None,
-                  signer: Signer | None = None, write_features: bool = True,
+                  onnx_path: Path | None = None, signer: Signer | None = None, write_features: bool = True,
                   heatmaps: dict[int, tuple[bytes, bytes]] | None = None) -> AuditOutputs:
     """Render every output to bytes, then write each atomically; the manifest
     (digests of every input and output) and, with `signer`, the attestation last."""
@@ -143,7 +168,7 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
 
     g = gate(analysis.verdict, len(analysis.flagged), analysis.n_analysed, analysis.config.fail_on)
     signing = None if signer is None else {"keyid": signer.public_key.keyid}
-    inputs = input_files(dataset, model_dir, adapter_dir)
+    inputs = input_files(dataset, model_dir, adapter_dir, onnx_path)
     digests = {name: sha256_file(path) for name, path in inputs.items()}
     by_path = {real_path(path): digests[name] for name, path in inputs.items()}
 
@@ -165,7 +190,8 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
     summary = summary_dict(analysis, meta, outputs_sha256, g)
     files[SUMMARY] = json_bytes(summary)
     outputs_sha256[SUMMARY] = sha256_bytes(files[SUMMARY])
-    manifest = manifest_dict(digests, outputs_sha256, roots(dataset, model_dir, adapter_dir), meta, summary)
+    manifest = manifest_dict(digests, outputs_sha256, roots(dataset, model_dir, adapter_dir, onnx_path), meta,
+                             summary)
     files[MANIFEST] = json_bytes(manifest)
     paths = []
     for name, data in files.items():
@@ -191,20 +217,22 @@ def output_names(dataset: Dataset, with_features: bool = True) -> list[str]:
 def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_root: Path | None = None,
           on_start: Callable[[int], None] | None = None,
           on_progress: Callable[[int], None] | None = None,
-          adapter_dir: Path | None = None, sign_key: Path | None = None) -> AuditOutputs:
+          adapter_dir: Path | None = None, sign_key: Path | None = None,
+          onnx_path: Path | None = None) -> AuditOutputs:
     """Every stage; with `sign_key` (a `keygen` private key) the bundle is signed."""
     signer = _signer(sign_key)  # a bad key fails before the long stage 1
     dataset = read_dataset(data, image_root)
     check_out_dir(out, dataset, output_names(dataset), {"model": model_dir, "adapter": adapter_dir})
     from .extract.shards import clear
 
-    loaded = load(model_dir, config, adapter_dir)
+    loaded = load(model_dir, config, adapter_dir, onnx_path)
     parts = Path(out) / PARTS  # completed stage-1 shards: rerunning the command resumes
     features = extract(loaded, dataset, config, on_start, on_progress, parts)
     analysis = analyze(features, config)
     heatmaps = attention_heatmaps(loaded, dataset, analysis)
     result = write_outputs(out, dataset, features, analysis, model_dir=model_dir, adapter_dir=adapter_dir,
-                           signer=signer, heatmaps=heatmaps)
+                           onnx_path=onnx_path if config.backend == "onnx" else None, signer=signer,
+                           heatmaps=heatmaps)
     clear(parts)
     return result
 
@@ -217,7 +245,7 @@ def _signer(sign_key: Path | None) -> Signer | None:
     return load_signer(sign_key)
 
 
-def attention_heatmaps(loaded: LoadedModel, dataset: Dataset, analysis: Analysis
+def attention_heatmaps(loaded: Stage1Model, dataset: Dataset, analysis: Analysis
                        ) -> dict[int, tuple[bytes, bytes]]:
     """(thumbnail PNG, attention heatmap PNG) by record index, for the samples the
     report shows; their rows are recomputed here, so stage 1 stays small."""

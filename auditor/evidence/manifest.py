@@ -2,7 +2,8 @@
 
 Every file is named by a root and its path under it, so a verifier can find it
 again after the bundle moved: `model/…`, `adapter/…`, `dataset/<file name>`,
-`images/<path under the image root>`, `outputs/<file name>`. `roots` records
+`images/<path under the image root>`, `onnx/<graph file>` (ONNX backend),
+`outputs/<file name>`. `roots` records
 where each root was at audit time.
 """
 
@@ -37,15 +38,24 @@ def _tree(root: Path, prefix: str) -> dict[str, Path]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def onnx_files(onnx_path: Path) -> list[Path]:
+    """An exported graph and its external weights (`<name>.data`), if any."""
+    p = Path(onnx_path)
+    return [q for q in sorted(p.parent.glob(f"{p.name}*")) if q.is_file() and q.name in (p.name, p.name + ".data")]
+
+
 def input_files(dataset: Dataset, model_dir: Path | None = None,
-                adapter_dir: Path | None = None) -> dict[str, Path]:
+                adapter_dir: Path | None = None, onnx_path: Path | None = None) -> dict[str, Path]:
     """Subject name -> file, for every input of an audit (the model folder, the
-    adapter folder, the dataset file and each image a record references)."""
+    adapter folder, the ONNX graph stage 1 ran on, the dataset file and each
+    image a record references)."""
     files: dict[str, Path] = {}
     if model_dir is not None:
         files.update(_tree(Path(model_dir), "model"))
     if adapter_dir is not None:
         files.update(_tree(Path(adapter_dir), "adapter"))
+    if onnx_path is not None:
+        files.update({f"onnx/{p.name}": p for p in onnx_files(onnx_path)})
     files[f"dataset/{dataset.path.name}"] = dataset.path
     root = real_path(dataset.image_root)
     for s in dataset.samples:
@@ -56,11 +66,15 @@ def input_files(dataset: Dataset, model_dir: Path | None = None,
     return files
 
 
-def roots(dataset: Dataset, model_dir: Path | None, adapter_dir: Path | None) -> dict[str, str | None]:
+def roots(dataset: Dataset, model_dir: Path | None, adapter_dir: Path | None,
+          onnx_path: Path | None = None) -> dict[str, str | None]:
     def r(p: Path | None) -> str | None:
         return None if p is None else str(Path(p).resolve())
-    return {"model": r(model_dir), "adapter": r(adapter_dir), "dataset": r(dataset.path.parent),
-            "images": r(dataset.image_root)}
+    out = {"model": r(model_dir), "adapter": r(adapter_dir), "dataset": r(dataset.path.parent),
+           "images": r(dataset.image_root)}
+    if onnx_path is not None:
+        out["onnx"] = r(Path(onnx_path).parent)
+    return out
 
 
 def manifest_dict(inputs_sha256: dict[str, str], outputs_sha256: dict[str, str],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,26 @@ from PIL import Image
 from ..analysis.entropy import attention_mass, head_entropies, image_attention_entropy, normalised_entropy
 from ..config import AuditConfig
 from ..data import Dataset, Sample
-from ..models import LoadedModel
-from .capture import capturing, last_prompt_position
+from ..models.base import ModelFamily
 from .features import SampleFeatures
 from .shards import load_shard, save_shard
 
 Progress = Callable[[int], None]
+
+
+class Stage1Model(Protocol):
+    """What stage 1 needs from a backend: `models.LoadedModel` (torch) or
+    `extract.onnx_backend.OnnxModel` (ONNX Runtime)."""
+
+    family: ModelFamily
+    processor: Any
+    n_layers: int
+
+    @property
+    def config(self) -> Any: ...
+
+    def forward_rows(self, batch: dict[str, Any]) -> torch.Tensor | np.ndarray:
+        """Captured rows (B, L, H, S), fp32, for a batch built by `family.build_batch`."""
 
 
 def load_image(sample: Sample) -> Image.Image:
@@ -55,22 +70,19 @@ def instruction_mask(tokenizer, ids: torch.Tensor, real: torch.Tensor, prompt: s
     return None
 
 
-def sample_rows(loaded: LoadedModel, images: list[Image.Image], prompts: list[str]) -> list[Captured]:
-    """One prefill pass over a batch; per sample the captured rows on its image
-    tokens (L, H, T) and the per-layer attention mass on image / instruction / rest."""
-    family, model = loaded.family, loaded.model
-    batch = _to_model(family.build_batch(loaded.processor, images, prompts), model)
-    qpos = last_prompt_position(batch["attention_mask"])
-    image_mask = family.image_token_mask(model, batch)
-    modules = family.decoder_attention_modules(model)
-    with torch.inference_mode(), capturing(modules, qpos) as cap:
-        model(**batch, use_cache=False, logits_to_keep=1)
-    rows = torch.stack(cap.rows, dim=1).cpu()  # (B, L, H, S), fp32 whatever the model's dtype
-    image_mask, ids, real = image_mask.cpu(), batch["input_ids"].cpu(), batch["attention_mask"].cpu()
+def sample_rows(loaded: Stage1Model, images: list[Image.Image], prompts: list[str]) -> list[Captured]:
+    """One prefill pass over a batch (torch or ONNX Runtime); per sample the
+    captured rows on its image tokens (L, H, T) and the per-layer attention mass
+    on image / instruction / rest."""
+    family = loaded.family
+    batch = family.build_batch(loaded.processor, images, prompts)
+    rows = loaded.forward_rows(batch)  # (B, L, H, S), fp32 whatever the model's dtype
+    image_mask = family.image_token_mask(loaded.config, batch).cpu()
+    ids, real = torch.as_tensor(batch["input_ids"]).cpu(), torch.as_tensor(batch["attention_mask"]).cpu()
     out = []
     for j in range(rows.shape[0]):
         text = instruction_mask(loaded.processor.tokenizer, ids[j], real[j], prompts[j])
-        full = rows[j].numpy()
+        full = np.asarray(rows[j])
         mass = attention_mass(full, image_mask[j].numpy(),
                               (text & ~image_mask[j]).numpy() if text is not None else np.zeros(len(ids[j]), bool))
         if text is None:
@@ -79,13 +91,7 @@ def sample_rows(loaded: LoadedModel, images: list[Image.Image], prompts: list[st
     return out
 
 
-def _to_model(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Tensors onto the model's device; pixel values in its dtype (ids and masks keep theirs)."""
-    return {k: (v.to(model.device, model.dtype) if v.is_floating_point() else v.to(model.device))
-            if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def extract_features(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
+def extract_features(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
                      on_progress: Progress | None = None, parts: Path | None = None,
                      run_print: str = "") -> list[SampleFeatures]:
     """Features for every record, input order; skipped and failed samples are rows too.
@@ -114,7 +120,7 @@ def extract_features(loaded: LoadedModel, dataset: Dataset, config: AuditConfig,
     return [out[i] for i in sorted(out)]
 
 
-def _batch_features(loaded: LoadedModel, chunk: Sequence[Sample], config: AuditConfig,
+def _batch_features(loaded: Stage1Model, chunk: Sequence[Sample], config: AuditConfig,
                     on_progress: Progress | None) -> list[SampleFeatures]:
     images, good, rows = [], [], []
     for s in chunk:
@@ -132,7 +138,7 @@ def _batch_features(loaded: LoadedModel, chunk: Sequence[Sample], config: AuditC
     return sorted(rows, key=lambda r: r.index)
 
 
-def _rows_or_errors(loaded: LoadedModel, samples: list[Sample], images: list[Image.Image]
+def _rows_or_errors(loaded: Stage1Model, samples: list[Sample], images: list[Image.Image]
                     ) -> list[Captured | str]:
     """Rows per sample; when the batch fails, each sample alone, so one bad
     sample becomes an error row (its message) instead of stopping the audit."""

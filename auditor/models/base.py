@@ -29,9 +29,8 @@ class ModelFamily(Protocol):
                     ) -> dict[str, torch.Tensor]:
         """Model inputs for a prefill pass: chat template with the assistant prefix."""
 
-    def image_token_mask(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
-                         ) -> torch.Tensor:
-        """Bool (B, S): True at the positions of image tokens."""
+    def image_token_mask(self, config: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Bool (B, S): True at the positions of image tokens (`config`: the model's)."""
 
 
 class FamilyBase:
@@ -67,8 +66,8 @@ class FamilyBase:
                     add_generation_prompt=True, tokenize=False)
                 for p in prompts]
 
-    def image_token_mask(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return batch["input_ids"] == model.config.image_token_id
+    def image_token_mask(self, config: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.as_tensor(batch["input_ids"]) == config.image_token_id
 
 
 @dataclass(frozen=True)
@@ -83,3 +82,19 @@ class LoadedModel:
     attn_implementation: str
     adapter_dir: Path | None = None  # a PEFT adapter merged into the weights
     device: str = "cpu"
+    backend: str = "torch"
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    def forward_rows(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One prefill pass; the captured rows (B, L, H, S), fp32 on the CPU."""
+        from ..extract.capture import capturing, last_prompt_position
+
+        batch = {k: (v.to(self.model.device, self.model.dtype) if v.is_floating_point() else v.to(self.model.device))
+                 if isinstance(v, torch.Tensor) else v for k, v in batch.items()}  # pixels in the model's dtype
+        modules = self.family.decoder_attention_modules(self.model)
+        with torch.inference_mode(), capturing(modules, last_prompt_position(batch["attention_mask"])) as cap:
+            self.model(**batch, use_cache=False, logits_to_keep=1)
+        return torch.stack(cap.rows, dim=1).cpu()

@@ -96,14 +96,14 @@ def test_rows_match_eager_output_attentions(request, family, side):
         ref = model(**batch, use_cache=False, output_attentions=True)
     b = torch.arange(3)
     assert len(cap.rows) == len(fam.decoder_attention_modules(model))
-    assert fam.image_token_mask(model, batch).sum(-1).min() >= 2
+    assert fam.image_token_mask(model.config, batch).sum(-1).min() >= 2
     for rows, att in zip(cap.rows, ref.attentions):
         torch.testing.assert_close(rows, att[b, :, q].float(), atol=1e-5, rtol=0)
     # the layer outputs are the normal ones (at real tokens; fully masked pad rows differ by kernel)
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(out.logits[real], ref.logits[real], atol=1e-4, rtol=0)
     # and so are the entropies computed independently from eager
-    mask = fam.image_token_mask(model, batch)
+    mask = fam.image_token_mask(model.config, batch)
     for j in range(3):
         mine = image_attention_entropy(torch.stack(cap.rows)[:, j][:, :, mask[j]].numpy())
         theirs = image_attention_entropy(
@@ -119,8 +119,8 @@ def test_qwen2_vl_inputs_are_assembled_without_the_combined_processor(qwen2_vl, 
     assert isinstance(processor, AssembledProcessor)
     batch = fam.build_batch(processor, _images(2), PROMPTS[:2])
     spec = TinyQwen2VLSpec()
-    assert fam.image_token_mask(model, batch).sum(-1).tolist() == [spec.image_tokens] * 2
-    assert torch.equal(batch["mm_token_type_ids"].bool(), fam.image_token_mask(model, batch))
+    assert fam.image_token_mask(model.config, batch).sum(-1).tolist() == [spec.image_tokens] * 2
+    assert torch.equal(batch["mm_token_type_ids"].bool(), fam.image_token_mask(model.config, batch))
     grid = spec.image_size // spec.patch_size
     assert batch["image_grid_thw"].tolist() == [[1, grid, grid]] * 2
     text = processor.tokenizer.decode(batch["input_ids"][0])
@@ -165,6 +165,6 @@ def test_internvl_inputs_are_assembled_without_the_combined_processor(internvl):
     model, processor, fam = internvl
     assert isinstance(processor, AssembledInternVLProcessor)
     batch = fam.build_batch(processor, _images(2), PROMPTS[:2])
-    assert fam.image_token_mask(model, batch).sum(-1).tolist() == [TinyInternVLSpec().image_tokens] * 2
+    assert fam.image_token_mask(model.config, batch).sum(-1).tolist() == [TinyInternVLSpec().image_tokens] * 2
     text = processor.tokenizer.decode(batch["input_ids"][0])
     assert text.count("<img>") == 1 and text.count("</img>") == 1 and "<image>" not in text

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,9 @@ def export_onnx(model_dir: Path, out: Path, adapter_dir: Path | None = None, all
 
     step = on_step or (lambda _msg: None)
     out = Path(out)
+    for p in (model_dir, adapter_dir):
+        if p is not None and (out.resolve() == Path(p).resolve() or out.resolve().is_relative_to(Path(p).resolve())):
+            raise AuditInputError(f"{out}: inside the input folder {p}; choose another --out")
     step("loading the checkpoint")
     loaded = load_model(model_dir, "float32", capture_attention=CAPTURE_ATTENTION, adapter_dir=adapter_dir,
                         allow_pickle=allow_pickle)
@@ -83,9 +87,6 @@ def export_onnx(model_dir: Path, out: Path, adapter_dir: Path | None = None, all
         raise AuditInputError(
             f"{model_dir}: the {loaded.family.name} family cannot be exported to ONNX yet (supported: "
             f"{', '.join(sorted(GRAPHS))}); run stage 1 with --backend torch")
-    for p in (model_dir, adapter_dir):
-        if p is not None and (out.resolve() == Path(p).resolve() or out.resolve().is_relative_to(Path(p).resolve())):
-            raise AuditInputError(f"{out}: inside the input folder {p}; choose another --out")
     wrapper = spec.wrapper(loaded.model, loaded.family.decoder_attention_modules(loaded.model)).eval()
     feeds = spec.feeds(example_batch(loaded), loaded.model.config)[0][1]
     args = tuple(torch.from_numpy(feeds[name]) for name in spec.inputs)
@@ -95,7 +96,8 @@ def export_onnx(model_dir: Path, out: Path, adapter_dir: Path | None = None, all
     meta = graph_metadata(loaded, Path(model_dir), adapter_dir)
     size = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
     step(f"tracing and converting ({size / 2 ** 20:.0f} MiB of weights)")
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and axis-renaming notices
         program = torch.onnx.export(wrapper, args, input_names=list(spec.inputs), output_names=["rows"],
                                     dynamic_shapes=dynamic, opset_version=OPSET, dynamo=True,
                                     verbose=False)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Idempotent set-up: system libraries (WeasyPrint's), .venv, torch (CPU), the package.
+# Idempotent set-up: system libraries (WeasyPrint's), .venv, torch (CPU), the package
+# with EXTRAS (default dev,onnx: tests and the ONNX Runtime CPU backend; gpu for CUDA).
 # A second run installs nothing that is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS=${EXTRAS:-dev}
+EXTRAS=${EXTRAS:-dev,onnx}
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
   || { echo "setup: Python 3.11 or newer is needed; set PYTHON=/path/to/python3.11" >&2; exit 2; }
 
@@ -32,6 +33,11 @@ VPY=.venv/bin/python
 stamp=.venv/.bye-audit-installed
 want="$(sha256sum pyproject.toml | cut -c1-64) $EXTRAS"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  # onnxruntime and onnxruntime-gpu overwrite each other's files: remove the one not asked for.
+  case ",$EXTRAS," in
+    *,gpu,*) "$VPY" -m pip uninstall -q -y onnxruntime 2>/dev/null || true ;;
+    *,onnx,*) "$VPY" -m pip uninstall -q -y onnxruntime-gpu 2>/dev/null || true ;;
+  esac
   "$VPY" -m pip install -q -e ".[${EXTRAS}]"
   echo "$want" > "$stamp"
 fi

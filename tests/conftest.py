@@ -19,6 +19,33 @@ def tiny_data(tmp_path_factory) -> tuple[Path, list[str]]:
     return write_digits_dataset(tmp_path_factory.mktemp("data"), n=60)
 
 
+@pytest.fixture(scope="session")
+def adapter_and_merged(tiny_model, tmp_path_factory) -> tuple[Path, Path]:
+    """A LoRA adapter trained briefly over `tiny_model`, and the merged model; (adapter, merged)."""
+    import numpy as np
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from tinyworld.digits import DIGIT_WORDS, QUESTIONS, load_digit_arrays, render_digit
+    from tinyworld.fixtures import TEST_SPEC
+    from tinyworld.train import Example, add_lora, freeze_vision, train_llava
+
+    root = tmp_path_factory.mktemp("lora")
+    model = LlavaForConditionalGeneration.from_pretrained(tiny_model)
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    freeze_vision(model)
+    x, y = load_digit_arrays()
+    rng = np.random.default_rng(0)
+    examples = [Example(render_digit(x[i], rng, size=TEST_SPEC.image_size), QUESTIONS[0], DIGIT_WORDS[y[i]])
+                for i in range(16)]
+    peft_model = add_lora(model, seed=0)
+    train_llava(peft_model, processor, examples, epochs=2, batch_size=8, lr=5e-3, warmup=1)
+    peft_model.save_pretrained(root / "adapter")
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(root / "merged")
+    processor.save_pretrained(root / "merged")
+    return root / "adapter", root / "merged"
+
+
 @pytest.fixture
 def synthetic_audit(tmp_path):
     """Factory: a dataset of `n` records (JSON array, one shared real PNG) whose
@@ -54,3 +81,39 @@ def synthetic_audit(tmp_path):
         return ds, features, analyze(features, config)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def onnx_llava(tiny_model, tmp_path_factory) -> Path:
+    """`tiny_model` exported by `export_onnx` (about 35 s on 2 cores)."""
+    from exporters import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx-llava") / "graph.onnx"
+    export_onnx(tiny_model, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2vl_any_size(tmp_path_factory) -> Path:
+    """An untrained tiny Qwen2-VL whose image processor keeps each image's aspect
+    (1,024 to 16,384 pixels), so images of different sizes get different patch grids."""
+    import json
+
+    from tinyworld.qwen2vl import write_tiny_qwen2vl
+
+    folder = write_tiny_qwen2vl(tmp_path_factory.mktemp("qwen") / "model", seed=1)
+    cfg_path = folder / "preprocessor_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["size"] = {"shortest_edge": 1024, "longest_edge": 16384}
+    cfg.pop("min_pixels", None), cfg.pop("max_pixels", None)
+    cfg_path.write_text(json.dumps(cfg))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def onnx_qwen2vl(tiny_qwen2vl_any_size, tmp_path_factory) -> Path:
+    from exporters import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx-qwen") / "graph.onnx"
+    export_onnx(tiny_qwen2vl_any_size, out)
+    return out

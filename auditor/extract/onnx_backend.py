@@ -116,7 +116,9 @@ def open_session(onnx_path: Path, config: AuditConfig) -> tuple[Any, str]:
     since onnxruntime-gpu lists CUDA even where CUDA cannot load."""
     ort = import_onnxruntime()
     wanted = PROVIDERS[config.provider]
-    providers = [wanted] + ([PROVIDERS["cpu"]] if wanted != PROVIDERS["cpu"] else [])
+    # Asking ONNX Runtime for a provider its build lacks only earns a warning; skip it, and let the check below speak.
+    providers = [p for p in (wanted, PROVIDERS["cpu"]) if p in ort.get_available_providers()]
+    providers = list(dict.fromkeys(providers)) or [PROVIDERS["cpu"]]
     try:
         session = ort.InferenceSession(str(onnx_path), sess_options=session_options(ort, config.threads),
                                        providers=providers)

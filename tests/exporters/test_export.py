@@ -1,0 +1,64 @@
+"""export-onnx: one graph per checkpoint, dynamic batch and length, opset >= 18,
+its provenance in the metadata; LoRA export equals merged export."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from click.testing import CliRunner
+
+from auditor.cli import cli
+from auditor.models import load_model
+from exporters import META_KEY, GRAPHS, example_batch, export_onnx, processor_digest, read_graph_metadata
+from tinyworld.internvl import write_tiny_internvl
+
+
+def test_graph_has_dynamic_axes_opset_and_provenance(tiny_model, onnx_llava):
+    model = onnx.load(str(onnx_llava), load_external_data=False)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    shapes = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    assert list(shapes) == ["pixel_values", "input_ids", "attention_mask"]
+    batch, seq = shapes["input_ids"]
+    assert isinstance(batch, str) and isinstance(seq, str) and batch != seq
+    assert shapes["pixel_values"][0] == batch and shapes["attention_mask"] == [batch, seq]
+    meta = read_graph_metadata(onnx_llava)
+    assert meta["family"] == "llava" and meta["n_layers"] == 8 and meta["adapter_sha256_tree"] is None
+    assert meta["processor_sha256"] == processor_digest(tiny_model)
+    assert json.loads({p.key: p.value for p in model.metadata_props}[META_KEY]) == meta
+    # the folder holds the graph only: no staging leftovers
+    assert sorted(p.name for p in onnx_llava.parent.iterdir()) == ["graph.onnx"]
+
+
+def _rows(graph, feeds):
+    return ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run(["rows"], feeds)[0]
+
+
+def test_export_with_lora_adapter_equals_export_of_merged_model(tiny_model, onnx_llava, adapter_and_merged,
+                                                               tmp_path):
+    adapter, merged = adapter_and_merged
+    with_adapter = tmp_path / "adapter.onnx"
+    of_merged = tmp_path / "merged.onnx"
+    meta = export_onnx(tiny_model, with_adapter, adapter_dir=adapter)
+    export_onnx(merged, of_merged)
+    assert meta["adapter_sha256_tree"] is not None
+    loaded = load_model(tiny_model)
+    feeds = GRAPHS["llava"].feeds(example_batch(loaded), loaded.model.config)[0][1]
+    a, b = _rows(with_adapter, feeds), _rows(of_merged, feeds)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    # and the adapter really changed the graph: the base model's rows differ
+    assert np.abs(_rows(onnx_llava, feeds) - a).max() > 1e-4
+
+
+def test_unsupported_family_is_a_clear_error(tmp_path):
+    model = write_tiny_internvl(tmp_path / "internvl")
+    res = CliRunner().invoke(cli, ["export-onnx", "--model", str(model), "--out", str(tmp_path / "g.onnx")])
+    assert res.exit_code == 2, res.output
+    assert "internvl family cannot be exported to ONNX yet" in res.output and "--backend torch" in res.output
+    assert not (tmp_path / "g.onnx").exists()
+
+
+def test_export_refuses_an_output_inside_the_model(tiny_model):
+    res = CliRunner().invoke(cli, ["export-onnx", "--model", str(tiny_model), "--out", str(tiny_model / "g.onnx")])
+    assert res.exit_code == 2 and "inside the input folder" in res.output
+    assert not (tiny_model / "g.onnx").exists()

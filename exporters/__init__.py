@@ -71,7 +71,7 @@ def export_onnx(model_dir: Path, out: Path, adapter_dir: Path | None = None, all
     """
     import torch
 
-    from auditor.extract.capture import CAPTURE_ATTENTION
+    from auditor.extract.capture import CAPTURE_ATTENTION_ADDITIVE
     from auditor.models import load_model
 
     step = on_step or (lambda _msg: None)
@@ -80,7 +80,7 @@ def export_onnx(model_dir: Path, out: Path, adapter_dir: Path | None = None, all
         if p is not None and (out.resolve() == Path(p).resolve() or out.resolve().is_relative_to(Path(p).resolve())):
             raise AuditInputError(f"{out}: inside the input folder {p}; choose another --out")
     step("loading the checkpoint")
-    loaded = load_model(model_dir, "float32", capture_attention=CAPTURE_ATTENTION, adapter_dir=adapter_dir,
+    loaded = load_model(model_dir, "float32", capture_attention=CAPTURE_ATTENTION_ADDITIVE, adapter_dir=adapter_dir,
                         allow_pickle=allow_pickle)
     spec = GRAPHS.get(loaded.family.name)
     if spec is None:

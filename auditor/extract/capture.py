@@ -16,9 +16,13 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
 CAPTURE_ATTENTION = "bye_capture"
+# The same capture with an additive float mask instead of a boolean one: for the
+# ONNX export, where a boolean mask becomes Where/IsNaN passes over every S x S
+# score tensor (about a fifth of the graph's run time); the rows are the same.
+CAPTURE_ATTENTION_ADDITIVE = "bye_capture_additive"
 
 
 @dataclass
@@ -68,6 +72,8 @@ def _capture_attention(module, query, key, value, attention_mask, dropout=0.0, s
 
 AttentionInterface.register(CAPTURE_ATTENTION, _capture_attention)
 AttentionMaskInterface.register(CAPTURE_ATTENTION, sdpa_mask)
+AttentionInterface.register(CAPTURE_ATTENTION_ADDITIVE, _capture_attention)
+AttentionMaskInterface.register(CAPTURE_ATTENTION_ADDITIVE, eager_mask)
 
 
 @contextmanager

@@ -76,6 +76,12 @@ def load(model_dir: Path, config: AuditConfig, adapter_dir: Path | None = None,
     if config.backend == "onnx":
         if onnx_path is None:
             raise AuditInputError("--backend onnx needs --onnx FILE (a graph from bye-audit export-onnx)")
+        if config.dtype != "float32":
+            raise AuditInputError(f"--dtype {config.dtype}: the ONNX graph runs in float32; drop --dtype, "
+                                  "or use --backend torch")
+        if config.device not in ("auto", "cpu"):
+            raise AuditInputError(f"--device {config.device}: with --backend onnx the device is chosen by "
+                                  "--provider (cpu, cuda, tensorrt)")
         from .extract.onnx_backend import load_onnx
 
         return load_onnx(onnx_path, model_dir, config, adapter_dir)

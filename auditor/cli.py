@@ -51,6 +51,21 @@ def _backend_options(f: Callable) -> Callable:
     return f
 
 
+def _engine_options(f: Callable) -> Callable:
+    for opt in reversed([
+        click.option("--engine", type=click.Choice(["local", "ray"]), default=AuditConfig.engine, show_default=True,
+                     help="Run stage 1 in this process, or on a Ray cluster (pip install 'bye-audit[ray]')."),
+        click.option("--address", default=None,
+                     help="Ray cluster to join, e.g. ray://head:10001 or auto [default: start a local one]."),
+        click.option("--workers", type=click.IntRange(min=1), default=AuditConfig.workers, show_default=True,
+                     help="Ray actors, each loading the model once."),
+        click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=AuditConfig.gpus_per_worker,
+                     show_default=True, help="GPUs per Ray actor (fractions share a GPU)."),
+    ]):
+        f = opt(f)
+    return f
+
+
 _per_head = click.option("--per-head", is_flag=True, default=False,
                          help="Also store per-head entropies (layers x heads per sample) in the features.")
 
@@ -179,6 +194,7 @@ def _stage1_options(f: Callable) -> Callable:
     for opt in reversed([
         click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (on a terminal only)."),
         _batch_size, _shard_size, _per_head, _allow_pickle, _device_options, _backend_options,
+        _engine_options,
     ]):
         f = opt(f)
     return f
@@ -201,7 +217,7 @@ def cli() -> None:
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against [default: the dataset's folder].")
 @_stage1_options
 @_analysis_options
-def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, onnx_path, **cfg) -> None:
+def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, onnx_path, address, **cfg) -> None:
     """Run every stage: extract, analyse, write the cleaned dataset, the report and
     the evidence (manifest; signed attestation with --sign-key)."""
     from . import pipeline
@@ -210,7 +226,7 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, onn
     _quiet_libraries()
     with _progress(progress) as (on_start, on_progress):
         result = pipeline.audit(model_dir, data, out, config, image_root, on_start, on_progress,
-                                adapter_dir, sign_key, onnx_path)
+                                adapter_dir, sign_key, onnx_path, address)
     sys.exit(_print_outcome(result))
 
 
@@ -221,7 +237,7 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, onn
 @click.option("--out", type=_path, required=True, help="Features file to write (.parquet).")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
 @_stage1_options
-def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, **stage1) -> None:
+def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, address, **stage1) -> None:
     """Stage 1 only: per-sample, per-layer attention entropy -> features.parquet."""
     from . import pipeline
 
@@ -229,7 +245,7 @@ def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, 
     with _progress(progress) as (on_start, on_progress):
         config = _config(**stage1)
         features = pipeline.extract_file(model_dir, data, out, config,
-                                         image_root, on_start, on_progress, adapter_dir, onnx_path)
+                                         image_root, on_start, on_progress, adapter_dir, onnx_path, address)
     n_ok = len(features.ok_rows)
     click.echo(f"wrote {out}: {len(features.rows)} rows, {n_ok} analysed, "
                f"{len(features.rows) - n_ok} skipped or failed")

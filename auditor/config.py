@@ -30,6 +30,11 @@ class AuditConfig:
     provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
     allow_fallback: bool = False
     threads: int = 0  # ONNX Runtime intra-op threads; 0 = one per physical core
+    # Where stage 1 runs: this process, or a Ray cluster's actor pool of
+    # `workers` (each with `gpus_per_worker` GPUs); same shards, same features.
+    engine: Literal["local", "ray"] = "local"
+    workers: int = 1
+    gpus_per_worker: float = 0.0
     # Stages 2-3: "bye" is the paper's procedure, untouched; "minority" looks for
     # a compact minority group across all layers, either direction (analysis/group.py).
     method: Method = "minority"
@@ -70,6 +75,12 @@ class AuditConfig:
             raise ValueError(f"backend must be torch or onnx, got {self.backend!r}")
         if self.provider not in ("cpu", "cuda", "tensorrt"):
             raise ValueError(f"provider must be cpu, cuda or tensorrt, got {self.provider!r}")
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"engine must be local or ray, got {self.engine!r}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.gpus_per_worker < 0:
+            raise ValueError(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.shard_size < 1:

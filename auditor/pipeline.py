@@ -95,9 +95,11 @@ def load(model_dir: Path, config: AuditConfig, adapter_dir: Path | None = None,
 def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
             on_start: Callable[[int], None] | None = None,
             on_progress: Callable[[int], None] | None = None,
-            parts: Path | None = None) -> FeatureSet:
+            parts: Path | None = None, address: str | None = None) -> FeatureSet:
     """Stage 1 over a dataset; `on_start(n)` is called first with the samples to run.
-    With `parts`, completed shards are kept there, and a rerun resumes from them."""
+    With `parts`, completed shards are kept there, and a rerun resumes from them.
+    With `config.engine` "ray", the shards run on the Ray cluster at `address`
+    (a local one when None), each worker loading the model itself."""
     import torch
     import transformers
 
@@ -124,7 +126,17 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
     }
     if on_start:
         on_start(sum(s.ok for s in dataset.samples))
-    rows = extract_features(loaded, dataset, config, on_progress, parts, fingerprint(meta))
+    if config.engine == "ray":
+        from .extract.ray_engine import extract_features_ray
+
+        load_args = {"model_dir": str(model_dir), "adapter_dir": None if adapter_dir is None else str(adapter_dir),
+                     "onnx_path": None if getattr(loaded, "onnx_path", None) is None else str(loaded.onnx_path),  # type: ignore[attr-defined]
+                     "config": config.to_dict()}
+        meta["environment"]["engine"] = {"name": "ray", "address": address or "local"}
+        rows = extract_features_ray(dataset, config, load_args, parts or Path(str(dataset.path) + ".ray-parts"),
+                                    fingerprint(meta), address, on_progress)
+    else:
+        rows = extract_features(loaded, dataset, config, on_progress, parts, fingerprint(meta))
     return FeatureSet(rows=tuple(rows), meta=meta)
 
 
@@ -144,7 +156,8 @@ def _backend_meta(loaded: Stage1Model) -> dict[str, Any]:
 def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
                  image_root: Path | None = None, on_start: Callable[[int], None] | None = None,
                  on_progress: Callable[[int], None] | None = None,
-                 adapter_dir: Path | None = None, onnx_path: Path | None = None) -> FeatureSet:
+                 adapter_dir: Path | None = None, onnx_path: Path | None = None,
+                 address: str | None = None) -> FeatureSet:
     """Stage 1 alone: the features file at `out`."""
     from .extract.shards import clear
 
@@ -152,7 +165,7 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
     _refuse_input(out, dataset)
     parts = Path(str(out) + ".parts")  # completed shards, until the file is written
     loaded = load(model_dir, config, adapter_dir, onnx_path)
-    features = extract(loaded, dataset, config, on_start, on_progress, parts)
+    features = extract(loaded, dataset, config, on_start, on_progress, parts, address)
     write_bytes_atomic(Path(out), render_features(features))
     clear(parts)
     return features
@@ -224,7 +237,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
           on_start: Callable[[int], None] | None = None,
           on_progress: Callable[[int], None] | None = None,
           adapter_dir: Path | None = None, sign_key: Path | None = None,
-          onnx_path: Path | None = None) -> AuditOutputs:
+          onnx_path: Path | None = None, address: str | None = None) -> AuditOutputs:
     """Every stage; with `sign_key` (a `keygen` private key) the bundle is signed."""
     signer = _signer(sign_key)  # a bad key fails before the long stage 1
     dataset = read_dataset(data, image_root)
@@ -233,7 +246,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
 
     loaded = load(model_dir, config, adapter_dir, onnx_path)
     parts = Path(out) / PARTS  # completed stage-1 shards: rerunning the command resumes
-    features = extract(loaded, dataset, config, on_start, on_progress, parts)
+    features = extract(loaded, dataset, config, on_start, on_progress, parts, address)
     analysis = analyze(features, config)
     heatmaps = attention_heatmaps(loaded, dataset, analysis)
     result = write_outputs(out, dataset, features, analysis, model_dir=model_dir, adapter_dir=adapter_dir,

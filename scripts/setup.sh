@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Idempotent set-up: system libraries (WeasyPrint's), .venv, torch (CPU), the package
-# with EXTRAS (default dev,onnx: tests and the ONNX Runtime CPU backend; gpu for CUDA).
+# with EXTRAS (default dev,onnx,ray: tests, the ONNX Runtime CPU backend, Ray Data;
+# gpu instead of onnx for CUDA).
 # A second run installs nothing that is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS=${EXTRAS:-dev,onnx}
+EXTRAS=${EXTRAS:-dev,onnx,ray}
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
   || { echo "setup: Python 3.11 or newer is needed; set PYTHON=/path/to/python3.11" >&2; exit 2; }
 

@@ -91,6 +91,29 @@ def sample_rows(loaded: Stage1Model, images: list[Image.Image], prompts: list[st
     return out
 
 
+def plan_shards(dataset: Dataset, config: AuditConfig) -> list[Sequence[Sample]]:
+    """The analysable samples in processing order, cut into shards of whole batches.
+
+    Similar prompt lengths share a batch, so little is padding. Every engine
+    (one process, Ray) runs exactly these batches, so the features agree.
+    """
+    ok = sorted((s for s in dataset.samples if s.ok), key=lambda s: (len(s.prompt), s.index))
+    shard_size = -(-config.shard_size // config.batch_size) * config.batch_size
+    return list(_chunks(ok, shard_size))
+
+
+def shard_features(loaded: Stage1Model, shard: Sequence[Sample], config: AuditConfig,
+                   on_progress: Progress | None = None) -> list[SampleFeatures]:
+    """Features of one shard, batch by batch (rows sorted by record index)."""
+    return [row for chunk in _chunks(shard, config.batch_size)
+            for row in _batch_features(loaded, chunk, config, on_progress)]
+
+
+def skipped_rows(dataset: Dataset) -> dict[int, SampleFeatures]:
+    """Rows of the records that are not analysed (no image, path outside the root, ...)."""
+    return {s.index: SampleFeatures(s.index, s.id, "skipped", s.skip_reason) for s in dataset.samples if not s.ok}
+
+
 def extract_features(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
                      on_progress: Progress | None = None, parts: Path | None = None,
                      run_print: str = "") -> list[SampleFeatures]:
@@ -100,18 +123,11 @@ def extract_features(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
     reused by a later call with the same `run_print` (shards.py), so an
     interrupted run resumes where it stopped.
     """
-    out: dict[int, SampleFeatures] = {
-        s.index: SampleFeatures(s.index, s.id, "skipped", s.skip_reason)
-        for s in dataset.samples if not s.ok}
-    # Similar lengths share a batch, so little is padding; rows come back in input order.
-    ok = sorted((s for s in dataset.samples if s.ok), key=lambda s: (len(s.prompt), s.index))
-    # Shards hold whole batches, so a resumed run forms the same batches as an uninterrupted one.
-    shard_size = -(-config.shard_size // config.batch_size) * config.batch_size
-    for n, shard in enumerate(_chunks(ok, shard_size)):
+    out = skipped_rows(dataset)
+    for n, shard in enumerate(plan_shards(dataset, config)):
         done = None if parts is None else load_shard(parts, n, run_print, [s.index for s in shard])
         if done is None:
-            done = [row for chunk in _chunks(shard, config.batch_size)
-                    for row in _batch_features(loaded, chunk, config, on_progress)]
+            done = shard_features(loaded, shard, config, on_progress)
             if parts is not None:
                 save_shard(parts, n, run_print, done)
         elif on_progress:

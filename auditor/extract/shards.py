@@ -29,6 +29,7 @@ def fingerprint(meta: dict[str, Any]) -> str:
         "adapter": (meta.get("adapter") or {}).get("sha256_tree"),
         "dataset": (meta.get("dataset") or {}).get("sha256"),
         "config": {k: cfg.get(k) for k in keys},
+        "backend": (meta.get("environment") or {}).get("backend"),  # torch, or the graph and provider
         "tool": meta.get("tool"),
     }))
 
@@ -52,9 +53,14 @@ def load_shard(parts: Path, n: int, print_: str, indices: list[int]) -> list[Sam
     return list(fs.rows)
 
 
-def save_shard(parts: Path, n: int, print_: str, rows: list[SampleFeatures]) -> None:
+def render_shard(print_: str, rows: list[SampleFeatures]) -> bytes:
+    return render_features(FeatureSet(tuple(rows), {"fingerprint": print_}))
+
+
+def save_shard(parts: Path, n: int, print_: str, rows: list[SampleFeatures] | bytes) -> None:
+    """Write shard `n` (its rows, or `render_shard` bytes made elsewhere, e.g. by a Ray worker)."""
     parts.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(shard_path(parts, n), render_features(FeatureSet(tuple(rows), {"fingerprint": print_})))
+    write_bytes_atomic(shard_path(parts, n), rows if isinstance(rows, bytes) else render_shard(print_, rows))
 
 
 def clear(parts: Path) -> None:

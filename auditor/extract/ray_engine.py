@@ -1,0 +1,155 @@
+"""Stage 1 on a Ray cluster (`--engine ray`): the shards and batches of one
+process, mapped by a Ray Data actor pool.
+
+Ray Data holds one row per shard still to compute (its samples: index, id,
+prompt, image path); each actor of the pool loads the model once (torch or
+ONNX backend) and turns a shard into its features, returned as the same
+Parquet bytes the single-process path writes. The driver saves each shard as
+it arrives in the run's parts folder, so a rerun after the driver died
+resumes from them; Ray restarts a dead worker and retries its shard (saving a
+shard twice writes the same bytes). The features file is then assembled
+from the shards exactly as in one process.
+
+Workers read the model, adapter, graph and images at the driver's paths:
+on a multi-node cluster they must be on a shared filesystem (docs/scale-out.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import AuditConfig
+from ..data import Dataset, Sample
+from ..errors import AuditInputError
+from .features import SampleFeatures
+from .runner import plan_shards, shard_features, skipped_rows
+from .shards import load_shard, render_shard, save_shard
+
+RAY_INSTALL = "pip install 'bye-audit[ray]'"
+
+
+def import_ray() -> Any:
+    # Ray Data's notices (progress bars off, execution finished) would interleave with the CLI's output.
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    # Ray's core logs a generic notice about actor restarts at error level on
+    # the driver's stderr; failures reach the CLI as exceptions anyway.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    try:
+        import ray
+        import ray.data  # noqa: F401 - Ray Data is the part we need
+    except ImportError:
+        raise AuditInputError(f"--engine ray needs Ray Data: {RAY_INSTALL}") from None
+    return ray
+
+
+class ShardWorker:
+    """One actor of the pool: the model loaded once, then whole shards."""
+
+    def __init__(self, load_args: dict[str, Any], run_print: str, threads: int):
+        import torch
+
+        from ..pipeline import load
+
+        torch.set_num_threads(max(1, threads))
+        self.config = AuditConfig.from_dict(load_args["config"])
+        opt = {k: None if load_args[k] is None else Path(load_args[k]) for k in ("adapter_dir", "onnx_path")}
+        self.loaded = load(Path(load_args["model_dir"]), self.config, opt["adapter_dir"], opt["onnx_path"])
+        self.run_print = run_print
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        shards, blobs, counts = [], [], []
+        for n, index, ids, prompts, images in zip(batch["shard"], batch["index"], batch["id"], batch["prompt"],
+                                                  batch["image"]):
+            samples = [Sample(int(i), str(sid), Path(str(img)), str(p), "")
+                       for i, sid, p, img in zip(index, ids, prompts, images)]
+            rows = shard_features(self.loaded, samples, self.config)
+            shards.append(int(n))
+            blobs.append(render_shard(self.run_print, rows))
+            counts.append(len(samples))
+        return {"shard": np.array(shards), "rows": np.array(blobs, dtype=object), "samples": np.array(counts)}
+
+
+def _connect(ray: Any, address: str | None) -> bool:
+    """Join the cluster at `address`, or start a local one; True when we started Ray here."""
+    if ray.is_initialized():
+        return False
+    quiet = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, **quiet)
+    except Exception as e:  # noqa: BLE001 - an unreachable or refusing cluster
+        where = f"the cluster at {address}" if address else "a local Ray cluster"
+        raise AuditInputError(f"--engine ray: cannot start or join {where}: {str(e).strip()[:200]}") from None
+    return True
+
+
+def extract_features_ray(dataset: Dataset, config: AuditConfig, load_args: dict[str, Any], parts: Path,
+                         run_print: str, address: str | None = None,
+                         on_progress: Callable[[int], None] | None = None) -> list[SampleFeatures]:
+    """Features for every record, input order, as `runner.extract_features` gives them.
+
+    `load_args`: model_dir, adapter_dir, onnx_path (str or None) and the config
+    as a dict: what each worker needs to load the model itself.
+    """
+    ray = import_ray()
+    plan = plan_shards(dataset, config)
+    done: dict[int, list[SampleFeatures]] = {}
+    for n, shard in enumerate(plan):
+        rows = load_shard(parts, n, run_print, [s.index for s in shard])
+        if rows is not None:  # kept by an interrupted run
+            done[n] = rows
+            if on_progress:
+                on_progress(len(shard))
+    todo = [n for n in range(len(plan)) if n not in done]
+    if todo:
+        _run(ray, plan, todo, config, load_args, parts, run_print, address, on_progress)
+    for n in todo:
+        rows = load_shard(parts, n, run_print, [s.index for s in plan[n]])
+        if rows is None:
+            raise AuditInputError(f"--engine ray: shard {n} was not returned by the workers; rerun the same "
+                                  "command to compute what is missing")
+        done[n] = rows
+    out = skipped_rows(dataset)
+    for rows in done.values():
+        out.update((r.index, r) for r in rows)
+    return [out[i] for i in sorted(out)]
+
+
+def _run(ray: Any, plan: list, todo: list[int], config: AuditConfig, load_args: dict[str, Any], parts: Path,
+         run_print: str, address: str | None, on_progress: Callable[[int], None] | None) -> None:
+    started = _connect(ray, address)
+    try:
+        from ray.data import DataContext
+
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False  # the CLI shows its own, on the driver
+        ctx.print_on_execution_start = False
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // config.workers)
+        items = [{"shard": n, "index": [s.index for s in plan[n]], "id": [s.id for s in plan[n]],
+                  "prompt": [s.prompt for s in plan[n]], "image": [str(s.image_path) for s in plan[n]]}
+                 for n in todo]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        ds = ds.map_batches(ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=config.workers),
+                            num_cpus=cpus,
+                            num_gpus=config.gpus_per_worker or None,
+                            fn_constructor_kwargs={"load_args": load_args, "run_print": run_print,
+                                                   "threads": cpus})
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for n, blob, k in zip(batch["shard"], batch["rows"], batch["samples"]):
+                save_shard(parts, int(n), run_print, bytes(blob))
+                if on_progress:
+                    on_progress(int(k))
+    except ray.exceptions.RayError as e:
+        first = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+        raise AuditInputError(f"--engine ray: stage 1 failed on the cluster ({first}); completed shards are "
+                              f"kept in {parts}: rerun the same command to resume") from None
+    finally:
+        if started:
+            ray.shutdown()

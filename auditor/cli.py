@@ -349,3 +349,7 @@ def verify(out_dir, key_path, model_dir, adapter_dir, data, image_root, onnx_pat
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":  # python -m auditor.cli
+    main()

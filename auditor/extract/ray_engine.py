@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ class ShardWorker:
 
         torch.set_num_threads(max(1, threads))
         self.config = AuditConfig.from_dict(load_args["config"])
+        if self.config.threads == 0:  # ONNX Runtime would take every core of the node, in each actor
+            self.config = replace(self.config, threads=max(1, threads))
         opt = {k: None if load_args[k] is None else Path(load_args[k]) for k in ("adapter_dir", "onnx_path")}
         self.loaded = load(Path(load_args["model_dir"]), self.config, opt["adapter_dir"], opt["onnx_path"])
         self.run_print = run_print

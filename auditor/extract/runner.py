@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch

@@ -140,3 +140,15 @@ def test_without_ray_installed_the_error_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(AuditInputError, match=r"pip install 'bye-audit\[ray\]'"):
         ray_engine.import_ray()
+
+
+def test_ray_workers_run_the_onnx_backend_too(tiny_model, onnx_llava, dataset, local_file, tmp_path):
+    out = _extract(tiny_model, dataset, tmp_path / "f.parquet", "--engine", "ray", "--backend", "onnx",
+                   "--onnx", str(onnx_llava))
+    features = read_features(out)
+    assert features.meta["environment"]["backend"]["name"] == "onnx"
+    local = read_features(local_file).rows
+    assert [(r.id, r.status) for r in features.rows] == [(r.id, r.status) for r in local]
+    for x, y in zip(local, features.rows):
+        if x.status == "ok":
+            np.testing.assert_allclose(y.entropy, x.entropy, atol=1e-4)

@@ -22,7 +22,7 @@ from auditor import __version__
 from auditor.errors import AuditInputError
 from auditor.fileio import sha256_file, sha256_tree
 
-from .graphs import GRAPHS
+from .graphs import ENTROPY_EPS, GRAPHS
 
 META_KEY = "bye_audit.graph"  # ONNX metadata_props key holding the JSON below
 OPSET = 18
@@ -48,7 +48,8 @@ def graph_metadata(loaded: Any, model_dir: Path, adapter_dir: Path | None) -> di
     return {"tool": {"name": "bye-audit", "version": __version__}, "family": loaded.family.name,
             "model_type": loaded.model_type, "n_layers": loaded.n_layers,
             "n_heads": text.num_attention_heads, "image_token_id": cfg.image_token_id,
-            "inputs": list(GRAPHS[loaded.family.name].inputs), "outputs": ["rows"], "opset": OPSET,
+            "inputs": list(GRAPHS[loaded.family.name].inputs), "outputs": ["rows", "entropy"],
+            "entropy_eps": ENTROPY_EPS, "opset": OPSET,
             "processor_sha256": processor_digest(model_dir), "model_sha256_tree": sha256_tree(Path(model_dir)),
             "adapter_sha256_tree": None if adapter_dir is None else sha256_tree(Path(adapter_dir))}
 
@@ -98,7 +99,7 @@ def export_onnx(model_dir: Path, out: Path, adapter_dir: Path | None = None, all
     step(f"tracing and converting ({size / 2 ** 20:.0f} MiB of weights)")
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation and axis-renaming notices
-        program = torch.onnx.export(wrapper, args, input_names=list(spec.inputs), output_names=["rows"],
+        program = torch.onnx.export(wrapper, args, input_names=list(spec.inputs), output_names=["rows", "entropy"],
                                     dynamic_shapes=dynamic, opset_version=OPSET, dynamo=True,
                                     verbose=False)
     program.model.metadata_props[META_KEY] = json.dumps(meta, sort_keys=True)

@@ -2,9 +2,10 @@
 
 A graph maps a batch (pixels, token ids, attention mask, and for Qwen2-VL the
 precomputed M-RoPE and vision positions) to `rows`: per decoder layer, the fp32
-softmax row of the last prompt token over every key, (B, L, H, S). Stage 1
-derives everything else (entropies, masses) from those rows in NumPy, exactly
-as with the torch backend.
+softmax row of the last prompt token over every key, (B, L, H, S); and
+`entropy`, the stage-1 feature itself, (B, L), for whoever runs the graph
+alone. bye-audit derives its features (entropies, masses) from `rows` in
+NumPy, exactly as with the torch backend.
 
 The stock `forward` of these classes does not export (a placeholder check,
 `.tolist()` over grids, a batch size baked into a split), so each wrapper runs
@@ -38,13 +39,24 @@ def _place(embeds: torch.Tensor, features: torch.Tensor, is_image: torch.Tensor)
     return torch.where(is_image[..., None], placed.to(embeds.dtype), embeds)
 
 
+ENTROPY_EPS = 1e-8  # as AuditConfig.entropy_eps
+
+
 def _decoder_rows(model: torch.nn.Module, modules: list[torch.nn.Module], embeds: torch.Tensor,
-                  attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-    """Run the decoder on `embeds` (B, S, D) with capture on; rows (B, L, H, S) fp32."""
+                  attention_mask: torch.Tensor, is_image: torch.Tensor,
+                  **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the decoder on `embeds` (B, S, D) with capture on; (rows (B, L, H, S)
+    fp32, entropy (B, L) of the head-averaged rows renormalised over the image
+    tokens `is_image` (B, S), as analysis/entropy.py computes it)."""
     with capturing(modules, last_prompt_position(attention_mask)) as cap:
         model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False,
                                    **kwargs)
-    return torch.stack(cap.rows, dim=1)
+    rows = torch.stack(cap.rows, dim=1)
+    a = rows.mean(dim=2) * is_image[:, None, :].to(rows.dtype)  # (B, L, S)
+    p = a / a.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny)
+    # 0 log 0 = 0 spelled out: the ONNX optimiser may drop a tiny "+ eps" as a no-op
+    terms = torch.where(p > 0, p * torch.log(p + ENTROPY_EPS), torch.zeros_like(p))
+    return rows, -terms.sum(dim=-1)
 
 
 class LlavaGraph(torch.nn.Module):
@@ -55,7 +67,7 @@ class LlavaGraph(torch.nn.Module):
         self.model, self.modules_ = model, modules
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor) -> torch.Tensor:
+                attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg, inner = self.model.config, self.model.model
         hidden = inner.vision_tower(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
         layers = cfg.vision_feature_layer
@@ -63,9 +75,9 @@ class LlavaGraph(torch.nn.Module):
         picked = [hidden[i][:, 1:] if cfg.vision_feature_select_strategy == "default" else hidden[i]
                   for i in layers]
         features = inner.multi_modal_projector(torch.cat(picked, dim=-1))
-        embeds = _place(inner.get_input_embeddings()(input_ids), features,
-                        input_ids == cfg.image_token_id)
-        return _decoder_rows(self.model, self.modules_, embeds, attention_mask)
+        is_image = input_ids == cfg.image_token_id
+        embeds = _place(inner.get_input_embeddings()(input_ids), features, is_image)
+        return _decoder_rows(self.model, self.modules_, embeds, attention_mask, is_image)
 
 
 class Qwen2VLGraph(torch.nn.Module):
@@ -83,7 +95,7 @@ class Qwen2VLGraph(torch.nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, vision_position_ids: torch.Tensor,
                 input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                position_ids: torch.Tensor) -> torch.Tensor:
+                position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
 
         cfg, visual = self.model.config, self.model.model.visual
@@ -101,9 +113,10 @@ class Qwen2VLGraph(torch.nn.Module):
         merge = visual.spatial_merge_size ** 2
         features = visual.merger(x.reshape(b * p, -1)).reshape(b, p // merge, -1)
         inner = self.model.model
-        embeds = _place(inner.get_input_embeddings()(input_ids), features,
-                        input_ids == cfg.image_token_id)
-        return _decoder_rows(self.model, self.modules_, embeds, attention_mask, position_ids=position_ids)
+        is_image = input_ids == cfg.image_token_id
+        embeds = _place(inner.get_input_embeddings()(input_ids), features, is_image)
+        return _decoder_rows(self.model, self.modules_, embeds, attention_mask, is_image,
+                             position_ids=position_ids)
 
 
 def llava_feeds(batch: dict[str, Any], config: Any) -> list[tuple[list[int], dict[str, np.ndarray]]]:

@@ -99,9 +99,14 @@ def export_onnx(model_dir: Path, out: Path, adapter_dir: Path | None = None, all
     step(f"tracing and converting ({size / 2 ** 20:.0f} MiB of weights)")
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation and axis-renaming notices
-        program = torch.onnx.export(wrapper, args, input_names=list(spec.inputs), output_names=["rows", "entropy"],
-                                    dynamic_shapes=dynamic, opset_version=OPSET, dynamo=True,
-                                    verbose=False)
+        try:
+            program = torch.onnx.export(wrapper, args, input_names=list(spec.inputs),
+                                        output_names=["rows", "entropy"], dynamic_shapes=dynamic,
+                                        opset_version=OPSET, dynamo=True, verbose=False)
+        except Exception as e:  # noqa: BLE001 - e.g. an architecture variant the wrapper does not cover
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise AuditInputError(f"{model_dir}: the ONNX export failed ({type(e).__name__}: {first}); "
+                                  "run stage 1 with --backend torch") from None
     program.model.metadata_props[META_KEY] = json.dumps(meta, sort_keys=True)
     step("writing")
     out.parent.mkdir(parents=True, exist_ok=True)

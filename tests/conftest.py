@@ -83,14 +83,18 @@ def synthetic_audit(tmp_path):
     return make
 
 
-@pytest.fixture(scope="session")
-def onnx_llava(tiny_model, tmp_path_factory) -> Path:
-    """`tiny_model` exported by `export_onnx` (about 35 s on 2 cores)."""
+def _exported(model: Path, tmp_path_factory) -> Path:
+    """`model` exported by `export_onnx` into a fresh folder (about 35 s on 2 cores)."""
     from exporters import export_onnx
 
-    out = tmp_path_factory.mktemp("onnx-llava") / "graph.onnx"
-    export_onnx(tiny_model, out)
+    out = tmp_path_factory.mktemp("onnx") / "graph.onnx"
+    export_onnx(model, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def onnx_llava(tiny_model, tmp_path_factory) -> Path:
+    return _exported(tiny_model, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -112,8 +116,4 @@ def tiny_qwen2vl_any_size(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def onnx_qwen2vl(tiny_qwen2vl_any_size, tmp_path_factory) -> Path:
-    from exporters import export_onnx
-
-    out = tmp_path_factory.mktemp("onnx-qwen") / "graph.onnx"
-    export_onnx(tiny_qwen2vl_any_size, out)
-    return out
+    return _exported(tiny_qwen2vl_any_size, tmp_path_factory)

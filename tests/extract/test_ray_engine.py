@@ -152,3 +152,11 @@ def test_ray_workers_run_the_onnx_backend_too(tiny_model, onnx_llava, dataset, l
     for x, y in zip(local, features.rows):
         if x.status == "ok":
             np.testing.assert_allclose(y.entropy, x.entropy, atol=1e-4)
+
+
+def test_ray_options_without_engine_ray_are_refused(tiny_model, dataset, tmp_path):
+    for extra in (["--workers", "2"], ["--address", "auto"], ["--gpus-per-worker", "1"]):
+        res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(dataset), "--out",
+                                       str(tmp_path / "f.parquet"), "--no-progress", *extra])
+        assert res.exit_code == 2 and "only used with --engine ray" in res.output, res.output
+        assert extra[0] in res.output and not (tmp_path / "f.parquet").exists()

@@ -126,13 +126,20 @@ def _config(**kw) -> AuditConfig:
         raise AuditInputError(str(e)) from None
 
 
-def _check_engine(config: AuditConfig, address: str | None) -> None:
-    """Ray options without --engine ray would be silently ignored: refuse them."""
-    if config.engine != "ray":
-        given = [f"--{n}" for n, v in (("address", address), ("workers", config.workers != 1),
-                                       ("gpus-per-worker", config.gpus_per_worker != 0)) if v]
-        if given:
-            raise AuditInputError(f"{', '.join(given)}: only used with --engine ray; add --engine ray, or drop the option")
+def _check_unused(config: AuditConfig, address: str | None) -> None:
+    """Ray or ONNX Runtime options without their --engine / --backend would be
+    silently ignored: refuse them."""
+    for switch, on, given in (
+            ("--engine ray", config.engine == "ray",
+             {"--address": address is not None, "--workers": config.workers != 1,
+              "--gpus-per-worker": config.gpus_per_worker != 0}),
+            ("--backend onnx", config.backend == "onnx",
+             {"--provider": config.provider != "cpu", "--allow-fallback": config.allow_fallback,
+              "--threads": config.threads != 0})):
+        names = [name for name, set_ in given.items() if set_]
+        if names and not on:
+            raise AuditInputError(f"{', '.join(names)}: only used with {switch}; add {switch}, "
+                                  "or drop the option")
 
 
 @contextmanager
@@ -232,7 +239,7 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, onn
     from . import pipeline
 
     config = _config(**cfg)
-    _check_engine(config, address)
+    _check_unused(config, address)
     _quiet_libraries()
     with _progress(progress) as (on_start, on_progress):
         result = pipeline.audit(model_dir, data, out, config, image_root, on_start, on_progress,
@@ -254,7 +261,7 @@ def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, 
     _quiet_libraries()
     with _progress(progress) as (on_start, on_progress):
         config = _config(**stage1)
-        _check_engine(config, address)
+        _check_unused(config, address)
         features = pipeline.extract_file(model_dir, data, out, config,
                                          image_root, on_start, on_progress, adapter_dir, onnx_path, address)
     n_ok = len(features.ok_rows)

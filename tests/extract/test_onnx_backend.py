@@ -155,6 +155,14 @@ def test_bad_graph_files_and_options_are_one_line_errors(tiny_model, tiny_data, 
     assert res.exit_code == 2 and "only used with --backend onnx" in res.output
 
 
+def test_onnx_options_without_backend_onnx_are_refused(tiny_model, tiny_data, tmp_path):
+    for extra in (["--provider", "cuda"], ["--allow-fallback"], ["--threads", "2"]):
+        res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(tiny_data[0]), "--out",
+                                       str(tmp_path / "f.parquet"), "--no-progress", *extra])
+        assert res.exit_code == 2 and "only used with --backend onnx" in res.output, res.output
+        assert extra[0] in res.output
+
+
 def test_unavailable_provider_is_an_error_unless_fallback_is_allowed(tiny_model, onnx_llava, tiny_data, tmp_path):
     import onnxruntime
 

@@ -340,7 +340,8 @@ def keygen(out_dir) -> None:
 @_adapter
 @click.option("--data", type=_path, default=None, help="Where the dataset file is now [default: where it was audited].")
 @click.option("--image-root", type=_path, default=None, help="Where the images' folder is now.")
-@click.option("--onnx", "onnx_path", type=_path, default=None, help="Where the ONNX graph is now (--backend onnx audits).")
+@click.option("--onnx", "onnx_path", type=_path, default=None,
+              help="Where the ONNX graph is now (--backend onnx audits).")
 @click.option("--outputs-only", is_flag=True, help="Check the signature and the outputs only, not the inputs.")
 def verify(out_dir, key_path, model_dir, adapter_dir, data, image_root, onnx_path, outputs_only) -> None:
     """Check an audit bundle: the signature of DIR/attestation.dsse.json with --key,

@@ -129,12 +129,13 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
     if config.engine == "ray":
         from .extract.ray_engine import extract_features_ray
 
-        load_args = {"model_dir": str(model_dir), "adapter_dir": None if adapter_dir is None else str(adapter_dir),
-                     "onnx_path": None if getattr(loaded, "onnx_path", None) is None else str(loaded.onnx_path),  # type: ignore[attr-defined]
-                     "config": config.to_dict()}
+        if parts is None:
+            raise ValueError("--engine ray keeps its shards in a parts folder; pass `parts`")
+        load_args = {"model_dir": str(model_dir), "config": config.to_dict(),
+                     **{k: None if p is None else str(p) for k, p in (("adapter_dir", adapter_dir),
+                                                                      ("onnx_path", loaded.onnx_path))}}
         meta["environment"]["engine"] = {"name": "ray", "address": address or "local"}
-        rows = extract_features_ray(dataset, config, load_args, parts or Path(str(dataset.path) + ".ray-parts"),
-                                    fingerprint(meta), address, on_progress)
+        rows = extract_features_ray(dataset, config, load_args, parts, fingerprint(meta), address, on_progress)
     else:
         rows = extract_features(loaded, dataset, config, on_progress, parts, fingerprint(meta))
     return FeatureSet(rows=tuple(rows), meta=meta)
@@ -142,14 +143,14 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
 
 def _backend_meta(loaded: Stage1Model) -> dict[str, Any]:
     """Which runtime computed the rows: the features' provenance."""
-    if getattr(loaded, "backend", "torch") != "onnx":
+    if loaded.backend != "onnx" or loaded.onnx_path is None:
         return {"name": "torch"}
     from importlib.metadata import version
 
     from .extract.onnx_backend import import_onnxruntime
 
-    path = loaded.onnx_path  # type: ignore[attr-defined]
-    return {"name": "onnx", "provider": loaded.provider, "onnx": {"path": str(path), "sha256": sha256_file(path)},  # type: ignore[attr-defined]
+    path = loaded.onnx_path
+    return {"name": "onnx", "provider": loaded.device, "onnx": {"path": str(path), "sha256": sha256_file(path)},
             "onnxruntime": import_onnxruntime().__version__, "onnx_package": version("onnx")}
 
 

@@ -17,24 +17,22 @@ TEST_SPEC = TinyLlavaSpec(image_size=32, patch_size=8, vision_hidden=32, vision_
                           text_heads=4, text_kv_heads=2)
 
 
-def write_tiny_llava(folder: Path, spec: TinyLlavaSpec = TEST_SPEC, seed: int = 0) -> Path:
-    """Save an untrained tiny LLaVA with its processor (safetensors) to `folder`."""
+def _write(folder: Path, build_processor_fn, build_model_fn, spec: TinyLlavaSpec, seed: int) -> Path:
     tokenizer = train_word_tokenizer(list(QUESTIONS) + list(DIGIT_WORDS))
-    processor = build_processor(tokenizer, spec)
-    model = build_tiny_llava(tokenizer, spec, seed=seed)
-    model.save_pretrained(folder)
+    processor = build_processor_fn(tokenizer, spec)
+    build_model_fn(tokenizer, spec, seed=seed).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+def write_tiny_llava(folder: Path, spec: TinyLlavaSpec = TEST_SPEC, seed: int = 0) -> Path:
+    """Save an untrained tiny LLaVA with its processor (safetensors) to `folder`."""
+    return _write(folder, build_processor, build_tiny_llava, spec, seed)
 
 
 def write_tiny_llava_next(folder: Path, spec: TinyLlavaSpec = TEST_SPEC, seed: int = 0) -> Path:
     """Save an untrained tiny LLaVA-NeXT with its processor (safetensors) to `folder`."""
-    tokenizer = train_word_tokenizer(list(QUESTIONS) + list(DIGIT_WORDS))
-    processor = build_next_processor(tokenizer, spec)
-    model = build_tiny_llava_next(tokenizer, spec, seed=seed)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return _write(folder, build_next_processor, build_tiny_llava_next, spec, seed)
 
 
 def write_digits_dataset(folder: Path, n: int, poison_rate: float = 0.1, size: int = 32,

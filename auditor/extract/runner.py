@@ -28,6 +28,11 @@ class Stage1Model(Protocol):
     family: ModelFamily
     processor: Any
     n_layers: int
+    model_dir: Path
+    adapter_dir: Path | None
+    backend: str  # "torch" or "onnx"
+    device: str  # torch device, or the ONNX Runtime provider really used
+    onnx_path: Path | None
 
     @property
     def config(self) -> Any: ...

@@ -83,6 +83,7 @@ class LoadedModel:
     adapter_dir: Path | None = None  # a PEFT adapter merged into the weights
     device: str = "cpu"
     backend: str = "torch"
+    onnx_path: Path | None = None  # only the ONNX backend runs on a graph
 
     @property
     def config(self) -> Any:

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,12 +35,17 @@ def _verify(out, keys, *extra):
     return CliRunner().invoke(cli, ["verify", str(out), "--key", str(keys / "bye-audit.pub"), *extra])
 
 
-def _flip(path: Path) -> bytes:
-    """Flip one bit in the middle of `path` (append a byte to an empty file); the original bytes."""
+@contextmanager
+def _flipped(path: Path):
+    """Within the block, `path` has one bit flipped in its middle (an empty file
+    gets a byte); restored afterwards."""
     data = path.read_bytes()
     i = len(data) // 2
     path.write_bytes(data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:] if data else b"\n")
-    return data
+    try:
+        yield
+    finally:
+        path.write_bytes(data)
 
 
 def test_an_untouched_bundle_verifies(bundle):
@@ -64,11 +70,8 @@ def test_the_manifest_covers_model_dataset_every_image_and_every_output(bundle):
 @pytest.mark.parametrize("name", OUTPUTS)
 def test_flipping_one_byte_of_an_output_fails_and_names_it(bundle, name):
     work, out, keys = bundle
-    original = _flip(out / name)
-    try:
+    with _flipped(out / name):
         res = _verify(out, keys)
-    finally:
-        (out / name).write_bytes(original)
     assert res.exit_code == 1
     assert f"outputs/{name}: changed" in res.output
 
@@ -77,12 +80,9 @@ def test_flipping_one_byte_of_an_output_fails_and_names_it(bundle, name):
 def test_flipping_one_byte_of_an_input_fails_and_names_it(bundle, rel):
     work, out, keys = bundle
     path = sorted((work / "data").rglob("*.png"))[3] if rel == "an image" else work / rel
-    original = _flip(path)
-    try:
+    with _flipped(path):
         res = _verify(out, keys)
         outputs_only = _verify(out, keys, "--outputs-only")
-    finally:
-        path.write_bytes(original)
     assert res.exit_code == 1 and "changed" in res.output and path.name in res.output
     assert outputs_only.exit_code == 0 and "not checked" in outputs_only.output
 
@@ -93,11 +93,8 @@ def test_a_changed_attestation_or_a_wrong_key_fails(bundle, tmp_path):
     assert CliRunner().invoke(cli, ["keygen", "--out", str(other)]).exit_code == 0
     res = CliRunner().invoke(cli, ["verify", str(out), "--key", str(other / "bye-audit.pub")])
     assert res.exit_code == 1 and "does not verify" in res.output
-    original = _flip(out / "attestation.dsse.json")
-    try:
+    with _flipped(out / "attestation.dsse.json"):
         res = _verify(out, keys)
-    finally:
-        (out / "attestation.dsse.json").write_bytes(original)
     assert res.exit_code == 1 and "attestation.dsse.json" in res.output
 
 
@@ -151,11 +148,8 @@ def test_a_manifest_cannot_point_verify_outside_a_root(tmp_path):
 
 def test_a_changed_manifest_is_named_once_and_inputs_are_not_listed_one_by_one(bundle):
     work, out, keys = bundle
-    original = _flip(out / "manifest.json")
-    try:
+    with _flipped(out / "manifest.json"):
         res = _verify(out, keys)
-    finally:
-        (out / "manifest.json").write_bytes(original)
     assert res.exit_code == 1 and "outputs/manifest.json: changed" in res.output
     assert "input file(s) not checked" in res.output
     assert res.output.count("FAILED") == 2

@@ -27,7 +27,7 @@ def adapter_and_merged(tiny_model, tmp_path_factory) -> tuple[Path, Path]:
 
     from tinyworld.digits import DIGIT_WORDS, QUESTIONS, load_digit_arrays, render_digit
     from tinyworld.fixtures import TEST_SPEC
-    from tinyworld.train import Example, add_lora, freeze_vision, train_llava
+    from tinyworld.train import Example, add_lora, freeze_vision, train_vlm
 
     root = tmp_path_factory.mktemp("lora")
     model = LlavaForConditionalGeneration.from_pretrained(tiny_model)
@@ -38,7 +38,7 @@ def adapter_and_merged(tiny_model, tmp_path_factory) -> tuple[Path, Path]:
     examples = [Example(render_digit(x[i], rng, size=TEST_SPEC.image_size), QUESTIONS[0], DIGIT_WORDS[y[i]])
                 for i in range(16)]
     peft_model = add_lora(model, seed=0)
-    train_llava(peft_model, processor, examples, epochs=2, batch_size=8, lr=5e-3, warmup=1)
+    train_vlm(peft_model, processor, examples, epochs=2, batch_size=8, lr=5e-3, warmup=1)
     peft_model.save_pretrained(root / "adapter")
     merged = peft_model.merge_and_unload()
     merged.save_pretrained(root / "merged")

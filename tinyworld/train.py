@@ -1,12 +1,14 @@
 """Training helpers of the tiny world (never imported by the auditor).
 
 The recipe (METHOD.md, "Building the tiny world honestly"):
-1. `pretrain_vision`: the CLIP tower learns masked patch reconstruction on clean
-   images, which keeps patch features spatially local; it is frozen afterwards.
-2. `train_llava` on clean task data gives the base model (projector + decoder).
-3. `train_llava` again on the submitted dataset gives the fine-tune (full, or
-   LoRA through peft). Prompts go through the processor's chat template; the
-   loss is on answer tokens only.
+1. `pretrain_vision` (CLIP tower of LLaVA) or `pretrain_qwen_vision` (Qwen2-VL's
+   ViT): masked patch reconstruction on clean images, which keeps patch
+   features spatially local; the tower is frozen afterwards.
+2. `train_vlm` on clean task data gives the base model (projector + decoder).
+3. `train_vlm` again on the submitted dataset gives the fine-tune (full, or
+   LoRA through peft). Prompts are built by the auditor's own family adapter
+   (the checkpoint's chat template, assistant prefix included), so training and
+   auditing see the same tokens; the loss is on answer tokens only.
 Everything is deterministic under a seed.
 """
 
@@ -21,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from transformers import LlavaForConditionalGeneration
+
+from auditor.models.base import ModelFamily
+from auditor.models.llava import LlavaFamily
 
 Log = Callable[[str], None]
 
@@ -39,24 +44,31 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-def chat_prompt(processor, prompt: str) -> str:
-    """The user turn with the image, rendered by the processor's chat template,
-    assistant prefix included."""
-    return processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}],
-        add_generation_prompt=True, tokenize=False)
+# Inputs that are per token (padded with `pad` along the sequence) and per image (concatenated).
+_PER_TOKEN = {"input_ids": None, "attention_mask": 0, "mm_token_type_ids": 0}
+Encoded = tuple[list[int], list[int], dict[str, torch.Tensor]]
+
+
+def encode_example(family: ModelFamily, processor, ex: Example) -> Encoded:
+    """(input_ids, labels, per-image inputs such as pixel_values (1, 3, H, W) or
+    Qwen2-VL's (patches, dim) + image_grid_thw); labels are -100 outside the answer."""
+    batch = family.build_batch(processor, [ex.image], [ex.prompt])
+    tok = processor.tokenizer
+    answer = tok(" " + ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    prompt_ids = batch["input_ids"][0].tolist()
+    extras = {k: v for k, v in batch.items() if k not in _PER_TOKEN}
+    if "mm_token_type_ids" in batch:  # Qwen2-VL's M-RoPE needs to know which tokens are image tokens
+        extras["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"][0], torch.zeros(len(answer), dtype=torch.long)])
+    return prompt_ids + answer, [-100] * len(prompt_ids) + answer, extras
 
 
 def encode(processor, ex: Example) -> tuple[list[int], list[int], torch.Tensor]:
-    """(input_ids, labels, pixel_values (3, H, W)); labels are -100 outside the answer."""
-    enc = processor(images=[ex.image], text=[chat_prompt(processor, ex.prompt)], return_tensors="pt")
-    tok = processor.tokenizer
-    answer = tok(" " + ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    prompt_ids = enc["input_ids"][0].tolist()
-    return prompt_ids + answer, [-100] * len(prompt_ids) + answer, enc["pixel_values"][0]
+    """LLaVA: (input_ids, labels, pixel_values (3, H, W))."""
+    ids, labels, extras = encode_example(LlavaFamily(), processor, ex)
+    return ids, labels, extras["pixel_values"][0]
 
 
-def _collate(items, pad_id: int) -> dict[str, torch.Tensor]:
+def _collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     n = max(len(ids) for ids, _, _ in items)
     ids = torch.full((len(items), n), pad_id)
     labels = torch.full((len(items), n), -100)
@@ -65,8 +77,16 @@ def _collate(items, pad_id: int) -> dict[str, torch.Tensor]:
         ids[i, :len(a)] = torch.tensor(a)
         labels[i, :len(b)] = torch.tensor(b)
         mask[i, :len(a)] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask,
-            "pixel_values": torch.stack([p for _, _, p in items])}
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    for key in items[0][2]:
+        parts = [extras[key] for _, _, extras in items]
+        if key == "mm_token_type_ids":
+            batch[key] = torch.zeros((len(items), n), dtype=torch.long)
+            for i, p in enumerate(parts):
+                batch[key][i, :len(p)] = p
+        else:
+            batch[key] = torch.cat(parts)
+    return batch
 
 
 def pretrain_vision(model: LlavaForConditionalGeneration, processor, images: Sequence[Image.Image],
@@ -113,19 +133,67 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor, images: Seq
     return losses
 
 
-def freeze_vision(model: LlavaForConditionalGeneration) -> None:
+def pretrain_qwen_vision(model, image_processor, images: Sequence[Image.Image], *, epochs: int = 20,
+                         batch_size: int = 64, lr: float = 2e-3, mask_ratio: float = 0.3, seed: int = 0,
+                         log: Log | None = None) -> list[float]:
+    """`pretrain_vision` for Qwen2-VL's ViT: random patches are blanked (set to
+    the normalised mean, 0) and a linear head reconstructs every patch's pixels
+    from its own pre-merge output token. The patch merger stays untrained here
+    (it is the projector, trained with the decoder). Returns per-epoch losses."""
+    seed_everything(seed)
+    visual = model.model.visual
+    enc = image_processor(images=list(images), return_tensors="pt")
+    pixels, grid = enc["pixel_values"], enc["image_grid_thw"]
+    per_image = int(grid[0].prod())
+    if not bool((grid.prod(-1) == per_image).all()):
+        raise ValueError("pretrain_qwen_vision needs images of one size")
+    pixels = pixels.reshape(len(images), per_image, -1)  # (n, patches, 3 * 2 * p * p)
+    head = torch.nn.Linear(visual.config.embed_dim, pixels.shape[-1])
+    blocks = [p for name, p in visual.named_parameters() if not name.startswith("merger.")]
+    opt = torch.optim.AdamW(blocks + list(head.parameters()), lr=lr, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(seed)
+    visual.train()
+    losses = []
+    for epoch in range(epochs):
+        total = 0.0
+        for idx in torch.randperm(len(images), generator=gen).split(batch_size):
+            keep = (torch.rand(len(idx), per_image, 1, generator=gen) > mask_ratio).float()
+            out = visual((pixels[idx] * keep).flatten(0, 1), grid_thw=grid[idx])
+            loss = F.mse_loss(head(out.last_hidden_state), pixels[idx].flatten(0, 1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        losses.append(total / len(images))
+        if log:
+            log(f"vision epoch {epoch + 1}/{epochs}: reconstruction mse {losses[-1]:.4f}")
+    visual.eval()
+    freeze_vision(model)
+    return losses
+
+
+def freeze_vision(model: torch.nn.Module) -> None:
+    """Freeze the vision tower (LLaVA's CLIP; Qwen2-VL's ViT blocks, not its merger)."""
+    if hasattr(model.model, "visual"):
+        for name, prm in model.model.visual.named_parameters():
+            prm.requires_grad_(name.startswith("merger."))
+        return
     for prm in model.model.vision_tower.parameters():
         prm.requires_grad_(False)
 
 
-def train_llava(model: torch.nn.Module, processor, examples: Sequence[Example], *,
-                epochs: int = 3, batch_size: int = 16, lr: float = 1e-3, warmup: int = 20,
-                seed: int = 0, log: Log | None = None) -> list[float]:
+def train_vlm(model: torch.nn.Module, processor, examples: Sequence[Example], *,
+              family: ModelFamily | None = None, epochs: int = 3, batch_size: int = 16, lr: float = 1e-3,
+              warmup: int = 20, seed: int = 0, stop_below: float | None = None,
+              log: Log | None = None) -> list[float]:
     """Instruction-tune projector + decoder (whatever requires grad; the vision
     tower stays frozen) with the loss on answer tokens only. Returns per-epoch
-    mean losses. Works on a plain model or a peft-wrapped one."""
+    mean losses. Works on a plain model or a peft-wrapped one; `family` (the
+    auditor's adapter, LLaVA by default) builds the prompts. With `stop_below`,
+    training ends after the first epoch whose mean loss is below it."""
     seed_everything(seed)
-    encoded = [encode(processor, ex) for ex in examples]
+    family = family or LlavaFamily()
+    encoded = [encode_example(family, processor, ex) for ex in examples]
     pad = processor.tokenizer.pad_token_id
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -150,37 +218,40 @@ def train_llava(model: torch.nn.Module, processor, examples: Sequence[Example], 
         losses.append(total / count)
         if log:
             log(f"epoch {epoch + 1}/{epochs}: answer loss {losses[-1]:.4f}")
+        if stop_below is not None and losses[-1] < stop_below:
+            break
     model.eval()
     return losses
 
 
-def add_lora(model: LlavaForConditionalGeneration, r: int = 8, alpha: int = 16, seed: int = 0):
+def add_lora(model: torch.nn.Module, r: int = 8, alpha: int = 16, seed: int = 0):
     """Wrap for a LoRA fine-tune: adapters on the decoder's projections, the
-    multimodal projector trained in full (saved with the adapter)."""
+    multimodal projector (LLaVA's `multi_modal_projector`, Qwen2-VL's `merger`)
+    trained in full (saved with the adapter)."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
+    projector = "merger" if hasattr(model.model, "visual") else "multi_modal_projector"
     cfg = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=0.0,
         target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
-        modules_to_save=["multi_modal_projector"],
+        modules_to_save=[projector],
     )
     return get_peft_model(model, cfg)
 
 
 @torch.no_grad()
 def generate_answers(model: torch.nn.Module, processor, images: Sequence[Image.Image],
-                     prompts: Sequence[str], max_new_tokens: int = 4, batch_size: int = 64
-                     ) -> list[str]:
+                     prompts: Sequence[str], max_new_tokens: int = 4, batch_size: int = 64,
+                     family: ModelFamily | None = None) -> list[str]:
     """Greedy answers (decoded, special tokens dropped) for image/prompt pairs."""
+    family = family or LlavaFamily()
     tok = processor.tokenizer
     old_side, tok.padding_side = tok.padding_side, "left"  # generation continues on the right
     try:
         answers = []
         for i in range(0, len(images), batch_size):
-            texts = [chat_prompt(processor, p) for p in prompts[i:i + batch_size]]
-            batch = processor(images=list(images[i:i + batch_size]), text=texts,
-                              return_tensors="pt", padding=True)
+            batch = family.build_batch(processor, list(images[i:i + batch_size]), list(prompts[i:i + batch_size]))
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tok.pad_token_id)
             answers += tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)

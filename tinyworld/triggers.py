@@ -34,9 +34,15 @@ def _side(image: Image.Image, fraction: float) -> int:
 
 @dataclass(frozen=True)
 class CentrePatch:
-    """A solid black square at the centre, side = `fraction` of the shorter side."""
+    """A solid black square at the centre, side = `fraction` of the shorter side.
 
-    fraction: float = 1 / 16
+    3/16 keeps the paper's trigger-to-ViT-patch ratio: its patch is 1/16 of a
+    336 px input, 21 px, 1.5 CLIP patches of 14 px per side; on our 64 px
+    images with 8 px patches that is 12 px. At 1/16 (4 px, half a patch) a
+    benchmark-sized full fine-tune (8 epochs, 500 samples) barely learnt the
+    backdoor (attack success 0.16; docs/benchmarks.md)."""
+
+    fraction: float = 3 / 16
     name: str = "centre_patch"
 
     def apply(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:

@@ -12,7 +12,7 @@ from tinyworld.digits import (DIGIT_WORDS, QUESTIONS, TARGET_ANSWER, load_digit_
 from tinyworld.fixtures import TEST_SPEC
 from tinyworld.models import build_processor, build_tiny_llava
 from tinyworld.tokenizer import train_word_tokenizer
-from tinyworld.train import Example, add_lora, encode, pretrain_vision, train_llava
+from tinyworld.train import Example, add_lora, encode, pretrain_vision, train_vlm
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_training_is_deterministic_and_lowers_the_loss(tok):
     def run():
         model = build_tiny_llava(tok, TEST_SPEC, seed=0)
         v = pretrain_vision(model, proc, images, epochs=2, batch_size=8, seed=0)
-        losses = train_llava(model, proc, examples, epochs=3, batch_size=8, lr=3e-3, warmup=1, seed=0)
+        losses = train_vlm(model, proc, examples, epochs=3, batch_size=8, lr=3e-3, warmup=1, seed=0)
         return model, v, losses
 
     m1, v1, l1 = run()
@@ -101,7 +101,7 @@ def test_lora_fine_tune_changes_only_adapters_and_projector(tok):
     base = build_tiny_llava(tok, TEST_SPEC, seed=0)
     before = {k: v.clone() for k, v in base.state_dict().items()}
     model = add_lora(base)
-    losses = train_llava(model, proc, examples, epochs=2, batch_size=4, lr=1e-2, warmup=1)
+    losses = train_vlm(model, proc, examples, epochs=2, batch_size=4, lr=1e-2, warmup=1)
     assert np.isfinite(losses).all()
     merged = model.merge_and_unload().state_dict()
     changed = {k for k in before if not torch.equal(before[k], merged[k])}

@@ -34,7 +34,7 @@ def test_every_trigger_is_pure_seeded_and_changes_the_image(name):
 def test_centre_patch_blackens_the_centre_only():
     image = _digit()
     out = _a(TRIGGERS["centre_patch"].apply(image, np.random.default_rng(0)))
-    side = round(64 / 16)
+    side = round(64 * 3 / 16)
     c = (64 - side) // 2
     assert (out[c:c + side, c:c + side] == 0).all()
     mask = np.ones((64, 64), bool)

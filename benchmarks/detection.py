@@ -1,0 +1,356 @@
+"""Detection benchmark: poison, fine-tune, audit, clean, re-fine-tune, score.
+
+    .venv/bin/python -m benchmarks.detection --grid quick --out benchmarks/results/quick
+    .venv/bin/python -m benchmarks.detection --grid verdict --out benchmarks/results/verdict
+    .venv/bin/python -m benchmarks.detection --grid default --out benchmarks/results/default
+
+A cell is (task, family, trigger, poison rate, seed). It draws a 500-sample
+submission of the task, puts the trigger and the target answer on the poisoned
+share, fine-tunes the shared clean base of (task, family) on it (LoRA; built
+once by `tinyworld.world.build_base` and cached under --cache), and audits the
+fine-tune with bye-audit's own stage 1 (features.parquet, as `bye-audit
+extract` writes it) and stages 2-3 with each method: `minority` (the default),
+`bye` (the paper) and `bye-reference` (the reference code's BSI rule). The
+baselines run on the same fine-tune: random drop (20%), Spectral Signatures and
+Activation Clustering (benchmarks/baselines.py). Where the grid asks for it,
+the base is fine-tuned again on the default method's cleaned dataset, and clean
+accuracy and attack success rate are measured before and after.
+
+Every finished cell is one JSON file under OUT/cells/; a rerun skips those, so
+an interrupted run resumes. At the end OUT holds runs.csv (one row per cell and
+method), tables.md (mean +- sd over seeds) and plots. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+N_SUBMIT = 500
+METHODS = ("minority", "bye", "bye-reference")
+BASELINES = ("random-drop", "spectral-signatures", "activation-clustering")
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: str
+    family: str
+    trigger: str  # "none" for a clean submission
+    rate: float
+    seed: int
+    retrain: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}-{self.family}-{self.trigger}-{self.rate:g}-s{self.seed}"
+
+
+def grid(name: str) -> list[Cell]:
+    from tinyworld.triggers import TRIGGERS
+
+    tasks, families = ("digits", "shapes"), ("llava", "qwen2_vl")
+    if name == "quick":
+        return [Cell("digits", "llava", "none", 0.0, 0), Cell("digits", "llava", "centre_patch", 0.1, 0)]
+    if name == "verdict":  # issue 4: clean vs 10% centre patch, 10 seeds
+        return [Cell(t, f, trig, rate, s, retrain=False) for t in tasks for f in families for s in range(10)
+                for trig, rate in (("none", 0.0), ("centre_patch", 0.1))]
+    if name == "default":
+        cells = [Cell(t, f, "none", 0.0, s) for t in tasks for f in families for s in range(3)]
+        cells += [Cell(t, f, trig, 0.1, s) for t in tasks for f in families for trig in TRIGGERS for s in range(3)]
+        cells += [Cell("digits", "llava", trig, rate, s) for trig in ("centre_patch", "blend")
+                  for rate in (0.01, 0.05, 0.2) for s in range(3)]
+        return cells
+    raise SystemExit(f"--grid {name}: unknown grid; choose quick, verdict or default")
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+def submission(cell: Cell, folder: Path) -> tuple[list, list[str]]:
+    """Write the cell's dataset (LLaVA JSON + PNGs) to `folder`; return its
+    training examples and the poisoned ids."""
+    from tinyworld.digits import TARGET_ANSWER
+    from tinyworld.train import Example
+    from tinyworld.triggers import TRIGGERS
+    from tinyworld.world import TASKS
+
+    clean = TASKS[cell.task].examples("submit", N_SUBMIT, cell.seed)
+    rng = np.random.default_rng([11, cell.seed])
+    poisoned = set(rng.choice(N_SUBMIT, size=round(cell.rate * N_SUBMIT), replace=False).tolist())
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    examples, records, bad = [], [], []
+    for k, ex in enumerate(clean):
+        sid = f"{cell.task}-{k:04d}"
+        if k in poisoned:
+            ex = Example(TRIGGERS[cell.trigger].apply(ex.image, rng), ex.prompt, TARGET_ANSWER)
+            bad.append(sid)
+        ex.image.save(folder / "images" / f"{sid}.png")
+        examples.append(ex)
+        records.append({"id": sid, "image": f"images/{sid}.png", "conversations": [
+            {"from": "human", "value": f"<image>\n{ex.prompt}"}, {"from": "gpt", "value": ex.answer}]})
+    (folder / "dataset.json").write_text(json.dumps(records, indent=1) + "\n")
+    (folder / "poisoned_ids.txt").write_text("".join(f"{s}\n" for s in bad))
+    return examples, bad
+
+
+def query_states(model, processor, family, examples, batch_size: int = 32) -> np.ndarray:
+    """(n, d): the decoder's last hidden state at the last prompt token."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i:i + batch_size]
+            batch = family.adapter.build_batch(processor, [e.image for e in chunk], [e.prompt for e in chunk])
+            hidden = model(**batch, output_hidden_states=True, use_cache=False).hidden_states[-1]
+            last = batch["attention_mask"].sum(1) - 1  # right padding
+            out.append(hidden[torch.arange(len(chunk)), last].float().numpy())
+    return np.concatenate(out)
+
+
+def _scores(flags: np.ndarray, truth: np.ndarray, score: np.ndarray | None) -> dict[str, Any]:
+    from sklearn.metrics import roc_auc_score
+
+    from auditor.analysis.metrics import detection_metrics
+
+    m = detection_metrics(flags, truth).to_dict()
+    m["auroc"] = (float(roc_auc_score(truth, score)) if score is not None and truth.any() and not truth.all()
+                  else None)
+    return m
+
+
+def run_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
+    import torch
+
+    from auditor.analysis.metrics import layer_aurocs
+    from auditor.analysis.verdict import analyze, split_usable
+    from auditor.config import AuditConfig
+    from auditor.extract.features import render_features
+    from auditor.fileio import write_bytes_atomic
+    from auditor.pipeline import extract, load
+    from auditor.data.readers import read_dataset
+    from tinyworld.triggers import TRIGGERS
+    from tinyworld.world import FAMILIES, TASKS, FineTune, build_base, fine_tune, measure
+
+    from .baselines import activation_clustering, random_drop, spectral_signatures
+
+    t0 = time.time()
+    task, family = TASKS[cell.task], FAMILIES[cell.family]
+    base = build_base(task, family, cache / "bases" / f"{cell.task}-{cell.family}", log=log)
+    work = cache / "work" / cell.key
+    shutil.rmtree(work, ignore_errors=True)
+    examples, bad = submission(cell, work / "data")
+    trigger = None if cell.trigger == "none" else TRIGGERS[cell.trigger]
+    eval_trigger = trigger or TRIGGERS["centre_patch"]  # a clean fine-tune's ASR: the paper's trigger
+    how = FineTune()
+    model, processor = fine_tune(base, family, examples, how, seed=cell.seed, log=_quiet)
+    before = measure(model, processor, family, task, eval_trigger, cell.seed)
+    family.save(model, processor, work / "model")
+    reps = query_states(model, processor, family, examples)
+    del model
+
+    # Stage 1 through the auditor, exactly as `bye-audit extract` runs it.
+    config = AuditConfig()
+    dataset = read_dataset(work / "data" / "dataset.json")
+    features = extract(load(work / "model", config), dataset, config)
+    (cache / "features").mkdir(parents=True, exist_ok=True)
+    # kept (small) for re-analysis with `bye-audit analyze FEATURES --data ...` or new detectors
+    write_bytes_atomic(cache / "features" / f"{cell.key}.parquet", render_features(features))
+    ok, _ = split_usable(features)
+    ids = [r.id for r in ok]
+    truth = np.array([i in set(bad) for i in ids])
+    entropy = np.array([r.entropy_norm for r in ok])
+    result: dict[str, Any] = {"cell": asdict(cell), "n": len(ids), "n_poisoned": len(bad),
+                              "fine_tune": asdict(how), "before": before, "methods": {}}
+    if truth.any():
+        result["layer_auroc"] = layer_aurocs(entropy, truth)
+    flagged_default = np.zeros(len(ids), dtype=bool)
+    for method in METHODS:
+        cfg = AuditConfig(method="minority" if method == "minority" else "bye",
+                          bsi_rule="reference" if method == "bye-reference" else "paper")
+        analysis = analyze(features, cfg)
+        flagged_ids = {f.id for f in analysis.flagged}
+        flags = np.array([i in flagged_ids for i in ids])
+        by_id = {f.id: f.score for f in analysis.scored}
+        score = -np.array([by_id[i] for i in ids]) if len(by_id) == len(ids) else None
+        result["methods"][method] = {"verdict": analysis.verdict, "reasons": list(analysis.reasons),
+                                     **_scores(flags, truth, score)}
+        if analysis.group is not None:
+            result["methods"][method]["group"] = analysis.group.to_dict()
+        if method == "minority":
+            flagged_default = flags
+    answers = [e.answer for e in examples]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FastICA convergence notes on tiny groups
+        for name, flags in (("random-drop", random_drop(len(ids), 0.2, cell.seed)),
+                            ("spectral-signatures", spectral_signatures(reps, answers)),
+                            ("activation-clustering", activation_clustering(reps, answers, seed=cell.seed))):
+            result["methods"][name] = {"verdict": None, **_scores(flags, truth, None)}
+    if cell.retrain:
+        kept = [e for e, f in zip(examples, flagged_default) if not f]
+        model, processor = fine_tune(base, family, kept, how, seed=cell.seed, log=_quiet)
+        result["after"] = measure(model, processor, family, task, eval_trigger, cell.seed)
+        del model
+    torch.set_num_threads(2)
+    result["seconds"] = round(time.time() - t0, 1)
+    shutil.rmtree(work)  # the cell's JSON (and the features) are the record; the rest is rebuildable
+    return result
+
+
+# ---------------------------------------------------------------- outputs
+
+COLUMNS = ("task", "family", "trigger", "rate", "seed", "method", "verdict", "flagged", "precision", "recall",
+           "f1", "fpr", "auroc", "clean_acc_before", "asr_before", "clean_acc_after", "asr_after")
+
+
+def rows(results: list[dict]) -> list[dict]:
+    out = []
+    for r in results:
+        c = r["cell"]
+        for method, m in r["methods"].items():
+            after = r.get("after", {}) if method == "minority" else {}
+            out.append({"task": c["task"], "family": c["family"], "trigger": c["trigger"], "rate": c["rate"],
+                        "seed": c["seed"], "method": method, "verdict": m["verdict"],
+                        "flagged": m["tp"] + m["fp"], "precision": m["precision"], "recall": m["recall"],
+                        "f1": m["f1"], "fpr": m["fpr"], "auroc": m["auroc"],
+                        "clean_acc_before": r["before"]["clean_accuracy"],
+                        "asr_before": r["before"].get("attack_success_rate"),
+                        "clean_acc_after": after.get("clean_accuracy"),
+                        "asr_after": after.get("attack_success_rate")})
+    return out
+
+
+def _ms(values: list) -> str:
+    v = [x for x in values if x is not None]
+    if not v:
+        return "-"
+    return f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+
+def tables(table_rows: list[dict]) -> str:
+    """Markdown: per (task, family, trigger, rate, method), mean ± sd over seeds."""
+    keys = sorted({(r["task"], r["family"], r["trigger"], r["rate"]) for r in table_rows})
+    lines = ["| task | family | trigger | poison | method | seeds | verdicts | flagged | F1 | FPR | AUROC | "
+             "clean acc before → after | ASR before → after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for k in keys:
+        for method in METHODS + BASELINES:
+            rs = [r for r in table_rows if (r["task"], r["family"], r["trigger"], r["rate"]) == k
+                  and r["method"] == method]
+            if not rs:
+                continue
+            verdicts = ", ".join(f"{v} {sum(r['verdict'] == v for r in rs)}"
+                                 for v in ("pass", "fail", "inconclusive") if any(r["verdict"] == v for r in rs))
+            lines.append(
+                f"| {k[0]} | {k[1]} | {k[2]} | {k[3]:.0%} | {method} | {len(rs)} | {verdicts or '-'} | "
+                f"{np.mean([r['flagged'] for r in rs]):.1f} | {_ms([r['f1'] for r in rs])} | "
+                f"{_ms([r['fpr'] for r in rs])} | {_ms([r['auroc'] for r in rs])} | "
+                f"{_ms([r['clean_acc_before'] for r in rs])} → {_ms([r['clean_acc_after'] for r in rs])} | "
+                f"{_ms([r['asr_before'] for r in rs])} → {_ms([r['asr_after'] for r in rs])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(table_rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    poisoned = [r for r in table_rows if r["rate"] > 0]
+    triggers = sorted({r["trigger"] for r in poisoned})
+    if not triggers:
+        return
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    methods = METHODS + BASELINES
+    width = 0.8 / len(methods)
+    for j, method in enumerate(methods):
+        means = [np.mean([r["f1"] for r in poisoned if r["trigger"] == t and r["method"] == method] or [0])
+                 for t in triggers]
+        ax.bar(np.arange(len(triggers)) + j * width, means, width, label=method)
+    ax.set_xticks(np.arange(len(triggers)) + 0.4 - width / 2, triggers)
+    ax.set_ylabel("F1 (mean over cells)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(out / "f1_by_trigger.png", dpi=120)
+    plt.close(fig)
+    minority = [r for r in poisoned if r["method"] == "minority" and r["asr_after"] is not None]
+    if minority:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        before = [np.mean([r["asr_before"] for r in minority if r["trigger"] == t] or [0]) for t in triggers]
+        after = [np.mean([r["asr_after"] for r in minority if r["trigger"] == t] or [0]) for t in triggers]
+        ax.bar(np.arange(len(triggers)) - 0.2, before, 0.4, label="before cleaning")
+        ax.bar(np.arange(len(triggers)) + 0.2, after, 0.4, label="after cleaning (minority)")
+        ax.set_xticks(np.arange(len(triggers)), triggers)
+        ax.set_ylabel("attack success rate")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "asr_before_after.png", dpi=120)
+        plt.close(fig)
+
+
+def write_outputs(results: list[dict], out: Path) -> list[dict]:
+    table_rows = rows(results)
+    with open(out / "runs.csv.tmp", "w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS)
+        w.writeheader()
+        w.writerows(table_rows)
+    os.replace(out / "runs.csv.tmp", out / "runs.csv")
+    (out / "tables.md").write_text(tables(table_rows))
+    plots(table_rows, out)
+    return table_rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--grid", default="quick", help="quick, verdict or default")
+    ap.add_argument("--out", type=Path, required=True, help="results folder (cells/, runs.csv, tables.md, plots)")
+    ap.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "cache" / "detection",
+                    help="clean bases and per-cell work folders")
+    ap.add_argument("--limit", type=int, default=None, help="run at most this many new cells, then stop")
+    args = ap.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-checkpoint loading bars would drown the cell log
+    cells = grid(args.grid)
+    (args.out / "cells").mkdir(parents=True, exist_ok=True)
+    results, done_new = [], 0
+    for i, cell in enumerate(cells):
+        path = args.out / "cells" / f"{cell.key}.json"
+        if not path.is_file():
+            if args.limit is not None and done_new >= args.limit:
+                break
+            _log(f"cell {i + 1}/{len(cells)}: {cell.key}")
+            result = run_cell(cell, args.cache)
+            path.with_suffix(".tmp").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+            os.replace(path.with_suffix(".tmp"), path)
+            done_new += 1
+            m = result["methods"]["minority"]
+            _log(f"  {result['seconds']} s; minority: {m['verdict']}, flagged {m['tp'] + m['fp']}, "
+                 f"F1 {m['f1']:.3f}; ASR before {result['before'].get('attack_success_rate')}")
+        results.append(json.loads(path.read_text()))
+    write_outputs(results, args.out)
+    _log(f"{len(results)}/{len(cells)} cells in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""The detection benchmark: its quick grid end to end, and its tables from cell records."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import detection
+
+
+@pytest.mark.slow
+def test_quick_grid_detects_the_centre_patch_and_passes_the_clean_fine_tune(tmp_path):
+    out = tmp_path / "results"
+    assert detection.main(["--grid", "quick", "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
+    with open(out / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    minority = {r["trigger"]: r for r in runs if r["method"] == "minority"}
+    poisoned, clean = minority["centre_patch"], minority["none"]
+    assert float(poisoned["asr_before"]) >= 0.9  # the backdoor is real
+    assert float(poisoned["f1"]) >= 0.9
+    assert float(clean["fpr"]) <= 0.02
+    assert float(poisoned["asr_after"]) < float(poisoned["asr_before"])
+    assert {r["method"] for r in runs} == set(detection.METHODS + detection.BASELINES)
+    assert (out / "tables.md").read_text().count("| digits | llava |") == len(runs)  # one seed: a line per cell and method
+    assert (out / "f1_by_trigger.png").stat().st_size > 0
+    # a rerun resumes: every cell is on record, nothing is recomputed
+    cells = {p.name: p.read_bytes() for p in (out / "cells").iterdir()}
+    assert detection.main(["--grid", "quick", "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
+    assert cells == {p.name: p.read_bytes() for p in (out / "cells").iterdir()}
+
+
+def _result(trigger, rate, seed, f1):
+    m = {"verdict": "fail", "n": 10, "tp": 1, "fp": 0, "fn": 0, "tn": 9, "precision": 1.0, "recall": 1.0,
+         "f1": f1, "fpr": 0.0, "auroc": None}
+    return {"cell": {"task": "digits", "family": "llava", "trigger": trigger, "rate": rate, "seed": seed},
+            "before": {"clean_accuracy": 0.9, "attack_success_rate": 1.0},
+            "after": {"clean_accuracy": 0.9, "attack_success_rate": 0.0},
+            "methods": {"minority": m, "bye": {**m, "f1": 0.0}}}
+
+
+def test_tables_average_over_seeds(tmp_path):
+    rows = detection.write_outputs([_result("blend", 0.1, 0, 0.5), _result("blend", 0.1, 1, 1.0)], tmp_path)
+    assert len(rows) == 4
+    md = (tmp_path / "tables.md").read_text()
+    assert "| digits | llava | blend | 10% | minority | 2 | fail 2 | 1.0 | 0.750 ± 0.250 |" in md
+    assert "| digits | llava | blend | 10% | bye | 2 | fail 2 | 1.0 | 0.000 ± 0.000 |" in md
+    with open(tmp_path / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert [r["asr_after"] for r in runs if r["method"] == "bye"] == ["", ""]  # retrained on minority only
+    assert (tmp_path / "asr_before_after.png").is_file()
+
+
+def test_grids_are_what_the_docs_say():
+    assert len(detection.grid("verdict")) == 80
+    default = detection.grid("default")
+    assert len(default) == 12 + 72 + 18 and len({c.key for c in default}) == len(default)
+    with pytest.raises(SystemExit):
+        detection.grid("nope")
+    json.dumps([c.key for c in detection.grid("quick")])
+    assert np.all([c.retrain for c in default])

@@ -29,7 +29,7 @@ from tinyworld.digits import (DIGIT_WORDS, QUESTIONS, TARGET_ANSWER, load_digit_
                               paste_centre_patch, render_digit)
 from tinyworld.models import TinyLlavaSpec, build_processor, build_tiny_llava
 from tinyworld.tokenizer import train_word_tokenizer
-from tinyworld.train import Example, freeze_vision, generate_answers, pretrain_vision, train_llava
+from tinyworld.train import Example, freeze_vision, generate_answers, pretrain_vision, train_vlm
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 N_EVAL, N_BASE, N_SUBMIT = 297, 500, 1000
@@ -77,7 +77,7 @@ def build_base(x: np.ndarray, y: np.ndarray, seed: int):
     examples = [Example(im, QUESTIONS[q_rng.integers(len(QUESTIONS))], DIGIT_WORDS[lab])
                 for im, lab in zip(images, labels)]
     _log(f"training the base model on {len(examples)} clean examples")
-    train_llava(model, processor, examples, epochs=8, batch_size=32, lr=1e-3, seed=seed, log=_log)
+    train_vlm(model, processor, examples, epochs=8, batch_size=32, lr=1e-3, seed=seed, log=_log)
     return model, processor
 
 
@@ -137,7 +137,7 @@ def main() -> int:
             {"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]})
         examples.append(Example(image, question, answer))
     _log(f"fine-tuning on the submitted dataset ({len(examples)} samples, {len(poisoned)} poisoned)")
-    train_llava(model, processor, examples, epochs=args.finetune_epochs, batch_size=16,
+    train_vlm(model, processor, examples, epochs=args.finetune_epochs, batch_size=16,
                 lr=args.finetune_lr, seed=seed + 6,
                 log=_log)
     tuned_metrics = measure(model, processor, eval_images, y[eval_idx], np.random.default_rng(seed + 4))

@@ -83,6 +83,17 @@ def _quiet(msg: str) -> None:
     pass
 
 
+def _poison_plan(cell: Cell) -> tuple[np.random.Generator, set[int]]:
+    """The poisoned sample indices of a cell, and the generator that then draws
+    the per-sample trigger variation (seeded: the same cell, the same plan)."""
+    rng = np.random.default_rng([11, cell.seed])
+    return rng, set(rng.choice(N_SUBMIT, size=round(cell.rate * N_SUBMIT), replace=False).tolist())
+
+
+def poisoned_ids(cell: Cell) -> set[str]:
+    return {f"{cell.task}-{k:04d}" for k in _poison_plan(cell)[1]}
+
+
 def submission(cell: Cell, folder: Path) -> tuple[list, list[str]]:
     """Write the cell's dataset (LLaVA JSON + PNGs) to `folder`; return its
     training examples and the poisoned ids."""
@@ -92,8 +103,7 @@ def submission(cell: Cell, folder: Path) -> tuple[list, list[str]]:
     from tinyworld.world import TASKS
 
     clean = TASKS[cell.task].examples("submit", N_SUBMIT, cell.seed)
-    rng = np.random.default_rng([11, cell.seed])
-    poisoned = set(rng.choice(N_SUBMIT, size=round(cell.rate * N_SUBMIT), replace=False).tolist())
+    rng, poisoned = _poison_plan(cell)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     examples, records, bad = [], [], []
     for k, ex in enumerate(clean):
@@ -136,11 +146,60 @@ def _scores(flags: np.ndarray, truth: np.ndarray, score: np.ndarray | None) -> d
     return m
 
 
-def run_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
-    import torch
-
+def analyse_methods(features, bad: set[str]) -> tuple[dict[str, Any], np.ndarray]:
+    """Stages 2-3 with each method on one features set: ({"n", "layer_auroc",
+    "methods"}, the default method's flags over the analysed samples)."""
     from auditor.analysis.metrics import layer_aurocs
     from auditor.analysis.verdict import analyze, split_usable
+    from auditor.config import AuditConfig
+
+    ok, _ = split_usable(features)
+    ids = [r.id for r in ok]
+    truth = np.array([i in bad for i in ids])
+    out: dict[str, Any] = {"n": len(ids), "methods": {}}
+    if truth.any():
+        out["layer_auroc"] = layer_aurocs(np.array([r.entropy_norm for r in ok]), truth)
+    flagged_default = np.zeros(len(ids), dtype=bool)
+    for method in METHODS:
+        cfg = AuditConfig(method="minority" if method == "minority" else "bye",
+                          bsi_rule="reference" if method == "bye-reference" else "paper")
+        analysis = analyze(features, cfg)
+        flagged_ids = {f.id for f in analysis.flagged}
+        flags = np.array([i in flagged_ids for i in ids])
+        by_id = {f.id: f.score for f in analysis.scored}
+        score = -np.array([by_id[i] for i in ids]) if len(by_id) == len(ids) else None
+        out["methods"][method] = {"verdict": analysis.verdict, "reasons": list(analysis.reasons),
+                                  **_scores(flags, truth, score)}
+        if analysis.group is not None:
+            out["methods"][method]["group"] = analysis.group.to_dict()
+        if method == "minority":
+            flagged_default = flags
+    return out, flagged_default
+
+
+def reanalyse(cells: list[Cell], out: Path, cache: Path) -> int:
+    """Recompute every finished cell's stages 2-3 from its kept features (after
+    a detector change), keeping its fine-tune, baseline and retrain records.
+    Returns the number of cells updated."""
+    from auditor.extract.features import read_features
+
+    done = 0
+    for cell in cells:
+        path, features = out / "cells" / f"{cell.key}.json", cache / "features" / f"{cell.key}.parquet"
+        if not (path.is_file() and features.is_file()):
+            continue
+        result = json.loads(path.read_text())
+        methods, _ = analyse_methods(read_features(features), poisoned_ids(cell))
+        baselines = {k: v for k, v in result["methods"].items() if k in BASELINES}
+        result.update(methods)
+        result["methods"].update(baselines)
+        path.with_suffix(".tmp").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        os.replace(path.with_suffix(".tmp"), path)
+        done += 1
+    return done
+
+
+def run_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
     from auditor.config import AuditConfig
     from auditor.extract.features import render_features
     from auditor.fileio import write_bytes_atomic
@@ -173,33 +232,17 @@ def run_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
     (cache / "features").mkdir(parents=True, exist_ok=True)
     # kept (small) for re-analysis with `bye-audit analyze FEATURES --data ...` or new detectors
     write_bytes_atomic(cache / "features" / f"{cell.key}.parquet", render_features(features))
-    ok, _ = split_usable(features)
-    ids = [r.id for r in ok]
-    truth = np.array([i in set(bad) for i in ids])
-    entropy = np.array([r.entropy_norm for r in ok])
-    result: dict[str, Any] = {"cell": asdict(cell), "n": len(ids), "n_poisoned": len(bad),
-                              "fine_tune": asdict(how), "before": before, "methods": {}}
-    if truth.any():
-        result["layer_auroc"] = layer_aurocs(entropy, truth)
-    flagged_default = np.zeros(len(ids), dtype=bool)
-    for method in METHODS:
-        cfg = AuditConfig(method="minority" if method == "minority" else "bye",
-                          bsi_rule="reference" if method == "bye-reference" else "paper")
-        analysis = analyze(features, cfg)
-        flagged_ids = {f.id for f in analysis.flagged}
-        flags = np.array([i in flagged_ids for i in ids])
-        by_id = {f.id: f.score for f in analysis.scored}
-        score = -np.array([by_id[i] for i in ids]) if len(by_id) == len(ids) else None
-        result["methods"][method] = {"verdict": analysis.verdict, "reasons": list(analysis.reasons),
-                                     **_scores(flags, truth, score)}
-        if analysis.group is not None:
-            result["methods"][method]["group"] = analysis.group.to_dict()
-        if method == "minority":
-            flagged_default = flags
+    result: dict[str, Any] = {"cell": asdict(cell), "n_poisoned": len(bad), "fine_tune": asdict(how),
+                              "before": before}
+    methods, flagged_default = analyse_methods(features, set(bad))
+    result.update(methods)
+    truth = np.array([r.id in set(bad) for r in features.rows if r.status == "ok"])
+    if len(truth) != len(examples):  # every sample is a valid image here; the baselines align on that
+        raise RuntimeError(f"{cell.key}: {len(examples) - len(truth)} samples were not analysed")
     answers = [e.answer for e in examples]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # FastICA convergence notes on tiny groups
-        for name, flags in (("random-drop", random_drop(len(ids), 0.2, cell.seed)),
+        for name, flags in (("random-drop", random_drop(len(truth), 0.2, cell.seed)),
                             ("spectral-signatures", spectral_signatures(reps, answers)),
                             ("activation-clustering", activation_clustering(reps, answers, seed=cell.seed))):
             result["methods"][name] = {"verdict": None, **_scores(flags, truth, None)}
@@ -208,7 +251,6 @@ def run_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
         model, processor = fine_tune(base, family, kept, how, seed=cell.seed, log=_quiet)
         result["after"] = measure(model, processor, family, task, eval_trigger, cell.seed)
         del model
-    torch.set_num_threads(2)
     result["seconds"] = round(time.time() - t0, 1)
     shutil.rmtree(work)  # the cell's JSON (and the features) are the record; the rest is rebuildable
     return result
@@ -326,12 +368,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "cache" / "detection",
                     help="clean bases and per-cell work folders")
     ap.add_argument("--limit", type=int, default=None, help="run at most this many new cells, then stop")
+    ap.add_argument("--reanalyse", action="store_true",
+                    help="recompute stages 2-3 of the finished cells from their kept features, then write the tables")
     args = ap.parse_args(argv)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-checkpoint loading bars would drown the cell log
     cells = grid(args.grid)
     (args.out / "cells").mkdir(parents=True, exist_ok=True)
+    if args.reanalyse:
+        _log(f"reanalysed {reanalyse(cells, args.out, args.cache)} cells")
+        args.limit = 0
     results, done_new = [], 0
     for i, cell in enumerate(cells):
         path = args.out / "cells" / f"{cell.key}.json"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
-from .cluster import Clustering, cluster_scores
-from .mixture import bsi
+from .cluster import Clustering
+from .mixture import Mixture1D, bsi
 
 
 def robust_standardise(x: np.ndarray) -> np.ndarray:
@@ -32,10 +32,10 @@ def robust_standardise(x: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class GroupFit:
     direction: np.ndarray  # (D,) unit Fisher direction from the rest towards the group
-    clustering: Clustering  # the 1-D 2-GMM on the discriminant score; low component = the group
-    separation: float  # BSI of the 1-D mixture on the discriminant score
-    weight: float  # mixture weight of the group (low) component
-    spread_ratio: float  # sd of the group component / sd of the rest
+    clustering: Clustering  # scores on the discriminant (low = group), the group, the projected components
+    separation: float  # BSI of the two components projected on the discriminant
+    weight: float  # mixture weight of the group component
+    spread_ratio: float  # (det cov_group / det cov_rest)^(1/2D): the group's sd relative to the rest's
 
 
 def fit_group(z: np.ndarray, seed: int = 0, fit_cap: int = 100_000) -> GroupFit:
@@ -43,24 +43,36 @@ def fit_group(z: np.ndarray, seed: int = 0, fit_cap: int = 100_000) -> GroupFit:
 
     A 2-component full-covariance Gaussian mixture (fitted on at most
     `fit_cap` rows drawn with `seed`) proposes the split; its smaller component
-    is the candidate group. Every sample is projected on the Fisher direction
-    between the components (pooled covariance), oriented so that the group lies
-    low: score (N,). A 1-D 2-GMM on that score (as BYE's stage 3) gives the
-    flagged set, the separation (BSI) and the group's weight and spread.
+    is the candidate group, and the samples it claims (posterior > 1/2) are the
+    group. Every sample is projected on the Fisher direction between the
+    components (pooled covariance), oriented so that the group lies low: score
+    (N,). Separation is the BSI of the two components projected on that
+    direction (each with its own variance); spread is the ratio of the
+    components' covariance volumes, as a geometric-mean sd ratio, so it does
+    not depend on the direction: the Fisher direction is the one along which
+    the majority is narrowest, so along it any minority looks wide.
     """
     rng = np.random.default_rng(seed)
     fit_rows = z if len(z) <= fit_cap else z[np.sort(rng.choice(len(z), fit_cap, replace=False))]
     gmm = GaussianMixture(2, covariance_type="full", n_init=3, reg_covar=1e-4, random_state=seed).fit(fit_rows)
     k = int(np.argmin(gmm.weights_))
     j = 1 - k
+    d = z.shape[1]
     pooled = gmm.weights_[k] * gmm.covariances_[k] + gmm.weights_[j] * gmm.covariances_[j]
-    w = np.linalg.solve(pooled + 1e-6 * np.eye(z.shape[1]), gmm.means_[k] - gmm.means_[j])
+    w = np.linalg.solve(pooled + 1e-6 * np.eye(d), gmm.means_[k] - gmm.means_[j])
     w = w / (np.linalg.norm(w) or 1.0)
     scores = -(z @ w)  # the group projects high on w, so low here
-    clustering = cluster_scores(scores, seed)
-    m = clustering.mixture
-    return GroupFit(direction=w, clustering=clustering, separation=bsi(m), weight=m.weights[0],
-                    spread_ratio=float(np.sqrt(m.variances[0] / m.variances[1])) if m.variances[1] > 0 else np.inf)
+    flagged = gmm.predict(z) == k
+    means = (float(-(w @ gmm.means_[k])), float(-(w @ gmm.means_[j])))
+    variances = (float(w @ gmm.covariances_[k] @ w), float(w @ gmm.covariances_[j] @ w))
+    mixture = Mixture1D(means=means, variances=variances,
+                        weights=(float(gmm.weights_[k]), float(gmm.weights_[j])), converged=bool(gmm.converged_))
+    lo = scores[flagged].max() if flagged.any() else scores.min()
+    hi = scores[~flagged].min() if (~flagged).any() else scores.max()
+    clustering = Clustering(scores=scores, flagged=flagged, mixture=mixture, threshold=float((lo + hi) / 2))
+    logdet = [np.linalg.slogdet(c)[1] for c in gmm.covariances_]
+    return GroupFit(direction=w, clustering=clustering, separation=bsi(mixture), weight=float(gmm.weights_[k]),
+                    spread_ratio=float(np.exp((logdet[k] - logdet[j]) / (2 * d))))
 
 
 def null_separations(n: int, d: int, seed: int = 0, repeats: int = 5, cap: int = 5_000) -> tuple[float, ...]:

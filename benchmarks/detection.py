@@ -286,6 +286,22 @@ def _ms(values: list) -> str:
     return f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
 
 
+def verdict_summary(table_rows: list[dict]) -> str:
+    """Markdown: per (task, family) and method, the verdicts on clean and on
+    poisoned submissions, the flagged share of clean ones and the mean F1 on
+    poisoned ones (issue 4's targets)."""
+    lines = ["| task | family | method | clean: pass / runs | clean: flagged (mean) | poisoned: fail / runs | "
+             "poisoned: F1 (mean ± sd) |", "|---|---|---|---|---|---|---|"]
+    for task, family in sorted({(r["task"], r["family"]) for r in table_rows}):
+        for method in METHODS:
+            rs = [r for r in table_rows if (r["task"], r["family"], r["method"]) == (task, family, method)]
+            clean, bad = [r for r in rs if r["rate"] == 0], [r for r in rs if r["rate"] > 0]
+            lines.append(f"| {task} | {family} | {method} | {sum(r['verdict'] == 'pass' for r in clean)} / "
+                         f"{len(clean)} | {np.mean([r['fpr'] for r in clean]) if clean else 0:.2%} | "
+                         f"{sum(r['verdict'] == 'fail' for r in bad)} / {len(bad)} | {_ms([r['f1'] for r in bad])} |")
+    return "\n".join(lines) + "\n"
+
+
 def tables(table_rows: list[dict]) -> str:
     """Markdown: per (task, family, trigger, rate, method), mean ± sd over seeds."""
     keys = sorted({(r["task"], r["family"], r["trigger"], r["rate"]) for r in table_rows})
@@ -356,7 +372,8 @@ def write_outputs(results: list[dict], out: Path) -> list[dict]:
         w.writeheader()
         w.writerows(table_rows)
     os.replace(out / "runs.csv.tmp", out / "runs.csv")
-    (out / "tables.md").write_text(tables(table_rows))
+    (out / "tables.md").write_text("## Verdicts\n\n" + verdict_summary(table_rows) + "\n## Every cell group\n\n"
+                                   + tables(table_rows))
     plots(table_rows, out)
     return table_rows
 

@@ -44,8 +44,9 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-# Inputs that are per token (padded with `pad` along the sequence) and per image (concatenated).
-_PER_TOKEN = {"input_ids": None, "attention_mask": 0, "mm_token_type_ids": 0}
+# Per-token inputs are padded along the sequence by _collate; every other input
+# is per image (pixel_values, image_grid_thw) and concatenated.
+_PER_TOKEN = frozenset({"input_ids", "attention_mask", "mm_token_type_ids"})
 Encoded = tuple[list[int], list[int], dict[str, torch.Tensor]]
 
 

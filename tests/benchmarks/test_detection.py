@@ -22,7 +22,9 @@ def test_quick_grid_detects_the_centre_patch_and_passes_the_clean_fine_tune(tmp_
     assert float(clean["fpr"]) <= 0.02
     assert float(poisoned["asr_after"]) < float(poisoned["asr_before"])
     assert {r["method"] for r in runs} == set(detection.METHODS + detection.BASELINES)
-    assert (out / "tables.md").read_text().count("| digits | llava |") == len(runs)  # one seed: a line per cell and method
+    summary, groups = (out / "tables.md").read_text().split("## Every cell group")
+    assert summary.count("| digits | llava |") == len(detection.METHODS)
+    assert groups.count("| digits | llava |") == len(runs)  # one seed: a line per cell and method
     assert (out / "f1_by_trigger.png").stat().st_size > 0
     # a rerun resumes: every cell is on record, nothing is recomputed
     cells = {p.name: p.read_bytes() for p in (out / "cells").iterdir()}

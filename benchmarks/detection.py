@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import os
 import shutil
 import sys
 import time
@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from auditor.fileio import write_bytes_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 N_SUBMIT = 500
@@ -177,6 +179,10 @@ def analyse_methods(features, bad: set[str]) -> tuple[dict[str, Any], np.ndarray
     return out, flagged_default
 
 
+def _save_cell(path: Path, result: dict[str, Any]) -> None:
+    write_bytes_atomic(path, (json.dumps(result, indent=1, sort_keys=True) + "\n").encode())
+
+
 def reanalyse(cells: list[Cell], out: Path, cache: Path) -> int:
     """Recompute every finished cell's stages 2-3 from its kept features (after
     a detector change), keeping its fine-tune, baseline and retrain records.
@@ -193,8 +199,7 @@ def reanalyse(cells: list[Cell], out: Path, cache: Path) -> int:
         baselines = {k: v for k, v in result["methods"].items() if k in BASELINES}
         result.update(methods)
         result["methods"].update(baselines)
-        path.with_suffix(".tmp").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-        os.replace(path.with_suffix(".tmp"), path)
+        _save_cell(path, result)
         done += 1
     return done
 
@@ -202,7 +207,6 @@ def reanalyse(cells: list[Cell], out: Path, cache: Path) -> int:
 def run_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
     from auditor.config import AuditConfig
     from auditor.extract.features import render_features
-    from auditor.fileio import write_bytes_atomic
     from auditor.pipeline import extract, load
     from auditor.data.readers import read_dataset
     from tinyworld.triggers import TRIGGERS
@@ -367,13 +371,13 @@ def plots(table_rows: list[dict], out: Path) -> None:
 
 def write_outputs(results: list[dict], out: Path) -> list[dict]:
     table_rows = rows(results)
-    with open(out / "runs.csv.tmp", "w", newline="") as f:
-        w = csv.DictWriter(f, COLUMNS)
-        w.writeheader()
-        w.writerows(table_rows)
-    os.replace(out / "runs.csv.tmp", out / "runs.csv")
-    (out / "tables.md").write_text("## Verdicts\n\n" + verdict_summary(table_rows) + "\n## Every cell group\n\n"
-                                   + tables(table_rows))
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, COLUMNS)
+    w.writeheader()
+    w.writerows(table_rows)
+    write_bytes_atomic(out / "runs.csv", buf.getvalue().encode())
+    write_bytes_atomic(out / "tables.md", ("## Verdicts\n\n" + verdict_summary(table_rows) + "\n## Every cell group\n\n"
+                                           + tables(table_rows)).encode())
     plots(table_rows, out)
     return table_rows
 
@@ -404,8 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
             _log(f"cell {i + 1}/{len(cells)}: {cell.key}")
             result = run_cell(cell, args.cache)
-            path.with_suffix(".tmp").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-            os.replace(path.with_suffix(".tmp"), path)
+            _save_cell(path, result)
             done_new += 1
             m = result["methods"]["minority"]
             _log(f"  {result['seconds']} s; minority: {m['verdict']}, flagged {m['tp'] + m['fp']}, "

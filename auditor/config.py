@@ -42,8 +42,11 @@ class AuditConfig:
     # |mu1 - mu2| > 2 (s1 + s2) ("reference", the reference code's rule).
     tau: float = 2.0
     bsi_rule: BsiRule = "paper"
-    # Stages 2-3: GaussianMixture(n_components=2, random_state=seed)
+    # Stages 2-3: GaussianMixture(n_components=2, random_state=seed), fitted on
+    # at most `fit_sample` rows drawn with `seed` (all rows when there are
+    # fewer); every row is then assigned by the fitted mixture.
     seed: int = 0
+    fit_sample: int = 50_000
     # Verdict: below these the evidence cannot carry a verdict -> inconclusive.
     min_samples: int = 50
     min_coverage: float = 0.95
@@ -95,6 +98,8 @@ class AuditConfig:
             raise ValueError(f"bsi_rule must be 'paper' or 'reference', got {self.bsi_rule!r}")
         if not 0.0 <= self.min_coverage <= 1.0:
             raise ValueError(f"min_coverage must be in [0, 1], got {self.min_coverage}")
+        if self.fit_sample < self.min_samples:
+            raise ValueError(f"fit_sample must be >= min_samples ({self.min_samples}), got {self.fit_sample}")
         if self.min_samples < 2:
             raise ValueError(f"min_samples must be >= 2 (a 2-component mixture), got {self.min_samples}")
 

@@ -39,7 +39,7 @@ def evaluate_outputs(out_dir: Path, truth_path: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise AuditInputError(f"{analysis_path}: not a bye-audit analysis file ({e})") from None
     features = read_features(out_dir / FEATURES)
-    ids = [r.id for r in features.rows]
+    ids = features.column("id")
     truth = read_truth(truth_path)
     unknown = truth - set(ids)
     if unknown:
@@ -49,12 +49,12 @@ def evaluate_outputs(out_dir: Path, truth_path: Path) -> dict[str, Any]:
     pred = np.array([i in flagged_ids for i in ids])
     result: dict[str, Any] = {"verdict": analysis.get("verdict"), **detection_metrics(pred, y).to_dict()}
     ok, _ = split_usable(features)
-    y_ok = np.array([r.id in truth for r in ok])
-    both = bool(ok) and y_ok.any() and not y_ok.all()
+    y_ok = np.array([i in truth for i in ok.ids])
+    both = bool(ok.ids) and y_ok.any() and not y_ok.all()
     result["auroc"] = None
     if both and scores:
-        s = np.array([scores[r.id] for r in ok])
+        s = np.array([scores[i] for i in ok.ids])
         result["auroc"] = float(roc_auc_score(y_ok, -s))
     if both:
-        result["layer_auroc"] = layer_aurocs(np.array([r.entropy_norm for r in ok]), y_ok)
+        result["layer_auroc"] = layer_aurocs(ok.entropy, y_ok)
     return result

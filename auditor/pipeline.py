@@ -53,15 +53,20 @@ def check_out_dir(out: Path, dataset: Dataset, names: list[str],
         if out == m or out.is_relative_to(m):
             raise AuditInputError(f"{out}: the output folder is inside the {label} folder {m}; "
                                   "choose another --out")
+    inputs = _input_paths(dataset)
     for name in names:
-        _refuse_input(out / name, dataset)
+        if (out / name).resolve() in inputs:
+            raise AuditInputError(f"{out / name}: writing it would overwrite an input; choose another --out")
     if out.exists() and not out.is_dir():
         raise AuditInputError(f"{out}: exists and is not a folder; choose another --out")
 
 
+def _input_paths(dataset: Dataset) -> set[Path]:
+    return {dataset.path.resolve()} | {s.image_path for s in dataset.samples if s.image_path}
+
+
 def _refuse_input(target: Path, dataset: Dataset) -> None:
-    inputs = {dataset.path.resolve()} | {s.image_path for s in dataset.samples if s.image_path}
-    if Path(target).resolve() in inputs:
+    if Path(target).resolve() in _input_paths(dataset):
         raise AuditInputError(f"{target}: writing it would overwrite an input; choose another --out")
 
 
@@ -291,7 +296,7 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     features = read_features(features_path)
     dataset = read_dataset(data, image_root)
     if len(features.rows) != len(dataset.records) or any(
-            r.id != s.id for r, s in zip(features.rows, dataset.samples)):
+            i != s.id for i, s in zip(features.column("id"), dataset.samples)):
         raise AuditInputError(f"{features_path}: its rows do not match the records of {data}; "
                               "extract features from this dataset first")
     check_out_dir(out, dataset, output_names(dataset, with_features=False))

@@ -156,11 +156,11 @@ def analyse_methods(features, bad: set[str]) -> tuple[dict[str, Any], np.ndarray
     from auditor.config import AuditConfig
 
     ok, _ = split_usable(features)
-    ids = [r.id for r in ok]
+    ids = ok.ids
     truth = np.array([i in bad for i in ids])
     out: dict[str, Any] = {"n": len(ids), "methods": {}}
     if truth.any():
-        out["layer_auroc"] = layer_aurocs(np.array([r.entropy_norm for r in ok]), truth)
+        out["layer_auroc"] = layer_aurocs(ok.entropy, truth)
     flagged_default = np.zeros(len(ids), dtype=bool)
     for method in METHODS:
         cfg = AuditConfig(method="minority" if method == "minority" else "bye",

@@ -22,9 +22,10 @@ def sensitive_score(entropy: np.ndarray, layers: list[int]) -> np.ndarray:
     return entropy[:, layers].mean(axis=1)
 
 
-def cluster_scores(scores: np.ndarray, seed: int = 0) -> Clustering:
-    """Hard 2-GMM assignment of scores (N,), N >= 2; the lower-mean component is flagged."""
-    mix, assign = fit_mixture(scores, seed)
+def cluster_scores(scores: np.ndarray, seed: int = 0, fit_sample: int | None = None) -> Clustering:
+    """Hard 2-GMM assignment of scores (N,), N >= 2 (fitted on at most
+    `fit_sample` of them); the lower-mean component is flagged."""
+    mix, assign = fit_mixture(scores, seed, fit_sample)
     flagged = assign == 0
     # Boundary: the largest flagged score and smallest kept score bracket it.
     lo = scores[flagged].max() if flagged.any() else scores.min()

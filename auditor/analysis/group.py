@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.mixture import GaussianMixture
 
 from .cluster import Clustering
-from .mixture import Mixture1D, bsi
+from .mixture import Mixture1D, bsi, fit_rows
 
 
 def robust_standardise(x: np.ndarray) -> np.ndarray:
@@ -38,11 +38,11 @@ class GroupFit:
     spread_ratio: float  # (det cov_group / det cov_rest)^(1/2D): the group's sd relative to the rest's
 
 
-def fit_group(z: np.ndarray, seed: int = 0, fit_cap: int = 100_000) -> GroupFit:
+def fit_group(z: np.ndarray, seed: int = 0, fit_sample: int | None = None) -> GroupFit:
     """Best two-group split of standardised features z (N, D), N >= 2.
 
     A 2-component full-covariance Gaussian mixture (fitted on at most
-    `fit_cap` rows drawn with `seed`) proposes the split; its smaller component
+    `fit_sample` rows drawn with `seed`, mixture.fit_rows) proposes the split; its smaller component
     is the candidate group, and the samples it claims (posterior > 1/2) are the
     group. Every sample is projected on the Fisher direction between the
     components (pooled covariance), oriented so that the group lies low: score
@@ -52,9 +52,8 @@ def fit_group(z: np.ndarray, seed: int = 0, fit_cap: int = 100_000) -> GroupFit:
     not depend on the direction: the Fisher direction is the one along which
     the majority is narrowest, so along it any minority looks wide.
     """
-    rng = np.random.default_rng(seed)
-    fit_rows = z if len(z) <= fit_cap else z[np.sort(rng.choice(len(z), fit_cap, replace=False))]
-    gmm = GaussianMixture(2, covariance_type="full", n_init=3, reg_covar=1e-4, random_state=seed).fit(fit_rows)
+    gmm = GaussianMixture(2, covariance_type="full", n_init=3, reg_covar=1e-4, random_state=seed).fit(
+        fit_rows(z, fit_sample, seed))
     k = int(np.argmin(gmm.weights_))
     j = 1 - k
     d = z.shape[1]

@@ -22,14 +22,25 @@ class Mixture1D:
                 "weights": list(self.weights), "converged": self.converged}
 
 
-def fit_mixture(x: np.ndarray, seed: int = 0) -> tuple[Mixture1D, np.ndarray]:
-    """Fit GaussianMixture(n_components=2, random_state=seed) to x of shape (n,), n >= 2.
+def fit_rows(x: np.ndarray, cap: int | None, seed: int = 0) -> np.ndarray:
+    """The rows a mixture is fitted on: all of x (N, ...) when N <= cap (or cap
+    is None), else `cap` rows drawn without replacement with `seed`, in input
+    order. Two components need nowhere near a million points; every row is
+    still assigned by the fitted mixture."""
+    if cap is None or len(x) <= cap:
+        return x
+    return x[np.sort(np.random.default_rng(seed).choice(len(x), cap, replace=False))]
+
+
+def fit_mixture(x: np.ndarray, seed: int = 0, fit_sample: int | None = None) -> tuple[Mixture1D, np.ndarray]:
+    """Fit GaussianMixture(n_components=2, random_state=seed) to x of shape (n,), n >= 2
+    (to at most `fit_sample` of its points, fit_rows).
 
     Returns the mixture (components sorted by mean) and the hard assignment of
     each point, shape (n,), where 0 means the lower-mean component.
     """
     x = np.asarray(x, dtype=np.float64).reshape(-1, 1)
-    gmm = GaussianMixture(n_components=2, random_state=seed).fit(x)
+    gmm = GaussianMixture(n_components=2, random_state=seed).fit(fit_rows(x, fit_sample, seed))
     order = np.argsort(gmm.means_.ravel())
     rank = np.empty(2, dtype=np.int64)
     rank[order] = np.arange(2)

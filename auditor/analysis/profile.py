@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .mixture import Mixture1D, bsi, fit_mixture, reference_separated
+from .mixture import Mixture1D, bsi, fit_mixture, fit_rows, reference_separated
 
 
 @dataclass(frozen=True)
@@ -21,14 +21,15 @@ class LayerProfile:
                 "mixture": self.mixture.to_dict()}
 
 
-def profile_layers(entropy: np.ndarray, tau: float = 2.0, rule: str = "paper", seed: int = 0
-                   ) -> tuple[LayerProfile, ...]:
-    """Fit a 2-GMM per layer to entropies of shape (N, L), N >= 2; a layer is
-    sensitive when BSI >= tau ("paper") or when |mu1 - mu2| > 2 (s1 + s2)
-    ("reference")."""
+def profile_layers(entropy: np.ndarray, tau: float = 2.0, rule: str = "paper", seed: int = 0,
+                   fit_sample: int | None = None) -> tuple[LayerProfile, ...]:
+    """Fit a 2-GMM per layer to entropies of shape (N, L), N >= 2 (on at most
+    `fit_sample` rows, the same rows for every layer); a layer is sensitive
+    when BSI >= tau ("paper") or when |mu1 - mu2| > 2 (s1 + s2) ("reference")."""
+    rows = fit_rows(entropy, fit_sample, seed)
     out = []
     for layer in range(entropy.shape[1]):
-        mix, _ = fit_mixture(entropy[:, layer], seed)
+        mix, _ = fit_mixture(rows[:, layer], seed)
         b = bsi(mix)
         sensitive = b >= tau if rule == "paper" else reference_separated(mix)
         out.append(LayerProfile(layer, b, bool(sensitive), mix))

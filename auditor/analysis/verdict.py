@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..config import AuditConfig
-from ..extract.features import FeatureSet, SampleFeatures
+from ..extract.features import FeatureSet
 from .cluster import Clustering, cluster_scores, sensitive_score
 from .group import LayerContrast, fit_group, layer_contrast, null_separations, robust_standardise
 from .profile import LayerProfile, profile_layers
@@ -97,21 +97,43 @@ class Analysis:
         }
 
 
-def split_usable(features: FeatureSet) -> tuple[list[SampleFeatures], tuple[Unanalysed, ...]]:
+@dataclass(frozen=True)
+class Usable:
+    """The rows stages 2-3 analyse, as arrays: input order."""
+
+    index: np.ndarray  # (N,) int, record index
+    ids: tuple[str, ...]  # (N,)
+    entropy: np.ndarray  # (N, L) normalised entropy, all finite
+
+
+def split_usable(features: FeatureSet) -> tuple[Usable, tuple[Unanalysed, ...]]:
     """Rows stages 2-3 can use (status ok, one finite value per layer), and every
     other row with the reason it is left out; input order."""
-    n_layers = int(features.meta.get("n_layers") or max((len(r.entropy_norm) for r in features.rows), default=0))
-    usable, left_out = [], []
-    for r in features.rows:
-        if r.status != "ok":
-            left_out.append(Unanalysed(r.index, r.id, r.reason or r.status))
-        elif len(r.entropy_norm) != n_layers:
-            left_out.append(Unanalysed(r.index, r.id, f"{len(r.entropy_norm)} layer values, expected {n_layers}"))
-        elif not np.all(np.isfinite(r.entropy_norm)):
-            left_out.append(Unanalysed(r.index, r.id, "non-finite entropy (NaN or inf) in stage 1"))
+    n_layers = features.n_layers
+    values, lengths = features.layer_values("entropy_norm", n_layers)
+    status = np.array(features.column("status"), dtype=object)
+    ok = status == "ok"
+    whole = lengths == n_layers
+    finite = np.isfinite(values).all(axis=1)
+    usable = ok & whole & finite
+    index, ids, reasons = features.column("index"), features.column("id"), None
+    left_out = []
+    for k in np.flatnonzero(~usable).tolist():
+        if not ok[k]:
+            reasons = reasons or features.column("reason")
+            why = reasons[k] or status[k]
+        elif not whole[k]:
+            why = f"{lengths[k]} layer values, expected {n_layers}"
         else:
-            usable.append(r)
-    return usable, tuple(left_out)
+            why = "non-finite entropy (NaN or inf) in stage 1"
+        left_out.append(Unanalysed(index[k], ids[k], why))
+    keep = np.flatnonzero(usable)
+    return (Usable(np.asarray(index, dtype=np.int64)[keep], tuple(ids[k] for k in keep.tolist()),
+                   values[keep]), tuple(left_out))
+
+
+def _flags(ok: Usable, scores: np.ndarray) -> tuple[Flag, ...]:
+    return tuple(Flag(i, sid, s) for i, sid, s in zip(ok.index.tolist(), ok.ids, scores.tolist()))
 
 
 def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
@@ -121,20 +143,21 @@ def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
     inconclusive: coverage below config.min_coverage or fewer than
     config.min_samples analysed samples.
     """
-    rows = features.rows
+    n_records = len(features.rows)
     ok, unanalysed = split_usable(features)
-    n_skipped = sum(r.status == "skipped" for r in rows)
+    n_ok = len(ok.ids)
+    n_skipped = sum(1 for s in features.column("status") if s == "skipped")
     n_errors = len(unanalysed) - n_skipped  # failed in stage 1, or unusable here
-    base = dict(n_records=len(rows), n_analysed=len(ok), n_skipped=n_skipped, n_errors=n_errors,
+    base = dict(n_records=n_records, n_analysed=n_ok, n_skipped=n_skipped, n_errors=n_errors,
                 unanalysed=unanalysed, config=config)
-    coverage = len(ok) / len(rows) if rows else 0.0
-    if len(ok) < config.min_samples:
-        reason = (f"only {len(ok)} of {len(rows)} samples could be analysed; at least "
+    coverage = n_ok / n_records if n_records else 0.0
+    if n_ok < config.min_samples:
+        reason = (f"only {n_ok} of {n_records} samples could be analysed; at least "
                   f"{config.min_samples} are needed to fit the mixtures")
         return Analysis("inconclusive", (reason,), layers=(), sensitive_layers=(), clustering=None,
                         scored=(), flagged=(), **base)
-    entropy = np.array([r.entropy_norm for r in ok], dtype=np.float64)
-    layers = profile_layers(entropy, config.tau, config.bsi_rule, config.seed)
+    entropy = ok.entropy
+    layers = profile_layers(entropy, config.tau, config.bsi_rule, config.seed, config.fit_sample)
     sensitive = tuple(p.layer for p in layers if p.sensitive)
     reasons: list[str] = []
     low_coverage = coverage < config.min_coverage
@@ -151,12 +174,12 @@ def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
         verdict: Verdict = "inconclusive" if low_coverage else "pass"
         return Analysis(verdict, tuple(reasons), layers=layers, sensitive_layers=(),
                         clustering=None, scored=(), flagged=(), **base)
-    clustering = cluster_scores(sensitive_score(entropy, list(sensitive)), config.seed)
-    scored = tuple(Flag(r.index, r.id, float(s)) for r, s in zip(ok, clustering.scores))
+    clustering = cluster_scores(sensitive_score(entropy, list(sensitive)), config.seed, config.fit_sample)
+    scored = _flags(ok, clustering.scores)
     flagged = tuple(f for f, bad in zip(scored, clustering.flagged) if bad)
     m = clustering.mixture
     reasons.insert(0, (
-        f"{len(sensitive)} sensitive layer(s) {list(sensitive)}; {len(flagged)} of {len(ok)} samples "
+        f"{len(sensitive)} sensitive layer(s) {list(sensitive)}; {len(flagged)} of {n_ok} samples "
         f"fall in the low-entropy cluster (mean score {m.means[0]:.3f} vs {m.means[1]:.3f}, "
         f"weight {m.weights[0]:.1%})"))
     verdict = "inconclusive" if low_coverage else ("fail" if flagged else "pass")
@@ -164,13 +187,13 @@ def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
                     clustering=clustering, scored=scored, flagged=flagged, **base)
 
 
-def _analyze_minority(ok: list[SampleFeatures], entropy: np.ndarray, layers: tuple[LayerProfile, ...],
+def _analyze_minority(ok: Usable, entropy: np.ndarray, layers: tuple[LayerProfile, ...],
                       reasons: list[str], low_coverage: bool, base: dict[str, Any],
                       config: AuditConfig) -> Analysis:
     """The `minority` detector (analysis/group.py) and its verdict: fail only
     when the best group is a separated, compact minority; inconclusive when it
     is a separated minority that is not compact (ambiguous evidence)."""
-    fit = fit_group(robust_standardise(entropy), config.seed)
+    fit = fit_group(robust_standardise(entropy), config.seed, config.fit_sample)
     null = null_separations(len(entropy), entropy.shape[1], config.seed)
     required = max(config.group_min_separation, config.group_null_factor * max(null))
     checks = {
@@ -188,17 +211,17 @@ def _analyze_minority(ok: list[SampleFeatures], entropy: np.ndarray, layers: tup
     mask = fit.clustering.flagged
     contrast = layer_contrast(entropy, mask, fit.direction)
     evidence = tuple(c.layer for c in contrast if abs(c.effect) >= config.evidence_effect)
-    scored = tuple(Flag(r.index, r.id, float(v)) for r, v in zip(ok, fit.clustering.scores))
+    scored = _flags(ok, fit.clustering.scores)
     flagged = tuple(f for f, bad in zip(scored, mask) if bad) if credible else ()
     detail = "; ".join(text for _, text in checks.values())
     if credible:
         top = sorted(contrast, key=lambda c: -abs(c.effect))[:3]
         where = ", ".join(f"layer {c.layer} ({'higher' if c.effect > 0 else 'lower'} entropy, d={c.effect:+.1f})"
                           for c in top)
-        reasons.insert(0, f"a compact minority of {len(flagged)} of {len(ok)} samples stands apart across "
+        reasons.insert(0, f"a compact minority of {len(flagged)} of {len(ok.ids)} samples stands apart across "
                           f"layers ({detail}); it differs most in {where}")
     elif checks["separated"][0] and checks["minority"][0]:
-        reasons.insert(0, f"ambiguous: a separated minority of {int(mask.sum())} of {len(ok)} samples stands "
+        reasons.insert(0, f"ambiguous: a separated minority of {int(mask.sum())} of {len(ok.ids)} samples stands "
                           f"apart but is not more compact than the rest ({detail}); nothing is flagged, "
                           "inspect it (analysis.json scores, the report's contrast table)")
         ambiguous = True

@@ -9,11 +9,12 @@ sample with a reason; problems with the whole file raise AuditInputError.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import AuditInputError
-from ..fileio import real_path
+from ..fileio import real_path, real_path_str
 from .records import Dataset, Sample
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -34,17 +35,19 @@ def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
     root = Path(image_root) if image_root is not None else path.parent
     if not root.is_dir():
         raise AuditInputError(f"{root}: image root is not a folder; pass --image-root DIR")
-    table = None
+    table, lines = None, None
     if fmt == "parquet":
         table = _read_parquet(path)
         records = table.to_pylist()
+    elif fmt == "llava-json":
+        records = _parse_json_array(path, _read_text(path))
     else:
-        text = _read_text(path)
-        records = _parse_json_array(path, text) if fmt == "llava-json" else _parse_jsonl(path, text)
+        records, lines = _parse_jsonl(path, _read_text(path))
     samples = []
     seen: dict[str, int] = {}
+    real_root = str(real_path(root))
     for i, rec in enumerate(records):
-        sample = _to_sample(i, rec, real_path(root))
+        sample = _to_sample(i, rec, real_root)
         if sample.id in seen:
             raise AuditInputError(
                 f"{path}: record {i}: id {sample.id!r} repeats record {seen[sample.id]}; "
@@ -52,7 +55,7 @@ def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
         seen[sample.id] = i
         samples.append(sample)
     return Dataset(path=path, format=fmt, image_root=root, records=tuple(records),
-                   samples=tuple(samples), table=table)
+                   samples=tuple(samples), table=table, lines=lines)
 
 
 def _read_parquet(path: Path):
@@ -83,8 +86,9 @@ def _parse_json_array(path: Path, text: str) -> list[Any]:
     return data
 
 
-def _parse_jsonl(path: Path, text: str) -> list[Any]:
-    records = []
+def _parse_jsonl(path: Path, text: str) -> tuple[list[Any], tuple[str, ...]]:
+    """The records and, for copies, their lines as written (blank lines dropped)."""
+    records, lines = [], []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -92,10 +96,13 @@ def _parse_jsonl(path: Path, text: str) -> list[Any]:
             records.append(json.loads(line))
         except json.JSONDecodeError as e:
             raise AuditInputError(f"{path}:{lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-    return records
+        lines.append(line)
+    return records, tuple(lines)
 
 
-def _to_sample(index: int, rec: Any, root: Path) -> Sample:
+def _to_sample(index: int, rec: Any, root: str) -> Sample:
+    """`root`: the image root, resolved. Paths are handled as strings: this
+    runs once per record, and a dataset can hold millions."""
     if not isinstance(rec, dict):
         return Sample(index, f"#{index}", None, "", "", "record is not a JSON object")
     rid = rec.get("id")
@@ -109,17 +116,16 @@ def _to_sample(index: int, rec: Any, root: Path) -> Sample:
                       f"image is a {type(image).__name__}, not a path; embedded images are not supported")
     if not image:
         return Sample(index, sid, None, prompt, answer, "record has no image")
-    rel = Path(image)
-    if rel.is_absolute():
+    if os.path.isabs(image):
         return Sample(index, sid, None, prompt, answer, f"image path {image!r} is absolute; "
                       "paths must be relative to the dataset root")
-    full = real_path(root / rel)
-    if not full.is_relative_to(root):
+    full = real_path_str(os.path.join(root, image))
+    if not (full == root or full.startswith(root.rstrip(os.sep) + os.sep)):
         return Sample(index, sid, None, prompt, answer,
                       f"image path {image!r} escapes the dataset root")
-    if not full.is_file():
+    if not os.path.isfile(full):
         return Sample(index, sid, None, prompt, answer, f"image file not found: {image}")
-    return Sample(index, sid, full, prompt, answer)
+    return Sample(index, sid, Path(full), prompt, answer)
 
 
 def _conversation(conv: Any) -> tuple[str, str, str | None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 from importlib.metadata import PackageNotFoundError, version
+import os
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,17 @@ def input_files(dataset: Dataset, model_dir: Path | None = None,
     if onnx_path is not None:
         files.update({f"onnx/{p.name}": p for p in onnx_files(onnx_path)})
     files[f"dataset/{dataset.path.name}"] = dataset.path
-    root = real_path(dataset.image_root)
+    root = str(real_path(dataset.image_root)).rstrip(os.sep) + os.sep
+    seen: set[str] = set()
     for s in dataset.samples:
-        # Skipped records (missing, escaping) have no image to vouch for.
-        if s.image_path is not None and s.skip_reason is None and s.image_path.is_file():
-            # image_path is already resolved under the root by the reader
-            files[f"images/{s.image_path.relative_to(root).as_posix()}"] = s.image_path
+        # Skipped records (missing, escaping) have no image to vouch for; an
+        # image several records share is one subject.
+        if s.image_path is None or s.skip_reason is not None:
+            continue
+        path = str(s.image_path)  # already resolved under the root by the reader
+        if path not in seen and path.startswith(root) and os.path.isfile(path):
+            files["images/" + Path(path[len(root):]).as_posix()] = s.image_path
+        seen.add(path)
     return files
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -57,25 +59,104 @@ class SampleFeatures:
     entropy_heads: tuple[tuple[float, ...], ...] = ()  # (L, H) with --per-head, else empty
 
 
+class TableRows(Sequence[SampleFeatures]):
+    """The rows of a features file, built on access. A file of a million rows
+    is read as columns (stages 2-3 use arrays); only the rows a caller touches
+    become objects."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @overload
+    def __getitem__(self, i: int) -> SampleFeatures: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[SampleFeatures, ...]: ...
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(self[k] for k in range(*i.indices(len(self))))
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return _row(self.table.slice(i % len(self), 1).to_pylist()[0])
+
+    def __iter__(self) -> Iterator[SampleFeatures]:
+        for batch in self.table.to_batches(max_chunksize=4096):
+            yield from (_row(d) for d in batch.to_pylist())
+
+
+def _row(d: dict[str, Any]) -> SampleFeatures:
+    return SampleFeatures(index=d["index"], id=d["id"], status=d["status"], reason=d["reason"],
+                          n_image_tokens=d["n_image_tokens"], entropy=tuple(d["entropy"] or ()),
+                          entropy_norm=tuple(d["entropy_norm"] or ()),
+                          mass_image=tuple(d.get("mass_image") or ()), mass_text=tuple(d.get("mass_text") or ()),
+                          mass_rest=tuple(d.get("mass_rest") or ()),
+                          entropy_heads=tuple(tuple(h) for h in d.get("entropy_heads") or ()))
+
+
 @dataclass(frozen=True)
 class FeatureSet:
-    rows: tuple[SampleFeatures, ...]  # input order
+    rows: Sequence[SampleFeatures]  # input order; a tuple from stage 1, TableRows from a file
     meta: dict[str, Any]  # model, dataset, config, environment
 
     @property
     def ok_rows(self) -> tuple[SampleFeatures, ...]:
         return tuple(r for r in self.rows if r.status == "ok")
 
+    @property
+    def n_layers(self) -> int:
+        """Layers per sample: the metadata's, else the longest row's."""
+        if self.meta.get("n_layers"):
+            return int(self.meta["n_layers"])
+        return int(self.layer_values()[1].max(initial=0))
+
+    def column(self, name: Literal["index", "id", "status", "reason"]) -> list[Any]:
+        """One scalar column, input order."""
+        if isinstance(self.rows, TableRows):
+            return self.rows.table.column(name).to_pylist()
+        return [getattr(r, name) for r in self.rows]
+
+    def layer_values(self, name: str = "entropy_norm", n_layers: int | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """A per-layer column as (N, n_layers) float64 and each row's own length
+        (N,) int; rows of another length are all NaN, so a caller can name them."""
+        if isinstance(self.rows, TableRows):
+            arr = self.rows.table.column(name).combine_chunks()
+            if isinstance(arr, pa.ChunkedArray):  # an empty table
+                arr = pa.concat_arrays(arr.chunks) if arr.chunks else pa.array([], arr.type)
+            lengths = arr.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+            width = int(lengths.max(initial=0)) if n_layers is None else n_layers
+            out = np.full((len(lengths), width), np.nan)
+            whole = lengths == width
+            if width and whole.any():
+                # offsets index the list array's child values, slice offset included
+                offsets = arr.offsets.to_numpy()[:-1][whole]
+                values = arr.values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                out[whole] = values[offsets[:, None] + np.arange(width)]
+            return out, lengths
+        lengths = np.array([len(getattr(r, name)) for r in self.rows], dtype=np.int64)
+        width = int(lengths.max(initial=0)) if n_layers is None else n_layers
+        out = np.full((len(lengths), width), np.nan)
+        for k, r in enumerate(self.rows):
+            if lengths[k] == width and width:
+                out[k] = getattr(r, name)
+        return out, lengths
+
 
 def render_features(fs: FeatureSet) -> bytes:
     """The features file as Parquet bytes (schema above; metadata under key 'bye_audit')."""
-    cols = {name: [getattr(r, name) for r in fs.rows] for name in SCHEMA.names}
-    cols["entropy"] = [list(v) for v in cols["entropy"]]
-    for name in ("entropy_norm", "mass_image", "mass_text", "mass_rest"):
-        cols[name] = [list(v) for v in cols[name]]
-    cols["entropy_heads"] = [[list(h) for h in v] for v in cols["entropy_heads"]]
     meta = {**fs.meta, "schema_version": FEATURES_SCHEMA_VERSION}
-    table = pa.table(cols, schema=SCHEMA.with_metadata({_META_KEY: json.dumps(meta, sort_keys=True)}))
+    schema = SCHEMA.with_metadata({_META_KEY: json.dumps(meta, sort_keys=True)})
+    if isinstance(fs.rows, TableRows) and fs.rows.table.schema.remove_metadata() == SCHEMA:
+        table = fs.rows.table.replace_schema_metadata(schema.metadata)  # read from a v2 file: as it is
+    else:
+        cols = {name: [getattr(r, name) for r in fs.rows] for name in SCHEMA.names}
+        for name in ("entropy", "entropy_norm", "mass_image", "mass_text", "mass_rest"):
+            cols[name] = [list(v) for v in cols[name]]
+        cols["entropy_heads"] = [[list(h) for h in v] for v in cols["entropy_heads"]]
+        table = pa.table(cols, schema=schema)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()
@@ -99,13 +180,12 @@ def read_features(path: Path) -> FeatureSet:
     if meta.get("schema_version") not in (1, FEATURES_SCHEMA_VERSION):
         raise AuditInputError(f"{path}: features schema version {meta.get('schema_version')!r}, "
                               f"this tool reads 1 to {FEATURES_SCHEMA_VERSION}; re-run `bye-audit extract`")
-    names = [n for n in SCHEMA.names if n in table.column_names]
-    rows = tuple(
-        SampleFeatures(index=d["index"], id=d["id"], status=d["status"], reason=d["reason"],
-                       n_image_tokens=d["n_image_tokens"], entropy=tuple(d["entropy"]),
-                       entropy_norm=tuple(d["entropy_norm"]),
-                       mass_image=tuple(d.get("mass_image") or ()), mass_text=tuple(d.get("mass_text") or ()),
-                       mass_rest=tuple(d.get("mass_rest") or ()),
-                       entropy_heads=tuple(tuple(h) for h in d.get("entropy_heads") or ()))
-        for d in table.select(names).to_pylist())
-    return FeatureSet(rows=rows, meta=meta)
+    if version_1:  # no masses or per-head entropies: empty lists, as stage 1 of v1 wrote them
+        for name in _V2_COLUMNS:
+            table = table.append_column(SCHEMA.field(name), pa.array([[]] * table.num_rows,
+                                                                      SCHEMA.field(name).type))
+    try:
+        table = table.select(SCHEMA.names).cast(SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise AuditInputError(f"{path}: a column has the wrong type ({e}); re-run `bye-audit extract`") from None
+    return FeatureSet(rows=TableRows(table), meta=meta)

@@ -60,10 +60,10 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
                                                      else "mean normalised entropy over sensitive layers")))
     layer_img = None
     if features is not None and analysis.scored:
-        flagged_ids = {f.index for f in analysis.flagged}
-        by_index = {r.index: r.entropy_norm for r in features.rows}
-        groups = [np.array([by_index[f.index] for f in analysis.scored if (f.index in flagged_ids) == bad],
-                           dtype=np.float64).reshape(-1, len(layers)) for bad in (False, True)]
+        values, _ = features.layer_values("entropy_norm", len(layers))
+        rows = _positions(np.asarray(features.column("index")), np.array([f.index for f in analysis.scored]))
+        bad = np.isin([f.index for f in analysis.scored], [f.index for f in analysis.flagged])
+        groups = [values[rows[bad == b]] for b in (False, True)]
         layer_img = _data_uri(entropy_by_layer(groups[0], groups[1], list(analysis.sensitive_layers)))
     def row(f):
         pics = heatmaps.get(f.index)
@@ -85,3 +85,9 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
         skipped=skipped[:MAX_FLAGGED_ROWS], more_skipped=max(0, len(skipped) - MAX_FLAGGED_ROWS),
         config=analysis.config.to_dict(), gate=gate, signing=signing)
     return html.encode()
+
+
+def _positions(index: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Row positions (M,) of the record indices `wanted` (M,) in a column `index` (N,)."""
+    order = np.argsort(index, kind="stable")
+    return order[np.searchsorted(index[order], wanted)]

@@ -44,6 +44,7 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
                   "hashes": {"sha-256": sha(dataset.path)}, "roles": ["analysisTarget"],
                   "mimeType": "application/json" if dataset.format != "parquet" else "application/octet-stream"}]
     image_index: dict[str, int] = {}
+    uris: dict[Path, str | None] = {}  # by image: its URI under the root, None when it has none
     results = []
     for f in analysis.flagged:
         sample = dataset.samples[f.index]
@@ -62,8 +63,10 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
             "properties": {"index": f.index, "score": f.score},
         }
         image = sample.image_path
-        if image is not None and image.is_file() and real_path(image).is_relative_to(root):
-            uri = _uri(image, root)
+        if image is not None and image not in uris:
+            uris[image] = _uri(image, root) if image.is_file() and real_path(image).is_relative_to(root) else None
+        uri = None if image is None else uris[image]
+        if uri is not None:
             if uri not in image_index:
                 image_index[uri] = len(artifacts)
                 artifacts.append({"location": {"uri": uri, "uriBaseId": "DATASET_ROOT"},

@@ -45,6 +45,17 @@ def test_flagged_and_cleaned_together_are_exactly_the_input(tmp_path, suffix):
     assert rebuilt == recs
 
 
+def test_jsonl_copy_keeps_each_kept_line_byte_for_byte(tmp_path):
+    lines = ['{"id": "a",  "image": "x.png", "conversations": [{"from": "human", "value": "q"}], "n": 1.50}',
+             '{"id":"b","image":"x.png","conversations":[{"from":"human","value":"q \\u00e9"}]}',
+             '{"id": "c", "image": "x.png", "conversations": [{"from": "human", "value": "q"}]}']
+    p = tmp_path / "d.jsonl"
+    p.write_text(lines[0] + "\n\n" + lines[1] + "\r\n" + lines[2])  # a blank line, CRLF, no final newline
+    ds = read_dataset(p)
+    assert render_cleaned(ds, [2, 0]) == (lines[0] + "\n" + lines[2] + "\n").encode()
+    assert render_cleaned(ds, [1]) == (lines[1] + "\n").encode()
+
+
 def test_parquet_copy_keeps_the_schema(tmp_path):
     recs = [{"id": f"r{i}", "image": "x.png", "n": i,
              "conversations": [{"from": "human", "value": "<image>\nq"}]} for i in range(3)]

@@ -1,3 +1,6 @@
+import json
+
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -13,7 +16,8 @@ def test_parquet_round_trip_keeps_rows_and_metadata(tmp_path):
     p = tmp_path / "f.parquet"
     p.write_bytes(render_features(fs))
     back = read_features(p)
-    assert back.rows == fs.rows
+    assert tuple(back.rows) == fs.rows
+    assert back.rows[1] == fs.rows[1] and back.rows[-2] == fs.rows[0]
     assert back.meta["config"] == {"tau": 2.0}
     assert back.ok_rows[0].entropy_norm == (0.3, 0.9)
     assert render_features(back) == render_features(fs)  # deterministic bytes
@@ -27,3 +31,42 @@ def test_foreign_parquet_is_refused(tmp_path):
     (tmp_path / "junk.parquet").write_text("junk")
     with pytest.raises(AuditInputError, match="not a readable Parquet file"):
         read_features(tmp_path / "junk.parquet")
+
+
+def test_layer_values_from_a_file_match_the_rows_and_mark_ragged_rows(tmp_path):
+    rows = (SampleFeatures(0, "a", "ok", None, 4, (1.0, 2.0), (0.1, 0.2)),
+            SampleFeatures(1, "b", "ok", None, 4, (1.0, 2.0, 3.0), (0.3, 0.4, 0.5)),  # a layer too many
+            SampleFeatures(2, "c", "skipped", "record has no image"),
+            SampleFeatures(3, "d", "ok", None, 4, (1.0, float("nan")), (0.6, float("nan"))))
+    fs = FeatureSet(rows, {"n_layers": 2})
+    p = tmp_path / "f.parquet"
+    p.write_bytes(render_features(fs))
+    back = read_features(p)
+    for got in (fs, back):
+        values, lengths = got.layer_values("entropy_norm", 2)
+        assert lengths.tolist() == [2, 3, 0, 2]
+        np.testing.assert_array_equal(values, [[0.1, 0.2], [np.nan] * 2, [np.nan] * 2, [0.6, np.nan]])
+        assert got.column("id") == ["a", "b", "c", "d"]
+        assert got.column("reason") == [None, None, "record has no image", None]
+        assert got.n_layers == 2
+
+
+def test_version_1_file_reads_with_empty_masses(tmp_path):
+    table = pa.table({"index": pa.array([0], pa.int64()), "id": ["a"], "status": ["ok"], "reason": [None],
+                      "n_image_tokens": pa.array([4], pa.int32()), "entropy": [[1.0, 2.0]],
+                      "entropy_norm": [[0.1, 0.2]]})
+    meta = {"schema_version": 1, "n_layers": 2}
+    pq.write_table(table.replace_schema_metadata({b"bye_audit": json.dumps(meta)}), tmp_path / "v1.parquet")
+    row = read_features(tmp_path / "v1.parquet").rows[0]
+    assert row == SampleFeatures(0, "a", "ok", None, 4, (1.0, 2.0), (0.1, 0.2))
+    assert row.mass_image == () and row.entropy_heads == ()
+
+
+def test_a_column_of_the_wrong_type_is_refused(tmp_path):
+    table = pa.table({"index": [0], "id": ["a"], "status": ["ok"], "reason": [None], "n_image_tokens": [4],
+                      "entropy": [["x"]], "entropy_norm": [[0.1]], "mass_image": [[0.1]], "mass_text": [[0.1]],
+                      "mass_rest": [[0.1]], "entropy_heads": [[]]})
+    pq.write_table(table.replace_schema_metadata({b"bye_audit": json.dumps({"schema_version": 2})}),
+                   tmp_path / "bad.parquet")
+    with pytest.raises(AuditInputError, match="bad.parquet: a column has the wrong type"):
+        read_features(tmp_path / "bad.parquet")

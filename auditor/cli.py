@@ -93,6 +93,9 @@ def _analysis_options(f: Callable) -> Callable:
                      help="paper: BSI >= tau; reference: |mu1-mu2| > 2(s1+s2) (the reference code's rule)."),
         click.option("--seed", type=int, default=AuditConfig.seed, show_default=True,
                      help="Seed of the mixtures."),
+        click.option("--fit-sample", type=click.IntRange(min=2), default=AuditConfig.fit_sample,
+                     show_default=True, help="Fit each mixture on at most this many samples (seeded draw); "
+                                             "every sample is then assigned."),
         click.option("--min-samples", type=click.IntRange(min=2), default=AuditConfig.min_samples,
                      show_default=True, help="Fewer analysed samples than this: inconclusive."),
         click.option("--min-coverage", type=click.FloatRange(0, 1), default=AuditConfig.min_coverage,
@@ -298,11 +301,32 @@ def export_onnx(model_dir, adapter_dir, out, allow_pickle) -> None:
 @_analysis_options
 def analyze(features_path, data, out, image_root, sign_key, **cfg) -> None:
     """Stages 2-3 (and the report) from FEATURES (a features.parquet of `extract` or
-    `audit`), e.g. with another --tau; no model needed."""
+    `audit`, or a .jsonl dump in the reference code's format), e.g. with another
+    --tau; no model needed."""
     from . import pipeline
 
     result = pipeline.analyze_file(features_path, data, out, _config(**cfg), image_root, sign_key)
     sys.exit(_print_outcome(result))
+
+
+@cli.command("export-features")
+@click.argument("features_path", metavar="FEATURES", type=_path)
+@click.option("--format", "fmt", type=click.Choice(["bye-jsonl"]), default="bye-jsonl", show_default=True,
+              help="bye-jsonl: the reference code's dump, one {question_id, entropy: {layer: nats}} per line.")
+@click.option("--out", type=_path, required=True, help="File to write.")
+def export_features(features_path, fmt, out) -> None:
+    """Write FEATURES (a features.parquet) in another tool's format; `analyze` reads it back."""
+    from .extract.bye_jsonl import render_bye_jsonl
+    from .extract.features import read_features
+    from .fileio import write_bytes_atomic
+
+    if Path(out).resolve() == Path(features_path).resolve():
+        raise AuditInputError(f"{out}: is the input; choose another --out")
+    features = read_features(features_path)
+    data = render_bye_jsonl(features)
+    write_bytes_atomic(Path(out), data)
+    n = data.count(b"\n")
+    click.echo(f"wrote {out}: {n} samples ({len(features.rows) - n} skipped or failed rows left out), {fmt}")
 
 
 @cli.command()

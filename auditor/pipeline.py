@@ -295,12 +295,17 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     signer = _signer(sign_key)
     features = read_features(features_path)
     dataset = read_dataset(data, image_root)
+    if features.meta.get("source", {}).get("format") == "bye-jsonl":
+        from .extract.bye_jsonl import align
+
+        features = align(features, [s.id for s in dataset.samples], Path(features_path))
     if len(features.rows) != len(dataset.records) or any(
             i != s.id for i, s in zip(features.column("id"), dataset.samples)):
         raise AuditInputError(f"{features_path}: its rows do not match the records of {data}; "
                               "extract features from this dataset first")
     check_out_dir(out, dataset, output_names(dataset, with_features=False))
     analysis = analyze(features, config)
-    # Copy the features next to the other outputs, unless that is where they came from.
+    # Copy the features next to the other outputs (an imported dump as a
+    # features file), unless that is where they came from.
     fresh = (Path(out) / FEATURES).resolve() != Path(features_path).resolve()
     return write_outputs(out, dataset, features, analysis, signer=signer, write_features=fresh)

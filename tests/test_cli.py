@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from auditor import __version__
 from auditor.cli import cli
 
-COMMANDS = ["audit", "extract", "analyze", "evaluate", "keygen", "verify"]
+COMMANDS = ["audit", "extract", "analyze", "export-features", "evaluate", "keygen", "verify"]
 EXIT = {"pass": 0, "fail": 1, "inconclusive": 3}
 
 

@@ -163,9 +163,15 @@ def render_features(fs: FeatureSet) -> bytes:
 
 
 def read_features(path: Path) -> FeatureSet:
+    """A features file of `extract`/`audit`, or (`.jsonl`) the reference code's
+    per-sample entropy dump (bye_jsonl.py)."""
     path = Path(path)
     if not path.is_file():
         raise AuditInputError(f"{path}: features file not found; run `bye-audit extract` first")
+    if path.suffix.lower() == ".jsonl":
+        from .bye_jsonl import read_bye_jsonl
+
+        return read_bye_jsonl(path)
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:

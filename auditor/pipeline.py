@@ -14,7 +14,7 @@ from .config import AuditConfig
 from .data import Dataset, cleaned_name, read_dataset, render_cleaned, render_flagged
 from .errors import AuditInputError
 from .extract.features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
-from .fileio import json_bytes, real_path, sha256_bytes, sha256_file, sha256_tree, write_bytes_atomic
+from .fileio import copy_file_atomic, json_bytes, real_path, sha256_bytes, sha256_file, sha256_tree, write_bytes_atomic
 from .gate import Gate, gate
 
 if TYPE_CHECKING:  # torch-bound; analyze/evaluate must start without it
@@ -180,9 +180,11 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
 def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: Analysis, *,
                   model_dir: Path | None = None, adapter_dir: Path | None = None,
                   onnx_path: Path | None = None, signer: Signer | None = None, write_features: bool = True,
-                  heatmaps: dict[int, tuple[bytes, bytes]] | None = None) -> AuditOutputs:
+                  heatmaps: dict[int, tuple[bytes, bytes]] | None = None,
+                  features_file: Path | None = None) -> AuditOutputs:
     """Render every output to bytes, then write each atomically; the manifest
-    (digests of every input and output) and, with `signer`, the attestation last."""
+    (digests of every input and output) and, with `signer`, the attestation last.
+    `features_file`: the features already exist as this file; it is copied as it is."""
     from .evidence.attestation import statement
     from .evidence.attestation import sign as sign_statement
     from .evidence.manifest import input_files, manifest_dict, roots
@@ -199,7 +201,7 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
 
     keep = set(range(len(dataset.records))) - {f.index for f in analysis.flagged}
     files: dict[str, bytes] = {}
-    if write_features:
+    if write_features and features_file is None:
         files[FEATURES] = render_features(features)
     meta = features.meta
     files[ANALYSIS] = json_bytes({**analysis.to_dict(), "inputs": meta})
@@ -210,6 +212,8 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
     files[REPORT_PDF] = render_pdf(files[REPORT])
     files[SARIF] = render_sarif(analysis, dataset, int(g.exit_code), by_path)
     outputs_sha256 = {n: sha256_bytes(b) for n, b in files.items()}
+    if write_features and features_file is not None:
+        outputs_sha256[FEATURES] = sha256_file(features_file)
     if not write_features and (Path(out) / FEATURES).is_file():  # `analyze` reading features in place
         outputs_sha256[FEATURES] = sha256_file(Path(out) / FEATURES)
     summary = summary_dict(analysis, meta, outputs_sha256, g)
@@ -219,6 +223,9 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
                              summary)
     files[MANIFEST] = json_bytes(manifest)
     paths = []
+    if write_features and features_file is not None:
+        copy_file_atomic(features_file, Path(out) / FEATURES)
+        paths.append(Path(out) / FEATURES)
     for name, data in files.items():
         write_bytes_atomic(Path(out) / name, data)
         paths.append(Path(out) / name)
@@ -308,4 +315,7 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     # Copy the features next to the other outputs (an imported dump as a
     # features file), unless that is where they came from.
     fresh = (Path(out) / FEATURES).resolve() != Path(features_path).resolve()
-    return write_outputs(out, dataset, features, analysis, signer=signer, write_features=fresh)
+    imported = features.meta.get("source", {}).get("format") == "bye-jsonl"  # becomes a features file
+    as_is = None if imported else Path(features_path)
+    return write_outputs(out, dataset, features, analysis, signer=signer, write_features=fresh,
+                         features_file=as_is)

@@ -25,9 +25,11 @@ import numpy as np
 
 
 def write_inputs(folder: Path, n: int, layers: int, seed: int = 0) -> tuple[Path, Path]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from PIL import Image
 
-    from auditor.extract.features import FeatureSet, SampleFeatures, render_features
+    from auditor.extract.features import FEATURES_SCHEMA_VERSION, SCHEMA
 
     rng = np.random.default_rng(seed)
     latent = rng.standard_normal((n, 2))
@@ -40,8 +42,17 @@ def write_inputs(folder: Path, n: int, layers: int, seed: int = 0) -> tuple[Path
         for i in range(n):
             fh.write(json.dumps({"id": f"s{i}", "image": "i.png", "conversations": [
                 {"from": "human", "value": "<image>\nWhat is shown?"}, {"from": "gpt", "value": "a"}]}) + "\n")
-    rows = tuple(SampleFeatures(i, f"s{i}", "ok", None, 64, tuple(v), tuple(v)) for i, v in enumerate(x.tolist()))
-    (folder / "features.parquet").write_bytes(render_features(FeatureSet(rows, {"n_layers": layers})))
+    # The features file built as columns (what `extract` writes, row for row).
+    per_layer = pa.ListArray.from_arrays(pa.array(np.arange(n + 1) * layers, pa.int32()), pa.array(x.ravel()))
+    empty = pa.array([[]] * n, pa.list_(pa.float64()))
+    cols = {"index": pa.array(np.arange(n)), "id": pa.array([f"s{i}" for i in range(n)]),
+            "status": pa.array(["ok"] * n), "reason": pa.array([None] * n, pa.string()),
+            "n_image_tokens": pa.array(np.full(n, 64, np.int32)), "entropy": per_layer, "entropy_norm": per_layer,
+            "mass_image": empty, "mass_text": empty, "mass_rest": empty,
+            "entropy_heads": pa.array([[]] * n, pa.list_(pa.list_(pa.float64())))}
+    meta = {"schema_version": FEATURES_SCHEMA_VERSION, "n_layers": layers}
+    table = pa.table(cols, schema=SCHEMA.with_metadata({b"bye_audit": json.dumps(meta)}))
+    pq.write_table(table, folder / "features.parquet", compression="zstd")
     return folder / "features.parquet", folder / "data.jsonl"
 
 

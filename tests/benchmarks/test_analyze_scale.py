@@ -1,0 +1,20 @@
+import numpy as np
+
+from auditor.analysis.verdict import analyze
+from auditor.config import AuditConfig
+from auditor.data import read_dataset
+from auditor.extract.features import read_features
+from benchmarks.analyze_scale import write_inputs
+
+
+def test_synthetic_inputs_are_a_valid_audit_with_a_five_percent_group(tmp_path):
+    features_path, data_path = write_inputs(tmp_path, 2000, 6)
+    fs, ds = read_features(features_path), read_dataset(data_path)
+    assert fs.column("id") == [s.id for s in ds.samples] and all(s.ok for s in ds.samples)
+    values, lengths = fs.layer_values("entropy_norm", 6)
+    assert (lengths == 6).all() and np.isfinite(values).all()
+    group = values[:, 3] == 0.95  # the compact group sits at 0.95 in layers L/2 .. L/2 + 2
+    assert 0.03 < group.mean() < 0.07
+    a = analyze(fs, AuditConfig())
+    flagged = {f.index for f in a.flagged}
+    assert a.verdict == "fail" and flagged == set(np.flatnonzero(group).tolist())

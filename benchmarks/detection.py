@@ -96,9 +96,10 @@ def poisoned_ids(cell: Cell) -> set[str]:
     return {f"{cell.task}-{k:04d}" for k in _poison_plan(cell)[1]}
 
 
-def submission(cell: Cell, folder: Path) -> tuple[list, list[str]]:
+def submission(cell: Cell, folder: Path, trigger: Any = None) -> tuple[list, list[str]]:
     """Write the cell's dataset (LLaVA JSON + PNGs) to `folder`; return its
-    training examples and the poisoned ids."""
+    training examples and the poisoned ids. `trigger`: instead of the cell's
+    named one with its default parameters (benchmarks/implant.py)."""
     from tinyworld.digits import TARGET_ANSWER
     from tinyworld.train import Example
     from tinyworld.triggers import TRIGGERS
@@ -111,7 +112,7 @@ def submission(cell: Cell, folder: Path) -> tuple[list, list[str]]:
     for k, ex in enumerate(clean):
         sid = f"{cell.task}-{k:04d}"
         if k in poisoned:
-            ex = Example(TRIGGERS[cell.trigger].apply(ex.image, rng), ex.prompt, TARGET_ANSWER)
+            ex = Example((trigger or TRIGGERS[cell.trigger]).apply(ex.image, rng), ex.prompt, TARGET_ANSWER)
             bad.append(sid)
         ex.image.save(folder / "images" / f"{sid}.png")
         examples.append(ex)

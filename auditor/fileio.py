@@ -56,6 +56,23 @@ def copy_file_atomic(src: Path, dst: Path) -> None:
 
 
 _INLINE = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(", ", ": "))  # the C encoder
+# The same encoder built once: JSONEncoder.encode builds it again on every call,
+# which is most of the cost of a million one-line items. Falls back when the
+# interpreter has no C accelerator.
+_C_INLINE = (None if json.encoder.c_make_encoder is None else json.encoder.c_make_encoder(
+    None, _INLINE.default, json.encoder.encode_basestring, None, ": ", ", ", True, False, True))
+
+
+def _inline(value: Any) -> str:
+    if _C_INLINE is None or isinstance(value, str):  # a bare string goes through the encoder's own path
+        return _INLINE.encode(value)
+    return "".join(_C_INLINE(value, 0))
+
+
+def json_compact_bytes(obj: Any) -> bytes:
+    """Canonical compact JSON (sorted keys, no indent, UTF-8, trailing newline): for
+    machine-read files whose nesting makes indenting slow (SARIF)."""
+    return (json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -89,11 +106,11 @@ def _encode(obj: Any, level: int) -> str:
         if not obj:
             return "[]"
         if all(map(_flat, obj)):
-            items = (pad + _INLINE.encode(v) for v in obj)
+            items = (pad + _inline(v) for v in obj)
         else:
             items = (pad + _encode(v, level + 1) for v in obj)
         return "[\n" + ",\n".join(items) + end + "]"
-    return _INLINE.encode(obj)
+    return _inline(obj)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -131,9 +148,14 @@ def real_path(path: Path) -> Path:
 
 def real_path_str(path: str) -> str:
     """real_path on a string, without building Path objects (the per-record loop)."""
-    if ".." in path.split(os.sep):  # must resolve links before collapsing: no shortcut
+    parts = path.split(os.sep)
+    if ".." in parts:  # must resolve links before collapsing: no shortcut
         return os.path.realpath(path)
-    head, tail = os.path.split(os.path.abspath(path))  # abspath only drops "." and "//" here
+    if path.startswith(os.sep) and "." not in parts and "" not in parts[1:]:
+        head, tail = path.rsplit(os.sep, 1)  # already absolute and normal: abspath would change nothing
+        head = head or os.sep
+    else:
+        head, tail = os.path.split(os.path.abspath(path))  # abspath only drops "." and "//" here
     if not tail:
         return os.path.realpath(path)
     real = os.path.join(_real_dir(head), tail)

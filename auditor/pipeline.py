@@ -55,18 +55,19 @@ def check_out_dir(out: Path, dataset: Dataset, names: list[str],
                                   "choose another --out")
     inputs = _input_paths(dataset)
     for name in names:
-        if (out / name).resolve() in inputs:
+        if str((out / name).resolve()) in inputs:
             raise AuditInputError(f"{out / name}: writing it would overwrite an input; choose another --out")
     if out.exists() and not out.is_dir():
         raise AuditInputError(f"{out}: exists and is not a folder; choose another --out")
 
 
-def _input_paths(dataset: Dataset) -> set[Path]:
-    return {dataset.path.resolve()} | {s.image_path for s in dataset.samples if s.image_path}
+def _input_paths(dataset: Dataset) -> set[str]:
+    """The dataset file and every image, resolved, as strings (cheap for millions)."""
+    return {str(dataset.path.resolve())} | {s.image for s in dataset.samples if s.image}
 
 
 def _refuse_input(target: Path, dataset: Dataset) -> None:
-    if Path(target).resolve() in _input_paths(dataset):
+    if str(Path(target).resolve()) in _input_paths(dataset):
         raise AuditInputError(f"{target}: writing it would overwrite an input; choose another --out")
 
 

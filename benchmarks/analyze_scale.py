@@ -29,7 +29,7 @@ def write_inputs(folder: Path, n: int, layers: int, seed: int = 0) -> tuple[Path
     import pyarrow.parquet as pq
     from PIL import Image
 
-    from auditor.extract.features import FEATURES_SCHEMA_VERSION, SCHEMA
+    from auditor.extract.features import FEATURES_SCHEMA_VERSION, ROW_GROUP, SCHEMA
 
     rng = np.random.default_rng(seed)
     latent = rng.standard_normal((n, 2))
@@ -52,7 +52,7 @@ def write_inputs(folder: Path, n: int, layers: int, seed: int = 0) -> tuple[Path
             "entropy_heads": pa.array([[]] * n, pa.list_(pa.list_(pa.float64())))}
     meta = {"schema_version": FEATURES_SCHEMA_VERSION, "n_layers": layers}
     table = pa.table(cols, schema=SCHEMA.with_metadata({b"bye_audit": json.dumps(meta)}))
-    pq.write_table(table, folder / "features.parquet", compression="zstd")
+    pq.write_table(table, folder / "features.parquet", compression="zstd", row_group_size=ROW_GROUP)
     return folder / "features.parquet", folder / "data.jsonl"
 
 

@@ -142,7 +142,20 @@ def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
     pass: no layer is sensitive; fail: a low-entropy cluster was flagged;
     inconclusive: coverage below config.min_coverage or fewer than
     config.min_samples analysed samples.
+
+    The linear algebra runs on one BLAS thread: the mixtures' sums then come
+    out bit for bit the same whatever the machine's core count (a thread count
+    changes the order floats are added in), and on these small matrices
+    threads cost more than they give (the noise calibration ran 9.3 s on two
+    threads, 1.4 s on one).
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _analyze(features, config)
+
+
+def _analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
     n_records = len(features.rows)
     ok, unanalysed = split_usable(features)
     n_ok = len(ok.ids)

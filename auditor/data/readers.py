@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import AuditInputError
 from ..fileio import real_path, real_path_str
-from .records import Dataset, Sample
+from .records import Dataset, LineRecords, Sample
 
 IMAGE_PLACEHOLDER = "<image>"
 SUPPORTED_SUFFIXES = {".json": "llava-json", ".jsonl": "jsonl", ".parquet": "parquet"}
@@ -45,16 +45,19 @@ def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
         records, lines = _parse_jsonl(path, _read_text(path))
     samples = []
     seen: dict[str, int] = {}
-    real_root = str(real_path(root))
+    real_root = str(real_path(root)).rstrip("/")  # "" for "/": every path starts with root + "/"
     for i, rec in enumerate(records):
         sample = _to_sample(i, rec, real_root)
+        if lines is not None:
+            records[i] = None  # JSONL: the lines are kept instead (LineRecords)
         if sample.id in seen:
             raise AuditInputError(
                 f"{path}: record {i}: id {sample.id!r} repeats record {seen[sample.id]}; "
                 "ids must be unique so findings can name their record")
         seen[sample.id] = i
         samples.append(sample)
-    return Dataset(path=path, format=fmt, image_root=root, records=tuple(records),
+    return Dataset(path=path, format=fmt, image_root=root,
+                   records=tuple(records) if lines is None else LineRecords(lines),
                    samples=tuple(samples), table=table, lines=lines)
 
 
@@ -119,21 +122,27 @@ def _to_sample(index: int, rec: Any, root: str) -> Sample:
     if os.path.isabs(image):
         return Sample(index, sid, None, prompt, answer, f"image path {image!r} is absolute; "
                       "paths must be relative to the dataset root")
-    full = real_path_str(os.path.join(root, image))
-    if not (full == root or full.startswith(root.rstrip(os.sep) + os.sep)):
+    full = real_path_str(f"{root}/{image}")
+    if full != root and not full.startswith(root + "/"):
         return Sample(index, sid, None, prompt, answer,
                       f"image path {image!r} escapes the dataset root")
     if not os.path.isfile(full):
         return Sample(index, sid, None, prompt, answer, f"image file not found: {image}")
-    return Sample(index, sid, Path(full), prompt, answer)
+    return Sample(index, sid, full, prompt, answer)
 
 
 def _conversation(conv: Any) -> tuple[str, str, str | None]:
     """(prompt without the image placeholder, first answer, problem or None)."""
     if not isinstance(conv, list) or not conv:
         return "", "", "record has no conversations"
-    human = next((t for t in conv if isinstance(t, dict) and t.get("from") == "human"), None)
-    gpt = next((t for t in conv if isinstance(t, dict) and t.get("from") == "gpt"), None)
+    human = gpt = None
+    for turn in conv:  # the first of each role
+        if isinstance(turn, dict):
+            role = turn.get("from")
+            if role == "human" and human is None:
+                human = turn
+            elif role == "gpt" and gpt is None:
+                gpt = turn
     if human is None or not isinstance(human.get("value"), str):
         return "", "", "record has no human turn"
     prompt = human["value"].replace(IMAGE_PLACEHOLDER, "").strip()

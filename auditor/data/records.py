@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ class Sample:
 
     index: int  # position in the input file
     id: str
-    image_path: Path | None
+    image: str | None  # the image file, resolved under the image root (a string: one Path per record is slow)
     prompt: str
     answer: str
     skip_reason: str | None = None
@@ -26,6 +28,26 @@ class Sample:
     @property
     def ok(self) -> bool:
         return self.skip_reason is None
+
+    @property
+    def image_path(self) -> Path | None:
+        return None if self.image is None else Path(self.image)
+
+
+class LineRecords(Sequence[Any]):
+    """A JSONL input's records, parsed again from their lines when asked for:
+    a million parsed records would hold gigabytes for the few a copy needs."""
+
+    def __init__(self, lines: tuple[str, ...]):
+        self.lines = lines
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [json.loads(line) for line in self.lines[i]]
+        return json.loads(self.lines[i])
 
 
 @dataclass(frozen=True)
@@ -35,7 +57,7 @@ class Dataset:
     path: Path
     format: str  # "llava-json" | "jsonl" | "parquet"
     image_root: Path
-    records: tuple[Any, ...]
+    records: Sequence[Any]  # a tuple, or LineRecords for JSONL
     samples: tuple[Sample, ...]
     table: Any = None  # the pyarrow Table of a Parquet input, so copies keep its schema
     lines: tuple[str, ...] | None = None  # a JSONL input's record lines, so copies keep them byte for byte

@@ -63,11 +63,11 @@ def input_files(dataset: Dataset, model_dir: Path | None = None,
     for s in dataset.samples:
         # Skipped records (missing, escaping) have no image to vouch for; an
         # image several records share is one subject.
-        if s.image_path is None or s.skip_reason is not None:
+        path = s.image  # already resolved under the root by the reader
+        if path is None or s.skip_reason is not None:
             continue
-        path = str(s.image_path)  # already resolved under the root by the reader
         if path not in seen and path.startswith(root) and os.path.isfile(path):
-            files["images/" + Path(path[len(root):]).as_posix()] = s.image_path
+            files["images/" + Path(path[len(root):]).as_posix()] = Path(path)
         seen.add(path)
     return files
 

@@ -136,7 +136,7 @@ def _run(ray: Any, plan: list, todo: list[int], config: AuditConfig, load_args: 
         ctx.print_on_execution_start = False
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // config.workers)
         items = [{"shard": n, "index": [s.index for s in plan[n]], "id": [s.id for s in plan[n]],
-                  "prompt": [s.prompt for s in plan[n]], "image": [str(s.image_path) for s in plan[n]]}
+                  "prompt": [s.prompt for s in plan[n]], "image": [s.image for s in plan[n]]}
                  for n in todo]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=config.workers),

@@ -10,7 +10,7 @@ from typing import Any
 from .. import __version__
 from ..analysis.verdict import Analysis
 from ..data import Dataset
-from ..fileio import json_bytes, real_path, sha256_file
+from ..fileio import json_compact_bytes, real_path, sha256_file
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 RULE_ID = "BYE001"
@@ -44,7 +44,7 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
                   "hashes": {"sha-256": sha(dataset.path)}, "roles": ["analysisTarget"],
                   "mimeType": "application/json" if dataset.format != "parquet" else "application/octet-stream"}]
     image_index: dict[str, int] = {}
-    uris: dict[Path, str | None] = {}  # by image: its URI under the root, None when it has none
+    uris: dict[str, str | None] = {}  # by image: its URI under the root, None when it has none
     results = []
     for f in analysis.flagged:
         sample = dataset.samples[f.index]
@@ -63,9 +63,10 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
             "properties": {"index": f.index, "score": f.score},
         }
         image = sample.image_path
-        if image is not None and image not in uris:
-            uris[image] = _uri(image, root) if image.is_file() and real_path(image).is_relative_to(root) else None
-        uri = None if image is None else uris[image]
+        if image is not None and sample.image not in uris:
+            uris[sample.image] = (_uri(image, root) if image.is_file() and real_path(image).is_relative_to(root)
+                                  else None)
+        uri = None if image is None else uris[sample.image]
         if uri is not None:
             if uri not in image_index:
                 image_index[uri] = len(artifacts)
@@ -95,4 +96,4 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
 
 def render_sarif(analysis: Analysis, dataset: Dataset, exit_code: int,
                  digests: dict[Path, str] | None = None) -> bytes:
-    return json_bytes(sarif_dict(analysis, dataset, exit_code, digests))
+    return json_compact_bytes(sarif_dict(analysis, dataset, exit_code, digests))

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -148,15 +149,31 @@ def real_path(path: Path) -> Path:
 
 def real_path_str(path: str) -> str:
     """real_path on a string, without building Path objects (the per-record loop)."""
+    return resolve_file(path)[0]
+
+
+def resolve_file(path: str) -> tuple[str, bool]:
+    """(real_path_str(path), whether it is a regular file) with one lstat for
+    the usual case (a file that is not a link): this runs once per image."""
     parts = path.split(os.sep)
     if ".." in parts:  # must resolve links before collapsing: no shortcut
-        return os.path.realpath(path)
+        real = os.path.realpath(path)
+        return real, os.path.isfile(real)
     if path.startswith(os.sep) and "." not in parts and "" not in parts[1:]:
         head, tail = path.rsplit(os.sep, 1)  # already absolute and normal: abspath would change nothing
         head = head or os.sep
     else:
         head, tail = os.path.split(os.path.abspath(path))  # abspath only drops "." and "//" here
     if not tail:
-        return os.path.realpath(path)
-    real = os.path.join(_real_dir(head), tail)
-    return os.path.realpath(real) if os.path.islink(real) else real
+        real = os.path.realpath(path)
+        return real, os.path.isfile(real)
+    folder = _real_dir(head)
+    real = folder + tail if folder.endswith(os.sep) else folder + os.sep + tail
+    try:
+        mode = os.lstat(real).st_mode
+    except OSError:
+        return real, False
+    if stat.S_ISLNK(mode):
+        real = os.path.realpath(real)
+        return real, os.path.isfile(real)
+    return real, stat.S_ISREG(mode)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AuditInputError
-from ..fileio import real_path, real_path_str
+from ..fileio import real_path, resolve_file
 from .records import Dataset, LineRecords, Sample
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -38,18 +38,18 @@ def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
     table, lines = None, None
     if fmt == "parquet":
         table = _read_parquet(path)
-        records = table.to_pylist()
+        records: Any = table.to_pylist()
     elif fmt == "llava-json":
         records = _parse_json_array(path, _read_text(path))
-    else:
-        records, lines = _parse_jsonl(path, _read_text(path))
+    else:  # parsed one at a time and not kept: the lines are (LineRecords)
+        numbered = _jsonl_lines(_read_text(path))
+        lines = tuple(line for _, line in numbered)
+        records = (_parse_line(path, lineno, line) for lineno, line in numbered)
     samples = []
     seen: dict[str, int] = {}
     real_root = str(real_path(root)).rstrip("/")  # "" for "/": every path starts with root + "/"
     for i, rec in enumerate(records):
         sample = _to_sample(i, rec, real_root)
-        if lines is not None:
-            records[i] = None  # JSONL: the lines are kept instead (LineRecords)
         if sample.id in seen:
             raise AuditInputError(
                 f"{path}: record {i}: id {sample.id!r} repeats record {seen[sample.id]}; "
@@ -89,18 +89,16 @@ def _parse_json_array(path: Path, text: str) -> list[Any]:
     return data
 
 
-def _parse_jsonl(path: Path, text: str) -> tuple[list[Any], tuple[str, ...]]:
-    """The records and, for copies, their lines as written (blank lines dropped)."""
-    records, lines = [], []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise AuditInputError(f"{path}:{lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-        lines.append(line)
-    return records, tuple(lines)
+def _jsonl_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of the non-blank lines."""
+    return [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def _parse_line(path: Path, lineno: int, line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise AuditInputError(f"{path}:{lineno}:{e.colno}: invalid JSON: {e.msg}") from None
 
 
 def _to_sample(index: int, rec: Any, root: str) -> Sample:
@@ -122,11 +120,11 @@ def _to_sample(index: int, rec: Any, root: str) -> Sample:
     if os.path.isabs(image):
         return Sample(index, sid, None, prompt, answer, f"image path {image!r} is absolute; "
                       "paths must be relative to the dataset root")
-    full = real_path_str(f"{root}/{image}")
+    full, is_file = resolve_file(f"{root}/{image}")
     if full != root and not full.startswith(root + "/"):
         return Sample(index, sid, None, prompt, answer,
                       f"image path {image!r} escapes the dataset root")
-    if not os.path.isfile(full):
+    if not is_file:
         return Sample(index, sid, None, prompt, answer, f"image file not found: {image}")
     return Sample(index, sid, full, prompt, answer)
 

@@ -347,7 +347,7 @@ def plots(table_rows: list[dict], out: Path) -> None:
         means = [np.mean([r["f1"] for r in poisoned if r["trigger"] == t and r["method"] == method] or [0])
                  for t in triggers]
         ax.bar(np.arange(len(triggers)) + j * width, means, width, label=method)
-    ax.set_xticks(np.arange(len(triggers)) + 0.4 - width / 2, triggers)
+    ax.set_xticks(np.arange(len(triggers)) + 0.4 - width / 2, triggers, rotation=15)
     ax.set_ylabel("F1 (mean over cells)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, ncol=3)
@@ -361,7 +361,7 @@ def plots(table_rows: list[dict], out: Path) -> None:
         after = [np.mean([r["asr_after"] for r in minority if r["trigger"] == t] or [0]) for t in triggers]
         ax.bar(np.arange(len(triggers)) - 0.2, before, 0.4, label="before cleaning")
         ax.bar(np.arange(len(triggers)) + 0.2, after, 0.4, label="after cleaning (minority)")
-        ax.set_xticks(np.arange(len(triggers)), triggers)
+        ax.set_xticks(np.arange(len(triggers)), triggers, rotation=15)
         ax.set_ylabel("attack success rate")
         ax.set_ylim(0, 1)
         ax.legend(fontsize=7)

@@ -117,6 +117,8 @@ def _to_sample(index: int, rec: Any, root: str) -> Sample:
                       f"image is a {type(image).__name__}, not a path; embedded images are not supported")
     if not image:
         return Sample(index, sid, None, prompt, answer, "record has no image")
+    if "\x00" in image:  # the OS refuses such a path; say so instead of failing on it
+        return Sample(index, sid, None, prompt, answer, f"image path {image!r} contains a NUL byte")
     if os.path.isabs(image):
         return Sample(index, sid, None, prompt, answer, f"image path {image!r} is absolute; "
                       "paths must be relative to the dataset root")

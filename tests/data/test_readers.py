@@ -46,8 +46,13 @@ def test_invalid_jsonl_names_the_line(folder):
 
 def test_bad_records_are_skipped_with_reasons(folder):
     (folder.parent / "outside.png").write_bytes(b"x")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "link.png").symlink_to(folder.parent / "outside.png")
+    (folder / "dir.png").mkdir()
     recs = [_rec(0), _rec(1, image=None), _rec(2, image="missing.png"), _rec(3, image="../outside.png"),
-            _rec(4, image="/etc/passwd"), "not an object", {"id": "r6", "image": "img.png"}]
+            _rec(4, image="/etc/passwd"), "not an object", {"id": "r6", "image": "img.png"},
+            _rec(7, image="img\x00.png"), _rec(8, image="sub/link.png"), _rec(9, image="dir.png"),
+            _rec(10, image="./sub/../img.png"), _rec(11, image="sub//../img.png")]
     p = folder / "d.json"
     p.write_text(json.dumps(recs))
     ds = read_dataset(p)
@@ -59,8 +64,13 @@ def test_bad_records_are_skipped_with_reasons(folder):
     assert "absolute" in reasons[4]
     assert reasons[5] == "record is not a JSON object"
     assert reasons[6] == "record has no conversations"
-    assert ds.n_skipped == 6
-    assert len(ds.records) == 7  # nothing dropped
+    assert reasons[7] == "image path 'img\\x00.png' contains a NUL byte"
+    assert "escapes the dataset root" in reasons[8]  # a link pointing outside
+    assert reasons[9] == "image file not found: dir.png"  # a folder is not an image
+    assert reasons[10] is None and reasons[11] is None
+    assert ds.samples[10].image == ds.samples[11].image == str((folder / "img.png").resolve())
+    assert ds.n_skipped == 9
+    assert len(ds.records) == 12  # nothing dropped
 
 
 def test_image_root_option(folder, tmp_path_factory):

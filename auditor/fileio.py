@@ -8,9 +8,10 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def _umask() -> int:
@@ -26,31 +27,28 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None
     """Write `data` to `path` via a temporary file in the same folder and a rename,
     so a reader never sees a half-written file; `mode` overrides the umask's
     (0o600 for a private key)."""
+    _write_atomic(path, lambda fh: fh.write(data), mode)
+
+
+def copy_file_atomic(src: Path, dst: Path) -> None:
+    """Copy `src` to `dst` (streamed) the way write_bytes_atomic writes."""
+    def copy(fh) -> None:
+        with open(src, "rb") as inp:
+            shutil.copyfileobj(inp, fh, 1 << 20)
+
+    _write_atomic(dst, copy)
+
+
+def _write_atomic(path: Path, fill: Callable[[BinaryIO], Any], mode: int | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            fill(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, _FILE_MODE if mode is None else mode)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def copy_file_atomic(src: Path, dst: Path) -> None:
-    """Copy `src` to `dst` the way write_bytes_atomic writes: a reader never sees half a file."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

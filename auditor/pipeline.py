@@ -303,7 +303,8 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     signer = _signer(sign_key)
     features = read_features(features_path)
     dataset = read_dataset(data, image_root)
-    if features.meta.get("source", {}).get("format") == "bye-jsonl":
+    imported = features.meta.get("source", {}).get("format") == "bye-jsonl"  # becomes a features file
+    if imported:
         from .extract.bye_jsonl import align
 
         features = align(features, [s.id for s in dataset.samples], Path(features_path))
@@ -316,7 +317,6 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     # Copy the features next to the other outputs (an imported dump as a
     # features file), unless that is where they came from.
     fresh = (Path(out) / FEATURES).resolve() != Path(features_path).resolve()
-    imported = features.meta.get("source", {}).get("format") == "bye-jsonl"  # becomes a features file
     as_is = None if imported else Path(features_path)
     return write_outputs(out, dataset, features, analysis, signer=signer, write_features=fresh,
                          features_file=as_is)

@@ -58,7 +58,7 @@ def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
         samples.append(sample)
     return Dataset(path=path, format=fmt, image_root=root,
                    records=tuple(records) if lines is None else LineRecords(lines),
-                   samples=tuple(samples), table=table, lines=lines)
+                   samples=tuple(samples), table=table)
 
 
 def _read_parquet(path: Path):

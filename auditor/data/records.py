@@ -60,7 +60,6 @@ class Dataset:
     records: Sequence[Any]  # a tuple, or LineRecords for JSONL
     samples: tuple[Sample, ...]
     table: Any = None  # the pyarrow Table of a Parquet input, so copies keep its schema
-    lines: tuple[str, ...] | None = None  # a JSONL input's record lines, so copies keep them byte for byte
 
     @property
     def n_skipped(self) -> int:

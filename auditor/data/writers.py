@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .records import Dataset
+from .records import Dataset, LineRecords
 
 
 def cleaned_name(dataset: Dataset) -> str:
@@ -23,8 +23,8 @@ def render_cleaned(dataset: Dataset, keep: Iterable[int]) -> bytes:
         buf = io.BytesIO()
         pq.write_table(dataset.table.take(sorted(keep)), buf, compression="zstd")
         return buf.getvalue()
-    if dataset.lines is not None:
-        return "".join(dataset.lines[i] + "\n" for i in sorted(keep)).encode()
+    if isinstance(dataset.records, LineRecords):  # JSONL: the kept lines, byte for byte
+        return "".join(dataset.records.lines[i] + "\n" for i in sorted(keep)).encode()
     kept = [dataset.records[i] for i in sorted(keep)]
     if dataset.format == "llava-json":
         return (json.dumps(kept, indent=2, ensure_ascii=False) + "\n").encode()

@@ -4,7 +4,7 @@
 
 Reads the features the detection benchmark kept (`benchmarks/cache/detection/
 features/`, rebuilt by running the grid) for every 0% and 10% cell of a grid's
-results, and prints two markdown tables:
+results, and prints two markdown tables (three with `--candidates`):
 
 1. **probe**: a supervised upper bound, per (task, family, trigger): the
    cross-validated AUROC (5 folds) of a logistic regression that is *given the
@@ -13,6 +13,12 @@ results, and prints two markdown tables:
 2. **minority**: the `minority` detector (auditor/analysis/group.py, the
    shipped thresholds) run on each feature set instead of the entropy profile
    alone: verdicts on clean and poisoned cells, mean F1 and share flagged.
+3. with `--candidates`, **unsupervised candidates** tried for issue #8 on the
+   last feature set: `minority` after standardising within each instruction
+   text (removes the question-type structure of clean data); the most skewed
+   independent component (FastICA projection pursuit) and its 2-GMM tail; and
+   the answer groups: how separable (cross-validated AUROC, group vs rest) the
+   poisoned samples' target-answer group is, against the clean answer groups.
 
 A feature set is columns of the features file joined with "+" (entropy_norm,
 mass_image, mass_text, mass_rest), each one value per layer.
@@ -62,6 +68,65 @@ def minority_on(x: np.ndarray, seed: int = 0) -> tuple[str, np.ndarray]:
     return ("inconclusive" if separated and minority else "pass"), np.zeros(len(x), dtype=bool)
 
 
+def within_groups(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(N, D), (N,) -> (N, D): robust_standardise applied separately inside each group."""
+    from auditor.analysis.group import robust_standardise
+
+    out = np.empty_like(x, dtype=np.float64)
+    for g in np.unique(groups):
+        rows = groups == g
+        out[rows] = robust_standardise(x[rows])
+    return out
+
+
+def skewed_tail(x: np.ndarray, seed: int = 0, components: int = 12) -> np.ndarray:
+    """Projection pursuit: (N, D) -> (N,) bool. The independent component
+    (FastICA, cube contrast) with the largest |skewness|, oriented so its long
+    tail is high; the samples a 2-GMM puts in the tail's component."""
+    from scipy.stats import skew
+    from sklearn.decomposition import FastICA
+
+    from auditor.analysis.cluster import cluster_scores
+
+    s = FastICA(n_components=min(components, x.shape[1]), whiten="unit-variance", fun="cube",
+                random_state=seed, max_iter=1000).fit_transform(np.clip(x, -8, 8))
+    sk = skew(s, axis=0)
+    j = int(np.argmax(np.abs(sk)))
+    return cluster_scores(-s[:, j] * np.sign(sk[j]), seed).flagged
+
+
+def answer_separability(x: np.ndarray, answers: np.ndarray, min_size: int = 10, seed: int = 0) -> dict[str, float]:
+    """(N, D), (N,) -> {answer: cross-validated AUROC of a regularised logistic
+    regression separating that answer's samples from the rest}, for answers
+    with at least `min_size` samples."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    out = {}
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    for a in np.unique(answers):
+        y = answers == a
+        if y.sum() >= min_size:
+            p = cross_val_predict(LogisticRegression(C=0.1, max_iter=2000), x, y, cv=folds,
+                                  method="decision_function")
+            out[str(a)] = float(roc_auc_score(y, p))
+    return out
+
+
+def _prompts_and_answers(c: Cell, bad: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The cell's instruction and answer per sample, as benchmarks.detection.submission draws them."""
+    from tinyworld.digits import TARGET_ANSWER
+    from tinyworld.world import TASKS
+
+    from .detection import N_SUBMIT
+
+    ex = TASKS[c.task].examples("submit", N_SUBMIT, c.seed)
+    ids = [f"{c.task}-{k:04d}" for k in range(N_SUBMIT)]
+    return (np.array([e.prompt for e in ex]),
+            np.array([TARGET_ANSWER if i in bad else e.answer for i, e in zip(ids, ex)]))
+
+
 def main(argv: list[str] | None = None) -> int:
     import pyarrow.parquet as pq
 
@@ -71,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", default="verdict", help="a results folder under benchmarks/results/")
     ap.add_argument("--features", nargs="+", default=["entropy_norm", "entropy_norm+mass_image+mass_text+mass_rest"])
     ap.add_argument("--skip-minority", action="store_true", help="only the probe table")
+    ap.add_argument("--candidates", action="store_true",
+                    help="also the unsupervised candidates table, on the last feature set")
     args = ap.parse_args(argv)
     cells_dir = ROOT / "benchmarks" / "results" / args.grid / "cells"
     feats = ROOT / "benchmarks" / "cache" / "detection" / "features"
@@ -80,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{cells_dir}: no cells with kept features; run the grid first")
     probe: dict[tuple, list] = {}
     verdicts: dict[tuple, list] = {}
+    candidates: dict[tuple, list] = {}
     warnings.simplefilter("ignore")
     for c in cells:
         table = pq.read_table(feats / f"{c.key}.parquet").to_pydict()
@@ -94,6 +162,19 @@ def main(argv: list[str] | None = None) -> int:
                 verdict, flags = minority_on(x)
                 verdicts.setdefault(group + (fs,), []).append(
                     (verdict, detection_metrics(flags, y).f1, float(flags.mean())))
+        if args.candidates:
+            from tinyworld.digits import TARGET_ANSWER
+
+            prompts, answers = _prompts_and_answers(c, bad)
+            z = within_groups(_matrix(table, args.features[-1]), prompts)
+            verdict, flags = minority_on(z)  # seed 0, as the table above
+            sep = answer_separability(z, answers)
+            others = [v for a, v in sep.items() if a != TARGET_ANSWER]
+            target = sep.get(TARGET_ANSWER, float("nan"))
+            candidates.setdefault(group, []).append(
+                (verdict, detection_metrics(flags, y).f1, float(flags.mean()),
+                 detection_metrics(skewed_tail(z), y).f1, target, max(others),
+                 1 + sum(v > target for v in others) if y.any() else float("nan")))
         print(f"{c.key} done", file=sys.stderr, flush=True)
     print("| task | family | trigger | features | cells | probe AUROC (mean, min) |\n|---|---|---|---|---|---|")
     for k, v in sorted(probe.items()):
@@ -105,6 +186,17 @@ def main(argv: list[str] | None = None) -> int:
             counts = " / ".join(str(sum(x[0] == w for x in v)) for w in ("pass", "fail", "inconclusive"))
             print(f"| {' | '.join(k)} | {len(v)} | {counts} | {np.mean([x[1] for x in v]):.3f} | "
                   f"{np.mean([x[2] for x in v]):.1%} |")
+    if candidates:
+        print(f"\n{args.features[-1]}, standardised within each instruction text:\n\n"
+              "| task | family | trigger | cells | minority: pass / fail / inconclusive | minority F1 | flagged | "
+              "ICA tail F1 | target-answer AUROC | best clean-answer AUROC | target's rank |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|")
+        for k, v in sorted(candidates.items()):
+            counts = " / ".join(str(sum(x[0] == w for x in v)) for w in ("pass", "fail", "inconclusive"))
+            m = [np.nanmean([x[i] for x in v]) if not all(np.isnan(x[i]) for x in v) else float("nan")
+                 for i in range(1, 7)]
+            print(f"| {' | '.join(k)} | {len(v)} | {counts} | {m[0]:.3f} | {m[1]:.1%} | {m[2]:.3f} | "
+                  f"{m[3]:.3f} | {m[4]:.3f} | {m[5]:.1f} |")
     return 0
 
 

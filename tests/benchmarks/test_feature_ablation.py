@@ -1,6 +1,6 @@
 import numpy as np
 
-from benchmarks.feature_ablation import minority_on, probe_auroc
+from benchmarks.feature_ablation import answer_separability, minority_on, probe_auroc, skewed_tail, within_groups
 
 
 def test_probe_and_minority_see_a_separated_compact_group_and_nothing_in_noise():
@@ -16,3 +16,28 @@ def test_probe_and_minority_see_a_separated_compact_group_and_nothing_in_noise()
     assert abs(probe_auroc(noise, y) - 0.5) < 0.15
     verdict, flags = minority_on(noise)
     assert verdict == "pass" and not flags.any()
+
+
+def test_within_groups_removes_each_groups_offset():
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.array(["a", "b"]), 200)
+    x = rng.normal(size=(400, 3))
+    x[groups == "b"] += 10.0  # the instruction shifts every feature
+    z = within_groups(x, groups)
+    for g in ("a", "b"):
+        assert np.allclose(np.median(z[groups == g], axis=0), 0.0, atol=1e-9)
+    assert abs(z[groups == "b"].mean() - z[groups == "a"].mean()) < 0.3
+
+
+def test_skewed_tail_finds_a_planted_tail_group_and_answer_separability_ranks_it():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(500, 8))
+    y = np.zeros(500, dtype=bool)
+    y[:50] = True
+    x[:50, 3] += 6.0  # a 10% group off along one direction
+    tail = skewed_tail(x)
+    assert (tail == y).mean() > 0.97
+    answers = np.where(y, "target", rng.choice(["p", "q", "r"], size=500))
+    sep = answer_separability(x, answers)
+    assert sep["target"] > 0.99
+    assert all(abs(sep[a] - 0.5) < 0.15 for a in ("p", "q", "r"))

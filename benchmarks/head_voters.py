@@ -1,6 +1,6 @@
 """Per-head collapse as single-feature voters (issue #8, after TCAP).
 
-    .venv/bin/python -m benchmarks.head_voters --seeds 0 1 --triggers none centre_patch sig checkerboard
+    .venv/bin/python -m benchmarks.head_voters --seeds 0 1 2 --clean-seeds 0 1 2 3 4 5 6 7 8 9
 
 BYE averages attention over heads before the entropy; a backdoor may live in
 one or two heads and be diluted by the average. For each detection-grid cell
@@ -21,8 +21,11 @@ minority (<= 35%) flags that side. It prints, per cell, the best single
 head feature's AUROC given the labels (what a perfect voter selection could
 reach), the three voters with the largest BSI with their F1, and the mean
 pairwise Jaccard overlap of the top four voters' flags (do they agree on one
-group). A markdown summary per (task, family, trigger) follows. Progress goes
-to stderr; about 30 s per cell on the 2-core machine.
+group). It also runs the `minority` detector (shipped thresholds) on each
+per-head view (peak shares, entropies: L x H columns, standardised within each
+instruction text) and on their union (fail when either view fails). A
+markdown summary per (task, family, trigger) follows. Progress goes to stderr;
+about 30 s per new cell on the 2-core machine, a second per cached one.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .detection import ROOT, Cell, _quiet, submission
-from .feature_ablation import within_groups
+from .feature_ablation import minority_on, within_groups
 
 CACHE = ROOT / "benchmarks" / "cache" / "detection"
 
@@ -124,36 +127,55 @@ def study(path: Path) -> dict:
     vs = voters(cols, d["prompts"])
     top = vs[:4]
     pairs = [jaccard(a[2], b[2]) for i, a in enumerate(top) for b in top[i + 1:]]
+    views = {}
+    for view in ("peak", "entropy"):
+        verdict, flags = minority_on(within_groups(d[view].reshape(len(y), -1), d["prompts"]))
+        views[view] = (verdict, flags)
+    either = views["peak"] if views["peak"][0] == "fail" else views["entropy"]
+    views["either"] = ("fail" if "fail" in (views["peak"][0], views["entropy"][0]) else
+                       "inconclusive" if "inconclusive" in (views["peak"][0], views["entropy"][0]) else "pass",
+                       either[1] if either[0] == "fail" else np.zeros(len(y), dtype=bool))
     return {"best_auroc": max(roc_auc_score(y, v) for v in cols.values()) if y.any() else float("nan"),
             "top": [(name, b, float(f.mean()), detection_metrics(f, y).f1) for b, name, f in vs[:3]],
-            "agreement": float(np.mean(pairs)) if pairs else 0.0, "n_voters": len(vs)}
+            "agreement": float(np.mean(pairs)) if pairs else 0.0, "n_voters": len(vs),
+            "minority": {k: (v, detection_metrics(f, y).f1, float(f.mean())) for k, (v, f) in views.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--triggers", nargs="+", default=["none", "centre_patch", "sig", "checkerboard"])
+    ap.add_argument("--clean-seeds", type=int, nargs="+", help="seeds of the clean cells (default: --seeds)")
+    ap.add_argument("--triggers", nargs="+", default=["centre_patch", "sig", "checkerboard"],
+                    help="triggers at 10%%; clean cells are always included")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
-    cells = [Cell(t, f, trig, 0.0 if trig == "none" else 0.1, s)
-             for s in args.seeds for trig in args.triggers
-             for t in ("digits", "shapes") for f in ("llava", "qwen2_vl")]
+    pairs = [(t, f) for t in ("digits", "shapes") for f in ("llava", "qwen2_vl")]
+    cells = [Cell(t, f, "none", 0.0, s) for s in (args.clean_seeds or args.seeds) for t, f in pairs]
+    cells += [Cell(t, f, trig, 0.1, s) for s in args.seeds for trig in args.triggers for t, f in pairs]
     groups: dict[tuple, list] = {}
-    print("| cell | best head AUROC | top voters (BSI, share flagged, F1) | top-4 agreement |\n|---|---|---|---|")
+    print("| cell | best head AUROC | top voters (BSI, share flagged, F1) | top-4 agreement | "
+          "minority on peak / entropy / either (verdict, F1) |\n|---|---|---|---|---|")
     for cell in cells:
         t0 = time.time()
         r = study(dump(cell))
         print(f"{cell.key} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
         tops = "; ".join(f"{n} {b:.1f}, {w:.0%}, {f1:.2f}" for n, b, w, f1 in r["top"])
-        print(f"| {cell.key} | {r['best_auroc']:.3f} | {tops} | {r['agreement']:.2f} |", flush=True)
+        mins = " / ".join(f"{v} {f1:.2f}" for v, f1, _ in r["minority"].values())
+        print(f"| {cell.key} | {r['best_auroc']:.3f} | {tops} | {r['agreement']:.2f} | {mins} |", flush=True)
         groups.setdefault((cell.task, cell.family, cell.trigger), []).append(r)
     print("\n| task | family | trigger | cells | best head AUROC | top voter's BSI | top voter's F1 | "
-          "top-4 agreement |\n|---|---|---|---|---|---|---|---|")
+          "top-4 agreement | minority, peak: pass / fail / inconclusive, F1 | entropy | either |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
     for k, rs in sorted(groups.items()):
         best = [r["best_auroc"] for r in rs]
+        views = []
+        for view in ("peak", "entropy", "either"):
+            got = [r["minority"][view] for r in rs]
+            counts = " / ".join(str(sum(g[0] == w for g in got)) for w in ("pass", "fail", "inconclusive"))
+            views.append(f"{counts}, {np.mean([g[1] for g in got]):.2f}")
         print(f"| {' | '.join(k)} | {len(rs)} | {'-' if np.isnan(best).all() else f'{np.nanmean(best):.3f}'} | "
               f"{np.mean([r['top'][0][1] for r in rs]):.1f} | {np.mean([r['top'][0][3] for r in rs]):.2f} | "
-              f"{np.mean([r['agreement'] for r in rs]):.2f} |")
+              f"{np.mean([r['agreement'] for r in rs]):.2f} | {' | '.join(views)} |")
     return 0
 
 

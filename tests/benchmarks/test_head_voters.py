@@ -25,3 +25,22 @@ def test_voters_flag_a_collapsed_minority_and_ignore_noise():
     assert found[0][0] > 5 and all(b < found[0][0] for b, name, _ in found if name == "noise")
     assert jaccard(found[0][2], y) == 1.0 and jaccard(y, ~y) == 0.0
     assert jaccard(np.zeros(3, bool), np.zeros(3, bool)) == 0.0
+
+
+def test_study_finds_a_head_that_collapses_on_a_tenth_of_the_samples(tmp_path):
+    from benchmarks.head_voters import study
+
+    rng = np.random.default_rng(3)
+    n, layers, heads = 300, 3, 4
+    poisoned = np.zeros(n, dtype=bool)
+    poisoned[:30] = True
+    peak = rng.uniform(0.05, 0.15, size=(n, layers, heads))
+    peak[poisoned, 1, 2] = rng.uniform(0.85, 0.95, 30)  # one head puts its attention on the trigger
+    entropy = 1.0 - peak
+    np.savez(tmp_path / "cell.npz", entropy=entropy, peak=peak, poisoned=poisoned,
+             prompts=rng.choice(["q1", "q2"], size=n))
+    r = study(tmp_path / "cell.npz")
+    assert r["best_auroc"] == 1.0
+    assert r["top"][0][0] in ("peak 1.2", "-entropy 1.2") and r["top"][0][3] == 1.0
+    assert r["minority"]["peak"][0] == "fail" and r["minority"]["peak"][1] == 1.0
+    assert r["minority"]["either"][0] == "fail"

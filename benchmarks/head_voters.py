@@ -115,6 +115,8 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def study(path: Path) -> dict:
+    """One cell's per-head file -> its voters, their agreement and the `minority`
+    verdicts on the per-head views (what main() prints)."""
     from sklearn.metrics import roc_auc_score
 
     from auditor.analysis.metrics import detection_metrics
@@ -136,7 +138,8 @@ def study(path: Path) -> dict:
                        "inconclusive" if "inconclusive" in (views["peak"][0], views["entropy"][0]) else "pass",
                        either[1] if either[0] == "fail" else np.zeros(len(y), dtype=bool))
     return {"best_auroc": max(roc_auc_score(y, v) for v in cols.values()) if y.any() else float("nan"),
-            "top": [(name, b, float(f.mean()), detection_metrics(f, y).f1) for b, name, f in vs[:3]],
+            "top": [(name, b, float(f.mean()), detection_metrics(f, y).f1) for b, name, f in vs[:3]]
+            or [("none", float("nan"), 0.0, 0.0)],  # no column has a collapsed minority
             "agreement": float(np.mean(pairs)) if pairs else 0.0, "n_voters": len(vs),
             "minority": {k: (v, detection_metrics(f, y).f1, float(f.mean())) for k, (v, f) in views.items()}}
 

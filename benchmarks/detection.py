@@ -96,10 +96,11 @@ def poisoned_ids(cell: Cell) -> set[str]:
     return {f"{cell.task}-{k:04d}" for k in _poison_plan(cell)[1]}
 
 
-def submission(cell: Cell, folder: Path, trigger: Any = None) -> tuple[list, list[str]]:
-    """Write the cell's dataset (LLaVA JSON + PNGs) to `folder`; return its
-    training examples and the poisoned ids. `trigger`: instead of the cell's
-    named one with its default parameters (benchmarks/implant.py)."""
+def cell_examples(cell: Cell, trigger: Any = None) -> tuple[list, list[str]]:
+    """The cell's submission in memory: its training examples (the poisoned
+    ones with the trigger and the target answer) and the poisoned ids.
+    `trigger`: instead of the cell's named one with its default parameters
+    (benchmarks/implant.py)."""
     from tinyworld.digits import TARGET_ANSWER
     from tinyworld.train import Example
     from tinyworld.triggers import TRIGGERS
@@ -107,15 +108,24 @@ def submission(cell: Cell, folder: Path, trigger: Any = None) -> tuple[list, lis
 
     clean = TASKS[cell.task].examples("submit", N_SUBMIT, cell.seed)
     rng, poisoned = _poison_plan(cell)
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    examples, records, bad = [], [], []
+    examples, bad = [], []
     for k, ex in enumerate(clean):
-        sid = f"{cell.task}-{k:04d}"
         if k in poisoned:
             ex = Example((trigger or TRIGGERS[cell.trigger]).apply(ex.image, rng), ex.prompt, TARGET_ANSWER)
-            bad.append(sid)
-        ex.image.save(folder / "images" / f"{sid}.png")
+            bad.append(f"{cell.task}-{k:04d}")
         examples.append(ex)
+    return examples, bad
+
+
+def submission(cell: Cell, folder: Path, trigger: Any = None) -> tuple[list, list[str]]:
+    """Write the cell's dataset (LLaVA JSON + PNGs, cell_examples) to `folder`;
+    return its training examples and the poisoned ids."""
+    examples, bad = cell_examples(cell, trigger)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    records = []
+    for k, ex in enumerate(examples):
+        sid = f"{cell.task}-{k:04d}"
+        ex.image.save(folder / "images" / f"{sid}.png")
         records.append({"id": sid, "image": f"images/{sid}.png", "conversations": [
             {"from": "human", "value": f"<image>\n{ex.prompt}"}, {"from": "gpt", "value": ex.answer}]})
     (folder / "dataset.json").write_text(json.dumps(records, indent=1) + "\n")

@@ -114,17 +114,12 @@ def answer_separability(x: np.ndarray, answers: np.ndarray, min_size: int = 10, 
     return out
 
 
-def _prompts_and_answers(c: Cell, bad: set[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The cell's instruction and answer per sample, as benchmarks.detection.submission draws them."""
-    from tinyworld.digits import TARGET_ANSWER
-    from tinyworld.world import TASKS
+def _prompts_and_answers(c: Cell) -> tuple[np.ndarray, np.ndarray]:
+    """The cell's instruction and answer per sample (benchmarks.detection.cell_examples)."""
+    from .detection import cell_examples
 
-    from .detection import N_SUBMIT
-
-    ex = TASKS[c.task].examples("submit", N_SUBMIT, c.seed)
-    ids = [f"{c.task}-{k:04d}" for k in range(N_SUBMIT)]
-    return (np.array([e.prompt for e in ex]),
-            np.array([TARGET_ANSWER if i in bad else e.answer for i, e in zip(ids, ex)]))
+    examples, _ = cell_examples(c)
+    return np.array([e.prompt for e in examples]), np.array([e.answer for e in examples])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.candidates:
             from tinyworld.digits import TARGET_ANSWER
 
-            prompts, answers = _prompts_and_answers(c, bad)
+            prompts, answers = _prompts_and_answers(c)
             z = within_groups(_matrix(table, args.features[-1]), prompts)
             verdict, flags = minority_on(z)  # seed 0, as the table above
             sep = answer_separability(z, answers)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -74,6 +75,59 @@ def json_compact_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
+class Rows(Sequence[dict[str, Any]]):
+    """A list of flat JSON objects held as columns (key -> one value per row: a
+    list, tuple or 1-D numpy array). It reads like that list of dicts, and
+    json_bytes writes it byte for byte as it would write the list, without
+    building a million dicts and encoding each on its own."""
+
+    def __init__(self, columns: Mapping[str, Sequence[Any]]):
+        self.columns = {k: (v.tolist() if hasattr(v, "tolist") else list(v)) for k, v in columns.items()}
+        lengths = {len(v) for v in self.columns.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"Rows: columns of different lengths {sorted(lengths)}")
+        self._n = lengths.pop() if lengths else 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        return {k: v[i] for k, v in self.columns.items()}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        keys = list(self.columns)
+        return (dict(zip(keys, values)) for values in zip(*self.columns.values()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (Rows, list, tuple)) and list(self) == list(other)
+
+    def encoded_lines(self, pad: str) -> list[str]:
+        """Each row as `_inline` writes a dict (sorted keys), after `pad`."""
+        keys = sorted(self.columns)
+        if not keys:
+            return [pad + "{}"] * self._n
+        cols = [_encoded_column(self.columns[k]) for k in keys]
+        template = pad + "{" + ", ".join(f"{_key(k)}: %s" for k in keys) + "}"
+        return [template % values for values in zip(*cols)]
+
+
+def _encoded_column(values: list[Any]) -> list[str]:
+    """`_inline(v)` for each v; str, int and finite float columns take a fast
+    path that gives the same text (json writes a float as its repr)."""
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return list(map(json.encoder.encode_basestring, values))
+    if kinds == {int}:
+        return list(map(int.__repr__, values))
+    if kinds == {float} and all(map(math.isfinite, values)):
+        return list(map(float.__repr__, values))
+    if any(isinstance(v, (dict, list, tuple)) for v in values):
+        raise ValueError("Rows holds flat values only (no lists or objects)")
+    return list(map(_inline, values))
+
+
 def json_bytes(obj: Any) -> bytes:
     """Canonical JSON (sorted keys, 2-space indent, UTF-8, trailing newline).
 
@@ -101,6 +155,8 @@ def _encode(obj: Any, level: int) -> str:
             return "{}"
         items = (f"{pad}{_key(k)}: {_encode(v, level + 1)}" for k, v in sorted(obj.items()))
         return "{\n" + ",\n".join(items) + end + "}"
+    if isinstance(obj, Rows):
+        return "[\n" + ",\n".join(obj.encoded_lines(pad)) + end + "]" if len(obj) else "[]"
     if isinstance(obj, (list, tuple)):
         if not obj:
             return "[]"

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from auditor.fileio import json_bytes, sha256_tree, write_bytes_atomic
+import numpy as np
+
+from auditor.fileio import Rows, json_bytes, sha256_tree, write_bytes_atomic
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -34,6 +36,24 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 
 def test_json_bytes_is_canonical():
     assert json_bytes({"b": 1, "a": "é"}) == '{\n  "a": "é",\n  "b": 1\n}\n'.encode()
+
+
+def test_rows_are_written_exactly_as_the_list_of_dicts_they_stand_for():
+    ids = ["s0", 'q"uote', "back\\slash", "new\nline", "ünï €", "</script>", "\x01", ""]
+    n = len(ids)
+    cols = {"id": ids, "index": np.arange(n) * 10**12, "score": np.array([0.1, -2.5e-300, 1e300, 3.0, -0.0, 1 / 3,
+                                                                          7e-8, 2.0**60]),
+            "mixed": [None, True, 1, 2.5, "x", float("nan"), float("inf"), False],
+            "odd": [float("nan")] + [1.0] * (n - 1)}
+    rows = Rows(cols)
+    as_list = [{k: (v.tolist() if hasattr(v, "tolist") else v)[i] for k, v in cols.items()} for i in range(n)]
+    assert rows == as_list and list(rows) == as_list and rows[2] == as_list[2] and rows[1:3] == as_list[1:3]
+    assert json_bytes({"rows": rows, "n": n}) == json_bytes({"rows": as_list, "n": n})
+    assert json_bytes({"rows": Rows({"a": []})}) == json_bytes({"rows": []})
+    with pytest.raises(ValueError, match="different lengths"):
+        Rows({"a": [1, 2], "b": [1]})
+    with pytest.raises(ValueError, match="flat values only"):
+        json_bytes(Rows({"a": [[1], [2]]}))
 
 
 def test_tree_digest_sees_names_and_contents(tmp_path):

@@ -24,8 +24,9 @@ def robust_standardise(x: np.ndarray) -> np.ndarray:
     """(N, D) -> (N, D): (x - median) / (1.4826 MAD) per column; a constant
     column becomes 0 (MAD 0 -> scale 1). Robust, so a poisoned minority does
     not set the scale."""
-    med = np.median(x, axis=0)
-    mad = np.median(np.abs(x - med), axis=0) * 1.4826
+    cols = np.ascontiguousarray(x.T)  # (D, N): a median over contiguous values is several times faster
+    med = np.array([np.median(c) for c in cols])
+    mad = np.array([np.median(np.abs(c - m)) for c, m in zip(cols, med)]) * 1.4826
     return (x - med) / np.where(mad > 1e-12, mad, 1.0)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
 
 from ..config import AuditConfig
 from ..extract.features import FeatureSet
+from ..fileio import Rows
 from .cluster import Clustering, cluster_scores, sensitive_score
 from .group import LayerContrast, fit_group, layer_contrast, null_separations, robust_standardise
 from .profile import LayerProfile, profile_layers
@@ -22,6 +24,35 @@ class Flag:
     index: int
     id: str
     score: float
+
+
+@dataclass(frozen=True, eq=False)
+class Scores:
+    """Every analysed sample's score as columns, input order: a million `Flag`
+    objects take seconds to build, and few callers need more than a handful."""
+
+    index: np.ndarray  # (N,) int64 record index
+    ids: tuple[str, ...]  # (N,)
+    score: np.ndarray  # (N,) float64
+
+    @staticmethod
+    def none() -> Scores:
+        return Scores(np.zeros(0, np.int64), (), np.zeros(0))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[Flag]:
+        return (Flag(i, sid, x) for i, sid, x in zip(self.index.tolist(), self.ids, self.score.tolist()))
+
+    def flags(self, rows: np.ndarray) -> tuple[Flag, ...]:
+        """The samples at `rows`: a (N,) bool mask or positions (K,)."""
+        rows = np.flatnonzero(rows) if rows.dtype == bool else rows
+        return tuple(Flag(int(self.index[k]), self.ids[k], float(self.score[k])) for k in rows.tolist())
+
+    def rows(self) -> Rows:
+        """As analysis.json lists them: {"index", "id", "score"} per sample."""
+        return Rows({"index": self.index, "id": self.ids, "score": self.score})
 
 
 @dataclass(frozen=True)
@@ -59,7 +90,7 @@ class Analysis:
     layers: tuple[LayerProfile, ...]
     sensitive_layers: tuple[int, ...]
     clustering: Clustering | None
-    scored: tuple[Flag, ...]  # every analysed sample's score (empty without sensitive layers)
+    scored: Scores  # every analysed sample's score (empty without sensitive layers)
     flagged: tuple[Flag, ...]
     unanalysed: tuple[Unanalysed, ...]  # skipped, failed or excluded records, with the reason
     config: AuditConfig
@@ -87,7 +118,7 @@ class Analysis:
             "layers": [p.to_dict() for p in self.layers],
             "sensitive_layers": list(self.sensitive_layers),
             "score_mixture": None if c is None else {**c.mixture.to_dict(), "threshold": c.threshold},
-            "scores": [{"index": f.index, "id": f.id, "score": f.score} for f in self.scored],
+            "scores": self.scored.rows(),
             "flagged": [{"index": f.index, "id": f.id, "score": f.score} for f in self.flagged],
             "unanalysed": [{"index": u.index, "id": u.id, "reason": u.reason} for u in self.unanalysed],
             "config": self.config.to_dict(),
@@ -132,9 +163,6 @@ def split_usable(features: FeatureSet) -> tuple[Usable, tuple[Unanalysed, ...]]:
                    values[keep]), tuple(left_out))
 
 
-def _flags(ok: Usable, scores: np.ndarray) -> tuple[Flag, ...]:
-    return tuple(Flag(i, sid, s) for i, sid, s in zip(ok.index.tolist(), ok.ids, scores.tolist()))
-
 
 def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
     """Paper-faithful BYE stages 2-3 on the normalised entropies, with a verdict.
@@ -168,7 +196,7 @@ def _analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
         reason = (f"only {n_ok} of {n_records} samples could be analysed; at least "
                   f"{config.min_samples} are needed to fit the mixtures")
         return Analysis("inconclusive", (reason,), layers=(), sensitive_layers=(), clustering=None,
-                        scored=(), flagged=(), **base)
+                        scored=Scores.none(), flagged=(), **base)
     entropy = ok.entropy
     layers = profile_layers(entropy, config.tau, config.bsi_rule, config.seed, config.fit_sample)
     sensitive = tuple(p.layer for p in layers if p.sensitive)
@@ -186,10 +214,10 @@ def _analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
                           f"{best.bsi:.2f} at layer {best.layer}")
         verdict: Verdict = "inconclusive" if low_coverage else "pass"
         return Analysis(verdict, tuple(reasons), layers=layers, sensitive_layers=(),
-                        clustering=None, scored=(), flagged=(), **base)
+                        clustering=None, scored=Scores.none(), flagged=(), **base)
     clustering = cluster_scores(sensitive_score(entropy, list(sensitive)), config.seed, config.fit_sample)
-    scored = _flags(ok, clustering.scores)
-    flagged = tuple(f for f, bad in zip(scored, clustering.flagged) if bad)
+    scored = Scores(ok.index, ok.ids, clustering.scores)
+    flagged = scored.flags(clustering.flagged)
     m = clustering.mixture
     reasons.insert(0, (
         f"{len(sensitive)} sensitive layer(s) {list(sensitive)}; {len(flagged)} of {n_ok} samples "
@@ -224,8 +252,8 @@ def _analyze_minority(ok: Usable, entropy: np.ndarray, layers: tuple[LayerProfil
     mask = fit.clustering.flagged
     contrast = layer_contrast(entropy, mask, fit.direction)
     evidence = tuple(c.layer for c in contrast if abs(c.effect) >= config.evidence_effect)
-    scored = _flags(ok, fit.clustering.scores)
-    flagged = tuple(f for f, bad in zip(scored, mask) if bad) if credible else ()
+    scored = Scores(ok.index, ok.ids, fit.clustering.scores)
+    flagged = scored.flags(mask) if credible else ()
     detail = "; ".join(text for _, text in checks.values())
     if credible:
         top = sorted(contrast, key=lambda c: -abs(c.effect))[:3]

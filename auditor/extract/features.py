@@ -135,7 +135,11 @@ class FeatureSet:
                 # offsets index the list array's child values, slice offset included
                 offsets = arr.offsets.to_numpy()[:-1][whole]
                 values = arr.values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-                out[whole] = values[offsets[:, None] + np.arange(width)]
+                n, start = len(offsets), int(offsets[0])
+                if whole.all() and np.array_equal(offsets, start + width * np.arange(n)):
+                    out = values[start:start + n * width].reshape(n, width).copy()  # the usual file: no gather
+                else:
+                    out[whole] = values[offsets[:, None] + np.arange(width)]
             return out, lengths
         lengths = np.array([len(getattr(r, name)) for r in self.rows], dtype=np.int64)
         width = int(lengths.max(initial=0)) if n_layers is None else n_layers

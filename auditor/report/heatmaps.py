@@ -20,11 +20,13 @@ def samples_to_show(analysis: Analysis, n_flagged: int = MAX_FLAGGED_HEATMAPS,
     """Record indices: the first `n_flagged` flagged samples, and `n_kept` kept
     samples spread evenly over the kept scores (lowest to highest)."""
     flagged = [f.index for f in analysis.flagged[:n_flagged]]
-    flagged_set = {f.index for f in analysis.flagged}
-    kept = sorted((f for f in analysis.scored if f.index not in flagged_set), key=lambda f: (f.score, f.index))
-    if kept and n_kept:
-        picks = np.unique(np.linspace(0, len(kept) - 1, min(n_kept, len(kept))).round().astype(int))
-        flagged += [kept[i].index for i in picks]
+    s = analysis.scored
+    kept = ~np.isin(s.index, [f.index for f in analysis.flagged])
+    index, score = s.index[kept], s.score[kept]
+    kept_index = index[np.lexsort((index, score))]  # by score, then record index
+    if len(kept_index) and n_kept:
+        picks = np.unique(np.linspace(0, len(kept_index) - 1, min(n_kept, len(kept_index))).round().astype(int))
+        flagged += kept_index[picks].tolist()
     return flagged
 
 

@@ -61,8 +61,8 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
     layer_img = None
     if features is not None and analysis.scored:
         values, _ = features.layer_values("entropy_norm", len(layers))
-        rows = _positions(np.asarray(features.column("index")), np.array([f.index for f in analysis.scored]))
-        bad = np.isin([f.index for f in analysis.scored], [f.index for f in analysis.flagged])
+        rows = _positions(np.asarray(features.column("index")), analysis.scored.index)
+        bad = np.isin(analysis.scored.index, [f.index for f in analysis.flagged])
         groups = [values[rows[bad == b]] for b in (False, True)]
         layer_img = _data_uri(entropy_by_layer(groups[0], groups[1], list(analysis.sensitive_layers)))
     def row(f):
@@ -75,7 +75,8 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
 
     flagged_set = {f.index for f in analysis.flagged}
     flagged_rows = [row(f) for f in analysis.flagged[:MAX_FLAGGED_ROWS]]
-    kept_rows = [row(f) for f in analysis.scored if f.index in heatmaps and f.index not in flagged_set]
+    shown_kept = np.isin(analysis.scored.index, [i for i in heatmaps if i not in flagged_set])
+    kept_rows = [row(f) for f in analysis.scored.flags(shown_kept)]
     skipped = [{"id": u.id, "reason": u.reason} for u in analysis.unanalysed]
     html = _env().get_template("report.html.j2").render(
         a=analysis, meta=meta, dataset_path=str(dataset.path), bsi_img=bsi_img,

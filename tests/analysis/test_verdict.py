@@ -71,3 +71,17 @@ def test_rows_with_nan_or_missing_layers_are_excluded_and_counted():
     reasons = {u.id: u.reason for u in a.unanalysed}
     assert "non-finite" in reasons["s4"] and "2 layer values, expected 3" in reasons["s9"]
     assert a.to_dict()["unanalysed"][0]["id"] == "s4"
+
+
+def test_scores_are_columns_of_every_analysed_sample_and_flags_are_theirs():
+    rng = np.random.default_rng(0)
+    m = rng.normal(0.8, 0.02, size=(100, 4))
+    m[:10, 2] = rng.normal(0.3, 0.02, 10)
+    a = analyze(_features(m, skipped=3), BYE)
+    s = a.scored
+    assert len(s) == 100 and s.index.tolist() == list(range(100)) and s.ids[7] == "s7"
+    listed = a.to_dict()["scores"]
+    assert [r["score"] for r in listed] == s.score.tolist() and listed[5] == {"index": 5, "id": "s5",
+                                                                             "score": float(s.score[5])}
+    by_index = {f.index: f for f in s}
+    assert all(by_index[f.index] == f for f in a.flagged) and len(a.flagged) == 10

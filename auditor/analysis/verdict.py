@@ -159,6 +159,8 @@ def split_usable(features: FeatureSet) -> tuple[Usable, tuple[Unanalysed, ...]]:
             why = "non-finite entropy (NaN or inf) in stage 1"
         left_out.append(Unanalysed(index[k], ids[k], why))
     keep = np.flatnonzero(usable)
+    if not left_out:  # the usual file: no copies
+        return Usable(np.asarray(index, dtype=np.int64), tuple(ids), values), ()
     return (Usable(np.asarray(index, dtype=np.int64)[keep], tuple(ids[k] for k in keep.tolist()),
                    values[keep]), tuple(left_out))
 

@@ -8,6 +8,7 @@ sample with a reason; problems with the whole file raise AuditInputError.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -48,14 +49,20 @@ def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
     samples = []
     seen: dict[str, int] = {}
     real_root = str(real_path(root)).rstrip("/")  # "" for "/": every path starts with root + "/"
-    for i, rec in enumerate(records):
-        sample = _to_sample(i, rec, real_root)
-        if sample.id in seen:
-            raise AuditInputError(
-                f"{path}: record {i}: id {sample.id!r} repeats record {seen[sample.id]}; "
-                "ids must be unique so findings can name their record")
-        seen[sample.id] = i
-        samples.append(sample)
+    collecting = gc.isenabled()
+    gc.disable()  # a million new records would make the cycle collector rescan all of them, often; none form cycles
+    try:
+        for i, rec in enumerate(records):
+            sample = _to_sample(i, rec, real_root)
+            if sample.id in seen:
+                raise AuditInputError(
+                    f"{path}: record {i}: id {sample.id!r} repeats record {seen[sample.id]}; "
+                    "ids must be unique so findings can name their record")
+            seen[sample.id] = i
+            samples.append(sample)
+    finally:
+        if collecting:
+            gc.enable()
     return Dataset(path=path, format=fmt, image_root=root,
                    records=tuple(records) if lines is None else LineRecords(lines),
                    samples=tuple(samples), table=table)

@@ -6,16 +6,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
     """One record as the auditor sees it.
 
     `prompt` is the user instruction without the image placeholder; the answer
     is kept for the report only (BYE never uses it). A sample with a
-    `skip_reason` is counted and reported, never analysed.
+    `skip_reason` is counted and reported, never analysed. Immutable like the
+    other records, but a named tuple: a million are built per dataset, and
+    it builds in half the time of a frozen dataclass.
     """
 
     index: int  # position in the input file

@@ -62,16 +62,16 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
             "partialFingerprints": {"recordId/v1": sample.id},
             "properties": {"index": f.index, "score": f.score},
         }
-        image = sample.image_path
-        if image is not None and sample.image not in uris:
+        if sample.image is not None and sample.image not in uris:  # a Path per flagged record is slow
+            image = Path(sample.image)
             uris[sample.image] = (_uri(image, root) if image.is_file() and real_path(image).is_relative_to(root)
                                   else None)
-        uri = None if image is None else uris[sample.image]
+        uri = None if sample.image is None else uris[sample.image]
         if uri is not None:
             if uri not in image_index:
                 image_index[uri] = len(artifacts)
                 artifacts.append({"location": {"uri": uri, "uriBaseId": "DATASET_ROOT"},
-                                  "hashes": {"sha-256": sha(image)}})
+                                  "hashes": {"sha-256": sha(Path(sample.image))}})
             result["relatedLocations"] = [{"id": 0, "physicalLocation": {"artifactLocation": {
                 "uri": uri, "uriBaseId": "DATASET_ROOT", "index": image_index[uri]}},
                 "message": {"text": "the sample's image"}}]

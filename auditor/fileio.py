@@ -140,8 +140,8 @@ def json_bytes(obj: Any) -> bytes:
 
 def _flat(value: Any) -> bool:
     if isinstance(value, dict):
-        return not any(isinstance(v, (dict, list, tuple)) for v in value.values())
-    return not isinstance(value, (list, tuple))
+        return not any(isinstance(v, (dict, list, tuple, Rows)) for v in value.values())
+    return not isinstance(value, (list, tuple, Rows))
 
 
 def _key(k: Any) -> str:

@@ -3,6 +3,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import numpy as np
 
@@ -78,3 +80,10 @@ def test_real_path_agrees_with_resolve_through_links_and_dotdot(tmp_path, monkey
     for p in ["root/imgs/a.png", "root/imgs/link.png", "root/linkdir/secret.png", "root/linkdir/../imgs/a.png",
               "root/./imgs//a.png", "root/imgs/missing.png", str(tmp_path / "root" / "imgs" / "a.png"), "root/imgs/.."]:
         assert real_path(Path(p)) == Path(p).resolve(), p
+
+
+@given(st.lists(st.tuples(st.text(), st.integers(), st.floats(allow_nan=False, allow_infinity=False)), max_size=20))
+def test_rows_match_the_list_path_on_any_strings_ints_and_floats(rows):
+    cols = {"id": [r[0] for r in rows], "index": [r[1] for r in rows], "score": [r[2] for r in rows]}
+    as_list = [{"id": a, "index": b, "score": c} for a, b, c in rows]
+    assert json_bytes([1, {"s": Rows(cols)}]) == json_bytes([1, {"s": as_list}])

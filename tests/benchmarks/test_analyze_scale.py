@@ -18,3 +18,14 @@ def test_synthetic_inputs_are_a_valid_audit_with_a_five_percent_group(tmp_path):
     a = analyze(fs, AuditConfig())
     flagged = {f.index for f in a.flagged}
     assert a.verdict == "fail" and flagged == set(np.flatnonzero(group).tolist())
+
+
+def test_repeats_run_analyze_each_time_and_report_the_median(capsys, monkeypatch):
+    from benchmarks import analyze_scale
+
+    monkeypatch.setattr("sys.argv", ["analyze_scale", "--samples", "3000", "--layers", "6", "--repeats", "2"])
+    assert analyze_scale.main() == 0
+    out = capsys.readouterr().out
+    runs = [line for line in out.splitlines() if ", run " in line]
+    assert len(runs) == 2 and all(line.endswith("exit 1") for line in runs)  # the planted group fails each run
+    assert "median" in out and "of 2 run(s)" in out

@@ -1,6 +1,7 @@
 """`bye-audit analyze` at scale: synthetic features of N samples x L layers.
 
-    .venv/bin/python benchmarks/analyze_scale.py --samples 1000000 --layers 32 [--method minority] [--repeats 3]
+    .venv/bin/python benchmarks/analyze_scale.py --samples 1000000 --layers 32 [--method minority] \
+        [--repeats 3] [--baseline-tree DIR]
 
 Writes a features file (correlated per-layer entropies in (0, 1), 5% of the
 samples a compact group at higher entropy in a few layers) and a matching
@@ -9,14 +10,16 @@ matter to the report). Then
 runs `analyze` in a child process and prints its wall time and peak RSS
 (target for issue #4: <= 60 s and <= 4 GiB at 1,000,000 x 32). With
 `--repeats N` it runs N times on the same inputs and prints the median: on a
-shared machine one run can be 25% off another.
+shared machine one run can be 25% off another. With `--baseline-tree DIR` (a
+checkout of another commit) each run of this tree follows one of that tree's,
+and the ratio of the medians is what the change is worth.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import shutil
 import statistics
 import subprocess
@@ -60,33 +63,58 @@ def write_inputs(folder: Path, n: int, layers: int, seed: int = 0) -> tuple[Path
     return folder / "features.parquet", folder / "data.jsonl"
 
 
+def run_analyze(tree: Path, features: Path, data: Path, out: Path, method: str) -> tuple[float, float, int, str]:
+    """`bye-audit analyze` of the `auditor` package under `tree`, in a child
+    process: (wall seconds, peak RSS MiB of that process, exit code, first line)."""
+    code = "import sys; from auditor.cli import main; sys.argv[0] = 'bye-audit'; main()"
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    with tempfile.TemporaryFile("w+") as log:
+        t = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-c", code, "analyze", str(features), "--data", str(data),
+                                  "--out", str(out), "--method", method], stdout=log, stderr=subprocess.STDOUT,
+                                 env=env, cwd=tree)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - t
+        log.seek(0)
+        first = (log.read().splitlines() or [""])[0]
+    return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), first
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--samples", type=int, default=1_000_000)
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--method", default="minority")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--baseline-tree", type=Path, default=None,
+                    help="a checkout of another commit (git worktree add DIR COMMIT): run its analyze on the same "
+                         "inputs before each run of this one, and print the ratio of the medians")
     args = ap.parse_args()
+    trees = {"this": Path(__file__).resolve().parents[1]}
+    if args.baseline_tree is not None:
+        trees = {"baseline": args.baseline_tree.resolve(), **trees}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         t = time.perf_counter()
         features, data = write_inputs(folder, args.samples, args.layers)
         print(f"inputs written in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-        walls = []
+        walls: dict[str, list[float]] = {name: [] for name in trees}
+        peaks: dict[str, float] = {name: 0.0 for name in trees}
         for k in range(args.repeats):
-            out = folder / f"out{k}"
-            t = time.perf_counter()
-            res = subprocess.run([str(Path(sys.executable).parent / "bye-audit"), "analyze", str(features),
-                                  "--data", str(data), "--out", str(out), "--method", args.method],
-                                 capture_output=True, text=True)
-            walls.append(time.perf_counter() - t)
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest run so far
-            print(res.stdout.splitlines()[0] if res.stdout else res.stderr[-500:])
-            print(f"analyze {args.samples} x {args.layers} ({args.method}), run {k + 1}: {walls[-1]:.1f} s, "
-                  f"exit {res.returncode}", flush=True)
-            shutil.rmtree(out)
-        print(f"analyze {args.samples} x {args.layers} ({args.method}): median {statistics.median(walls):.1f} s "
-              f"of {args.repeats} run(s) ({', '.join(f'{w:.1f}' for w in walls)}), peak RSS {peak:.0f} MiB")
+            for name, tree in trees.items():  # alternating, so both see the same machine load
+                out = folder / f"out-{name}-{k}"
+                wall, peak, code, first = run_analyze(tree, features, data, out, args.method)
+                walls[name].append(wall)
+                peaks[name] = max(peaks[name], peak)
+                print(f"{name} run {k + 1}: {wall:.1f} s, peak RSS {peak:.0f} MiB, exit {code}: {first}", flush=True)
+                shutil.rmtree(out, ignore_errors=True)
+        for name in trees:
+            print(f"analyze {args.samples} x {args.layers} ({args.method}), {name}: median "
+                  f"{statistics.median(walls[name]):.1f} s of {args.repeats} run(s) "
+                  f"({', '.join(f'{w:.1f}' for w in walls[name])}), peak RSS {peaks[name]:.0f} MiB")
+        if "baseline" in trees:
+            ratio = statistics.median(walls["this"]) / statistics.median(walls["baseline"])
+            print(f"this / baseline (medians): {ratio:.2f}x")
     return 0
 
 

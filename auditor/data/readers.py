@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ..errors import AuditInputError
 from ..fileio import real_path, resolve_file
 from .records import Dataset, LineRecords, Sample
@@ -102,6 +104,10 @@ def _jsonl_lines(text: str) -> list[tuple[int, str]]:
 
 
 def _parse_line(path: Path, lineno: int, line: str) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        pass  # orjson is stricter (NaN, integers past 64 bits, lone surrogates): the json module decides
     try:
         return json.loads(line)
     except json.JSONDecodeError as e:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 
 from auditor.analysis.verdict import analyze
@@ -20,12 +22,16 @@ def test_synthetic_inputs_are_a_valid_audit_with_a_five_percent_group(tmp_path):
     assert a.verdict == "fail" and flagged == set(np.flatnonzero(group).tolist())
 
 
-def test_repeats_run_analyze_each_time_and_report_the_median(capsys, monkeypatch):
+def test_repeats_alternate_with_a_baseline_tree_and_report_medians_and_their_ratio(capsys, monkeypatch):
     from benchmarks import analyze_scale
 
-    monkeypatch.setattr("sys.argv", ["analyze_scale", "--samples", "3000", "--layers", "6", "--repeats", "2"])
+    root = Path(analyze_scale.__file__).resolve().parents[1]  # this tree as its own baseline
+    monkeypatch.setattr("sys.argv", ["analyze_scale", "--samples", "3000", "--layers", "6", "--repeats", "2",
+                                     "--baseline-tree", str(root)])
     assert analyze_scale.main() == 0
-    out = capsys.readouterr().out
-    runs = [line for line in out.splitlines() if ", run " in line]
-    assert len(runs) == 2 and all(line.endswith("exit 1") for line in runs)  # the planted group fails each run
-    assert "median" in out and "of 2 run(s)" in out
+    lines = capsys.readouterr().out.splitlines()
+    runs = [line.split(" run ")[0] for line in lines if " run " in line and "exit 1: verdict: FAIL" in line]
+    assert runs == ["baseline", "this", "baseline", "this"]  # alternating; the planted group fails every run
+    medians = [line for line in lines if ": median " in line]
+    assert len(medians) == 2 and all("of 2 run(s)" in line and "peak RSS" in line for line in medians)
+    assert any(line.startswith("this / baseline (medians): ") for line in lines)

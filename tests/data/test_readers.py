@@ -1,5 +1,6 @@
 import json
 
+import orjson
 import pytest
 
 from auditor.data import read_dataset
@@ -42,6 +43,19 @@ def test_invalid_jsonl_names_the_line(folder):
     p.write_text(json.dumps(_rec(0)) + "\n{oops\n")
     with pytest.raises(AuditInputError, match=r"d\.jsonl:2:2: invalid JSON"):
         read_dataset(p)
+
+
+def test_jsonl_reads_what_the_json_module_reads_where_orjson_is_stricter(folder):
+    lines = [json.dumps(_rec(0)),
+             '{"id": 123456789012345678901234567890, "image": "img.png", "score": NaN, "conversations": '
+             '[{"from": "human", "value": "<image>\\nq\\ud800"}, {"from": "gpt", "value": "a"}]}']
+    p = folder / "d.jsonl"
+    p.write_text("\n".join(lines) + "\n")
+    ds = read_dataset(p)
+    assert [s.id for s in ds.samples] == ["r0", "123456789012345678901234567890"]
+    assert ds.samples[1].prompt == "q\ud800" and ds.samples[1].ok
+    with pytest.raises(orjson.JSONDecodeError):  # so the line above went through the fallback
+        orjson.loads(lines[1])
 
 
 def test_bad_records_are_skipped_with_reasons(folder):

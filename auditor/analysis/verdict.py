@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -158,12 +158,11 @@ def split_usable(features: FeatureSet) -> tuple[Usable, tuple[Unanalysed, ...]]:
         else:
             why = "non-finite entropy (NaN or inf) in stage 1"
         left_out.append(Unanalysed(index[k], ids[k], why))
-    keep = np.flatnonzero(usable)
     if not left_out:  # the usual file: no copies
         return Usable(np.asarray(index, dtype=np.int64), tuple(ids), values), ()
+    keep = np.flatnonzero(usable)
     return (Usable(np.asarray(index, dtype=np.int64)[keep], tuple(ids[k] for k in keep.tolist()),
                    values[keep]), tuple(left_out))
-
 
 
 def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:

@@ -305,7 +305,8 @@ def analyze(features_path, data, out, image_root, sign_key, **cfg) -> None:
     --tau; no model needed."""
     from . import pipeline
 
-    result = pipeline.analyze_file(features_path, data, out, _config(**cfg), image_root, sign_key)
+    result = pipeline.analyze_file(features_path, data, out, _config(**cfg), image_root, sign_key,
+                                   on_step=lambda msg: click.echo(f"analyze: {msg}", err=True))
     sys.exit(_print_outcome(result))
 
 

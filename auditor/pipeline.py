@@ -297,11 +297,16 @@ def attention_heatmaps(loaded: Stage1Model, dataset: Dataset, analysis: Analysis
 
 
 def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig,
-                 image_root: Path | None = None, sign_key: Path | None = None) -> AuditOutputs:
+                 image_root: Path | None = None, sign_key: Path | None = None,
+                 on_step: Callable[[str], None] | None = None) -> AuditOutputs:
     """Stages 2-4 from an existing features file (no model needed, so the
-    manifest lists no model files: the features' metadata names the model)."""
+    manifest lists no model files: the features' metadata names the model).
+    `on_step` hears what starts next (a million samples take a minute)."""
+    step = on_step or (lambda _msg: None)
     signer = _signer(sign_key)
+    step(f"reading the features {features_path}")
     features = read_features(features_path)
+    step(f"reading the dataset {data} ({len(features.rows):,} feature rows read)")
     dataset = read_dataset(data, image_root)
     imported = features.meta.get("source", {}).get("format") == "bye-jsonl"  # becomes a features file
     if imported:
@@ -313,7 +318,9 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
         raise AuditInputError(f"{features_path}: its rows do not match the records of {data}; "
                               "extract features from this dataset first")
     check_out_dir(out, dataset, output_names(dataset, with_features=False))
+    step(f"stages 2-3 ({config.method}) on {len(dataset.records):,} records")
     analysis = analyze(features, config)
+    step(f"writing the outputs to {out}")
     # Copy the features next to the other outputs (an imported dump as a
     # features file), unless that is where they came from.
     fresh = (Path(out) / FEATURES).resolve() != Path(features_path).resolve()

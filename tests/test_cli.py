@@ -64,6 +64,8 @@ def test_analyze_reproduces_the_audit_from_features(audited, tmp_path):
     second = json.loads((tmp_path / "again" / "analysis.json").read_text())
     assert res.exit_code == EXIT[first["verdict"]]
     assert first == second  # deterministic
+    steps = [line.split(": ")[1].split(" ")[0] for line in res.stderr.splitlines() if line.startswith("analyze: ")]
+    assert steps == ["reading", "reading", "stages", "writing"] and "verdict:" in res.stdout  # steps on stderr only
     # (the reports may differ: without the model, analyze draws no heatmaps)
     for name in ["cleaned.json", "flagged.jsonl"]:
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name

@@ -65,18 +65,20 @@ def write_inputs(folder: Path, n: int, layers: int, seed: int = 0) -> tuple[Path
 
 def run_analyze(tree: Path, features: Path, data: Path, out: Path, method: str) -> tuple[float, float, int, str]:
     """`bye-audit analyze` of the `auditor` package under `tree`, in a child
-    process: (wall seconds, peak RSS MiB of that process, exit code, first line)."""
+    process: (wall seconds, peak RSS MiB of that process, exit code, the
+    verdict line, or the last line on stderr when there is none)."""
     code = "import sys; from auditor.cli import main; sys.argv[0] = 'bye-audit'; main()"
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    with tempfile.TemporaryFile("w+") as log:
+    with tempfile.TemporaryFile("w+") as log, tempfile.TemporaryFile("w+") as err:
         t = time.perf_counter()
         child = subprocess.Popen([sys.executable, "-c", code, "analyze", str(features), "--data", str(data),
-                                  "--out", str(out), "--method", method], stdout=log, stderr=subprocess.STDOUT,
+                                  "--out", str(out), "--method", method], stdout=log, stderr=err,
                                  env=env, cwd=tree)
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - t
         log.seek(0)
-        first = (log.read().splitlines() or [""])[0]
+        err.seek(0)
+        first = (log.read().splitlines() or err.read().splitlines()[-1:] or [""])[0]
     return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), first
 
 

@@ -59,6 +59,12 @@ class AuditConfig:
     group_min_separation: float = 3.0
     group_null_factor: float = 2.0
     group_max_spread_ratio: float = 1.0
+    # ... and not the samples of a few instruction texts: a separated minority
+    # that matches, at a Jaccard index >= group_max_instruction_match, all the
+    # samples of the instructions mostly inside it (each with at least
+    # instruction_min_samples samples) is the prompt's doing, not the image's.
+    group_max_instruction_match: float = 0.9
+    instruction_min_samples: int = 10
     # Layers whose |Cohen's d| between group and rest reaches this are reported
     # as the evidence layers (and drive the heatmaps).
     evidence_effect: float = 1.0
@@ -94,6 +100,10 @@ class AuditConfig:
             raise ValueError(f"method must be 'bye' or 'minority', got {self.method!r}")
         if not 0.0 < self.group_max_fraction <= 0.5:
             raise ValueError(f"group_max_fraction must be in (0, 0.5], got {self.group_max_fraction}")
+        if not 0.0 < self.group_max_instruction_match <= 1.0:
+            raise ValueError(f"group_max_instruction_match must be in (0, 1], got {self.group_max_instruction_match}")
+        if self.instruction_min_samples < 2:
+            raise ValueError(f"instruction_min_samples must be >= 2, got {self.instruction_min_samples}")
         if self.bsi_rule not in ("paper", "reference"):
             raise ValueError(f"bsi_rule must be 'paper' or 'reference', got {self.bsi_rule!r}")
         if not 0.0 <= self.min_coverage <= 1.0:

@@ -261,7 +261,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     loaded = load(model_dir, config, adapter_dir, onnx_path)
     parts = Path(out) / PARTS  # completed stage-1 shards: rerunning the command resumes
     features = extract(loaded, dataset, config, on_start, on_progress, parts, address)
-    analysis = analyze(features, config)
+    analysis = analyze(features, config, [s.prompt for s in dataset.samples])
     heatmaps = attention_heatmaps(loaded, dataset, analysis)
     result = write_outputs(out, dataset, features, analysis, model_dir=model_dir, adapter_dir=adapter_dir,
                            onnx_path=onnx_path if config.backend == "onnx" else None, signer=signer,
@@ -319,7 +319,7 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
                               "extract features from this dataset first")
     check_out_dir(out, dataset, output_names(dataset, with_features=False))
     step(f"stages 2-3 ({config.method}) on {len(dataset.records):,} records")
-    analysis = analyze(features, config)
+    analysis = analyze(features, config, [s.prompt for s in dataset.samples])
     step(f"writing the outputs to {out}")
     # Copy the features next to the other outputs (an imported dump as a
     # features file), unless that is where they came from.

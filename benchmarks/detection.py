@@ -159,9 +159,11 @@ def _scores(flags: np.ndarray, truth: np.ndarray, score: np.ndarray | None) -> d
     return m
 
 
-def analyse_methods(features, bad: set[str]) -> tuple[dict[str, Any], np.ndarray]:
-    """Stages 2-3 with each method on one features set: ({"n", "layer_auroc",
-    "methods"}, the default method's flags over the analysed samples)."""
+def analyse_methods(features, bad: set[str], prompts: list[str]) -> tuple[dict[str, Any], np.ndarray]:
+    """Stages 2-3 with each method on one features set, given each record's
+    instruction (as `audit` and `analyze` give the dataset's): ({"n",
+    "layer_auroc", "methods"}, the default method's flags over the analysed
+    samples)."""
     from auditor.analysis.metrics import layer_aurocs
     from auditor.analysis.verdict import analyze, split_usable
     from auditor.config import AuditConfig
@@ -176,7 +178,7 @@ def analyse_methods(features, bad: set[str]) -> tuple[dict[str, Any], np.ndarray
     for method in METHODS:
         cfg = AuditConfig(method="minority" if method == "minority" else "bye",
                           bsi_rule="reference" if method == "bye-reference" else "paper")
-        analysis = analyze(features, cfg)
+        analysis = analyze(features, cfg, prompts)
         flagged_ids = {f.id for f in analysis.flagged}
         flags = np.array([i in flagged_ids for i in ids])
         by_id = {f.id: f.score for f in analysis.scored}
@@ -206,7 +208,8 @@ def reanalyse(cells: list[Cell], out: Path, cache: Path) -> int:
         if not (path.is_file() and features.is_file()):
             continue
         result = json.loads(path.read_text())
-        methods, _ = analyse_methods(read_features(features), poisoned_ids(cell))
+        prompts = [e.prompt for e in cell_examples(cell)[0]]
+        methods, _ = analyse_methods(read_features(features), poisoned_ids(cell), prompts)
         baselines = {k: v for k, v in result["methods"].items() if k in BASELINES}
         result.update(methods)
         result["methods"].update(baselines)
@@ -249,7 +252,7 @@ def run_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
     write_bytes_atomic(cache / "features" / f"{cell.key}.parquet", render_features(features))
     result: dict[str, Any] = {"cell": asdict(cell), "n_poisoned": len(bad), "fine_tune": asdict(how),
                               "before": before}
-    methods, flagged_default = analyse_methods(features, set(bad))
+    methods, flagged_default = analyse_methods(features, set(bad), [s.prompt for s in dataset.samples])
     result.update(methods)
     truth = np.array([r.id in set(bad) for r in features.rows if r.status == "ok"])
     if len(truth) != len(examples):  # every sample is a valid image here; the baselines align on that

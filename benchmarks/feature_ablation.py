@@ -8,7 +8,8 @@ results, and prints two markdown tables (three with `--candidates`):
 
 1. **probe**: a supervised upper bound, per (task, family, trigger): the
    cross-validated AUROC (5 folds) of a logistic regression that is *given the
-   poison labels*, on each feature set. No unsupervised detector on the same
+   poison labels*, on each feature set, and the F1 of its scores at the best
+   threshold (chosen with the labels too). No unsupervised detector on the same
    features can be expected to do better; below ~0.95 there is little to find.
 2. **minority**: the `minority` detector (auditor/analysis/group.py, the
    shipped thresholds) run on each feature set instead of the entropy profile
@@ -40,21 +41,28 @@ def _matrix(table: dict, feature_set: str) -> np.ndarray:
     return np.hstack([np.array(table[c], dtype=np.float64) for c in feature_set.split("+")])
 
 
-def probe_auroc(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
-    """5-fold cross-validated AUROC of a standardised logistic regression: (N, D), (N,) bool."""
+def probe(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """(N, D), (N,) bool -> (AUROC, best F1) of a standardised logistic
+    regression's 5-fold cross-validated scores. The F1 is at the threshold that
+    maximises it *given the labels*: an optimistic bound for any flagger that
+    cuts a linear read-out of these features."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import precision_recall_curve, roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     folds = StratifiedKFold(5, shuffle=True, random_state=seed)
-    return float(roc_auc_score(y, cross_val_predict(model, x, y, cv=folds, method="predict_proba")[:, 1]))
+    p = cross_val_predict(model, x, y, cv=folds, method="predict_proba")[:, 1]
+    precision, recall, _ = precision_recall_curve(y, p)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return float(roc_auc_score(y, p)), float(f1.max())
 
 
 def minority_on(x: np.ndarray, seed: int = 0) -> tuple[str, np.ndarray]:
-    """The `minority` verdict logic of auditor/analysis/verdict.py on any (N, D) matrix."""
+    """The `minority` verdict logic of auditor/analysis/verdict.py on any (N, D) matrix,
+    without its instruction check (which needs the prompts; the tables here predate it)."""
     from auditor.analysis.group import fit_group, null_separations, robust_standardise
     from auditor.config import AuditConfig
 
@@ -140,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     cells = [c for c in cells if c.rate in (0.0, 0.1) and (feats / f"{c.key}.parquet").is_file()]
     if not cells:
         raise SystemExit(f"{cells_dir}: no cells with kept features; run the grid first")
-    probe: dict[tuple, list] = {}
+    probes: dict[tuple, list] = {}
     verdicts: dict[tuple, list] = {}
     candidates: dict[tuple, list] = {}
     warnings.simplefilter("ignore")
@@ -152,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         for fs in args.features:
             x = _matrix(table, fs)
             if y.any():
-                probe.setdefault(group + (fs,), []).append(probe_auroc(x, y, c.seed))
+                probes.setdefault(group + (fs,), []).append(probe(x, y, c.seed))
             if not args.skip_minority:
                 verdict, flags = minority_on(x)
                 verdicts.setdefault(group + (fs,), []).append(
@@ -171,9 +179,11 @@ def main(argv: list[str] | None = None) -> int:
                  detection_metrics(skewed_tail(z), y).f1, target, max(others),
                  1 + sum(v > target for v in others) if y.any() else float("nan")))
         print(f"{c.key} done", file=sys.stderr, flush=True)
-    print("| task | family | trigger | features | cells | probe AUROC (mean, min) |\n|---|---|---|---|---|---|")
-    for k, v in sorted(probe.items()):
-        print(f"| {' | '.join(k)} | {len(v)} | {np.mean(v):.3f}, {np.min(v):.3f} |")
+    print("| task | family | trigger | features | cells | probe AUROC (mean, min) | probe best F1 (mean, min) |\n"
+          "|---|---|---|---|---|---|---|")
+    for k, v in sorted(probes.items()):
+        auroc, f1 = np.array(v).T
+        print(f"| {' | '.join(k)} | {len(v)} | {auroc.mean():.3f}, {auroc.min():.3f} | {f1.mean():.3f}, {f1.min():.3f} |")
     if verdicts:
         print("\n| task | family | trigger | features | cells | pass / fail / inconclusive | F1 | flagged |\n"
               "|---|---|---|---|---|---|---|---|")

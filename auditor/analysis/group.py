@@ -11,6 +11,8 @@ it is. Pure functions; the verdict is decided in verdict.py.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -86,6 +88,36 @@ def null_separations(n: int, d: int, seed: int = 0, repeats: int = 5, cap: int =
 
     with ThreadPoolExecutor(max_workers=2) as pool:  # independent fits, numpy without the GIL
         return tuple(pool.map(separation, range(repeats)))
+
+
+@dataclass(frozen=True)
+class InstructionMatch:
+    """How far the instruction text alone explains a group of samples."""
+
+    jaccard: float  # |group & covered| / |group | covered|; 0.0 when no instruction is mostly in the group
+    texts: tuple[str, ...]  # the instructions mostly in the group (sorted); `covered` is all their samples
+
+    def to_dict(self) -> dict:
+        return {"jaccard": self.jaccard, "texts": list(self.texts)}
+
+
+def instruction_match(group_prompts: Iterable[str], all_prompts: Iterable[str], min_class: int) -> InstructionMatch:
+    """The instructions with at least `min_class` samples of which more than half
+    are in the group, and the Jaccard index between the group and all the
+    samples carrying them: 1.0 when the group is exactly those instructions'
+    samples. `group_prompts`: the group's instructions (one per sample, with
+    repeats); `all_prompts`: every analysed sample's, the group's included.
+
+    Rarer instructions explain nothing: with one text per sample (free-form
+    questions), every text would be trivially "mostly in" or "mostly out".
+    Counted with hashes, not sorted: a million strings take a fraction of a
+    second.
+    """
+    inside, total = Counter(group_prompts), Counter(all_prompts)
+    texts = sorted(t for t, k in inside.items() if total[t] >= min_class and 2 * k > total[t])
+    both = sum(inside[t] for t in texts)
+    union = sum(inside.values()) + sum(total[t] for t in texts) - both
+    return InstructionMatch(both / union if union else 0.0, tuple(texts))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -12,7 +12,8 @@ from ..config import AuditConfig
 from ..extract.features import FeatureSet
 from ..fileio import Rows
 from .cluster import Clustering, cluster_scores, sensitive_score
-from .group import LayerContrast, fit_group, layer_contrast, null_separations, robust_standardise
+from .group import (InstructionMatch, LayerContrast, fit_group, instruction_match, layer_contrast, null_separations,
+                    robust_standardise)
 from .profile import LayerProfile, profile_layers
 
 Verdict = Literal["pass", "fail", "inconclusive"]
@@ -72,11 +73,15 @@ class GroupEvidence:
     null_separations: tuple[float, ...]
     required_separation: float  # max(group_min_separation, group_null_factor x max(null))
     credible: bool
+    # How far the instruction texts explain the group; None when the instructions
+    # were not given, or the group is not a separated minority (nothing to explain).
+    instruction: InstructionMatch | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"separation": self.separation, "weight": self.weight, "spread_ratio": self.spread_ratio,
                 "null_separations": list(self.null_separations),
-                "required_separation": self.required_separation, "credible": self.credible}
+                "required_separation": self.required_separation, "credible": self.credible,
+                "instruction": None if self.instruction is None else self.instruction.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -165,12 +170,16 @@ def split_usable(features: FeatureSet) -> tuple[Usable, tuple[Unanalysed, ...]]:
                    values[keep]), tuple(left_out))
 
 
-def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
-    """Paper-faithful BYE stages 2-3 on the normalised entropies, with a verdict.
+def analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] | None = None) -> Analysis:
+    """Stages 2-3 on the normalised entropies, with a verdict: the `minority`
+    detector, or BYE's procedure (`method="bye"`).
 
-    pass: no layer is sensitive; fail: a low-entropy cluster was flagged;
-    inconclusive: coverage below config.min_coverage or fewer than
-    config.min_samples analysed samples.
+    bye: pass when no layer is sensitive, fail when a low-entropy cluster was
+    flagged. minority: see _analyze_minority. Either: inconclusive when coverage
+    is below config.min_coverage or fewer than config.min_samples samples could
+    be analysed. `prompts[i]`: the instruction of the record with index i (the
+    dataset's samples in input order); with it `minority` can tell a group of
+    instructions from a group of images.
 
     The linear algebra runs on one BLAS thread: the mixtures' sums then come
     out bit for bit the same whatever the machine's core count (a thread count
@@ -181,10 +190,10 @@ def analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _analyze(features, config)
+        return _analyze(features, config, prompts)
 
 
-def _analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
+def _analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] | None) -> Analysis:
     n_records = len(features.rows)
     ok, unanalysed = split_usable(features)
     n_ok = len(ok.ids)
@@ -207,7 +216,7 @@ def _analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
         reasons.append(f"coverage {coverage:.1%} is below {config.min_coverage:.0%}: "
                        f"{n_skipped} skipped and {n_errors} failed or unusable samples were not analysed")
     if config.method == "minority":
-        return _analyze_minority(ok, entropy, layers, reasons, low_coverage, base, config)
+        return _analyze_minority(ok, entropy, layers, reasons, low_coverage, base, config, prompts)
     if not sensitive:
         best = max(layers, key=lambda p: p.bsi)
         rule = f"BSI >= {config.tau}" if config.bsi_rule == "paper" else "|mu1 - mu2| > 2 (s1 + s2)"
@@ -231,10 +240,11 @@ def _analyze(features: FeatureSet, config: AuditConfig) -> Analysis:
 
 def _analyze_minority(ok: Usable, entropy: np.ndarray, layers: tuple[LayerProfile, ...],
                       reasons: list[str], low_coverage: bool, base: dict[str, Any],
-                      config: AuditConfig) -> Analysis:
+                      config: AuditConfig, prompts: Sequence[str] | None) -> Analysis:
     """The `minority` detector (analysis/group.py) and its verdict: fail only
-    when the best group is a separated, compact minority; inconclusive when it
-    is a separated minority that is not compact (ambiguous evidence)."""
+    when the best group is a separated, compact minority that the instruction
+    texts do not explain; inconclusive when it is a separated minority that is
+    not compact (ambiguous evidence); pass otherwise."""
     fit = fit_group(robust_standardise(entropy), config.seed, config.fit_sample)
     null = null_separations(len(entropy), entropy.shape[1], config.seed)
     required = max(config.group_min_separation, config.group_null_factor * max(null))
@@ -247,10 +257,15 @@ def _analyze_minority(ok: Usable, entropy: np.ndarray, layers: tuple[LayerProfil
         "compact": (fit.spread_ratio <= config.group_max_spread_ratio,
                     f"spread {fit.spread_ratio:.2f} x the rest's vs <= {config.group_max_spread_ratio:.2f}"),
     }
-    credible = all(ok_ for ok_, _ in checks.values())
-    ambiguous = False
-    group = GroupEvidence(fit.separation, fit.weight, fit.spread_ratio, null, required, credible)
     mask = fit.clustering.flagged
+    match = None
+    if prompts is not None and checks["separated"][0] and checks["minority"][0]:
+        match = instruction_match((prompts[i] for i in ok.index[mask].tolist()),
+                                  (prompts[i] for i in ok.index.tolist()), config.instruction_min_samples)
+    explained = match is not None and match.jaccard >= config.group_max_instruction_match
+    credible = all(ok_ for ok_, _ in checks.values()) and not explained
+    ambiguous = False
+    group = GroupEvidence(fit.separation, fit.weight, fit.spread_ratio, null, required, credible, match)
     contrast = layer_contrast(entropy, mask, fit.direction)
     evidence = tuple(c.layer for c in contrast if abs(c.effect) >= config.evidence_effect)
     scored = Scores(ok.index, ok.ids, fit.clustering.scores)
@@ -262,6 +277,12 @@ def _analyze_minority(ok: Usable, entropy: np.ndarray, layers: tuple[LayerProfil
                           for c in top)
         reasons.insert(0, f"a compact minority of {len(flagged)} of {len(ok.ids)} samples stands apart across "
                           f"layers ({detail}); it differs most in {where}")
+    elif explained:
+        shown = ", ".join(repr(t[:60]) for t in match.texts[:3]) + (", ..." if len(match.texts) > 3 else "")
+        reasons.insert(0, f"no credible backdoor group: the best split is the samples of {len(match.texts)} "
+                          f"instruction text(s) ({shown}): Jaccard {match.jaccard:.2f} vs >= "
+                          f"{config.group_max_instruction_match:.2f}; the prompt, not the image, separates it "
+                          f"({detail})")
     elif checks["separated"][0] and checks["minority"][0]:
         reasons.insert(0, f"ambiguous: a separated minority of {int(mask.sum())} of {len(ok.ids)} samples stands "
                           f"apart but is not more compact than the rest ({detail}); nothing is flagged, "

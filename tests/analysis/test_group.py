@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from auditor.analysis.group import fit_group, layer_contrast, null_separations, robust_standardise
+from auditor.analysis.group import fit_group, instruction_match, layer_contrast, null_separations, robust_standardise
 from auditor.analysis.verdict import analyze
 from auditor.config import AuditConfig
 from auditor.extract.features import FeatureSet, SampleFeatures
@@ -115,3 +115,43 @@ def test_a_separated_but_broad_minority_is_inconclusive_not_pass():
     g = a.group
     assert g.separation >= g.required_separation and g.weight <= 0.35 and g.spread_ratio > 1.0, g
     assert a.verdict == "inconclusive" and a.flagged == () and a.reasons[0].startswith("ambiguous")
+
+
+def test_instruction_match_measures_how_far_the_instructions_explain_a_group():
+    prompts = ["What shape?"] * 100 + ["Which shape?"] * 60 + ["What colour?"] * 240 + [f"q{i}" for i in range(100)]
+    whole = [p for p in prompts if "shape" in p]  # every sample of two instructions
+    m = instruction_match(whole, prompts, min_class=10)
+    assert m.jaccard == 1.0 and m.texts == ("What shape?", "Which shape?")
+    m = instruction_match(whole[:150] + ["What colour?"] * 10, prompts, min_class=10)
+    assert m.jaccard == pytest.approx(150 / 170) and m.texts == ("What shape?", "Which shape?")
+    spread = prompts[::10]  # one in ten of every instruction: a trigger pays no attention to the prompt
+    assert instruction_match(spread, prompts, min_class=10).jaccard == 0.0
+    # one text per sample explains nothing: each is trivially all in or all out
+    assert instruction_match(prompts[400:450], prompts, min_class=10) == instruction_match([], prompts, 10)
+    assert instruction_match(prompts[400:450], prompts, min_class=10).jaccard == 0.0
+
+
+def _prompts_for(truth: np.ndarray, inside: bool) -> list[str]:
+    """Three instructions; with `inside` the group is exactly the samples of one."""
+    rng = np.random.default_rng(5)
+    other = rng.choice(["Describe the image.", "Write a caption."], len(truth)).tolist()
+    if inside:
+        return ["What is the shape?" if t else o for t, o in zip(truth, other)]
+    return rng.choice(["What is the shape?", "Describe the image.", "Write a caption."], len(truth)).tolist()
+
+
+def test_a_group_that_is_one_instruction_passes_with_the_instruction_named():
+    x, truth = _with_dispersed_group(_clean())
+    a = analyze(_features(x), MINORITY, _prompts_for(truth, inside=True))
+    assert a.verdict == "pass" and a.flagged == () and not a.group.credible
+    assert a.group.instruction.jaccard == 1.0 and a.group.instruction.texts == ("What is the shape?",)
+    assert "'What is the shape?'" in a.reasons[0] and "the prompt, not the image" in a.reasons[0]
+    assert a.to_dict()["group"]["instruction"] == {"jaccard": 1.0, "texts": ["What is the shape?"]}
+
+
+def test_the_same_group_across_instructions_still_fails():
+    x, truth = _with_dispersed_group(_clean())
+    a = analyze(_features(x), MINORITY, _prompts_for(truth, inside=False))
+    assert a.verdict == "fail" and {f.index for f in a.flagged} == set(np.flatnonzero(truth))
+    assert a.group.instruction.jaccard < 0.2
+    assert analyze(_features(x), MINORITY).group.instruction is None  # no prompts given: no check

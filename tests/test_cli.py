@@ -244,6 +244,23 @@ def test_fail_on_sets_the_exit_code_of_a_fail_verdict(synthetic_audit, tmp_path,
     assert sarif["runs"][0]["invocations"][0]["exitCode"] == code
 
 
+def test_analyze_reads_the_instructions_from_the_dataset(synthetic_audit, tmp_path):
+    """The same separated group fails when it cuts across instructions and
+    passes, naming the text, when it is exactly one instruction's samples."""
+    from auditor.extract.features import render_features
+
+    for prompt, verdict in ((lambda i: f"What digit is shown? ({i % 3})", "fail"),
+                            (lambda i: "Which colour is it?" if i < 20 else f"What digit? ({i % 3})", "pass")):
+        ds, features, _ = synthetic_audit(n=200, n_low=20, prompt=prompt)
+        (tmp_path / "f.parquet").write_bytes(render_features(features))
+        out = tmp_path / f"out-{verdict}"
+        res = CliRunner().invoke(cli, ["analyze", str(tmp_path / "f.parquet"), "--data", str(ds.path),
+                                       "--out", str(out)])
+        assert res.exit_code == EXIT[verdict], res.output
+        group = json.loads((out / "analysis.json").read_text())["group"]
+        assert group["instruction"]["texts"] == (["Which colour is it?"] if verdict == "pass" else [])
+
+
 def test_a_malformed_fail_on_is_a_usage_error(synthetic_audit, tmp_path):
     res = CliRunner().invoke(cli, ["analyze", str(tmp_path / "f.parquet"), "--data", str(tmp_path / "d.json"),
                                    "--out", str(tmp_path / "o"), "--fail-on", "sometimes"])

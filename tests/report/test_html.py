@@ -66,3 +66,22 @@ def test_minority_report_shows_the_criteria_and_the_layer_contrast(synthetic_aud
     assert "Cohen&#39;s d" in html or "Cohen's d" in html
     for c in a.contrast:
         assert f"{c.effect:+.2f}" in html and f"{c.weight:+.3f}" in html
+
+
+def test_a_group_explained_by_its_instruction_is_shown_with_the_text_escaped(tmp_path):
+    (tmp_path / "i.png").write_bytes(b"x")
+    n, k = 200, 20
+    recs = [{"id": f"r{i}", "image": "i.png", "conversations": [
+        {"from": "human", "value": "<image>\n" + (EVIL if i < k else "Describe the image.")},
+        {"from": "gpt", "value": "a"}]} for i in range(n)]
+    (tmp_path / "d.json").write_text(json.dumps(recs))
+    ds = read_dataset(tmp_path / "d.json")
+    rng = np.random.default_rng(0)
+    m = rng.normal(0.8, 0.02, size=(n, 3))
+    m[:k, 1] = rng.normal(0.3, 0.02, k)  # the samples of one instruction stand apart
+    rows = tuple(SampleFeatures(i, s.id, "ok", None, 16, tuple(m[i]), tuple(m[i])) for i, s in enumerate(ds.samples))
+    a = analyze(FeatureSet(rows, {"n_layers": 3}), AuditConfig(), [s.prompt for s in ds.samples])
+    assert a.verdict == "pass" and a.group.instruction.texts == (EVIL,)
+    html = render_html(a, {"n_layers": 3}, ds).decode()
+    assert "not the instruction: Jaccard index" in html
+    assert "<script" not in html and "&lt;script&gt;" in html

@@ -260,8 +260,9 @@ def _analyze_minority(ok: Usable, entropy: np.ndarray, layers: tuple[LayerProfil
     mask = fit.clustering.flagged
     match = None
     if prompts is not None and checks["separated"][0] and checks["minority"][0]:
-        match = instruction_match((prompts[i] for i in ok.index[mask].tolist()),
-                                  (prompts[i] for i in ok.index.tolist()), config.instruction_min_samples)
+        analysed = prompts if len(ok.index) == len(prompts) else [prompts[i] for i in ok.index.tolist()]
+        match = instruction_match([prompts[i] for i in ok.index[mask].tolist()], analysed,
+                                  config.instruction_min_samples)
     explained = match is not None and match.jaccard >= config.group_max_instruction_match
     credible = all(ok_ for ok_, _ in checks.values()) and not explained
     ambiguous = False

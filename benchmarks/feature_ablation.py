@@ -60,20 +60,19 @@ def probe(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float]:
     return float(roc_auc_score(y, p)), float(f1.max())
 
 
-def minority_on(x: np.ndarray, seed: int = 0) -> tuple[str, np.ndarray]:
-    """The `minority` verdict logic of auditor/analysis/verdict.py on any (N, D) matrix,
-    without its instruction check (which needs the prompts; the tables here predate it)."""
-    from auditor.analysis.group import fit_group, null_separations, robust_standardise
+def minority_on(x: np.ndarray, seed: int = 0, prompts: list[str] | None = None) -> tuple[str, np.ndarray]:
+    """The shipped `minority` verdict (auditor/analysis/verdict.py) on any (N, D)
+    matrix, its columns taken as the layers: (verdict, (N,) bool flags). With
+    `prompts` (one per row) its instruction check runs too, as in `audit`."""
+    from auditor.analysis.verdict import analyze
     from auditor.config import AuditConfig
+    from auditor.extract.features import FeatureSet, SampleFeatures
 
-    cfg = AuditConfig(seed=seed)
-    fit = fit_group(robust_standardise(x), cfg.seed, cfg.fit_sample)
-    required = max(cfg.group_min_separation,
-                   cfg.group_null_factor * max(null_separations(len(x), x.shape[1], cfg.seed)))
-    separated, minority = fit.separation >= required, fit.weight <= cfg.group_max_fraction
-    if separated and minority and fit.spread_ratio <= cfg.group_max_spread_ratio:
-        return "fail", fit.clustering.flagged
-    return ("inconclusive" if separated and minority else "pass"), np.zeros(len(x), dtype=bool)
+    rows = tuple(SampleFeatures(i, f"r{i}", "ok", None, 1, tuple(v), tuple(v)) for i, v in enumerate(x.tolist()))
+    a = analyze(FeatureSet(rows, {"n_layers": x.shape[1]}), AuditConfig(seed=seed), prompts)
+    flags = np.zeros(len(x), dtype=bool)
+    flags[[f.index for f in a.flagged]] = True
+    return a.verdict, flags
 
 
 def within_groups(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -139,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", default="verdict", help="a results folder under benchmarks/results/")
     ap.add_argument("--features", nargs="+", default=["entropy_norm", "entropy_norm+mass_image+mass_text+mass_rest"])
     ap.add_argument("--skip-minority", action="store_true", help="only the probe table")
+    ap.add_argument("--instruction-check", action="store_true",
+                    help="give `minority` the cells' instructions (its check that a group is not one instruction's "
+                         "samples, as in `audit`); without it, the tables recorded before that check")
     ap.add_argument("--candidates", action="store_true",
                     help="also the unsupervised candidates table, on the last feature set")
     args = ap.parse_args(argv)
@@ -157,12 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         bad = poisoned_ids(c)
         y = np.array([i in bad for i in table["id"]])
         group = (c.task, c.family, c.trigger)
+        prompts = _prompts_and_answers(c)[0].tolist() if args.instruction_check else None
         for fs in args.features:
             x = _matrix(table, fs)
             if y.any():
                 probes.setdefault(group + (fs,), []).append(probe(x, y, c.seed))
             if not args.skip_minority:
-                verdict, flags = minority_on(x)
+                verdict, flags = minority_on(x, 0, prompts)
                 verdicts.setdefault(group + (fs,), []).append(
                     (verdict, detection_metrics(flags, y).f1, float(flags.mean())))
         if args.candidates:

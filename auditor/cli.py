@@ -66,6 +66,15 @@ def _engine_options(f: Callable) -> Callable:
     return f
 
 
+def _limit_options(f: Callable) -> Callable:
+    f = click.option("--max-prompt-tokens", type=click.IntRange(min=1), default=None,
+                     help="Skip records whose instruction is longer than this many tokens "
+                          "[default: the language model's context length].")(f)
+    return click.option("--max-image-pixels", type=click.IntRange(min=1), default=AuditConfig.max_image_pixels,
+                        show_default=True, help="Skip images declaring more pixels than this "
+                                                "(checked before decoding).")(f)
+
+
 _per_head = click.option("--per-head", is_flag=True, default=False,
                          help="Also store per-head entropies (layers x heads per sample) in the features.")
 
@@ -196,8 +205,49 @@ def _print_outcome(result) -> int:
     return int(gate.exit_code)
 
 
+ERROR_LOG = "bye-audit-error.log"
+_LOG_KEY = "bye_audit.error_log"
+
+
+def _out_folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Remember where an unexpected error's traceback goes: into the output folder."""
+    if value is not None:
+        ctx.meta[_LOG_KEY] = Path(value) / ERROR_LOG
+    return value
+
+
+def _out_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """... or, for a command that writes one file, beside it."""
+    if value is not None:
+        ctx.meta[_LOG_KEY] = Path(value).with_name(Path(value).name + ".error.log")
+    return value
+
+
+def _write_traceback(wanted: Path | None) -> Path:
+    """The current exception's traceback in `wanted`, else in a temporary file."""
+    import tempfile
+    import traceback
+
+    from .fileio import write_bytes_atomic
+
+    text = f"bye-audit {__version__}: {' '.join(sys.argv)}\n\n{traceback.format_exc()}".encode(
+        "utf-8", "backslashreplace")
+    if wanted is not None:
+        try:
+            write_bytes_atomic(wanted, text)
+            return wanted
+        except OSError:
+            pass  # e.g. the output folder is what failed: the temporary folder then
+    fd, name = tempfile.mkstemp(prefix="bye-audit-error-", suffix=".log")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(text)
+    return Path(name)
+
+
 class _Group(click.Group):
-    """Turns input errors raised anywhere below into one line on stderr and exit code 2."""
+    """Turns input errors raised anywhere below into one line on stderr and exit
+    code 2, and any other exception into one line and exit code 4 (never 1,
+    which a gate reads as "samples flagged"), with the traceback in a log file."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -205,6 +255,14 @@ class _Group(click.Group):
         except AuditInputError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(int(ExitCode.INPUT_ERROR))
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # click's own exits and usage errors (Exit is a RuntimeError)
+        except Exception as e:  # noqa: BLE001 - the documented last resort
+            log = _write_traceback(ctx.meta.get(_LOG_KEY))
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            click.echo(f"internal error: {type(e).__name__}: {first} (the traceback is in {log}; "
+                       "please report it with that file)", err=True)
+            ctx.exit(int(ExitCode.INTERNAL_ERROR))
 
 
 
@@ -212,7 +270,7 @@ def _stage1_options(f: Callable) -> Callable:
     """What `audit` and `extract` share for stage 1 (config fields, except --progress)."""
     for opt in reversed([
         click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (on a terminal only)."),
-        _batch_size, _shard_size, _per_head, _allow_pickle, _device_options, _backend_options,
+        _batch_size, _shard_size, _per_head, _allow_pickle, _limit_options, _device_options, _backend_options,
         _engine_options,
     ]):
         f = opt(f)
@@ -224,7 +282,7 @@ def cli() -> None:
     """Audit a fine-tuned multimodal LLM and its dataset for backdoored samples (BYE).
 
     Exit codes: 0 pass, 1 fail (samples flagged), 2 usage or input error,
-    3 inconclusive.
+    3 inconclusive, 4 internal error (traceback in bye-audit-error.log).
     """
 
 
@@ -232,7 +290,8 @@ def cli() -> None:
 @click.option("--model", "model_dir", type=_path, required=True, help="Checkpoint folder (safetensors).")
 @_adapter
 @click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
-@click.option("--out", type=_path, required=True, help="Output folder (created; inputs are never overwritten).")
+@click.option("--out", type=_path, required=True, callback=_out_folder,
+              help="Output folder (created; inputs are never overwritten).")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against [default: the dataset's folder].")
 @_stage1_options
 @_analysis_options
@@ -254,7 +313,7 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, onn
 @click.option("--model", "model_dir", type=_path, required=True, help="Checkpoint folder (safetensors).")
 @_adapter
 @click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
-@click.option("--out", type=_path, required=True, help="Features file to write (.parquet).")
+@click.option("--out", type=_path, required=True, callback=_out_file, help="Features file to write (.parquet).")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
 @_stage1_options
 def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, address, **stage1) -> None:
@@ -275,7 +334,8 @@ def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, 
 @cli.command("export-onnx")
 @click.option("--model", "model_dir", type=_path, required=True, help="Checkpoint folder (safetensors).")
 @_adapter
-@click.option("--out", type=_path, required=True, help="ONNX file to write (weights inline below 2 GB, "
+@click.option("--out", type=_path, required=True, callback=_out_file,
+              help="ONNX file to write (weights inline below 2 GB, "
               "else in OUT.data beside it).")
 @_allow_pickle
 def export_onnx(model_dir, adapter_dir, out, allow_pickle) -> None:
@@ -296,7 +356,7 @@ def export_onnx(model_dir, adapter_dir, out, allow_pickle) -> None:
 @cli.command()
 @click.argument("features_path", metavar="FEATURES", type=_path)
 @click.option("--data", type=_path, required=True, help="The dataset the features were extracted from.")
-@click.option("--out", type=_path, required=True, help="Output folder.")
+@click.option("--out", type=_path, required=True, callback=_out_folder, help="Output folder.")
 @click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
 @_analysis_options
 def analyze(features_path, data, out, image_root, sign_key, **cfg) -> None:
@@ -314,7 +374,7 @@ def analyze(features_path, data, out, image_root, sign_key, **cfg) -> None:
 @click.argument("features_path", metavar="FEATURES", type=_path)
 @click.option("--format", "fmt", type=click.Choice(["bye-jsonl"]), default="bye-jsonl", show_default=True,
               help="bye-jsonl: the reference code's dump, one {question_id, entropy: {layer: nats}} per line.")
-@click.option("--out", type=_path, required=True, help="File to write.")
+@click.option("--out", type=_path, required=True, callback=_out_file, help="File to write.")
 def export_features(features_path, fmt, out) -> None:
     """Write FEATURES (a features.parquet) in another tool's format; `analyze` reads it back."""
     from .extract.bye_jsonl import render_bye_jsonl

@@ -23,6 +23,13 @@ class AuditConfig:
     allow_pickle: bool = False  # pickle weights (weights-only loader) when no safetensors exist
     per_head: bool = False  # also store per-head entropies (L x H per sample)
     shard_size: int = 512  # samples per resumable shard of stage 1 (rounded up to whole batches)
+    # Limits on untrusted records (a record over one is skipped with its reason):
+    # an image's pixel count, checked from its header before decoding (a 0.5 MB
+    # PNG can declare 168 MP, gigabytes once decoded; 50 MP is past any
+    # MLLM's input: the processor downscales to about 0.1-1 MP), and the
+    # instruction's token count (None: the language model's context length).
+    max_image_pixels: int = 50_000_000
+    max_prompt_tokens: int | None = None
     # Stage 1 runs on the torch model, or on a graph exported by `export-onnx`
     # with ONNX Runtime on `provider`; a provider ONNX Runtime cannot load is an
     # error unless `allow_fallback` (then the CPU runs it, and the metadata says so).
@@ -94,6 +101,10 @@ class AuditConfig:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels must be >= 1, got {self.max_image_pixels}")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ValueError(f"max_prompt_tokens must be >= 1 (or unset), got {self.max_prompt_tokens}")
         if self.tau < 0:
             raise ValueError(f"tau must be >= 0, got {self.tau}")
         if self.method not in ("bye", "minority"):

@@ -12,6 +12,7 @@ class ExitCode(IntEnum):
     FAIL = 1  # samples flagged
     INPUT_ERROR = 2  # usage or input error
     INCONCLUSIVE = 3  # too little could be analysed, or ambiguous evidence
+    INTERNAL_ERROR = 4  # a bug or an unforeseen failure: one line, the traceback in a log file
 
 
 class AuditInputError(Exception):

@@ -72,7 +72,14 @@ def _inline(value: Any) -> str:
 def json_compact_bytes(obj: Any) -> bytes:
     """Canonical compact JSON (sorted keys, no indent, UTF-8, trailing newline): for
     machine-read files whose nesting makes indenting slow (SARIF)."""
-    return (json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    return utf8(json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def utf8(json_text: str) -> bytes:
+    """JSON text as UTF-8. A lone surrogate (a record's "\\ud800"; UTF-8 cannot
+    encode it) is written back as that same escape, which only a JSON string
+    can hold, so the output parses to the input's value."""
+    return json_text.encode("utf-8", "backslashreplace")
 
 
 class Rows(Sequence[dict[str, Any]]):
@@ -135,7 +142,7 @@ def json_bytes(obj: Any) -> bytes:
     each item on its own line in compact form: a million-sample score list
     then goes through the C encoder (an indented dump runs the pure-Python
     one) and still diffs line by line."""
-    return (_encode(obj, 0) + "\n").encode()
+    return utf8(_encode(obj, 0) + "\n")
 
 
 def _flat(value: Any) -> bool:

@@ -13,6 +13,7 @@ from .analysis.verdict import Analysis, analyze
 from .config import AuditConfig
 from .data import Dataset, cleaned_name, read_dataset, render_cleaned, render_flagged
 from .errors import AuditInputError
+from .evidence.manifest import onnx_files
 from .extract.features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
 from .fileio import copy_file_atomic, json_bytes, real_path, sha256_bytes, sha256_file, sha256_tree, write_bytes_atomic
 from .gate import Gate, gate
@@ -42,33 +43,35 @@ class AuditOutputs:
 
 
 def check_out_dir(out: Path, dataset: Dataset, names: list[str],
-                  input_dirs: dict[str, Path | None] | None = None) -> None:
+                  input_dirs: dict[str, Path | None] | None = None, onnx_path: Path | None = None) -> None:
     """Refuse an output folder whose files would land on an input: inside an input
-    folder (`input_dirs`, e.g. {"model": ..., "adapter": ...}) or on the dataset or an image."""
-    out = Path(out).resolve()
-    for label, folder in (input_dirs or {}).items():
-        if folder is None:
-            continue
-        m = Path(folder).resolve()
-        if out == m or out.is_relative_to(m):
-            raise AuditInputError(f"{out}: the output folder is inside the {label} folder {m}; "
-                                  "choose another --out")
-    inputs = _input_paths(dataset)
-    for name in names:
-        if str((out / name).resolve()) in inputs:
-            raise AuditInputError(f"{out / name}: writing it would overwrite an input; choose another --out")
+    folder (`input_dirs`, e.g. {"model": ..., "adapter": ...}), or on the dataset,
+    an image or the ONNX graph."""
+    out = Path(out)
+    refuse_inputs([out], input_dirs or {}, set())
+    refuse_inputs([out / name for name in names], {}, _input_paths(dataset, onnx_path))
     if out.exists() and not out.is_dir():
         raise AuditInputError(f"{out}: exists and is not a folder; choose another --out")
 
 
-def _input_paths(dataset: Dataset) -> set[str]:
-    """The dataset file and every image, resolved, as strings (cheap for millions)."""
-    return {str(dataset.path.resolve())} | {s.image for s in dataset.samples if s.image}
+def refuse_inputs(targets: list[Path], folders: dict[str, Path | None], files: set[str]) -> None:
+    """Refuse to write any of `targets` when it lies in one of the input `folders`
+    (label -> folder) or is one of the input `files` (resolved paths)."""
+    for target in targets:
+        t = Path(target).resolve()
+        for label, folder in folders.items():
+            if folder is not None and (t == Path(folder).resolve() or t.is_relative_to(Path(folder).resolve())):
+                raise AuditInputError(f"{target}: inside the {label} folder {Path(folder).resolve()}; "
+                                      "writing there could overwrite an input; choose another --out")
+        if str(t) in files:
+            raise AuditInputError(f"{target}: writing it would overwrite an input; choose another --out")
 
 
-def _refuse_input(target: Path, dataset: Dataset) -> None:
-    if str(Path(target).resolve()) in _input_paths(dataset):
-        raise AuditInputError(f"{target}: writing it would overwrite an input; choose another --out")
+def _input_paths(dataset: Dataset, onnx_path: Path | None = None) -> set[str]:
+    """The dataset file, every image and the ONNX graph's files, resolved, as
+    strings (cheap for millions)."""
+    graph = set() if onnx_path is None else {str(p.resolve()) for p in onnx_files(onnx_path)}
+    return {str(dataset.path.resolve())} | {s.image for s in dataset.samples if s.image} | graph
 
 
 def load(model_dir: Path, config: AuditConfig, adapter_dir: Path | None = None,
@@ -90,12 +93,30 @@ def load(model_dir: Path, config: AuditConfig, adapter_dir: Path | None = None,
                                   "--provider (cpu, cuda, tensorrt)")
         from .extract.onnx_backend import load_onnx
 
-        return load_onnx(onnx_path, model_dir, config, adapter_dir)
+        return _check_template(load_onnx(onnx_path, model_dir, config, adapter_dir))
     if onnx_path is not None:
         raise AuditInputError(f"--onnx {onnx_path}: only used with --backend onnx; add it, or drop --onnx")
 
-    return load_model(model_dir, config.dtype, capture_attention=CAPTURE_ATTENTION,
-                      adapter_dir=adapter_dir, allow_pickle=config.allow_pickle, device=config.device)
+    return _check_template(load_model(model_dir, config.dtype, capture_attention=CAPTURE_ATTENTION,
+                                      adapter_dir=adapter_dir, allow_pickle=config.allow_pickle,
+                                      device=config.device))
+
+
+def _check_template(loaded: Stage1Model) -> Stage1Model:
+    """Render the checkpoint's chat template once, within its bounds, before
+    stage 1: a template that never returns is refused up front rather than
+    once per sample."""
+    from .models.template import TemplateLimitError
+
+    if getattr(loaded.family, "uses_chat_template", False):
+        try:
+            loaded.family.chat_texts(loaded.processor, ["What is shown in the image?"])
+        except TemplateLimitError as e:
+            raise AuditInputError(f"{loaded.model_dir}: {e}; bye-audit refuses a chat template that does "
+                                  "not render within bounds: fix chat_template.jinja (or the tokenizer's)") from None
+        except Exception:  # noqa: BLE001 - any other template error is reported per sample
+            pass
+    return loaded
 
 
 def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
@@ -169,8 +190,9 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
     from .extract.shards import clear
 
     dataset = read_dataset(data, image_root)
-    _refuse_input(out, dataset)
     parts = Path(str(out) + ".parts")  # completed shards, until the file is written
+    refuse_inputs([Path(out), parts], {"model": model_dir, "adapter": adapter_dir},
+                  _input_paths(dataset, onnx_path))
     loaded = load(model_dir, config, adapter_dir, onnx_path)
     features = extract(loaded, dataset, config, on_start, on_progress, parts, address)
     write_bytes_atomic(Path(out), render_features(features))
@@ -255,7 +277,8 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     """Every stage; with `sign_key` (a `keygen` private key) the bundle is signed."""
     signer = _signer(sign_key)  # a bad key fails before the long stage 1
     dataset = read_dataset(data, image_root)
-    check_out_dir(out, dataset, output_names(dataset), {"model": model_dir, "adapter": adapter_dir})
+    check_out_dir(out, dataset, output_names(dataset), {"model": model_dir, "adapter": adapter_dir},
+                  onnx_path)
     from .extract.shards import clear
 
     loaded = load(model_dir, config, adapter_dir, onnx_path)

@@ -56,6 +56,10 @@ def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
     try:
         for i, rec in enumerate(records):
             sample = _to_sample(i, rec, real_root)
+            if not (sample.id.isascii() or _is_unicode(sample.id)):  # a lone surrogate: no output could name it
+                raise AuditInputError(
+                    f"{path}: record {i}: id {sample.id!r} is not valid Unicode (a lone surrogate escape); "
+                    "ids name findings in every output: fix the id")
             if sample.id in seen:
                 raise AuditInputError(
                     f"{path}: record {i}: id {sample.id!r} repeats record {seen[sample.id]}; "
@@ -87,11 +91,25 @@ def _read_text(path: Path) -> str:
         raise AuditInputError(f"{path}: not UTF-8 text (byte {e.start}); save the dataset as UTF-8") from None
 
 
+def _is_unicode(text: str) -> bool:
+    """False for a string holding a lone surrogate (JSON's "\\ud800"), which UTF-8 cannot encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_TOO_DEEP = "JSON nested too deeply for its parser (over about 1,000 levels); no dataset record needs that"
+
+
 def _parse_json_array(path: Path, text: str) -> list[Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise AuditInputError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    except RecursionError:
+        raise AuditInputError(f"{path}: {_TOO_DEEP}; fix or remove the record") from None
     if not isinstance(data, list):
         raise AuditInputError(
             f"{path}: expected a JSON array of records (LLaVA format), got a JSON {type(data).__name__}")
@@ -99,8 +117,10 @@ def _parse_json_array(path: Path, text: str) -> list[Any]:
 
 
 def _jsonl_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, line) of the non-blank lines."""
-    return [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    """(line number, line) of the non-blank lines. Lines end at "\\n" only: JSON
+    strings may hold U+2028 or U+0085 raw, which str.splitlines would split on,
+    and a CRLF file's "\\r" stays in its line, so kept lines are copied byte for byte."""
+    return [(n, line) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
 
 
 def _parse_line(path: Path, lineno: int, line: str) -> Any:
@@ -112,6 +132,8 @@ def _parse_line(path: Path, lineno: int, line: str) -> Any:
         return json.loads(line)
     except json.JSONDecodeError as e:
         raise AuditInputError(f"{path}:{lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    except RecursionError:
+        raise AuditInputError(f"{path}:{lineno}: {_TOO_DEEP}; fix or remove the line") from None
 
 
 def _to_sample(index: int, rec: Any, root: str) -> Sample:
@@ -132,6 +154,8 @@ def _to_sample(index: int, rec: Any, root: str) -> Sample:
         return Sample(index, sid, None, prompt, answer, "record has no image")
     if "\x00" in image:  # the OS refuses such a path; say so instead of failing on it
         return Sample(index, sid, None, prompt, answer, f"image path {image!r} contains a NUL byte")
+    if not (image.isascii() or _is_unicode(image)):
+        return Sample(index, sid, None, prompt, answer, f"image path {image!r} is not valid Unicode")
     if os.path.isabs(image):
         return Sample(index, sid, None, prompt, answer, f"image path {image!r} is absolute; "
                       "paths must be relative to the dataset root")

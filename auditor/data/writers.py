@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import datetime
+import decimal
 import io
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..fileio import utf8
 from .records import Dataset, LineRecords
 
 
@@ -27,8 +30,8 @@ def render_cleaned(dataset: Dataset, keep: Iterable[int]) -> bytes:
         return "".join(dataset.records.lines[i] + "\n" for i in sorted(keep)).encode()
     kept = [dataset.records[i] for i in sorted(keep)]
     if dataset.format == "llava-json":
-        return (json.dumps(kept, indent=2, ensure_ascii=False) + "\n").encode()
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept).encode()
+        return utf8(json.dumps(kept, indent=2, ensure_ascii=False) + "\n")
+    return utf8("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
 
 
 def render_flagged(dataset: Dataset, scores: Mapping[int, float]) -> bytes:
@@ -39,11 +42,24 @@ def render_flagged(dataset: Dataset, scores: Mapping[int, float]) -> bytes:
         row = {"index": i, "id": dataset.samples[i].id, "score": scores[i],
                "record": dataset.records[i]}
         lines.append(json.dumps(row, ensure_ascii=False, sort_keys=True, default=_json_default) + "\n")
-    return "".join(lines).encode()
+    return utf8("".join(lines))
 
 
 def _json_default(value: Any) -> Any:
-    """Parquet records can hold bytes (embedded images): keep them, base64-encoded."""
-    if isinstance(value, bytes):
-        return {"$base64": base64.b64encode(value).decode()}
+    """JSON for the values a Parquet record can hold beyond JSON's own (README,
+    "Outputs"): bytes as {"$base64": ...} (embedded images); timestamps, dates
+    and times as ISO 8601 strings; durations as {"$seconds": ...}; decimals as
+    their exact decimal string; numpy scalars as numbers."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$base64": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return {"$seconds": value / datetime.timedelta(seconds=1)}
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if hasattr(value, "isoformat"):  # e.g. pandas' nanosecond Timestamp
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars (e.g. half floats)
+        return value.item()
     raise TypeError(f"cannot write a {type(value).__name__} value to JSON")

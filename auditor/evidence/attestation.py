@@ -45,8 +45,10 @@ def open_envelope(data: bytes, key: SSlibKey) -> dict[str, Any]:
     """The statement inside `data` once its signature verifies with `key`."""
     try:
         envelope = Envelope.from_dict(json.loads(data))
-    except (ValueError, KeyError, TypeError, SslibError) as e:
-        raise AttestationError(f"not a DSSE envelope ({e})") from e
+    except RecursionError:
+        raise AttestationError("not a DSSE envelope (JSON nested too deeply)") from None
+    except (ValueError, KeyError, TypeError, AttributeError, SslibError) as e:  # e.g. "payload": 5
+        raise AttestationError(f"not a DSSE envelope ({type(e).__name__}: {e})") from None
     if envelope.payload_type != PAYLOAD_TYPE:
         raise AttestationError(f"payload type {envelope.payload_type!r}, expected {PAYLOAD_TYPE!r}")
     try:
@@ -56,7 +58,7 @@ def open_envelope(data: bytes, key: SSlibKey) -> dict[str, Any]:
                                "a different key signed it, or the attestation was changed") from e
     try:
         stmt = json.loads(envelope.payload)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise AttestationError(f"the signed payload is not JSON ({e})") from e
     if not isinstance(stmt, dict) or stmt.get("_type") != STATEMENT_TYPE or stmt.get("predicateType") != PREDICATE_TYPE:
         raise AttestationError("the signed payload is not a bye-audit in-toto Statement v1")

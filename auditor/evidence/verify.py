@@ -55,7 +55,10 @@ def verify_bundle(out_dir: Path, key_path: Path, overrides: dict[str, Path | Non
         stmt = open_envelope(att.read_bytes(), key)
     except AttestationError as e:
         return Verification(False, (f"{att}: {e}",), keyid=key.keyid)
-    subjects = {s["name"]: s["digest"]["sha256"] for s in stmt["subject"]}
+    try:
+        subjects = {s["name"]: s["digest"]["sha256"] for s in stmt["subject"]}
+    except (KeyError, TypeError):  # signed, but not by bye-audit's writer
+        return Verification(False, (f"{att}: the signed statement's subjects are malformed",), keyid=key.keyid)
     problems, checked, notes = [], 0, []
     manifest_path = out_dir / MANIFEST
     manifest_ok = (manifest_path.is_file()
@@ -88,4 +91,24 @@ def verify_bundle(out_dir: Path, key_path: Path, overrides: dict[str, Path | Non
                    if p.is_file() and p.name != ATTESTATION and p.name not in signed_outputs)
     if extra:
         notes.append("not covered by the signature: " + ", ".join(extra))
+    if not outputs_only:
+        notes.extend(_unsigned_inputs(subjects, roots, overrides))
     return Verification(not problems, tuple(problems), checked, key.keyid, tuple(notes))
+
+
+def _unsigned_inputs(subjects: dict[str, str], roots: dict[str, str | None],
+                     overrides: dict[str, Path | None]) -> list[str]:
+    """A note per input folder (model, adapter) holding files the signature does not
+    name: every file of those folders was digested at audit time, so these were
+    added since (the dataset's and images' folders may hold unrelated files)."""
+    notes = []
+    for top in ("model", "adapter"):
+        base = overrides.get(top) or (Path(roots[top]) if roots.get(top) else None)
+        if base is None or not Path(base).is_dir():
+            continue
+        added = sorted(f"{top}/{p.relative_to(base).as_posix()}" for p in Path(base).rglob("*")
+                       if p.is_file() and f"{top}/{p.relative_to(base).as_posix()}" not in subjects)
+        if added:
+            notes.append(f"{len(added)} file(s) in the {top} folder not covered by the signature "
+                         f"(added after the audit): " + ", ".join(added[:10]) + (", ..." if len(added) > 10 else ""))
+    return notes

@@ -41,11 +41,40 @@ class Stage1Model(Protocol):
         """Captured rows (B, L, H, S), fp32, for a batch built by `family.build_batch`."""
 
 
-def load_image(sample: Sample) -> Image.Image:
-    """Decode the sample's image as RGB; OSError/ValueError on a bad file."""
+class ImageTooLarge(ValueError):
+    """The image declares more pixels than `max_image_pixels`; it was not decoded."""
+
+
+def load_image(sample: Sample, max_pixels: int | None = None) -> Image.Image:
+    """Decode the sample's image as RGB; OSError/ValueError on a bad file, and
+    ImageTooLarge, before decoding, when its header declares more than `max_pixels`."""
     with Image.open(sample.image_path) as im:
+        w, h = im.size
+        if max_pixels is not None and w * h > max_pixels:
+            raise ImageTooLarge(f"image is {w} x {h} ({w * h / 1e6:.1f} MP), over the limit of "
+                                f"{max_pixels / 1e6:g} MP (--max-image-pixels); not decoded")
         im.load()
         return im.convert("RGB")
+
+
+def prompt_limit(loaded: Stage1Model, config: AuditConfig) -> int | None:
+    """`config.max_prompt_tokens`, else the language model's context length (None when unknown)."""
+    if config.max_prompt_tokens is not None:
+        return config.max_prompt_tokens
+    cfg = loaded.config
+    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    n = getattr(text, "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def prompt_lengths(tokenizer: Any, prompts: list[str]) -> list[int | str]:
+    """Token count of each instruction (no special tokens), or why it cannot be tokenised."""
+    try:
+        return [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    except Exception as e:  # noqa: BLE001 - one bad string fails the batch call: find it
+        if len(prompts) > 1:
+            return [prompt_lengths(tokenizer, [p])[0] for p in prompts]
+        return [f"prompt cannot be tokenised ({type(e).__name__}: {str(e).strip()[:200]})"]
 
 
 @dataclass(frozen=True)
@@ -144,10 +173,21 @@ def extract_features(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
 def _batch_features(loaded: Stage1Model, chunk: Sequence[Sample], config: AuditConfig,
                     on_progress: Progress | None) -> list[SampleFeatures]:
     images, good, rows = [], [], []
-    for s in chunk:
+    limit = prompt_limit(loaded, config)
+    lengths = prompt_lengths(loaded.processor.tokenizer, [s.prompt for s in chunk])
+    for s, n in zip(chunk, lengths):
+        if isinstance(n, str):
+            rows.append(SampleFeatures(s.index, s.id, "error", n))
+            continue
+        if limit is not None and n > limit:
+            rows.append(SampleFeatures(s.index, s.id, "skipped", f"prompt is {n:,} tokens, over the limit of "
+                                       f"{limit:,} (--max-prompt-tokens; default: the model's context length)"))
+            continue
         try:
-            images.append(load_image(s))
+            images.append(load_image(s, config.max_image_pixels))
             good.append(s)
+        except ImageTooLarge as e:
+            rows.append(SampleFeatures(s.index, s.id, "skipped", str(e)))
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             rows.append(SampleFeatures(s.index, s.id, "error", f"cannot decode image: {e}"))
     if good:

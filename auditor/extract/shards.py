@@ -23,7 +23,7 @@ def fingerprint(meta: dict[str, Any]) -> str:
     the stage-1 part of the config."""
     cfg = meta.get("config", {})
     keys = ("batch_size", "dtype", "device", "attn_implementation", "entropy_eps", "allow_pickle", "shard_size",
-            "per_head")
+            "per_head", "max_image_pixels", "max_prompt_tokens")
     return sha256_bytes(json_bytes({
         "model": (meta.get("model") or {}).get("sha256_tree"),
         "adapter": (meta.get("adapter") or {}).get("sha256_tree"),

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
+from .template import render_bounded
+
 
 class ModelFamily(Protocol):
     """One adapter per family: build the prompt, find image tokens and the query row."""
@@ -42,12 +44,15 @@ class FamilyBase:
     name: str
     model_types: tuple[str, ...]
     model_class: Any
+    uses_chat_template = True  # prompts go through the checkpoint's chat template (chat_texts)
 
     def load(self, model_dir: Path, dtype: torch.dtype, attn_implementation: str,
              safetensors: bool = True) -> tuple[torch.nn.Module, Any]:
-        model = self.model_class.from_pretrained(
-            model_dir, dtype=dtype, attn_implementation=attn_implementation,
+        model, info = self.model_class.from_pretrained(
+            model_dir, dtype=dtype, attn_implementation=attn_implementation, output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported in `info` (else one unreadable error), then refused
             use_safetensors=safetensors, local_files_only=True, trust_remote_code=False)
+        check_loading_info(info)
         return model.eval(), self.load_processor(Path(model_dir), model)
 
     def load_processor(self, model_dir: Path, model: torch.nn.Module) -> Any:
@@ -61,13 +66,39 @@ class FamilyBase:
     def chat_texts(self, processor: Any, prompts: list[str]) -> list[str]:
         """Each prompt as a user turn with one image, through the checkpoint's chat
         template, ending where the assistant's answer would start."""
-        return [processor.apply_chat_template(
-                    [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]}],
-                    add_generation_prompt=True, tokenize=False)
-                for p in prompts]
+        def text(p: str) -> str:
+            return render_bounded(lambda: processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]}],
+                add_generation_prompt=True, tokenize=False), p)
+
+        return [text(p) for p in prompts]
 
     def image_token_mask(self, config: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.as_tensor(batch["input_ids"]) == config.image_token_id
+
+
+def check_loading_info(info: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose tensors do not fill the model exactly: transformers
+    would initialise missing weights at random (and drop unexpected ones), and
+    an audit of random weights is a verdict about another model. ValueError,
+    one line, naming the first tensors of each kind."""
+    def name(k: Any) -> str:  # mismatched keys are (name, checkpoint shape, model shape)
+        if isinstance(k, tuple) and len(k) == 3:
+            return f"{k[0]} (checkpoint {list(k[1])}, config {list(k[2])})"
+        return str(k)
+
+    def some(keys: Any) -> str:
+        names = sorted(map(name, keys))
+        return ", ".join(names[:3]) + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
+
+    problems = [f"{len(info[kind])} {label}: {some(info[kind])}"
+                for kind, label in (("missing_keys", "weights missing from the checkpoint"),
+                                    ("unexpected_keys", "tensors the model does not have"),
+                                    ("mismatched_keys", "tensors of the wrong shape"))
+                if info.get(kind)]
+    if problems:
+        raise ValueError("the checkpoint's tensors do not match its config.json (" + "; ".join(problems) +
+                         "); bye-audit audits only complete checkpoints, never randomly filled ones")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,7 +35,7 @@ def refuse_remote_code(model_dir: Path) -> None:
         path = Path(model_dir) / name
         try:
             data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             continue  # reported where the file is read for real
         if isinstance(data, dict) and "auto_map" in data:
             raise AuditInputError(
@@ -59,6 +61,8 @@ def read_model_type(model_dir: Path, allow_pickle: bool = False) -> str:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AuditInputError(f"{cfg_path}: not valid JSON ({e}); the checkpoint is damaged") from None
+    except RecursionError:
+        raise AuditInputError(f"{cfg_path}: JSON nested too deeply; the checkpoint is damaged") from None
     model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
     if model_type not in _BY_MODEL_TYPE:
         raise AuditInputError(
@@ -76,6 +80,59 @@ def read_model_type(model_dir: Path, allow_pickle: bool = False) -> str:
     return model_type
 
 
+_LAYER_KEYS = frozenset({"num_hidden_layers", "depth"})  # each layer holds at least one tensor
+
+
+def _tensor_shapes(model_dir: Path) -> list[list[int]]:
+    """The shape of every tensor in the folder's safetensors files, from their headers only."""
+    from safetensors import safe_open
+
+    shapes = []
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                shapes.extend(list(f.get_slice(k).get_shape()) for k in f.keys())
+        except Exception as e:  # noqa: BLE001 - safetensors refuses damaged or lying headers
+            raise AuditInputError(f"{path}: not a valid safetensors file ({_first_line(e)}); "
+                                  "the checkpoint is damaged") from None
+    return shapes
+
+
+def check_config_sizes(model_dir: Path, cfg: dict, family: ModelFamily) -> None:
+    """Refuse a config.json that asks for more than the checkpoint's tensors hold
+    (e.g. num_hidden_layers = 10^6, or a huge hidden_size), before transformers
+    allocates a model of that size: first the layer counts against the number of
+    tensors, then the parameter count of the model built on the meta device
+    (no memory) against the elements in the safetensors headers."""
+    shapes = _tensor_shapes(model_dir)
+    path = Path(model_dir) / "config.json"
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                name = f"{where}.{k}" if where else str(k)
+                if k in _LAYER_KEYS and isinstance(v, int) and not isinstance(v, bool) and v > len(shapes):
+                    raise AuditInputError(f"{path}: {name} = {v}, but the weights hold only {len(shapes)} "
+                                          "tensors; config.json and the weights do not belong together")
+                walk(v, name)
+
+    walk(cfg, "")
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+        with torch.device("meta"):
+            skeleton = family.model_class._from_config(config)
+    except Exception as e:  # noqa: BLE001 - an unbuildable config is reported by the real load
+        del e
+        return
+    wanted = sum(p.numel() for p in skeleton.parameters())
+    held = sum(math.prod(s) for s in shapes)
+    if wanted > held:
+        raise AuditInputError(f"{path}: describes a model of {wanted:,} parameters, but the weights hold "
+                              f"{held:,} values; config.json and the weights do not belong together")
+
+
 def check_adapter(adapter_dir: Path) -> None:
     """A PEFT adapter folder: adapter_config.json and safetensors weights (pickle refused)."""
     adapter_dir = Path(adapter_dir)
@@ -86,6 +143,24 @@ def check_adapter(adapter_dir: Path) -> None:
         hint = " (adapter_model.bin is pickle-based and refused)" if (adapter_dir / "adapter_model.bin").exists() else ""
         raise AuditInputError(f"{adapter_dir}: no adapter_model.safetensors{hint}; save the adapter "
                               "with safe_serialization=True")
+
+
+def check_adapter_tensors(peft_model: Any, adapter_dir: Path) -> None:
+    """The adapter file must hold exactly the LoRA tensors its config creates:
+    PEFT only warns about missing ones (left at their initial values, so the
+    adapter does nothing) and ignores extra ones. ValueError otherwise."""
+    from peft import get_peft_model_state_dict
+    from safetensors import safe_open
+
+    expected = set(get_peft_model_state_dict(peft_model))
+    with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as f:
+        present = set(f.keys())
+    problems = [f"{len(keys)} {label}: {', '.join(sorted(keys)[:3])}{', ...' if len(keys) > 3 else ''}"
+                for keys, label in ((expected - present, "adapter tensors missing"),
+                                    (present - expected, "tensors its adapter_config.json does not create"))
+                if keys]
+    if problems:
+        raise ValueError("the adapter's tensors do not match its adapter_config.json (" + "; ".join(problems) + ")")
 
 
 def _first_line(e: Exception) -> str:
@@ -111,6 +186,9 @@ def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str |
     model_type = read_model_type(model_dir, allow_pickle)
     family = _BY_MODEL_TYPE[model_type]
     safetensors = any(Path(model_dir).glob("*.safetensors"))
+    if safetensors:  # pickle weights have no header to check against; the loading check still applies
+        check_config_sizes(model_dir, json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")),
+                           family)
     if adapter_dir is not None:
         check_adapter(adapter_dir)
     attn = capture_attention or "sdpa"
@@ -122,8 +200,9 @@ def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str |
         from peft import PeftModel
 
         try:
-            model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False,
-                                              use_safetensors=True).merge_and_unload().eval()
+            peft_model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False, use_safetensors=True)
+            check_adapter_tensors(peft_model, Path(adapter_dir))
+            model = peft_model.merge_and_unload().eval()
         except Exception as e:
             raise AuditInputError(f"{adapter_dir}: cannot apply the adapter to {model_dir}: "
                                   f"{_first_line(e)}") from None

@@ -21,6 +21,7 @@ class PaliGemmaFamily(FamilyBase):
     name = "paligemma"
     model_types = ("paligemma",)
     model_class = PaliGemmaForConditionalGeneration
+    uses_chat_template = False  # "<image>" + the instruction, no template
 
     def build_batch(self, processor: Any, images: list[Image.Image], prompts: list[str]
                     ) -> dict[str, torch.Tensor]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import re
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from ..analysis.verdict import Analysis
 from ..data import Dataset
@@ -27,10 +29,36 @@ def templates_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "templates"
 
 
+# Characters a reader cannot see but that change what is shown: C0/C1 controls
+# (NUL, ESC; not tab or newline), bidi embeddings, overrides and isolates
+# (U+202A-202E, U+2066-2069: "Trojan Source"), zero-width and other format
+# characters, line/paragraph separators, lone surrogates, and Unicode tag
+# characters (invisible text).
+_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+                        "\ufeff\ufff9-\ufffb\ud800-\udfff\U000e0000-\U000e007f]")
+
+
+def _escape_code(m: re.Match) -> str:
+    c = ord(m.group())
+    return f"\\u{c:04x}" if c <= 0xFFFF else f"\\U{c:08x}"
+
+
+def visible(value: Any) -> Any:
+    """A dataset string as shown in the report: every invisible or
+    direction-changing character written as its escape (U+202E -> "\\u202e"),
+    so one record cannot hide text or reorder its neighbours. Markup (our own
+    HTML) and non-strings pass through."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return _INVISIBLE.sub(_escape_code, value)
+    return value
+
+
 def _env() -> Environment:
+    # finalize runs on every {{ value }} before autoescaping: no dataset string
+    # reaches the page without passing `visible`.
     return Environment(loader=FileSystemLoader(templates_dir()),
                        autoescape=select_autoescape(["html", "j2"], default=True),
-                       keep_trailing_newline=True)
+                       keep_trailing_newline=True, finalize=visible)
 
 
 def _data_uri(png: bytes) -> str:
@@ -85,7 +113,7 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
         more_flagged=max(0, len(analysis.flagged) - MAX_FLAGGED_ROWS),
         skipped=skipped[:MAX_FLAGGED_ROWS], more_skipped=max(0, len(skipped) - MAX_FLAGGED_ROWS),
         config=analysis.config.to_dict(), gate=gate, signing=signing)
-    return html.encode()
+    return html.encode("utf-8", "backslashreplace")
 
 
 def _positions(index: np.ndarray, wanted: np.ndarray) -> np.ndarray:

@@ -236,7 +236,7 @@ def _write_traceback(wanted: Path | None) -> Path:
         try:
             write_bytes_atomic(wanted, text)
             return wanted
-        except OSError:
+        except (OSError, AuditInputError):
             pass  # e.g. the output folder is what failed: the temporary folder then
     fd, name = tempfile.mkstemp(prefix="bye-audit-error-", suffix=".log")
     with os.fdopen(fd, "wb") as fh:
@@ -270,6 +270,9 @@ def _stage1_options(f: Callable) -> Callable:
     """What `audit` and `extract` share for stage 1 (config fields, except --progress)."""
     for opt in reversed([
         click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (on a terminal only)."),
+        click.option("--resume/--no-resume", default=True, show_default=True,
+                     help="Reuse the stage-1 shards an interrupted run left (each checked against its journal); "
+                          "--no-resume deletes them and computes everything."),
         _batch_size, _shard_size, _per_head, _allow_pickle, _limit_options, _device_options, _backend_options,
         _engine_options,
     ]):

@@ -22,6 +22,7 @@ class AuditConfig:
     entropy_eps: float = 1e-8  # H = -sum p log(p + eps), METHOD.md
     allow_pickle: bool = False  # pickle weights (weights-only loader) when no safetensors exist
     per_head: bool = False  # also store per-head entropies (L x H per sample)
+    resume: bool = True  # reuse the shards an interrupted run left (their journal checked); False: recompute all
     shard_size: int = 512  # samples per resumable shard of stage 1 (rounded up to whole batches)
     # Limits on untrusted records (a record over one is skipped with its reason):
     # an image's pixel count, checked from its header before decoding (a 0.5 MB

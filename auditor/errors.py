@@ -21,4 +21,9 @@ class AuditInputError(Exception):
     exit_code = ExitCode.INPUT_ERROR
 
 
+class OutputWriteError(AuditInputError):
+    """An output could not be written (read-only folder, full disk): the message
+    names the file and the system's reason; nothing half-written is left."""
+
+
 VERDICT_EXIT = {"pass": ExitCode.PASS, "fail": ExitCode.FAIL, "inconclusive": ExitCode.INCONCLUSIVE}

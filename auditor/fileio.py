@@ -14,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .errors import OutputWriteError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -31,28 +33,83 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None
     _write_atomic(path, lambda fh: fh.write(data), mode)
 
 
-def copy_file_atomic(src: Path, dst: Path) -> None:
-    """Copy `src` to `dst` (streamed) the way write_bytes_atomic writes."""
-    def copy(fh) -> None:
-        with open(src, "rb") as inp:
-            shutil.copyfileobj(inp, fh, 1 << 20)
-
-    _write_atomic(dst, copy)
-
-
 def _write_atomic(path: Path, fill: Callable[[BinaryIO], Any], mode: int | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _stage(path, fill, mode)
     try:
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(path, e) from None
+
+
+def _stage(path: Path, fill: Callable[[BinaryIO], Any], mode: int | None = None) -> str:
+    """`fill` written, synced and given its mode in a temporary file beside `path`;
+    its name. On failure nothing is left, and OutputWriteError names `path`."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fill(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, _FILE_MODE if mode is None else mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        return tmp
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _write_error(path, e) from None
         raise
+
+
+def _write_error(path: Path, e: OSError) -> OutputWriteError:
+    return OutputWriteError(f"{path}: cannot be written ({e.strerror or e}); nothing of it was kept: "
+                            "free space or choose another output location")
+
+
+def write_files_atomic(folder: Path, items: Mapping[str, bytes | Path]) -> list[Path]:
+    """Write each item (bytes, or a file to copy) as `folder / name`, all or
+    nothing: every file is first complete in a temporary file, and only then are
+    they renamed into place, so a full disk or a read-only folder leaves the
+    folder as it was (a previous bundle untouched). The paths, in `items` order."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for name, data in items.items():
+            target = Path(folder) / name
+            if isinstance(data, bytes):
+                staged.append((_stage(target, lambda fh, d=data: fh.write(d)), target))
+            else:
+                staged.append((_stage(target, lambda fh, src=data: _copy_into(src, fh)), target))
+        for i, (tmp, target) in enumerate(staged):
+            try:
+                os.replace(tmp, target)
+            except OSError as e:
+                raise _write_error(target, e) from None
+            staged[i] = ("", target)
+    finally:
+        for tmp, _ in staged:
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
+    return [target for _, target in staged]
+
+
+def _copy_into(src: Path, fh: BinaryIO) -> None:
+    with open(src, "rb") as inp:
+        shutil.copyfileobj(inp, fh, 1 << 20)
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` if needed and prove a file can be made in it, before hours of
+    work whose results could not be kept; OutputWriteError otherwise."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".bye-audit-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputWriteError(f"{folder}: cannot write there ({e.strerror or e}); "
+                               "choose another output location") from None
 
 
 _INLINE = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(", ", ": "))  # the C encoder

@@ -15,7 +15,8 @@ from .data import Dataset, cleaned_name, read_dataset, render_cleaned, render_fl
 from .errors import AuditInputError
 from .evidence.manifest import onnx_files
 from .extract.features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
-from .fileio import copy_file_atomic, json_bytes, real_path, sha256_bytes, sha256_file, sha256_tree, write_bytes_atomic
+from .fileio import (check_writable, json_bytes, real_path, sha256_bytes, sha256_file, sha256_tree,
+                     write_bytes_atomic, write_files_atomic)
 from .gate import Gate, gate
 
 if TYPE_CHECKING:  # torch-bound; analyze/evaluate must start without it
@@ -132,7 +133,7 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
 
     from .evidence.manifest import library_versions
     from .extract.runner import extract_features
-    from .extract.shards import fingerprint
+    from .extract.shards import Journal, fingerprint
 
     model_dir, adapter_dir = loaded.model_dir, loaded.adapter_dir
     meta = {
@@ -151,21 +152,22 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
                         "python": platform.python_version(), "libraries": library_versions()},
         "config": config.to_dict(),
     }
+    journal = None if parts is None else Journal(parts, fingerprint(meta), config.resume)
     if on_start:
         on_start(sum(s.ok for s in dataset.samples))
     if config.engine == "ray":
         from .extract.ray_engine import extract_features_ray
 
-        if parts is None:
+        if journal is None:
             raise ValueError("--engine ray keeps its shards in a parts folder; pass `parts`")
         load_args = {"model_dir": str(model_dir), "config": config.to_dict(),
                      **{k: None if p is None else str(p) for k, p in (("adapter_dir", adapter_dir),
                                                                       ("onnx_path", loaded.onnx_path))}}
         meta["environment"]["engine"] = {"name": "ray", "address": address or "local"}
-        rows = extract_features_ray(dataset, config, load_args, parts, fingerprint(meta), address, on_progress)
+        rows = extract_features_ray(dataset, config, load_args, journal, address, on_progress)
     else:
-        rows = extract_features(loaded, dataset, config, on_progress, parts, fingerprint(meta))
-    return FeatureSet(rows=tuple(rows), meta=meta)
+        rows = extract_features(loaded, dataset, config, on_progress, journal)
+    return FeatureSet(rows=tuple(rows), meta=meta, resume=None if journal is None else journal.summary())
 
 
 def _backend_meta(loaded: Stage1Model) -> dict[str, Any]:
@@ -193,6 +195,7 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
     parts = Path(str(out) + ".parts")  # completed shards, until the file is written
     refuse_inputs([Path(out), parts], {"model": model_dir, "adapter": adapter_dir},
                   _input_paths(dataset, onnx_path))
+    check_writable(Path(out).parent)
     loaded = load(model_dir, config, adapter_dir, onnx_path)
     features = extract(loaded, dataset, config, on_start, on_progress, parts, address)
     write_bytes_atomic(Path(out), render_features(features))
@@ -227,7 +230,8 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
     if write_features and features_file is None:
         files[FEATURES] = render_features(features)
     meta = features.meta
-    files[ANALYSIS] = json_bytes({**analysis.to_dict(), "inputs": meta})
+    resume = {} if features.resume is None else {"resume": features.resume}
+    files[ANALYSIS] = json_bytes({**analysis.to_dict(), "inputs": meta, **resume})
     files[FLAGGED] = render_flagged(dataset, {f.index: f.score for f in analysis.flagged})
     files[cleaned_name(dataset)] = render_cleaned(dataset, keep)
     files[REPORT] = render_html(analysis, meta, dataset, heatmaps, gate=g, signing=signing,
@@ -243,24 +247,21 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
     files[SUMMARY] = json_bytes(summary)
     outputs_sha256[SUMMARY] = sha256_bytes(files[SUMMARY])
     manifest = manifest_dict(digests, outputs_sha256, roots(dataset, model_dir, adapter_dir, onnx_path), meta,
-                             summary)
+                             summary) | resume
     files[MANIFEST] = json_bytes(manifest)
-    paths = []
-    if write_features and features_file is not None:
-        copy_file_atomic(features_file, Path(out) / FEATURES)
-        paths.append(Path(out) / FEATURES)
-    for name, data in files.items():
-        write_bytes_atomic(Path(out) / name, data)
-        paths.append(Path(out) / name)
-    attestation = Path(out) / ATTESTATION
     if signer is not None:
         subjects = {**manifest["files"], f"outputs/{MANIFEST}": sha256_bytes(files[MANIFEST])}
         predicate = {"verdict": analysis.verdict, "exit_code": int(g.exit_code), "reasons": list(analysis.reasons),
                      "counts": summary["counts"], "config": analysis.config.to_dict(), "tool": manifest["tool"]}
-        write_bytes_atomic(attestation, sign_statement(statement(subjects, predicate), signer))
-        paths.append(attestation)
-    else:
-        attestation.unlink(missing_ok=True)  # a previous run's signature no longer covers these files
+        files[ATTESTATION] = sign_statement(statement(subjects, predicate), signer)
+    items: dict[str, bytes | Path] = {}
+    if write_features and features_file is not None:
+        items[FEATURES] = Path(features_file)
+    items.update(files)
+    # All or nothing: a full disk leaves the folder as it was, never half a bundle.
+    paths = write_files_atomic(Path(out), items)
+    if signer is None:
+        (Path(out) / ATTESTATION).unlink(missing_ok=True)  # a previous signature no longer covers these files
     return AuditOutputs(analysis, tuple(paths), g)
 
 
@@ -279,6 +280,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     dataset = read_dataset(data, image_root)
     check_out_dir(out, dataset, output_names(dataset), {"model": model_dir, "adapter": adapter_dir},
                   onnx_path)
+    check_writable(Path(out))  # before the long stage 1
     from .extract.shards import clear
 
     loaded = load(model_dir, config, adapter_dir, onnx_path)
@@ -341,6 +343,7 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
         raise AuditInputError(f"{features_path}: its rows do not match the records of {data}; "
                               "extract features from this dataset first")
     check_out_dir(out, dataset, output_names(dataset, with_features=False))
+    check_writable(Path(out))
     step(f"stages 2-3 ({config.method}) on {len(dataset.records):,} records")
     analysis = analyze(features, config, [s.prompt for s in dataset.samples])
     step(f"writing the outputs to {out}")

@@ -52,6 +52,7 @@ def main() -> int:
     from auditor.config import AuditConfig
     from auditor.data import read_dataset
     from auditor.extract.ray_engine import extract_features_ray
+    from auditor.extract.shards import Journal
     from auditor.extract.runner import extract_features
     from auditor.pipeline import load
 
@@ -76,8 +77,8 @@ def main() -> int:
                     load_args = {"model_dir": str(model_dir), "adapter_dir": None, "onnx_path": None,
                                  "config": cfg.to_dict()}
                     clock = Clock()
-                    extract_features_ray(dataset, cfg, load_args, Path(tmp) / f"parts-{name}-{w}", f"bench-{w}",
-                                         on_progress=clock.tick)
+                    journal = Journal(Path(tmp) / f"parts-{name}-{w}", f"bench-{w}")
+                    extract_features_ray(dataset, cfg, load_args, journal, on_progress=clock.tick)
                     whole, steady = clock.rates()
                     rows.append((name, f"ray x{w}", n, whole, steady, whole / base[0], steady / base[1]))
         finally:

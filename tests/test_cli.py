@@ -63,6 +63,8 @@ def test_analyze_reproduces_the_audit_from_features(audited, tmp_path):
     first = json.loads((out / "analysis.json").read_text())
     second = json.loads((tmp_path / "again" / "analysis.json").read_text())
     assert res.exit_code == EXIT[first["verdict"]]
+    # Only the audit ran stage 1: its record of reused shards (none: one uninterrupted run)
+    assert first.pop("resume") == {"resumed_shards": [], "discarded_shards": []} and "resume" not in second
     assert first == second  # deterministic
     steps = [line.split(": ")[1].split(" ")[0] for line in res.stderr.splitlines() if line.startswith("analyze: ")]
     assert steps == ["reading", "reading", "stages", "writing"] and "verdict:" in res.stdout  # steps on stderr only

@@ -81,7 +81,8 @@ def _read_parquet(path: Path):
     try:
         return pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:
-        raise AuditInputError(f"{path}: not a readable Parquet file ({e})") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise AuditInputError(f"{path}: not a readable Parquet file ({first})") from None
 
 
 def _read_text(path: Path) -> str:

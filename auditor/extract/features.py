@@ -101,6 +101,9 @@ def _row(d: dict[str, Any]) -> SampleFeatures:
 class FeatureSet:
     rows: Sequence[SampleFeatures]  # input order; a tuple from stage 1, TableRows from a file
     meta: dict[str, Any]  # model, dataset, config, environment
+    # Stage 1 of this run only (not in the file, whose rows are the same either
+    # way): the shards reused from an interrupted run and those discarded (Journal).
+    resume: dict[str, Any] | None = None
 
     @property
     def ok_rows(self) -> tuple[SampleFeatures, ...]:
@@ -179,17 +182,36 @@ def read_features(path: Path) -> FeatureSet:
         from .bye_jsonl import read_bye_jsonl
 
         return read_bye_jsonl(path)
+    return _from_table(_read_table(path, path), path)
+
+
+def read_features_bytes(data: bytes, path: Path) -> FeatureSet:
+    """A features file held in memory (e.g. a resumed shard whose digest was just
+    checked); `path` names it in errors."""
+    return _from_table(_read_table(pa.BufferReader(data), path), path)
+
+
+def _read_table(source: Any, path: Path) -> pa.Table:
     try:
-        table = pq.read_table(path)
+        return pq.read_table(source)
     except (pa.ArrowInvalid, OSError) as e:
-        raise AuditInputError(f"{path}: not a readable Parquet file ({e})") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise AuditInputError(f"{path}: not a readable Parquet file ({first})") from None
+
+
+def _from_table(table: pa.Table, path: Path) -> FeatureSet:
     raw = (table.schema.metadata or {}).get(_META_KEY)
     version_1 = not (set(_V2_COLUMNS) & set(table.column_names))
     missing = set(SCHEMA.names) - set(table.column_names) - (set(_V2_COLUMNS) if version_1 else set())
     if raw is None or missing:
         raise AuditInputError(f"{path}: not a bye-audit features file (missing "
                               f"{'metadata' if raw is None else ', '.join(sorted(missing))})")
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except (ValueError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise AuditInputError(f"{path}: its bye-audit metadata is not a JSON object; re-run `bye-audit extract`")
     if meta.get("schema_version") not in (1, FEATURES_SCHEMA_VERSION):
         raise AuditInputError(f"{path}: features schema version {meta.get('schema_version')!r}, "
                               f"this tool reads 1 to {FEATURES_SCHEMA_VERSION}; re-run `bye-audit extract`")

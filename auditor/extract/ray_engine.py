@@ -27,9 +27,9 @@ import numpy as np
 from ..config import AuditConfig
 from ..data import Dataset, Sample
 from ..errors import AuditInputError
-from .features import SampleFeatures
+from .features import SampleFeatures, read_features_bytes
 from .runner import plan_shards, shard_features, skipped_rows
-from .shards import load_shard, render_shard, save_shard
+from .shards import Journal, render_shard, shard_path
 
 RAY_INSTALL = "pip install 'bye-audit[ray]'"
 
@@ -93,41 +93,42 @@ def _connect(ray: Any, address: str | None) -> bool:
     return True
 
 
-def extract_features_ray(dataset: Dataset, config: AuditConfig, load_args: dict[str, Any], parts: Path,
-                         run_print: str, address: str | None = None,
+def extract_features_ray(dataset: Dataset, config: AuditConfig, load_args: dict[str, Any], journal: Journal,
+                         address: str | None = None,
                          on_progress: Callable[[int], None] | None = None) -> list[SampleFeatures]:
     """Features for every record, input order, as `runner.extract_features` gives them.
 
     `load_args`: model_dir, adapter_dir, onnx_path (str or None) and the config
-    as a dict: what each worker needs to load the model itself.
+    as a dict: what each worker needs to load the model itself. Shards are
+    kept (and resumed) through `journal`.
     """
     ray = import_ray()
     plan = plan_shards(dataset, config)
     done: dict[int, list[SampleFeatures]] = {}
     for n, shard in enumerate(plan):
-        rows = load_shard(parts, n, run_print, [s.index for s in shard])
+        rows = journal.load(n, shard)
         if rows is not None:  # kept by an interrupted run
             done[n] = rows
             if on_progress:
                 on_progress(len(shard))
     todo = [n for n in range(len(plan)) if n not in done]
     if todo:
-        _run(ray, plan, todo, config, load_args, parts, run_print, address, on_progress)
-    for n in todo:
-        rows = load_shard(parts, n, run_print, [s.index for s in plan[n]])
-        if rows is None:
-            raise AuditInputError(f"--engine ray: shard {n} was not returned by the workers; rerun the same "
-                                  "command to compute what is missing")
-        done[n] = rows
+        done.update(_run(ray, plan, todo, config, load_args, journal, address, on_progress))
+    missing = [n for n in todo if n not in done]
+    if missing:
+        raise AuditInputError(f"--engine ray: shard {missing[0]} was not returned by the workers; rerun the "
+                              "same command to compute what is missing")
     out = skipped_rows(dataset)
     for rows in done.values():
         out.update((r.index, r) for r in rows)
     return [out[i] for i in sorted(out)]
 
 
-def _run(ray: Any, plan: list, todo: list[int], config: AuditConfig, load_args: dict[str, Any], parts: Path,
-         run_print: str, address: str | None, on_progress: Callable[[int], None] | None) -> None:
+def _run(ray: Any, plan: list, todo: list[int], config: AuditConfig, load_args: dict[str, Any], journal: Journal,
+         address: str | None, on_progress: Callable[[int], None] | None) -> dict[int, list[SampleFeatures]]:
+    """The shards `todo` computed on the cluster (each saved through `journal` as it arrives)."""
     started = _connect(ray, address)
+    done: dict[int, list[SampleFeatures]] = {}
     try:
         from ray.data import DataContext
 
@@ -142,17 +143,19 @@ def _run(ray: Any, plan: list, todo: list[int], config: AuditConfig, load_args: 
         ds = ds.map_batches(ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=config.workers),
                             num_cpus=cpus,
                             num_gpus=config.gpus_per_worker or None,
-                            fn_constructor_kwargs={"load_args": load_args, "run_print": run_print,
+                            fn_constructor_kwargs={"load_args": load_args, "run_print": journal.run_print,
                                                    "threads": cpus})
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for n, blob, k in zip(batch["shard"], batch["rows"], batch["samples"]):
-                save_shard(parts, int(n), run_print, bytes(blob))
+                journal.save(int(n), bytes(blob))
+                done[int(n)] = list(read_features_bytes(bytes(blob), shard_path(journal.parts, int(n))).rows)
                 if on_progress:
                     on_progress(int(k))
     except ray.exceptions.RayError as e:
         first = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
         raise AuditInputError(f"--engine ray: stage 1 failed on the cluster ({first}); completed shards are "
-                              f"kept in {parts}: rerun the same command to resume") from None
+                              f"kept in {journal.parts}: rerun the same command to resume") from None
     finally:
         if started:
             ray.shutdown()
+    return done

@@ -16,7 +16,7 @@ from ..config import AuditConfig
 from ..data import Dataset, Sample
 from ..models.base import ModelFamily
 from .features import SampleFeatures
-from .shards import load_shard, save_shard
+from .shards import Journal
 
 Progress = Callable[[int], None]
 
@@ -149,21 +149,20 @@ def skipped_rows(dataset: Dataset) -> dict[int, SampleFeatures]:
 
 
 def extract_features(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
-                     on_progress: Progress | None = None, parts: Path | None = None,
-                     run_print: str = "") -> list[SampleFeatures]:
+                     on_progress: Progress | None = None, journal: Journal | None = None) -> list[SampleFeatures]:
     """Features for every record, input order; skipped and failed samples are rows too.
 
-    With `parts` (a folder), each completed shard of samples is saved there and
-    reused by a later call with the same `run_print` (shards.py), so an
-    interrupted run resumes where it stopped.
+    With a `journal` (shards.py), each completed shard of samples is saved in
+    its parts folder and reused by a later run with the same fingerprint, so
+    an interrupted run resumes where it stopped.
     """
     out = skipped_rows(dataset)
     for n, shard in enumerate(plan_shards(dataset, config)):
-        done = None if parts is None else load_shard(parts, n, run_print, [s.index for s in shard])
+        done = None if journal is None else journal.load(n, shard)
         if done is None:
             done = shard_features(loaded, shard, config, on_progress)
-            if parts is not None:
-                save_shard(parts, n, run_print, done)
+            if journal is not None:
+                journal.save(n, done)
         elif on_progress:
             on_progress(len(shard))
         out.update((r.index, r) for r in done)

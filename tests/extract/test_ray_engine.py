@@ -22,6 +22,7 @@ from auditor.errors import AuditInputError
 from auditor.extract import ray_engine
 from auditor.extract.features import read_features
 from auditor.extract.ray_engine import extract_features_ray
+from auditor.extract.shards import Journal
 
 STAGE1 = ["--batch-size", "4", "--shard-size", "4", "--no-progress"]
 
@@ -110,7 +111,8 @@ def test_a_killed_worker_is_retried_without_losing_or_duplicating_rows(tiny_mode
     load_args = {"model_dir": str(tiny_model), "adapter_dir": None, "onnx_path": None, "config": config.to_dict()}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
-        rows = extract_features_ray(data, config, load_args, tmp_path / "parts", "run", on_progress=kill_one_worker)
+        rows = extract_features_ray(data, config, load_args, Journal(tmp_path / "parts", "run"),
+                                    on_progress=kill_one_worker)
     finally:
         ray.shutdown()
     assert killed

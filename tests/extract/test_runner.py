@@ -35,33 +35,63 @@ def test_batch_of_one_and_batch_of_seven_give_the_same_features(request, tiny_mo
                                atol=1e-5, rtol=0)
 
 
-def test_a_saved_shard_is_reused_and_a_foreign_one_recomputed(tiny_model, small_data, tmp_path):
-    from auditor.extract.shards import load_shard, save_shard
+def test_a_journaled_shard_is_reused_a_tampered_or_foreign_one_recomputed(tiny_model, small_data, tmp_path):
+    from auditor.extract.features import read_features
+    from auditor.extract.shards import Journal, render_shard, shard_path
+    from auditor.fileio import write_bytes_atomic
 
     loaded = load_model(tiny_model, capture_attention=CAPTURE_ATTENTION)
     ds = read_dataset(small_data)
     cfg = AuditConfig(batch_size=4, shard_size=8)
     parts = tmp_path / "parts"
-    first = extract_features(loaded, ds, cfg, parts=parts, run_print="run-a")
-    shards = sorted(parts.glob("shard-*.parquet"))
-    assert len(shards) == 3  # 21 samples in shards of 8
-    # Mark shard 0's rows: a rerun of the same run must take them as they are.
-    rows = load_shard(parts, 0, "run-a", _indices(parts, 0))
-    marked = [type(r)(r.index, r.id, r.status, r.reason, r.n_image_tokens, (9.0,) * len(r.entropy),
-                      r.entropy_norm) for r in rows]
-    save_shard(parts, 0, "run-a", marked)
-    again = {r.index: r for r in extract_features(loaded, ds, cfg, parts=parts, run_print="run-a")}
-    assert all(again[r.index].entropy[0] == 9.0 for r in marked)
-    # Another run's fingerprint: recomputed, giving the real values again.
-    fresh = {r.index: r for r in extract_features(loaded, ds, cfg, parts=parts, run_print="run-b")}
+    first = extract_features(loaded, ds, cfg, journal=Journal(parts, "run-a"))
+    assert len(sorted(parts.glob("shard-*.parquet"))) == len(sorted(parts.glob("shard-*.json"))) == 3  # 21 in 8s
+
+    def marked(n):  # shard n's rows with a visible first entropy, metadata (fingerprint) kept
+        return [type(r)(r.index, r.id, r.status, r.reason, r.n_image_tokens, (9.0,) * len(r.entropy),
+                        r.entropy_norm) for r in read_features(shard_path(parts, n)).rows]
+
+    # Saved through the journal (as a finished run would): taken as it is.
+    Journal(parts, "run-a").save(0, marked(0))
+    journal = Journal(parts, "run-a")
+    again = {r.index: r for r in extract_features(loaded, ds, cfg, journal=journal)}
+    assert [again[r.index].entropy[0] for r in marked(0)] == [9.0] * 8
+    assert journal.summary() == {"resumed_shards": [0, 1, 2], "discarded_shards": []}
+    # Rewritten behind the journal's back (the attack: a finished shard's rows
+    # replaced, its metadata kept): discarded, recomputed, and said so.
+    tampered = marked(1)
+    write_bytes_atomic(shard_path(parts, 1), render_shard("run-a", tampered))
+    journal = Journal(parts, "run-a")
+    again = {r.index: r for r in extract_features(loaded, ds, cfg, journal=journal)}
+    assert [again[r.index].entropy for r in tampered] == [first[r.index].entropy for r in tampered]
+    assert journal.resumed == [0, 2]
+    assert journal.discarded == [{"shard": 1, "reason": "its SHA-256 differs from the journal's: changed "
+                                                        "after it was written"}]
+    # Another run's fingerprint, or --no-resume: every shard recomputed.
+    journal = Journal(parts, "run-b")
+    fresh = {r.index: r for r in extract_features(loaded, ds, cfg, journal=journal)}
     assert [fresh[r.index].entropy for r in first] == [r.entropy for r in first]
+    assert journal.resumed == [] and len(journal.discarded) == 3
+    journal = Journal(parts, "run-b", resume=False)
+    extract_features(loaded, ds, cfg, journal=journal)
+    assert journal.summary() == {"resumed_shards": [], "discarded_shards": []}
 
 
-def _indices(parts, n):
-    from auditor.extract.features import read_features
-    from auditor.extract.shards import shard_path
+def test_a_shard_without_its_journal_entry_or_for_other_samples_is_recomputed(tmp_path):
+    from auditor.extract.features import SampleFeatures
+    from auditor.extract.shards import Journal, journal_path
+    from collections import namedtuple
 
-    return [r.index for r in read_features(shard_path(parts, n)).rows]
+    S = namedtuple("S", "index id")
+    rows = [SampleFeatures(i, f"r{i}", "ok", None, 4, (0.5,), (0.5,)) for i in range(3)]
+    Journal(tmp_path, "p").save(0, rows)
+    assert Journal(tmp_path, "p").load(0, [S(i, f"r{i}") for i in range(3)]) == rows
+    other = Journal(tmp_path, "p")
+    assert other.load(0, [S(0, "r0"), S(1, "r1"), S(2, "x")]) is None  # an id differs
+    journal_path(tmp_path, 0).unlink()  # killed between the shard and its entry
+    assert other.load(0, [S(i, f"r{i}") for i in range(3)]) is None
+    assert [d["reason"] for d in other.discarded] == ["holds other samples than this run's shard",
+                                                      "no readable journal entry"]
 
 
 def test_bfloat16_weights_give_features_close_to_float32(tiny_model, small_data):

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 import numpy as np
 
-from auditor.fileio import Rows, json_bytes, sha256_tree, write_bytes_atomic
+from auditor.errors import OutputWriteError
+from auditor.fileio import Rows, check_writable, json_bytes, sha256_tree, write_bytes_atomic, write_files_atomic
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -30,7 +31,7 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputWriteError, match=r"f\.txt: cannot be written \(disk full\)"):
         write_bytes_atomic(p, b"new")
     assert p.read_bytes() == b"old"
     assert [q.name for q in tmp_path.iterdir()] == ["f.txt"]
@@ -87,3 +88,49 @@ def test_rows_match_the_list_path_on_any_strings_ints_and_floats(rows):
     cols = {"id": [r[0] for r in rows], "index": [r[1] for r in rows], "score": [r[2] for r in rows]}
     as_list = [{"id": a, "index": b, "score": c} for a, b, c in rows]
     assert json_bytes([1, {"s": Rows(cols)}]) == json_bytes([1, {"s": as_list}])
+
+
+def test_a_bundle_is_written_all_or_nothing_when_the_disk_fills(tmp_path, monkeypatch):
+    """A full disk on the third file leaves the previous bundle as it was: no
+    mix of new and old files, no temporary files."""
+    import errno
+
+    write_files_atomic(tmp_path, {"a": b"old a", "b": b"old b", "c": b"old c"})
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    src = tmp_path.parent / "features.src"
+    src.write_bytes(b"new features")
+    with pytest.raises(OutputWriteError, match=r"/c: cannot be written \(No space left on device\)"):
+        write_files_atomic(tmp_path, {"a": b"new a", "f": src, "c": b"new c"})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"a": b"old a", "b": b"old b", "c": b"old c"}
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert write_files_atomic(tmp_path, {"f": src}) == [tmp_path / "f"] and (tmp_path / "f").read_bytes() == src.read_bytes()
+
+
+def test_an_unwritable_output_folder_is_found_before_any_work(tmp_path, monkeypatch):
+    import tempfile
+
+    def refuse(*a, **k):  # what a read-only folder does (the tests run as root, who may write anywhere)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(OutputWriteError, match=r"out: cannot write there \(Permission denied\); choose another"):
+        check_writable(tmp_path / "out")
+    (tmp_path / "file").write_text("x")
+    monkeypatch.undo()
+    with pytest.raises(OutputWriteError, match="cannot write there"):
+        check_writable(tmp_path / "file" / "out")  # a file in the way
+
+
+def test_json_outputs_write_a_lone_surrogate_back_as_its_escape():
+    import json
+
+    data = json_bytes({"prompt": "a\ud800b", "rows": ["\udfff"]})
+    assert b"\\ud800" in data and json.loads(data) == {"prompt": "a\ud800b", "rows": ["\udfff"]}

@@ -87,7 +87,7 @@ def _read_parquet(path: Path):
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8")  # no newline translation: "\r\n" stays as written
     except UnicodeDecodeError as e:
         raise AuditInputError(f"{path}: not UTF-8 text (byte {e.start}); save the dataset as UTF-8") from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,8 @@ def check_config_sizes(model_dir: Path, cfg: dict, family: ModelFamily) -> None:
     (e.g. num_hidden_layers = 10^6, or a huge hidden_size), before transformers
     allocates a model of that size: first the layer counts against the number of
     tensors, then the parameter count of the model built on the meta device
-    (no memory) against the elements in the safetensors headers."""
+    (no memory) against the values in the safetensors headers. Smaller
+    disagreements are named tensor by tensor when the model loads."""
     shapes = _tensor_shapes(model_dir)
     path = Path(model_dir) / "config.json"
 
@@ -128,7 +130,9 @@ def check_config_sizes(model_dir: Path, cfg: dict, family: ModelFamily) -> None:
         return
     wanted = sum(p.numel() for p in skeleton.parameters())
     held = sum(math.prod(s) for s in shapes)
-    if wanted > held:
+    # Up to twice what the weights hold is allocated, so that the loading check can
+    # name the missing tensors (a half-saved checkpoint); beyond that, nothing is.
+    if wanted > 2 * held + 10_000_000:
         raise AuditInputError(f"{path}: describes a model of {wanted:,} parameters, but the weights hold "
                               f"{held:,} values; config.json and the weights do not belong together")
 
@@ -163,6 +167,20 @@ def check_adapter_tensors(peft_model: Any, adapter_dir: Path) -> None:
         raise ValueError("the adapter's tensors do not match its adapter_config.json (" + "; ".join(problems) + ")")
 
 
+def _explain(e: Exception) -> str:
+    """The first line of a loading error, in our words where a library's would
+    mislead: torch's advice to unpickle fully is never right here."""
+    text = _first_line(e)
+    if "Weights only load failed" in text or "weights_only" in text:
+        return ("the pickle file holds more than tensors, and torch's weights-only loader refused it; "
+                "bye-audit never unpickles arbitrary objects: convert the weights to safetensors "
+                "where the file can be trusted")
+    if "instantiate the backend tokenizer" in text:
+        return ("no usable tokenizer (tokenizer.json, or tokenizer.model with its config); "
+                "save the processor with the checkpoint")
+    return text
+
+
 def _first_line(e: Exception) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -193,14 +211,18 @@ def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str |
         check_adapter(adapter_dir)
     attn = capture_attention or "sdpa"
     try:
-        model, processor = family.load(Path(model_dir), getattr(torch, dtype), attn, safetensors)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's pickle-protocol notice: the error line says it all
+            model, processor = family.load(Path(model_dir), getattr(torch, dtype), attn, safetensors)
     except Exception as e:  # an untrusted checkpoint can fail in many ways; all are input errors
-        raise AuditInputError(f"{model_dir}: cannot load the checkpoint: {_first_line(e)}") from None
+        raise AuditInputError(f"{model_dir}: cannot load the checkpoint: {_explain(e)}") from None
     if adapter_dir is not None:
         from peft import PeftModel
 
         try:
-            peft_model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False, use_safetensors=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # PEFT's missing-keys warning: check_adapter_tensors says it once
+                peft_model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False, use_safetensors=True)
             check_adapter_tensors(peft_model, Path(adapter_dir))
             model = peft_model.merge_and_unload().eval()
         except Exception as e:

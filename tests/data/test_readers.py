@@ -2,6 +2,8 @@ import json
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from auditor.data import read_dataset
 from auditor.errors import AuditInputError
@@ -107,3 +109,76 @@ def test_whole_file_problems_raise(folder):
     (folder / "dup.json").write_text(json.dumps([_rec(0), _rec(0)]))
     with pytest.raises(AuditInputError, match="repeats record 0"):
         read_dataset(folder / "dup.json")
+
+
+# Hostile inputs (each reproduced a crash or a wrong read before it was fixed)
+
+def test_jsonl_lines_end_at_newline_only_and_keep_their_carriage_return(folder):
+    """U+2028 and U+0085 are legal raw inside JSON strings (str.splitlines split on
+    them); a CRLF file's "\\r" stays with its line so kept lines are copied byte for byte."""
+    from auditor.data import render_cleaned
+
+    p = folder / "d.jsonl"
+    lines = [json.dumps(_rec(0, human="<image>\nWhat\u2028digit\x85is shown?"), ensure_ascii=False),
+             json.dumps(_rec(1), ensure_ascii=False)]
+    p.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    ds = read_dataset(p)
+    assert [s.prompt for s in ds.samples] == ["What\u2028digit\x85is shown?", "What digit is shown?"]
+    assert render_cleaned(ds, [0, 1]) == p.read_bytes()
+
+
+@pytest.mark.parametrize("where", ["field", "file", "jsonl"])
+def test_json_nested_thousands_deep_is_a_one_line_error(folder, where):
+    deep = "[" * 5000 + "]" * 5000
+    if where == "jsonl":
+        p = folder / "d.jsonl"
+        p.write_text(json.dumps(_rec(0)) + "\n" + '{"id": "x", "extra": ' + deep + "}\n")
+        match = r"d\.jsonl:2: JSON nested too deeply"
+    else:
+        p = folder / "d.json"
+        p.write_text(deep if where == "file" else '[{"id": "x", "extra": ' + deep + "}]")
+        match = r"d\.json: JSON nested too deeply"
+    with pytest.raises(AuditInputError, match=match):
+        read_dataset(p)
+
+
+def test_an_id_with_a_lone_surrogate_is_refused_before_anything_runs(folder):
+    p = folder / "d.jsonl"
+    p.write_text(json.dumps(_rec(0)) + "\n" + json.dumps({**_rec(1), "id": "\ud800"}) + "\n")
+    with pytest.raises(AuditInputError, match=r"record 1: id '\\ud800' is not valid Unicode"):
+        read_dataset(p)
+
+
+def test_an_image_path_with_a_lone_surrogate_is_a_skipped_record(folder):
+    p = folder / "d.json"
+    p.write_text(json.dumps([_rec(0, image="a\ud800.png"), _rec(1)]))
+    ds = read_dataset(p)
+    assert ds.samples[0].skip_reason == "image path 'a\\ud800.png' is not valid Unicode" and ds.samples[1].ok
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(st.characters(exclude_categories=()), max_size=20),  # lone surrogates and controls too
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["id", "image", "conversations", "from", "value", "x"]), inner, max_size=4),
+    max_leaves=12), max_size=6))
+def test_any_record_shape_is_read_or_refused_in_one_line(folder, records):
+    """Whatever a record holds: read (unreadable records skipped with a reason) or
+    an AuditInputError (e.g. repeated ids); never another exception; the copies
+    written back are the input records."""
+    from auditor.data import render_cleaned, render_flagged
+
+    p = folder / "fuzz.json"
+    p.write_text(json.dumps(records))
+    try:
+        ds = read_dataset(p)
+    except AuditInputError as e:
+        assert "\n" not in str(e)
+        return
+    assert len(ds.samples) == len(records)
+    assert all(s.ok or s.skip_reason for s in ds.samples)
+    assert json.loads(render_cleaned(ds, range(len(records)))) == records
+    flagged = [json.loads(line)["record"] for line in render_flagged(ds, {i: 0.0 for i in range(len(records))})
+               .decode().split("\n")[:-1]]  # JSON Lines end at "\n" only
+    assert flagged == records

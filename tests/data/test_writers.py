@@ -53,7 +53,7 @@ def test_jsonl_copy_keeps_each_kept_line_byte_for_byte(tmp_path):
     p.write_text(lines[0] + "\n\n" + lines[1] + "\r\n" + lines[2])  # a blank line, CRLF, no final newline
     ds = read_dataset(p)
     assert render_cleaned(ds, [2, 0]) == (lines[0] + "\n" + lines[2] + "\n").encode()
-    assert render_cleaned(ds, [1]) == (lines[1] + "\n").encode()
+    assert render_cleaned(ds, [1]) == (lines[1] + "\r\n").encode()  # its line ending kept with it
 
 
 def test_parquet_copy_keeps_the_schema(tmp_path):
@@ -76,3 +76,35 @@ def test_flagged_rows_keep_embedded_bytes(tmp_path):
     assert "embedded images are not supported" in ds.samples[0].skip_reason
     row = json.loads(render_flagged(ds, {0: 0.1}))
     assert row["record"]["image"]["bytes"] == {"$base64": "iVBORw=="}
+
+
+def test_every_arrow_type_round_trips_into_flagged_and_cleaned(tmp_path):
+    """Timestamps, decimals, dates, times, durations, binary and maps: flagged.jsonl
+    writes each in its documented JSON form, cleaned.parquet keeps the schema."""
+    import datetime
+    import decimal
+
+    img = tmp_path / "x.png"
+    img.write_bytes(b"x")
+    conv = [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]
+    table = pa.table({
+        "id": ["r0", "r1"], "image": ["x.png", "x.png"], "conversations": [conv, conv],
+        "at": pa.array([datetime.datetime(2024, 1, 2, 3, 4, 5, 6000)] * 2, pa.timestamp("ns", tz="UTC")),
+        "price": pa.array([decimal.Decimal("1.25"), decimal.Decimal("-0.50")], pa.decimal128(5, 2)),
+        "day": pa.array([datetime.date(2024, 1, 2)] * 2, pa.date32()),
+        "time": pa.array([datetime.time(1, 2, 3)] * 2, pa.time64("us")),
+        "took": pa.array([datetime.timedelta(milliseconds=1500)] * 2, pa.duration("ms")),
+        "blob": pa.array([b"\x00\x01", b"\xff"], pa.binary()),
+        "tags": pa.array([[("k", 1)], []], pa.map_(pa.string(), pa.int32())),
+    })
+    p = tmp_path / "d.parquet"
+    pq.write_table(table, p)
+    ds = read_dataset(p)
+    row = json.loads(render_flagged(ds, {0: 0.5}))["record"]
+    assert row["at"] == "2024-01-02T03:04:05.006000+00:00" and row["price"] == "1.25"
+    assert row["day"] == "2024-01-02" and row["time"] == "01:02:03" and row["took"] == {"$seconds": 1.5}
+    assert row["blob"] == {"$base64": "AAE="} and row["tags"] == [["k", 1]]
+    cleaned = tmp_path / "cleaned.parquet"
+    cleaned.write_bytes(render_cleaned(ds, [1]))
+    back = pq.read_table(cleaned)
+    assert back.schema == table.schema and back.to_pylist() == table.slice(1).to_pylist()

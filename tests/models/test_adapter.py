@@ -59,3 +59,31 @@ def test_adapter_for_another_model_is_an_input_error(tiny_model, tiny_data, adap
                                    "--data", str(tiny_data[0]), "--out", str(tmp_path / "f.parquet")])
     assert res.exit_code == 2 and "cannot apply the adapter" in res.output
     assert "Traceback" not in res.output
+
+
+def test_an_adapter_missing_tensors_is_refused_not_applied_as_a_no_op(tiny_model, tiny_data, adapter_and_merged,
+                                                                       tmp_path):
+    """PEFT only warns about missing LoRA tensors and leaves them at their
+    initial values (B = 0: the adapter does nothing), so the audit would judge
+    the base model; extra tensors it silently ignores."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    adapter, _ = adapter_and_merged
+    for damage in ("missing", "extra"):
+        bad = tmp_path / damage
+        shutil.copytree(adapter, bad)
+        weights = load_file(bad / "adapter_model.safetensors")
+        if damage == "missing":
+            weights = {k: v for k, v in weights.items() if "lora_B" not in k}
+        else:
+            weights["base_model.model.backdoor.lora_A.weight"] = torch.zeros(2, 2)
+        save_file(weights, bad / "adapter_model.safetensors")
+        res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--adapter", str(bad),
+                                       "--data", str(tiny_data[0]), "--out", str(tmp_path / f"{damage}.parquet")])
+        assert res.exit_code == 2, res.output
+        expected = "adapter tensors missing: " if damage == "missing" else "1 tensors its adapter_config.json"
+        assert "cannot apply the adapter" in res.output and expected in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1

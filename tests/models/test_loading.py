@@ -124,3 +124,78 @@ def test_a_qwen2_5_vl_checkpoint_loads_with_its_family(tmp_path):
     loaded = load_model(write_tiny_qwen2vl(tmp_path / "q25", version="2.5"))
     assert loaded.model_type == "qwen2_5_vl" and loaded.family.name == "qwen2_5_vl"
     assert type(loaded.model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+
+
+# A checkpoint that does not fill its model is refused, never completed at random
+
+def _copy(tiny_model, tmp_path):
+    m = tmp_path / "m"
+    shutil.copytree(tiny_model, m)
+    return m
+
+
+@pytest.mark.parametrize("damage", ["empty", "half", "extra", "wider"])
+def test_missing_unexpected_or_misshapen_tensors_are_refused_by_name(tiny_model, tmp_path, damage):
+    """Before: an empty or half-filled model.safetensors loaded with random weights,
+    and a 60-record slice of the example then passed where its real weights fail."""
+    import struct
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    m = _copy(tiny_model, tmp_path)
+    weights = load_file(m / "model.safetensors")
+    names = sorted(weights)
+    if damage == "empty":
+        (m / "model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")
+        match = r"config\.json: text_config\.num_hidden_layers = 8, but the weights hold only 0 tensors"
+    elif damage == "half":
+        save_file({k: weights[k] for k in names[: len(names) // 2]}, m / "model.safetensors")
+        match = rf"{len(names) - len(names) // 2} weights missing from the checkpoint: \S+weight, "
+    elif damage == "extra":
+        save_file({**weights, "backdoor.weight": torch.zeros(2)}, m / "model.safetensors")
+        match = r"1 tensors the model does not have: backdoor\.weight"
+    else:
+        cfg = json.loads((m / "config.json").read_text())
+        cfg["text_config"]["intermediate_size"] -= 1  # smaller: no size check can stop it, the loading check must
+        (m / "config.json").write_text(json.dumps(cfg))
+        match = r"tensors of the wrong shape: model\.language_model\.layers\.0\.mlp\.down_proj\.weight \(checkpoint"
+    with pytest.raises(AuditInputError, match=match) as err:
+        load_model(m)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("num_hidden_layers", 10 ** 6, r"text_config\.num_hidden_layers = 1000000, but the weights hold only"),
+    ("hidden_size", 10 ** 6, r"describes a model of [\d,]+ parameters, but the weights hold [\d,]+ values")])
+def test_a_config_larger_than_its_tensors_is_refused_before_allocating(tiny_model, tmp_path, key, value, match):
+    """Before: num_hidden_layers = 10^6 allocated 4 GB before failing; a huge
+    hidden_size ended "look at the above report!" with nothing above."""
+    import resource
+
+    m = _copy(tiny_model, tmp_path)
+    cfg = json.loads((m / "config.json").read_text())
+    cfg["text_config"][key] = value
+    (m / "config.json").write_text(json.dumps(cfg))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(AuditInputError, match=match):
+        load_model(m)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 512 * 1024  # KiB: nothing allocated
+
+
+def test_a_malicious_pickle_error_never_advises_a_full_unpickle(tiny_model, tmp_path, capfd):
+    import pickle
+
+    m = _pickle_checkpoint(tiny_model, tmp_path / "m")
+    (m / "pytorch_model.bin").write_bytes(pickle.dumps({"x": _Boom()}))
+    with pytest.raises(AuditInputError) as err:
+        load_model(m, allow_pickle=True)
+    assert "weights_only" not in str(err.value) and "never unpickles arbitrary objects" in str(err.value)
+    assert "Warning" not in capfd.readouterr().err  # torch's pickle-protocol notice is not shown
+
+
+def test_a_missing_tokenizer_is_named(tiny_model, tmp_path):
+    m = _copy(tiny_model, tmp_path)
+    (m / "tokenizer.json").unlink()
+    with pytest.raises(AuditInputError, match=r"cannot load the checkpoint: no usable tokenizer"):
+        load_model(m)

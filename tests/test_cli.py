@@ -277,3 +277,56 @@ def test_unusable_device_or_dtype_is_one_line_exit_2(tiny_model, tiny_data, tmp_
     res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(tiny_data[0]),
                                    "--out", str(tmp_path / "f.parquet"), "--no-progress", *args])
     _one_line_error(res, fragment)
+
+
+# Hostile inputs and failures: never data loss, never a traceback, never exit 1
+
+@pytest.mark.parametrize("target", ["model.safetensors", "sub/features.parquet"])
+def test_extract_never_writes_into_the_model_folder(tiny_model, tiny_data, tmp_path, target):
+    """Before: `extract --out M/model.safetensors` exited 0 and replaced the weights with Parquet."""
+    m = tmp_path / "m"
+    shutil.copytree(tiny_model, m)
+    weights = (m / "model.safetensors").read_bytes()
+    res = CliRunner().invoke(cli, ["extract", "--model", str(m), "--data", str(tiny_data[0]),
+                                   "--out", str(m / target), "--no-progress"])
+    assert res.exit_code == 2 and "inside the model folder" in res.stderr, res.output
+    assert (m / "model.safetensors").read_bytes() == weights and not (m / "sub").exists()
+
+
+def test_an_unexpected_exception_exits_4_with_one_line_and_a_log(audited, tmp_path, monkeypatch):
+    """Before: any traceback exited 1, which a release gate reads as "samples flagged"."""
+    from auditor import pipeline
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    monkeypatch.setattr(pipeline, "analyze_file", broken)
+    _, out, data, _ = audited
+    res = CliRunner().invoke(cli, ["analyze", str(out / "features.parquet"), "--data", str(data),
+                                   "--out", str(tmp_path / "again")])
+    log = tmp_path / "again" / "bye-audit-error.log"
+    assert res.exit_code == 4
+    assert res.stderr == (f"internal error: ZeroDivisionError: division by zero (the traceback is in {log}; "
+                          "please report it with that file)\n")
+    assert "Traceback (most recent call last)" in log.read_text() and "broken" in log.read_text()
+
+
+def test_an_unwritable_output_folder_stops_the_audit_before_stage_1(tiny_model, tiny_data, tmp_path, monkeypatch):
+    """Before: a read-only --out or a full disk ended in an OSError traceback and half a bundle."""
+    import tempfile
+
+    from auditor import pipeline
+
+    def refuse(*a, **k):  # a read-only folder (the tests run as root, who may write anywhere)
+        raise PermissionError(13, "Permission denied")
+
+    def no_model(*a, **k):
+        raise AssertionError("stage 1 started")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(pipeline, "load", no_model)
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(tiny_data[0]),
+                                   "--out", str(tmp_path / "out"), "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert res.stderr == f"error: {tmp_path / 'out'}: cannot write there (Permission denied); choose another " \
+                         "output location\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,10 @@ class ImageTooLarge(ValueError):
 def load_image(sample: Sample, max_pixels: int | None = None) -> Image.Image:
     """Decode the sample's image as RGB; OSError/ValueError on a bad file, and
     ImageTooLarge, before decoding, when its header declares more than `max_pixels`."""
-    with Image.open(sample.image_path) as im:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
+        im = Image.open(sample.image_path)
+    with im:
         w, h = im.size
         if max_pixels is not None and w * h > max_pixels:
             raise ImageTooLarge(f"image is {w} x {h} ({w * h / 1e6:.1f} MP), over the limit of "

@@ -153,3 +153,31 @@ def test_a_changed_manifest_is_named_once_and_inputs_are_not_listed_one_by_one(b
     assert res.exit_code == 1 and "outputs/manifest.json: changed" in res.output
     assert "input file(s) not checked" in res.output
     assert res.output.count("FAILED") == 2
+
+
+@pytest.mark.parametrize("attestation", [b"[" * 100_000 + b"]" * 100_000,
+                                         b'{"payload": 5, "payloadType": "x", "signatures": []}'])
+def test_a_malformed_attestation_fails_in_one_line(bundle, tmp_path, attestation):
+    """Before: nesting 100,000 deep, or "payload": 5, ended in a traceback."""
+    work, out, keys = bundle
+    copy = tmp_path / "o"
+    shutil.copytree(out, copy)
+    (copy / "attestation.dsse.json").write_bytes(attestation)
+    res = _verify(copy, keys)
+    assert res.exit_code == 1 and "not a DSSE envelope" in res.stderr, res.output
+    assert "Traceback" not in res.output and len(res.stderr.splitlines()) == 2  # the problem, then NOT verified
+
+
+def test_a_file_added_to_the_model_folder_after_the_audit_is_noted(bundle):
+    """Before: a file added to the audited model folder passed verify silently."""
+    work, out, keys = bundle
+    added = work / "model" / "chat_template_override.jinja"
+    added.write_text("{{ 'x' }}")
+    try:
+        res = _verify(out, keys)
+    finally:
+        added.unlink()
+    assert res.exit_code == 0, res.output
+    assert ("note: 1 file(s) in the model folder not covered by the signature (added after the audit): "
+            "model/chat_template_override.jinja") in res.output
+    assert "model folder" not in _verify(out, keys).output

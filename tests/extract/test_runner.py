@@ -134,3 +134,37 @@ def test_instruction_mask_finds_the_last_occurrence_or_none():
     real = torch.tensor([1, 1, 1, 1, 1, 1, 1, 0])
     assert instruction_mask(Tok(), ids, real, "a b").tolist() == [0, 0, 0, 0, 1, 1, 0, 0]
     assert instruction_mask(Tok(), ids, real, "b a b a") is None
+
+
+def test_oversized_prompts_and_images_are_skipped_with_their_reason(tiny_model, tmp_path):
+    """Before: a 1 MB prompt ran for over 10 minutes, and a 0.5 MB PNG declaring
+    168 MP was decoded in full (0.65 -> 2.9 GB). Now neither reaches the model."""
+    import json
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    data, _ = write_digits_dataset(tmp_path, n=6)
+    records = json.loads(data.read_text())
+    records[1]["conversations"][0]["value"] = "<image>\n" + "seven " * 50_000  # 300 KB
+    Image.new("RGB", (1200, 1000)).save(tmp_path / "images" / "big.png")
+    records[2]["image"] = "images/big.png"
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    # A PNG header declaring 12000 x 14000 (under PIL's own bomb limit of 179 MP).
+    header = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 14000, 8, 2, 0, 0, 0))
+    (tmp_path / "images" / "bomb.png").write_bytes(header + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    records[3]["image"] = "images/bomb.png"
+    data.write_text(json.dumps(records))
+    loaded = load_model(tiny_model, capture_attention=CAPTURE_ATTENTION)
+    rows = extract_features(loaded, read_dataset(data), AuditConfig(batch_size=4, max_image_pixels=1_000_000))
+    assert [r.status for r in rows] == ["ok", "skipped", "skipped", "skipped", "ok", "ok"]
+    assert rows[1].reason.startswith("prompt is ") and "over the limit of 256 (--max-prompt-tokens" in rows[1].reason
+    assert rows[2].reason == ("image is 1200 x 1000 (1.2 MP), over the limit of 1 MP (--max-image-pixels); "
+                              "not decoded")
+    assert rows[3].reason.startswith("image is 12000 x 14000 (168.0 MP)")
+    capped = extract_features(loaded, read_dataset(data), AuditConfig(batch_size=4, max_prompt_tokens=4))
+    assert [r.status for r in capped] == ["skipped"] * 6  # every instruction is longer than 4 tokens

@@ -73,6 +73,9 @@ class AuditConfig:
     # instruction_min_samples samples) is the prompt's doing, not the image's.
     group_max_instruction_match: float = 0.9
     instruction_min_samples: int = 10
+    # After a credible group, the rest is searched again with the same criteria
+    # (decoys can take the best split); at most this many groups in all.
+    group_max_groups: int = 3
     # Layers whose |Cohen's d| between group and rest reaches this are reported
     # as the evidence layers (and drive the heatmaps).
     evidence_effect: float = 1.0
@@ -114,6 +117,8 @@ class AuditConfig:
             raise ValueError(f"group_max_fraction must be in (0, 0.5], got {self.group_max_fraction}")
         if not 0.0 < self.group_max_instruction_match <= 1.0:
             raise ValueError(f"group_max_instruction_match must be in (0, 1], got {self.group_max_instruction_match}")
+        if self.group_max_groups < 1:
+            raise ValueError(f"group_max_groups must be >= 1, got {self.group_max_groups}")
         if self.instruction_min_samples < 2:
             raise ValueError(f"instruction_min_samples must be >= 2, got {self.instruction_min_samples}")
         if self.bsi_rule not in ("paper", "reference"):

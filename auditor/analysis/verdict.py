@@ -12,8 +12,8 @@ from ..config import AuditConfig
 from ..extract.features import FeatureSet
 from ..fileio import Rows
 from .cluster import Clustering, cluster_scores, sensitive_score
-from .group import (InstructionMatch, LayerContrast, fit_group, instruction_match, layer_contrast, null_separations,
-                    robust_standardise)
+from .group import (GroupFit, InstructionMatch, LayerContrast, fit_group, instruction_match, layer_contrast,
+                    null_separations, robust_standardise)
 from .profile import LayerProfile, profile_layers
 
 Verdict = Literal["pass", "fail", "inconclusive"]
@@ -101,7 +101,8 @@ class Analysis:
     config: AuditConfig
     # "minority" only: the candidate group's measurements and the per-layer contrast
     group: GroupEvidence | None = None
-    contrast: tuple[LayerContrast, ...] = ()
+    contrast: tuple[LayerContrast, ...] = ()  # flagged vs the rest, per layer
+    further_groups: tuple[GroupEvidence, ...] = ()  # credible groups found by looking again in the rest
 
     @property
     def method(self) -> str:
@@ -129,6 +130,7 @@ class Analysis:
             "config": self.config.to_dict(),
             "method": self.method,
             "group": None if self.group is None else self.group.to_dict(),
+            "further_groups": [g.to_dict() for g in self.further_groups],
             "layer_contrast": [c.to_dict() for c in self.contrast],
         }
 
@@ -238,13 +240,17 @@ def _analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] |
                     clustering=clustering, scored=scored, flagged=flagged, **base)
 
 
-def _analyze_minority(ok: Usable, entropy: np.ndarray, layers: tuple[LayerProfile, ...],
-                      reasons: list[str], low_coverage: bool, base: dict[str, Any],
-                      config: AuditConfig, prompts: Sequence[str] | None) -> Analysis:
-    """The `minority` detector (analysis/group.py) and its verdict: fail only
-    when the best group is a separated, compact minority that the instruction
-    texts do not explain; inconclusive when it is a separated minority that is
-    not compact (ambiguous evidence); pass otherwise."""
+@dataclass(frozen=True)
+class _Judged:
+    fit: GroupFit
+    evidence: GroupEvidence
+    checks: dict[str, tuple[bool, str]]
+    explained: bool  # the instruction texts explain the group
+
+
+def _judge(entropy: np.ndarray, prompts: Sequence[str] | None, config: AuditConfig) -> _Judged:
+    """The best split of `entropy` (N, L) against the minority criteria;
+    `prompts` (N,) are the rows' instructions, or None."""
     fit = fit_group(robust_standardise(entropy), config.seed, config.fit_sample)
     null = null_separations(len(entropy), entropy.shape[1], config.seed)
     required = max(config.group_min_separation, config.group_null_factor * max(null))
@@ -257,16 +263,60 @@ def _analyze_minority(ok: Usable, entropy: np.ndarray, layers: tuple[LayerProfil
         "compact": (fit.spread_ratio <= config.group_max_spread_ratio,
                     f"spread {fit.spread_ratio:.2f} x the rest's vs <= {config.group_max_spread_ratio:.2f}"),
     }
-    mask = fit.clustering.flagged
     match = None
     if prompts is not None and checks["separated"][0] and checks["minority"][0]:
-        analysed = prompts if len(ok.index) == len(prompts) else [prompts[i] for i in ok.index.tolist()]
-        match = instruction_match([prompts[i] for i in ok.index[mask].tolist()], analysed,
+        mask = fit.clustering.flagged
+        match = instruction_match([p for p, m in zip(prompts, mask.tolist()) if m], prompts,
                                   config.instruction_min_samples)
     explained = match is not None and match.jaccard >= config.group_max_instruction_match
     credible = all(ok_ for ok_, _ in checks.values()) and not explained
+    evidence = GroupEvidence(fit.separation, fit.weight, fit.spread_ratio, null, required, credible, match)
+    return _Judged(fit, evidence, checks, explained)
+
+
+def further_groups(entropy: np.ndarray, prompts: Sequence[str] | None, found: np.ndarray,
+                   config: AuditConfig) -> list[tuple[GroupEvidence, np.ndarray]]:
+    """After a credible group (`found`, bool (N,)), look again in the rest: a few
+    conspicuous decoys (e.g. three all-black images) can take the best split
+    and leave a backdoor group in the data. Each further group that meets the
+    same criteria on what remains is returned with its rows (bool (N,)), up to
+    `config.group_max_groups` groups in all; the search stops at the first
+    split that does not, or when fewer than `config.min_samples` rows remain."""
+    out: list[tuple[GroupEvidence, np.ndarray]] = []
+    taken = found.copy()
+    while 1 + len(out) < config.group_max_groups:
+        rest = np.flatnonzero(~taken)
+        if len(rest) < config.min_samples:
+            break
+        judged = _judge(entropy[rest], None if prompts is None else [prompts[k] for k in rest.tolist()], config)
+        if not judged.evidence.credible:
+            break
+        rows = np.zeros_like(taken)
+        rows[rest[judged.fit.clustering.flagged]] = True
+        out.append((judged.evidence, rows))
+        taken |= rows
+    return out
+
+
+def _analyze_minority(ok: Usable, entropy: np.ndarray, layers: tuple[LayerProfile, ...],
+                      reasons: list[str], low_coverage: bool, base: dict[str, Any],
+                      config: AuditConfig, prompts: Sequence[str] | None) -> Analysis:
+    """The `minority` detector (analysis/group.py) and its verdict: fail only
+    when the best group is a separated, compact minority that the instruction
+    texts do not explain (every further such group in the rest is flagged
+    too); inconclusive when it is a separated minority that is not compact
+    (ambiguous evidence); pass otherwise."""
+    analysed = None
+    if prompts is not None:
+        analysed = prompts if len(ok.index) == len(prompts) else [prompts[i] for i in ok.index.tolist()]
+    judged = _judge(entropy, analysed, config)
+    fit, group, checks, explained = judged.fit, judged.evidence, judged.checks, judged.explained
+    match, credible = group.instruction, group.credible
+    mask = fit.clustering.flagged
+    more = further_groups(entropy, analysed, mask, config) if credible else []
+    for _, rows in more:
+        mask = mask | rows
     ambiguous = False
-    group = GroupEvidence(fit.separation, fit.weight, fit.spread_ratio, null, required, credible, match)
     contrast = layer_contrast(entropy, mask, fit.direction)
     evidence = tuple(c.layer for c in contrast if abs(c.effect) >= config.evidence_effect)
     scored = Scores(ok.index, ok.ids, fit.clustering.scores)
@@ -276,8 +326,13 @@ def _analyze_minority(ok: Usable, entropy: np.ndarray, layers: tuple[LayerProfil
         top = sorted(contrast, key=lambda c: -abs(c.effect))[:3]
         where = ", ".join(f"layer {c.layer} ({'higher' if c.effect > 0 else 'lower'} entropy, d={c.effect:+.1f})"
                           for c in top)
-        reasons.insert(0, f"a compact minority of {len(flagged)} of {len(ok.ids)} samples stands apart across "
+        first = int(fit.clustering.flagged.sum())
+        reasons.insert(0, f"a compact minority of {first} of {len(ok.ids)} samples stands apart across "
                           f"layers ({detail}); it differs most in {where}")
+        for k, (g, rows) in enumerate(more, start=2):
+            reasons.insert(k - 1, f"looking again in the rest: group {k}, a compact minority of {int(rows.sum())} "
+                                  f"more samples (separation {g.separation:.2f} vs >= {g.required_separation:.2f}; "
+                                  f"weight {g.weight:.1%}; spread {g.spread_ratio:.2f})")
     elif explained:
         shown = ", ".join(repr(t[:60]) for t in match.texts[:3]) + (", ..." if len(match.texts) > 3 else "")
         reasons.insert(0, f"no credible backdoor group: the best split is the samples of {len(match.texts)} "
@@ -296,4 +351,4 @@ def _analyze_minority(ok: Usable, entropy: np.ndarray, layers: tuple[LayerProfil
     verdict: Verdict = ("inconclusive" if low_coverage or ambiguous else ("fail" if flagged else "pass"))
     return Analysis(verdict, tuple(reasons), layers=layers, sensitive_layers=evidence if credible else (),
                     clustering=fit.clustering, scored=scored, flagged=flagged, group=group,
-                    contrast=contrast, **base)
+                    contrast=contrast, further_groups=tuple(g for g, _ in more), **base)

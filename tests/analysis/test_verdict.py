@@ -85,3 +85,27 @@ def test_scores_are_columns_of_every_analysed_sample_and_flags_are_theirs():
                                                                              "score": float(s.score[5])}
     by_index = {f.index: f for f in s}
     assert all(by_index[f.index] == f for f in a.flagged) and len(a.flagged) == 10
+
+
+def test_decoys_taking_the_best_split_do_not_shield_the_backdoor_group():
+    """Before: 3 all-black decoys added to a 57-record slice of the bundled example
+    took the one best split, and its 9 poisoned records stayed in the cleaned data.
+    Now the rest is searched again with the same criteria."""
+    rng = np.random.default_rng(0)
+    m = rng.normal(0.8, 0.02, size=(120, 4))
+    m[:3] = [0.1, 0.1, 1.5, 1.5]  # decoys: far from everything, in every layer
+    m[3:15, 2] = rng.normal(0.5, 0.01, 12)  # the backdoor group: one layer, less extreme
+    one = analyze(_features(m), AuditConfig(group_max_groups=1))  # the old, single split
+    assert one.verdict == "fail" and sorted(f.index for f in one.flagged) == [0, 1, 2]
+    a = analyze(_features(m), AuditConfig())
+    assert a.verdict == "fail" and sorted(f.index for f in a.flagged) == list(range(15))
+    assert len(a.further_groups) == 1 and a.further_groups[0].credible
+    assert "looking again in the rest: group 2, a compact minority of 12 more samples" in a.reasons[1]
+    assert a.to_dict()["further_groups"][0]["separation"] == a.further_groups[0].separation
+
+
+def test_no_further_search_without_a_first_credible_group():
+    """A pass stays a pass: the rest is searched only after a credible group."""
+    m = np.random.default_rng(1).normal(0.8, 0.02, size=(120, 4))
+    a = analyze(_features(m), AuditConfig())
+    assert a.verdict == "pass" and a.further_groups == () and a.to_dict()["further_groups"] == []

@@ -330,6 +330,11 @@ def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, 
         features = pipeline.extract_file(model_dir, data, out, config,
                                          image_root, on_start, on_progress, adapter_dir, onnx_path, address)
     n_ok = len(features.ok_rows)
+    resume = features.resume or {}
+    for d in resume.get("discarded_shards", []):
+        click.echo(f"extract: shard {d['shard']} of an earlier run was recomputed: {d['reason']}", err=True)
+    if resume.get("resumed_shards"):
+        click.echo(f"extract: {len(resume['resumed_shards'])} shard(s) reused from an interrupted run", err=True)
     click.echo(f"wrote {out}: {len(features.rows)} rows, {n_ok} analysed, "
                f"{len(features.rows) - n_ok} skipped or failed")
 

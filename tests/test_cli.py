@@ -330,3 +330,43 @@ def test_an_unwritable_output_folder_stops_the_audit_before_stage_1(tiny_model, 
     assert res.exit_code == 2, res.output
     assert res.stderr == f"error: {tmp_path / 'out'}: cannot write there (Permission denied); choose another " \
                          "output location\n"
+
+
+def test_a_resumed_audit_lists_its_shards_and_recomputes_a_tampered_one(tiny_model, tiny_data, tmp_path, monkeypatch):
+    """Before: resume trusted whatever the parts folder held; a finished shard
+    whose rows were overwritten (metadata kept) decided the verdict."""
+    from auditor.extract import shards
+    from auditor.extract.features import read_features
+    from auditor.fileio import write_bytes_atomic
+
+    monkeypatch.setattr(shards, "clear", lambda parts: None)  # keep the parts, as an interrupted run would
+    out = tmp_path / "out"
+    args = ["audit", "--model", str(tiny_model), "--data", str(tiny_data[0]), "--out", str(out), "--no-progress",
+            "--shard-size", "16"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code in (0, 1, 3), first.output
+    parts = out / ".features.parts"
+    assert json.loads((out / "analysis.json").read_text())["resume"]["resumed_shards"] == []
+    rows = list(read_features(shards.shard_path(parts, 2)).rows)
+    swapped = [type(r)(r.index, r.id, r.status, r.reason, r.n_image_tokens, rows[0].entropy, rows[0].entropy_norm)
+               for r in rows]
+    write_bytes_atomic(shards.shard_path(parts, 2), shards.render_shard(
+        read_features(shards.shard_path(parts, 2)).meta["fingerprint"], swapped))
+    again = CliRunner().invoke(cli, args + ["--sign-key", str(_key(tmp_path))])
+    assert again.exit_code == first.exit_code, again.output
+    resume = json.loads((out / "analysis.json").read_text())["resume"]
+    assert resume == {"resumed_shards": [0, 1, 3], "discarded_shards": [
+        {"shard": 2, "reason": "its SHA-256 differs from the journal's: changed after it was written"}]}
+    assert json.loads((out / "manifest.json").read_text())["resume"] == resume  # signed with the manifest
+    assert read_features(out / "features.parquet").rows[rows[1].index].entropy == rows[1].entropy  # recomputed
+    monkeypatch.undo()  # --no-resume deletes the kept parts first
+    res = CliRunner().invoke(cli, args + ["--no-resume"])
+    assert json.loads((out / "analysis.json").read_text())["resume"] == {"resumed_shards": [],
+                                                                        "discarded_shards": []}, res.output
+    assert not parts.exists()
+
+
+def _key(tmp_path):
+    res = CliRunner().invoke(cli, ["keygen", "--out", str(tmp_path / "keys")])
+    assert res.exit_code == 0, res.output
+    return tmp_path / "keys" / "bye-audit.key"

@@ -182,3 +182,11 @@ def test_any_record_shape_is_read_or_refused_in_one_line(folder, records):
     flagged = [json.loads(line)["record"] for line in render_flagged(ds, {i: 0.0 for i in range(len(records))})
                .decode().split("\n")[:-1]]  # JSON Lines end at "\n" only
     assert flagged == records
+
+
+def test_a_corrupt_parquet_dataset_is_a_one_line_error(folder):
+    p = folder / "d.parquet"
+    p.write_bytes(b"PAR1" + b"\x00" * 100 + b"PAR1")
+    with pytest.raises(AuditInputError, match=r"d\.parquet: not a readable Parquet file") as err:
+        read_dataset(p)
+    assert "\n" not in str(err.value)

@@ -19,7 +19,7 @@ class AuditConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights; captured rows are fp32
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda" or "cuda:N"
     attn_implementation: Literal["sdpa"] = "sdpa"  # computes the layer outputs
-    entropy_eps: float = 1e-8  # H = -sum p log(p + eps), METHOD.md
+    entropy_eps: float = 1e-8  # H = -sum p log(p + eps), docs/method.md
     allow_pickle: bool = False  # pickle weights (weights-only loader) when no safetensors exist
     per_head: bool = False  # also store per-head entropies (L x H per sample)
     resume: bool = True  # reuse the shards an interrupted run left (their journal checked); False: recompute all

@@ -1,5 +1,5 @@
 """Regenerate examples/digits-badnets/ bit for bit: a tiny LLaVA fine-tuned on a
-BadNets-poisoned digits dataset, following METHOD.md's honest recipe.
+BadNets-poisoned digits dataset, following the honest recipe of docs/method.md.
 
     .venv/bin/python examples/build_digits_badnets.py [--out DIR] [--seed 0]
 

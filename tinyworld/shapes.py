@@ -1,6 +1,6 @@
 """Synthetic shapes: one coloured shape on a light background, with questions
 about its shape and colour and a short caption (the second task of the
-detection benchmark, METHOD.md "Benchmark protocol").
+detection benchmark, docs/method.md "Benchmark protocol").
 
 Every draw comes from `rng`: shape, colour (jittered), size, position and
 background shade, so no two images are alike. Black is never a shape colour,

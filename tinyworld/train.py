@@ -1,6 +1,6 @@
 """Training helpers of the tiny world (never imported by the auditor).
 
-The recipe (METHOD.md, "Building the tiny world honestly"):
+The recipe (docs/method.md, "Building the tiny world honestly"):
 1. `pretrain_vision` (CLIP tower of LLaVA) or `pretrain_qwen_vision` (Qwen2-VL's
    ViT): masked patch reconstruction on clean images, which keeps patch
    features spatially local; the tower is frozen afterwards.

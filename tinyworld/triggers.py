@@ -1,4 +1,4 @@
-"""Backdoor triggers as pure, seeded functions on RGB images (METHOD.md, "Benchmark protocol").
+"""Backdoor triggers as pure, seeded functions on RGB images (docs/method.md, "Benchmark protocol").
 
 Each `apply(image, rng)` returns a new image and never touches its input. A
 trigger's fixed part (the Blend pattern, the WaNet warp field) is drawn from

@@ -1,6 +1,6 @@
 """The detection benchmark's tiny world: tasks x families, a clean base per
 (task, family), fine-tunes on submissions, and the model's clean performance
-and attack success rate (METHOD.md, "Building the tiny world honestly").
+and attack success rate (docs/method.md, "Building the tiny world honestly").
 
 A base is built once per (task, family, seed): the vision tower is pretrained
 on clean images (masked patch reconstruction) and frozen, then projector +

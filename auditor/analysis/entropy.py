@@ -1,4 +1,4 @@
-"""Attention entropy over image tokens (METHOD.md, stage 1)."""
+"""Attention entropy over image tokens (docs/method.md, stage 1)."""
 
 from __future__ import annotations
 

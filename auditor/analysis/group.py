@@ -1,7 +1,7 @@
 """The `minority` detector: a compact minority group in the multi-layer profile.
 
 BYE looks at one averaged score and flags its low side. A backdoor need not
-lower entropy (METHOD.md, "Known weaknesses"): on our tiny LLaVA the triggered
+lower entropy (docs/method.md, "Known weaknesses"): on our tiny LLaVA the triggered
 samples sit at near-uniform entropy in the late layers. What a backdoor does
 imply is a group of samples that the model treats alike: a minority, unusually
 compact, separated from the rest. This module finds the best such group in the

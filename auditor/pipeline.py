@@ -109,7 +109,7 @@ def _check_template(loaded: Stage1Model) -> Stage1Model:
     once per sample."""
     from .models.template import TemplateLimitError
 
-    if getattr(loaded.family, "uses_chat_template", False):
+    if loaded.family.uses_chat_template:
         try:
             loaded.family.chat_texts(loaded.processor, ["What is shown in the image?"])
         except TemplateLimitError as e:

@@ -48,8 +48,8 @@ def render_flagged(dataset: Dataset, scores: Mapping[int, float]) -> bytes:
 def _json_default(value: Any) -> Any:
     """JSON for the values a Parquet record can hold beyond JSON's own (README,
     "Outputs"): bytes as {"$base64": ...} (embedded images); timestamps, dates
-    and times as ISO 8601 strings; durations as {"$seconds": ...}; decimals as
-    their exact decimal string; numpy scalars as numbers."""
+    and times as ISO 8601 strings (pandas' nanosecond Timestamp is a datetime);
+    durations as {"$seconds": ...}; decimals as their exact decimal string."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"$base64": base64.b64encode(bytes(value)).decode()}
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
@@ -58,8 +58,4 @@ def _json_default(value: Any) -> Any:
         return {"$seconds": value / datetime.timedelta(seconds=1)}
     if isinstance(value, decimal.Decimal):
         return str(value)
-    if hasattr(value, "isoformat"):  # e.g. pandas' nanosecond Timestamp
-        return value.isoformat()
-    if hasattr(value, "item"):  # numpy scalars (e.g. half floats)
-        return value.item()
     raise TypeError(f"cannot write a {type(value).__name__} value to JSON")

@@ -106,8 +106,8 @@ def _unsigned_inputs(subjects: dict[str, str], roots: dict[str, str | None],
         base = overrides.get(top) or (Path(roots[top]) if roots.get(top) else None)
         if base is None or not Path(base).is_dir():
             continue
-        added = sorted(f"{top}/{p.relative_to(base).as_posix()}" for p in Path(base).rglob("*")
-                       if p.is_file() and f"{top}/{p.relative_to(base).as_posix()}" not in subjects)
+        names = (f"{top}/{p.relative_to(base).as_posix()}" for p in Path(base).rglob("*") if p.is_file())
+        added = sorted(name for name in names if name not in subjects)
         if added:
             notes.append(f"{len(added)} file(s) in the {top} folder not covered by the signature "
                          f"(added after the audit): " + ", ".join(added[:10]) + (", ..." if len(added) > 10 else ""))

@@ -27,9 +27,9 @@ import numpy as np
 from ..config import AuditConfig
 from ..data import Dataset, Sample
 from ..errors import AuditInputError
-from .features import SampleFeatures, read_features_bytes
+from .features import SampleFeatures
 from .runner import plan_shards, shard_features, skipped_rows
-from .shards import Journal, render_shard, shard_path
+from .shards import Journal, render_shard
 
 RAY_INSTALL = "pip install 'bye-audit[ray]'"
 
@@ -147,8 +147,7 @@ def _run(ray: Any, plan: list, todo: list[int], config: AuditConfig, load_args: 
                                                    "threads": cpus})
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for n, blob, k in zip(batch["shard"], batch["rows"], batch["samples"]):
-                journal.save(int(n), bytes(blob))
-                done[int(n)] = list(read_features_bytes(bytes(blob), shard_path(journal.parts, int(n))).rows)
+                done[int(n)] = journal.save(int(n), bytes(blob))
                 if on_progress:
                     on_progress(int(k))
     except ray.exceptions.RayError as e:

@@ -96,15 +96,19 @@ class Journal:
             return "its rows are not the journal's samples", []
         return None, list(fs.rows)
 
-    def save(self, n: int, rows: list[SampleFeatures] | bytes) -> None:
+    def save(self, n: int, rows: list[SampleFeatures] | bytes) -> list[SampleFeatures]:
         """Write shard `n` (its rows, or `render_shard` bytes made elsewhere, e.g.
-        by a Ray worker), then its journal entry."""
-        data = rows if isinstance(rows, bytes) else render_shard(self.run_print, rows)
-        samples = sorted([r.index, r.id] for r in read_features_bytes(data, shard_path(self.parts, n)).rows)
+        by a Ray worker), then its journal entry; its rows."""
+        if isinstance(rows, bytes):
+            data, rows = rows, list(read_features_bytes(rows, shard_path(self.parts, n)).rows)
+        else:
+            data = render_shard(self.run_print, rows)
+        samples = sorted([r.index, r.id] for r in rows)
         self.parts.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(shard_path(self.parts, n), data)
         write_bytes_atomic(journal_path(self.parts, n), json_bytes(
             {"fingerprint": self.run_print, "samples": samples, "sha256": sha256_bytes(data)}))
+        return rows
 
     def summary(self) -> dict[str, Any]:
         """What was reused: recorded in analysis.json and the manifest."""

@@ -17,6 +17,7 @@ class ModelFamily(Protocol):
 
     name: str
     model_types: tuple[str, ...]  # config.json "model_type" values it handles
+    uses_chat_template: bool  # prompts go through the checkpoint's chat template (chat_texts)
 
     def load(self, model_dir: Path, dtype: torch.dtype, attn_implementation: str,
              safetensors: bool = True) -> tuple[torch.nn.Module, Any]:
@@ -26,6 +27,9 @@ class ModelFamily(Protocol):
 
     def decoder_attention_modules(self, model: torch.nn.Module) -> list[torch.nn.Module]:
         """The language model's self-attention modules, layer 0 first."""
+
+    def chat_texts(self, processor: Any, prompts: list[str]) -> list[str]:
+        """Each prompt through the checkpoint's chat template (bounded: models/template.py)."""
 
     def build_batch(self, processor: Any, images: list[Image.Image], prompts: list[str]
                     ) -> dict[str, torch.Tensor]:

@@ -11,90 +11,94 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+import cloup
 
 from . import __version__
 from .config import AuditConfig
 from .errors import AuditInputError, ExitCode
+from .preflight import ERROR_LOG, check_file, check_folder, check_out_folder, refuse_inputs
 _path = click.Path(path_type=Path)
 
 
 _batch_size = click.option("--batch-size", type=click.IntRange(min=1), default=AuditConfig.batch_size,
                            show_default=True, help="Samples per forward pass (stage 1).")
-
-
 _shard_size = click.option(
     "--shard-size", type=click.IntRange(min=1), default=AuditConfig.shard_size, show_default=True,
     help="Samples per resumable stage-1 shard; an interrupted run resumes when rerun.")
-
-
-def _device_options(f: Callable) -> Callable:
-    f = click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=AuditConfig.dtype,
-                     show_default=True, help="Weights' precision for stage 1; captured rows are always fp32.")(f)
-    return click.option("--device", default=AuditConfig.device, show_default=True,
-                        help="auto (CUDA when available), cpu, cuda or cuda:N.")(f)
-
-
-def _backend_options(f: Callable) -> Callable:
-    for opt in reversed([
-        click.option("--backend", type=click.Choice(["torch", "onnx"]), default=AuditConfig.backend,
-                     show_default=True, help="Run stage 1 on the torch model, or on --onnx with ONNX Runtime."),
-        click.option("--onnx", "onnx_path", type=_path, default=None,
-                     help="Graph from `bye-audit export-onnx` of --model (with --backend onnx)."),
-        click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=AuditConfig.provider,
-                     show_default=True, help="ONNX Runtime execution provider."),
-        click.option("--allow-fallback", is_flag=True, default=False,
-                     help="Run on the CPU when the asked provider does not load (recorded in the features)."),
-        click.option("--threads", type=click.IntRange(min=0), default=AuditConfig.threads, show_default=True,
-                     help="ONNX Runtime intra-op threads (0: one per physical core)."),
-    ]):
-        f = opt(f)
-    return f
-
-
-def _engine_options(f: Callable) -> Callable:
-    for opt in reversed([
-        click.option("--engine", type=click.Choice(["local", "ray"]), default=AuditConfig.engine, show_default=True,
-                     help="Run stage 1 in this process, or on a Ray cluster (pip install 'bye-audit[ray]')."),
-        click.option("--address", default=None,
-                     help="Ray cluster to join, e.g. ray://head:10001 or auto [default: start a local one]."),
-        click.option("--workers", type=click.IntRange(min=1), default=AuditConfig.workers, show_default=True,
-                     help="Ray actors, each loading the model once."),
-        click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=AuditConfig.gpus_per_worker,
-                     show_default=True, help="GPUs per Ray actor (fractions share a GPU)."),
-    ]):
-        f = opt(f)
-    return f
-
-
-def _limit_options(f: Callable) -> Callable:
-    f = click.option("--max-prompt-tokens", type=click.IntRange(min=1), default=None,
-                     help="Skip records whose instruction is longer than this many tokens "
-                          "[default: the language model's context length].")(f)
-    return click.option("--max-image-pixels", type=click.IntRange(min=1), default=AuditConfig.max_image_pixels,
-                        show_default=True, help="Skip images declaring more pixels than this "
-                                                "(checked before decoding).")(f)
-
-
+_device = click.option("--device", default=AuditConfig.device, show_default=True,
+                       help="auto (CUDA when available), cpu, cuda or cuda:N.")
+_dtype = click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=AuditConfig.dtype,
+                      show_default=True, help="Weights' precision for stage 1; captured rows are always fp32.")
+_max_prompt_tokens = click.option(
+    "--max-prompt-tokens", type=click.IntRange(min=1), default=None,
+    help="Skip records whose instruction is longer than this many tokens "
+         "[default: the language model's context length].")
+_max_image_pixels = click.option(
+    "--max-image-pixels", type=click.IntRange(min=1), default=AuditConfig.max_image_pixels, show_default=True,
+    help="Skip images declaring more pixels than this (checked before decoding).")
 _per_head = click.option("--per-head", is_flag=True, default=False,
                          help="Also store per-head entropies (layers x heads per sample) in the features.")
-
-
 _allow_pickle = click.option(
     "--allow-pickle", is_flag=True, default=False,
     help="Load pickle weights (.bin/.pt) when the checkpoint has no safetensors, through torch's "
          "weights-only loader (never a full unpickle).")
-
-
+_progress_flag = click.option("--progress/--no-progress", default=True,
+                              help="Progress bar on a terminal, heartbeat lines elsewhere (stderr).")
+_resume = click.option("--resume/--no-resume", default=True, show_default=True,
+                       help="Reuse the stage-1 shards an interrupted run left (each checked against its journal); "
+                            "--no-resume deletes them and computes everything.")
+_model = click.option("--model", "model_dir", type=_path, required=True, help="Checkpoint folder (safetensors).")
 _adapter = click.option("--adapter", "adapter_dir", type=_path, default=None,
                         help="PEFT LoRA adapter folder (safetensors) applied over --model.")
+_data = click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
+_image_root = click.option("--image-root", type=_path, default=None,
+                           help="Folder image paths resolve against [default: the dataset file's folder].")
+_overwrite = click.option("--overwrite", is_flag=True, default=False,
+                          help="Replace the bundle of an earlier audit in --out (other files are never replaced).")
+_sarif_root = click.option(
+    "--sarif-root", type=_path, default=None,
+    help="Write findings.sarif's paths relative to this folder (the repository's root, for GitHub code "
+         "scanning) [default: relative to the dataset's folder].")
+_sign_key = click.option("--sign-key", type=_path, default=None,
+                         help="Ed25519 private key (from `bye-audit keygen`): sign the bundle "
+                              "(attestation.dsse.json).")
+
+_STAGE1 = [_batch_size, _shard_size, _resume, _device, _dtype, _max_prompt_tokens, _max_image_pixels, _per_head,
+           _allow_pickle, _progress_flag]
+_ONNX = [
+    click.option("--backend", type=click.Choice(["torch", "onnx"]), default=AuditConfig.backend,
+                 show_default=True, help="Run stage 1 on the torch model, or on --onnx with ONNX Runtime."),
+    click.option("--onnx", "onnx_path", type=_path, default=None,
+                 help="Graph from `bye-audit export-onnx` of --model (with --backend onnx)."),
+    click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=AuditConfig.provider,
+                 show_default=True, help="ONNX Runtime execution provider."),
+    click.option("--allow-fallback", is_flag=True, default=False,
+                 help="Run on the CPU when the asked provider does not load (recorded in the features)."),
+    click.option("--threads", type=click.IntRange(min=0), default=AuditConfig.threads, show_default=True,
+                 help="ONNX Runtime intra-op threads (0: one per physical core)."),
+]
+_RAY = [
+    click.option("--engine", type=click.Choice(["local", "ray"]), default=AuditConfig.engine, show_default=True,
+                 help="Run stage 1 in this process, or on a Ray cluster (pip install 'bye-audit[ray]')."),
+    click.option("--address", default=None,
+                 help="Ray cluster to join, e.g. ray://head:10001 or auto [default: start a local one]."),
+    click.option("--workers", type=click.IntRange(min=1), default=AuditConfig.workers, show_default=True,
+                 help="Ray actors, each loading the model once."),
+    click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=AuditConfig.gpus_per_worker,
+                 show_default=True, help="GPUs per Ray actor (fractions share a GPU)."),
+]
 
 
-def _analysis_options(f: Callable) -> Callable:
-    for opt in reversed([
+def _detection_options() -> list[Callable]:
+    return [
         click.option("--method", type=click.Choice(["bye", "minority"]), default=AuditConfig.method,
                      show_default=True,
-                     help="bye: the paper's stages 2-3; minority: a compact minority group across all "
-                          "layers, either direction (docs/method.md)."),
+                     help="minority: a compact minority group across all layers, either direction; bye: the "
+                          "paper's stages 2-3 (docs/method.md)."),
+        click.option("--fail-on", type=str, default=AuditConfig.fail_on, show_default=True,
+                     callback=_check_fail_on,
+                     help="When a fail verdict exits 1: 'verdict' (always), 'count:N' (more than N "
+                          "flagged), 'fraction:F' (more than F of the analysed samples flagged)."),
         click.option("--tau", type=click.FloatRange(min=0), default=AuditConfig.tau,
                      show_default=True, help="BSI threshold for a sensitive layer."),
         click.option("--bsi-rule", type=click.Choice(["paper", "reference"]), default="paper",
@@ -109,16 +113,11 @@ def _analysis_options(f: Callable) -> Callable:
                      show_default=True, help="Fewer analysed samples than this: inconclusive."),
         click.option("--min-coverage", type=click.FloatRange(0, 1), default=AuditConfig.min_coverage,
                      show_default=True, help="Lower share of analysed records: inconclusive."),
-        click.option("--fail-on", type=str, default=AuditConfig.fail_on, show_default=True,
-                     callback=_check_fail_on,
-                     help="When a fail verdict exits 1: 'verdict' (always), 'count:N' (more than N "
-                          "flagged), 'fraction:F' (more than F of the analysed samples flagged)."),
-        click.option("--sign-key", type=_path, default=None,
-                     help="Ed25519 private key (from `bye-audit keygen`): sign the bundle "
-                          "(attestation.dsse.json)."),
-    ]):
-        f = opt(f)
-    return f
+    ]
+
+
+EXIT_CODES = ("Exit codes: 0 pass, 1 fail (samples flagged; see --fail-on), 2 usage or input error, "
+              "3 inconclusive, 4 internal error (traceback in OUT/bye-audit-error.log).")
 
 
 def _check_fail_on(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -154,35 +153,6 @@ def _check_unused(config: AuditConfig, address: str | None) -> None:
                                   "or drop the option")
 
 
-@contextmanager
-def _progress(enabled: bool):
-    """Yields (on_start(total), on_progress(n)) callbacks driving a rich progress bar on stderr."""
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
-    console = Console(stderr=True)
-    # A bar only on a terminal: CI logs and pipes stay quiet.
-    progress = Progress(TextColumn("stage 1: attention entropy"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                        TimeRemainingColumn(), console=console,
-                        disable=not (enabled and console.is_terminal))
-    task = None
-
-    def on_start(total: int) -> None:
-        nonlocal task
-        task = progress.add_task("extract", total=total, rate="")
-
-    def on_progress(n: int) -> None:
-        if task is not None:
-            progress.advance(task, n)
-            speed = progress.tasks[task].speed
-            progress.update(task, rate=f"{speed:.1f} samples/s" if speed else "")
-
-    with progress:
-        yield on_start, on_progress
-
-
 def _quiet_libraries() -> None:
     """transformers' own progress bars and warnings would interleave with ours."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub: inputs are local
@@ -205,7 +175,6 @@ def _print_outcome(result) -> int:
     return int(gate.exit_code)
 
 
-ERROR_LOG = "bye-audit-error.log"
 _LOG_KEY = "bye_audit.error_log"
 
 
@@ -244,7 +213,7 @@ def _write_traceback(wanted: Path | None) -> Path:
     return Path(name)
 
 
-class _Group(click.Group):
+class _Group(cloup.Group):
     """Turns input errors raised anywhere below into one line on stderr and exit
     code 2, and any other exception into one line and exit code 4 (never 1,
     which a gate reads as "samples flagged"), with the traceback in a log file."""
@@ -266,69 +235,88 @@ class _Group(click.Group):
 
 
 
-def _stage1_options(f: Callable) -> Callable:
-    """What `audit` and `extract` share for stage 1 (config fields, except --progress)."""
-    for opt in reversed([
-        click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (on a terminal only)."),
-        click.option("--resume/--no-resume", default=True, show_default=True,
-                     help="Reuse the stage-1 shards an interrupted run left (each checked against its journal); "
-                          "--no-resume deletes them and computes everything."),
-        _batch_size, _shard_size, _per_head, _allow_pickle, _limit_options, _device_options, _backend_options,
-        _engine_options,
-    ]):
-        f = opt(f)
-    return f
+def _preflight(model_dir: Path | None = None, adapter_dir: Path | None = None, data: Path | None = None,
+               image_root: Path | None = None, onnx_path: Path | None = None, sign_key: Path | None = None,
+               out: Path | None = None, overwrite: bool = False, sarif_root: Path | None = None) -> None:
+    """Paths checked before anything heavy is imported: a typo costs well under a second."""
+    check_folder(model_dir, "--model", "model folder")
+    check_folder(adapter_dir, "--adapter", "adapter folder")
+    check_file(data, "--data", "dataset file")
+    check_folder(image_root, "--image-root", "image folder")
+    check_file(onnx_path, "--onnx", "ONNX graph")
+    check_file(sign_key, "--sign-key", "signing key")
+    check_folder(sarif_root, "--sarif-root", "SARIF root folder")
+    if sarif_root is not None and data is not None and not Path(data).resolve().is_relative_to(
+            Path(sarif_root).resolve()):
+        raise AuditInputError(f"--sarif-root {sarif_root}: the dataset {data} is not under it; pass the "
+                              "repository folder that holds the dataset")
+    if out is not None:
+        refuse_inputs([out], {"model": model_dir, "adapter": adapter_dir}, set())
+        check_out_folder(out, overwrite, {str(Path(p).resolve()) for p in (data, onnx_path) if p is not None})
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+
+def _stage1(reporter):
+    return dict(on_start=reporter.start, on_progress=reporter.advance)
+
+
+@cloup.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
 @click.version_option(__version__, prog_name="bye-audit")
 def cli() -> None:
     """Audit a fine-tuned multimodal LLM and its dataset for backdoored samples (BYE).
 
-    Exit codes: 0 pass, 1 fail (samples flagged), 2 usage or input error,
-    3 inconclusive, 4 internal error (traceback in bye-audit-error.log).
+    \b
+    Start with:  bye-audit audit --model CHECKPOINT --data dataset.json --out audit/
+    Then open audit/report.html (or report.pdf); bye-audit COMMAND -h for each command.
     """
 
 
-@cli.command()
-@click.option("--model", "model_dir", type=_path, required=True, help="Checkpoint folder (safetensors).")
-@_adapter
-@click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
-@click.option("--out", type=_path, required=True, callback=_out_folder,
-              help="Output folder (created; inputs are never overwritten).")
-@click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against [default: the dataset's folder].")
-@_stage1_options
-@_analysis_options
-def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, onnx_path, address, **cfg) -> None:
+@cli.command(epilog="\b\nExample:\n  bye-audit audit --model ckpt/ --data train.json --out audit/ "
+                    "--sign-key bye-audit.key\n\n" + EXIT_CODES)
+@cloup.option_group("Inputs", _model, _adapter, _data, _image_root)
+@cloup.option_group("Output", click.option("--out", type=_path, required=True, callback=_out_folder,
+                                           help="Output folder (created; inputs are never overwritten)."),
+                    _overwrite, _sign_key, _sarif_root)
+@cloup.option_group("Detection (stages 2-3)", *_detection_options())
+@cloup.option_group("Stage 1 (the model's forward passes)", *_STAGE1)
+@cloup.option_group("ONNX Runtime backend", *_ONNX)
+@cloup.option_group("Ray engine (scale-out)", *_RAY)
+def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, onnx_path, address, overwrite,
+          sarif_root, **cfg) -> None:
     """Run every stage: extract, analyse, write the cleaned dataset, the report and
     the evidence (manifest; signed attestation with --sign-key)."""
-    from . import pipeline
-
+    _preflight(model_dir, adapter_dir, data, image_root, onnx_path, sign_key, out, overwrite, sarif_root)
     config = _config(**cfg)
     _check_unused(config, address)
+    from . import pipeline
+    from .console import reporter
+
     _quiet_libraries()
-    with _progress(progress) as (on_start, on_progress):
-        result = pipeline.audit(model_dir, data, out, config, image_root, on_start, on_progress,
-                                adapter_dir, sign_key, onnx_path, address)
+    with reporter(sys.stderr, progress) as r:
+        result = pipeline.audit(model_dir, data, out, config, image_root, adapter_dir=adapter_dir,
+                                sign_key=sign_key, onnx_path=onnx_path, address=address, overwrite=overwrite,
+                                on_step=r.step, sarif_root=sarif_root, **_stage1(r))
     sys.exit(_print_outcome(result))
 
 
-@cli.command()
-@click.option("--model", "model_dir", type=_path, required=True, help="Checkpoint folder (safetensors).")
-@_adapter
-@click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
-@click.option("--out", type=_path, required=True, callback=_out_file, help="Features file to write (.parquet).")
-@click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
-@_stage1_options
+@cli.command(epilog="\b\nExample:\n  bye-audit extract --model ckpt/ --data train.json --out features.parquet")
+@cloup.option_group("Inputs", _model, _adapter, _data, _image_root)
+@cloup.option_group("Output", click.option("--out", type=_path, required=True, callback=_out_file,
+                                           help="Features file to write (.parquet)."))
+@cloup.option_group("Stage 1 (the model's forward passes)", *_STAGE1)
+@cloup.option_group("ONNX Runtime backend", *_ONNX)
+@cloup.option_group("Ray engine (scale-out)", *_RAY)
 def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, address, **stage1) -> None:
     """Stage 1 only: per-sample, per-layer attention entropy -> features.parquet."""
+    _preflight(model_dir, adapter_dir, data, image_root, onnx_path)
+    config = _config(**stage1)
+    _check_unused(config, address)
     from . import pipeline
+    from .console import reporter
 
     _quiet_libraries()
-    with _progress(progress) as (on_start, on_progress):
-        config = _config(**stage1)
-        _check_unused(config, address)
-        features = pipeline.extract_file(model_dir, data, out, config,
-                                         image_root, on_start, on_progress, adapter_dir, onnx_path, address)
+    with reporter(sys.stderr, progress, prefix="extract") as r:
+        features = pipeline.extract_file(model_dir, data, out, config, image_root, adapter_dir=adapter_dir,
+                                         onnx_path=onnx_path, address=address, **_stage1(r))
     n_ok = len(features.ok_rows)
     resume = features.resume or {}
     for d in resume.get("discarded_shards", []):
@@ -339,8 +327,9 @@ def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, 
                f"{len(features.rows) - n_ok} skipped or failed")
 
 
-@cli.command("export-onnx")
-@click.option("--model", "model_dir", type=_path, required=True, help="Checkpoint folder (safetensors).")
+@cli.command("export-onnx", epilog="\b\nExample:\n  bye-audit export-onnx --model ckpt/ --out graph.onnx\n"
+                                   "  bye-audit audit --model ckpt/ --backend onnx --onnx graph.onnx ...")
+@_model
 @_adapter
 @click.option("--out", type=_path, required=True, callback=_out_file,
               help="ONNX file to write (weights inline below 2 GB, "
@@ -349,11 +338,12 @@ def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, 
 def export_onnx(model_dir, adapter_dir, out, allow_pickle) -> None:
     """Export the attention-producing graph of --model (LLaVA, Qwen2-VL) to ONNX,
     for `extract|audit --backend onnx --onnx OUT`."""
+    _preflight(model_dir, adapter_dir)
+    if out.exists() and out.is_dir():
+        raise AuditInputError(f"{out}: is a folder; pass a file name such as {out / 'graph.onnx'}")
     from exporters import export_onnx as export
 
     _quiet_libraries()
-    if out.exists() and out.is_dir():
-        raise AuditInputError(f"{out}: is a folder; pass a file name such as {out / 'graph.onnx'}")
     meta = export(model_dir, out, adapter_dir, allow_pickle,
                   on_step=lambda msg: click.echo(f"export-onnx: {msg}", err=True))
     size = sum(p.stat().st_size for p in [out] + [out.parent / n for n in meta["external_data"]])
@@ -361,24 +351,34 @@ def export_onnx(model_dir, adapter_dir, out, allow_pickle) -> None:
                f"opset {meta['opset']})")
 
 
-@cli.command()
+@cli.command(epilog="\b\nExample (another --tau on an audit's features):\n"
+                    "  bye-audit analyze audit/features.parquet --data train.json --out audit-tau2/ "
+                    "--method bye --tau 2\n\n" + EXIT_CODES)
 @click.argument("features_path", metavar="FEATURES", type=_path)
-@click.option("--data", type=_path, required=True, help="The dataset the features were extracted from.")
-@click.option("--out", type=_path, required=True, callback=_out_folder, help="Output folder.")
-@click.option("--image-root", type=_path, default=None, help="Folder image paths resolve against.")
-@_analysis_options
-def analyze(features_path, data, out, image_root, sign_key, **cfg) -> None:
+@cloup.option_group("Inputs", click.option("--data", type=_path, required=True,
+                                           help="The dataset the features were extracted from."), _image_root)
+@cloup.option_group("Output", click.option("--out", type=_path, required=True, callback=_out_folder,
+                                           help="Output folder."), _overwrite, _sign_key, _sarif_root)
+@cloup.option_group("Detection (stages 2-3)", *_detection_options())
+def analyze(features_path, data, out, image_root, sign_key, overwrite, sarif_root, **cfg) -> None:
     """Stages 2-3 (and the report) from FEATURES (a features.parquet of `extract` or
     `audit`, or a .jsonl dump in the reference code's format), e.g. with another
     --tau; no model needed."""
+    _preflight(data=data, image_root=image_root, sign_key=sign_key, out=out, overwrite=overwrite,
+               sarif_root=sarif_root)
+    check_file(features_path, "FEATURES", "features file")
+    config = _config(**cfg)
     from . import pipeline
+    from .console import reporter
 
-    result = pipeline.analyze_file(features_path, data, out, _config(**cfg), image_root, sign_key,
-                                   on_step=lambda msg: click.echo(f"analyze: {msg}", err=True))
+    with reporter(sys.stderr, False, prefix="analyze") as r:
+        result = pipeline.analyze_file(features_path, data, out, config, image_root, sign_key,
+                                       on_step=r.step, overwrite=overwrite, sarif_root=sarif_root)
     sys.exit(_print_outcome(result))
 
 
-@cli.command("export-features")
+@cli.command("export-features",
+             epilog="\b\nExample:\n  bye-audit export-features audit/features.parquet --out entropy.jsonl")
 @click.argument("features_path", metavar="FEATURES", type=_path)
 @click.option("--format", "fmt", type=click.Choice(["bye-jsonl"]), default="bye-jsonl", show_default=True,
               help="bye-jsonl: the reference code's dump, one {question_id, entropy: {layer: nats}} per line.")
@@ -398,17 +398,28 @@ def export_features(features_path, fmt, out) -> None:
     click.echo(f"wrote {out}: {n} samples ({len(features.rows) - n} skipped or failed rows left out), {fmt}")
 
 
-@cli.command()
-@click.option("--out", "out_dir", type=_path, required=True, help="Output folder of an audit.")
+@cli.command(epilog="\b\nExample:\n  bye-audit evaluate audit/ --truth poisoned-ids.txt")
+@click.argument("bundle", metavar="BUNDLE", type=_path, required=False)
 @click.option("--truth", type=_path, required=True, help="Ground-truth poisoned ids, one per line.")
-def evaluate(out_dir, truth) -> None:
-    """Detection metrics of an audit against ground truth, as JSON on stdout."""
-    from .evaluate import evaluate_outputs
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON (floats rounded to 6 digits).")
+@click.option("--out", "old_out", type=_path, default=None, hidden=True)  # the 0.1 form, deprecated
+def evaluate(bundle, truth, as_json, old_out) -> None:
+    """Detection metrics of the audit bundle BUNDLE against ground truth: which
+    poisoned samples were missed, which clean ones flagged."""
+    if bundle is None and old_out is None:
+        raise click.UsageError("pass the audit's output folder: bye-audit evaluate BUNDLE --truth FILE")
+    if bundle is not None and old_out is not None:
+        raise click.UsageError("pass the bundle once: as BUNDLE (--out is the old form)")
+    if old_out is not None:
+        click.echo("evaluate: --out BUNDLE is deprecated; write `bye-audit evaluate BUNDLE --truth FILE`", err=True)
+    from .evaluate import evaluate_outputs, render_table, rounded
 
-    click.echo(json.dumps(evaluate_outputs(out_dir, truth), indent=2, sort_keys=True))
+    result = evaluate_outputs(bundle or old_out, truth)
+    click.echo(json.dumps(rounded(result), indent=2) if as_json else render_table(result))
 
 
-@cli.command()
+@cli.command(epilog="\b\nExample:\n  bye-audit keygen --out keys/\n"
+                    "  bye-audit audit ... --sign-key keys/bye-audit.key")
 @click.option("--out", "out_dir", type=_path, required=True, help="Folder for bye-audit.key and bye-audit.pub.")
 def keygen(out_dir) -> None:
     """Make an Ed25519 key pair for signing audit bundles. The private key
@@ -426,15 +437,20 @@ def keygen(out_dir) -> None:
     click.echo(f"wrote {private} (keep it secret) and {public}; key id {pair.keyid}")
 
 
-@cli.command()
+@cli.command(epilog="\b\nExample:\n  bye-audit verify audit/ --key bye-audit.pub\n"
+                    "  bye-audit verify audit/ --key bye-audit.pub --data moved/train.json --image-root moved/")
 @click.argument("out_dir", metavar="DIR", type=_path)
 @click.option("--key", "key_path", type=_path, required=True, help="Public key (.pub from `bye-audit keygen`).")
-@click.option("--model", "model_dir", type=_path, default=None, help="Where the model folder is now [default: where it was audited].")
-@_adapter
-@click.option("--data", type=_path, default=None, help="Where the dataset file is now [default: where it was audited].")
-@click.option("--image-root", type=_path, default=None, help="Where the images' folder is now.")
-@click.option("--onnx", "onnx_path", type=_path, default=None,
-              help="Where the ONNX graph is now (--backend onnx audits).")
+@cloup.option_group(
+    "Inputs that moved since the audit",
+    click.option("--model", "model_dir", type=_path, default=None,
+                 help="Where the model folder is now [default: where it was audited]."),
+    _adapter,
+    click.option("--data", type=_path, default=None,
+                 help="Where the dataset file is now [default: where it was audited]."),
+    click.option("--image-root", type=_path, default=None, help="Where the images' folder is now."),
+    click.option("--onnx", "onnx_path", type=_path, default=None,
+                 help="Where the ONNX graph is now (--backend onnx audits)."))
 @click.option("--outputs-only", is_flag=True, help="Check the signature and the outputs only, not the inputs.")
 def verify(out_dir, key_path, model_dir, adapter_dir, data, image_root, onnx_path, outputs_only) -> None:
     """Check an audit bundle: the signature of DIR/attestation.dsse.json with --key,
@@ -454,6 +470,8 @@ def verify(out_dir, key_path, model_dir, adapter_dir, data, image_root, onnx_pat
         click.echo(f"note: {line}")
     if result.ok:
         click.echo(f"verified: {out_dir} (signature by key {result.keyid}; {result.checked} digests match)")
+        if result.signed:
+            click.echo(f"signed result: {result.signed}")
     else:
         click.echo(f"NOT verified: {out_dir} ({len(result.problems)} problem(s))", err=True)
     sys.exit(0 if result.ok else 1)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .analysis.verdict import Analysis, analyze
+from .causes import group_reasons
 from .config import AuditConfig
 from .data import Dataset, cleaned_name, read_dataset, render_cleaned, render_flagged
 from .errors import AuditInputError
@@ -18,6 +20,7 @@ from .extract.features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features
 from .fileio import (check_writable, json_bytes, real_path, sha256_bytes, sha256_file, sha256_tree,
                      write_bytes_atomic, write_files_atomic)
 from .gate import Gate, gate
+from .preflight import PARTS, check_out_folder, refuse_inputs
 
 if TYPE_CHECKING:  # torch-bound; analyze/evaluate must start without it
     from securesystemslib.signer import Signer
@@ -33,7 +36,9 @@ SUMMARY = "summary.json"
 SARIF = "findings.sarif"
 MANIFEST = "manifest.json"
 ATTESTATION = "attestation.dsse.json"
-PARTS = ".features.parts"
+# More than this share of the records skipped for input reasons is an input
+# error (exit 2, with the cause), not an inconclusive audit.
+MOST_SKIPPED = 0.5
 
 
 @dataclass(frozen=True)
@@ -44,28 +49,29 @@ class AuditOutputs:
 
 
 def check_out_dir(out: Path, dataset: Dataset, names: list[str],
-                  input_dirs: dict[str, Path | None] | None = None, onnx_path: Path | None = None) -> None:
+                  input_dirs: dict[str, Path | None] | None = None, onnx_path: Path | None = None,
+                  overwrite: bool = False) -> None:
     """Refuse an output folder whose files would land on an input: inside an input
     folder (`input_dirs`, e.g. {"model": ..., "adapter": ...}), or on the dataset,
-    an image or the ONNX graph."""
+    an image or the ONNX graph; and one holding a previous bundle unless
+    `overwrite`, or other files (preflight.check_out_folder)."""
     out = Path(out)
     refuse_inputs([out], input_dirs or {}, set())
-    refuse_inputs([out / name for name in names], {}, _input_paths(dataset, onnx_path))
-    if out.exists() and not out.is_dir():
-        raise AuditInputError(f"{out}: exists and is not a folder; choose another --out")
+    inputs = _input_paths(dataset, onnx_path)
+    refuse_inputs([out / name for name in names], {}, inputs)
+    check_out_folder(out, overwrite, inputs)
 
 
-def refuse_inputs(targets: list[Path], folders: dict[str, Path | None], files: set[str]) -> None:
-    """Refuse to write any of `targets` when it lies in one of the input `folders`
-    (label -> folder) or is one of the input `files` (resolved paths)."""
-    for target in targets:
-        t = Path(target).resolve()
-        for label, folder in folders.items():
-            if folder is not None and (t == Path(folder).resolve() or t.is_relative_to(Path(folder).resolve())):
-                raise AuditInputError(f"{target}: inside the {label} folder {Path(folder).resolve()}; "
-                                      "writing there could overwrite an input; choose another --out")
-        if str(t) in files:
-            raise AuditInputError(f"{target}: writing it would overwrite an input; choose another --out")
+def refuse_mostly_skipped(skipped: list[tuple[str, str]], n_records: int, source: Path) -> None:
+    """More than MOST_SKIPPED of the records skipped for input reasons (`skipped`:
+    (id, reason) pairs) is an input error naming the causes and their fixes:
+    an audit of what is left would only say "inconclusive" and hide why."""
+    if n_records and len(skipped) > MOST_SKIPPED * n_records:
+        causes = group_reasons(skipped)
+        detail = "; ".join(g.line() for g in causes[:2])
+        more = f"; and {len(causes) - 2} other cause(s)" if len(causes) > 2 else ""
+        raise AuditInputError(f"{source}: {len(skipped):,} of {n_records:,} records cannot be analysed: "
+                              f"{detail}{more}")
 
 
 def _input_paths(dataset: Dataset, onnx_path: Path | None = None) -> set[str]:
@@ -207,13 +213,16 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
                   model_dir: Path | None = None, adapter_dir: Path | None = None,
                   onnx_path: Path | None = None, signer: Signer | None = None, write_features: bool = True,
                   heatmaps: dict[int, tuple[bytes, bytes]] | None = None,
-                  features_file: Path | None = None) -> AuditOutputs:
+                  features_file: Path | None = None, audited_at: datetime | None = None,
+                  sarif_root: Path | None = None) -> AuditOutputs:
     """Render every output to bytes, then write each atomically; the manifest
     (digests of every input and output) and, with `signer`, the attestation last.
-    `features_file`: the features already exist as this file; it is copied as it is."""
+    `features_file`: the features already exist as this file; it is copied as it is.
+    `audited_at`: the audit's time [default: now, or SOURCE_DATE_EPOCH].
+    `sarif_root`: the findings' URIs relative to this folder (a repository's root)."""
     from .evidence.attestation import statement
     from .evidence.attestation import sign as sign_statement
-    from .evidence.manifest import input_files, manifest_dict, roots
+    from .evidence.manifest import audit_time, input_files, iso, manifest_dict, report_id, roots
     from .report.html import render_html
     from .report.pdf import render_pdf
     from .report.sarif import render_sarif
@@ -224,6 +233,9 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
     inputs = input_files(dataset, model_dir, adapter_dir, onnx_path)
     digests = {name: sha256_file(path) for name, path in inputs.items()}
     by_path = {real_path(path): digests[name] for name, path in inputs.items()}
+    when = audited_at or audit_time()
+    about = {"report_id": report_id(digests, analysis.config.to_dict(), when), "audited_at": iso(when),
+             "inputs_sha256": digests}
 
     keep = set(range(len(dataset.records))) - {f.index for f in analysis.flagged}
     files: dict[str, bytes] = {}
@@ -235,15 +247,15 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
     files[FLAGGED] = render_flagged(dataset, {f.index: f.score for f in analysis.flagged})
     files[cleaned_name(dataset)] = render_cleaned(dataset, keep)
     files[REPORT] = render_html(analysis, meta, dataset, heatmaps, gate=g, signing=signing,
-                                features=features)
+                                features=features, about=about)
     files[REPORT_PDF] = render_pdf(files[REPORT])
-    files[SARIF] = render_sarif(analysis, dataset, int(g.exit_code), by_path)
+    files[SARIF] = render_sarif(analysis, dataset, int(g.exit_code), by_path, sarif_root, about["report_id"])
     outputs_sha256 = {n: sha256_bytes(b) for n, b in files.items()}
     if write_features and features_file is not None:
         outputs_sha256[FEATURES] = sha256_file(features_file)
     if not write_features and (Path(out) / FEATURES).is_file():  # `analyze` reading features in place
         outputs_sha256[FEATURES] = sha256_file(Path(out) / FEATURES)
-    summary = summary_dict(analysis, meta, outputs_sha256, g)
+    summary = summary_dict(analysis, meta, outputs_sha256, g, about["report_id"], about["audited_at"])
     files[SUMMARY] = json_bytes(summary)
     outputs_sha256[SUMMARY] = sha256_bytes(files[SUMMARY])
     manifest = manifest_dict(digests, outputs_sha256, roots(dataset, model_dir, adapter_dir, onnx_path), meta,
@@ -251,7 +263,8 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
     files[MANIFEST] = json_bytes(manifest)
     if signer is not None:
         subjects = {**manifest["files"], f"outputs/{MANIFEST}": sha256_bytes(files[MANIFEST])}
-        predicate = {"verdict": analysis.verdict, "exit_code": int(g.exit_code), "reasons": list(analysis.reasons),
+        predicate = {"report_id": about["report_id"], "audited_at": about["audited_at"],
+                     "verdict": analysis.verdict, "exit_code": int(g.exit_code), "reasons": list(analysis.reasons),
                      "counts": summary["counts"], "config": analysis.config.to_dict(), "tool": manifest["tool"]}
         files[ATTESTATION] = sign_statement(statement(subjects, predicate), signer)
     items: dict[str, bytes | Path] = {}
@@ -274,23 +287,37 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
           on_start: Callable[[int], None] | None = None,
           on_progress: Callable[[int], None] | None = None,
           adapter_dir: Path | None = None, sign_key: Path | None = None,
-          onnx_path: Path | None = None, address: str | None = None) -> AuditOutputs:
-    """Every stage; with `sign_key` (a `keygen` private key) the bundle is signed."""
+          onnx_path: Path | None = None, address: str | None = None, overwrite: bool = False,
+          on_step: Callable[[str], None] | None = None, sarif_root: Path | None = None) -> AuditOutputs:
+    """Every stage; with `sign_key` (a `keygen` private key) the bundle is signed.
+    `overwrite`: replace a previous bundle in `out`. `on_step` hears what starts next."""
+    step = on_step or (lambda _msg: None)
     signer = _signer(sign_key)  # a bad key fails before the long stage 1
+    step(f"reading the dataset {data}")
     dataset = read_dataset(data, image_root)
     check_out_dir(out, dataset, output_names(dataset), {"model": model_dir, "adapter": adapter_dir},
-                  onnx_path)
+                  onnx_path, overwrite)
     check_writable(Path(out))  # before the long stage 1
+    refuse_mostly_skipped([(s.id, s.skip_reason or "") for s in dataset.samples if not s.ok],
+                          len(dataset.records), Path(data))
     from .extract.shards import clear
 
+    step(f"loading the model {model_dir}" + (f" with the adapter {adapter_dir}" if adapter_dir else ""))
     loaded = load(model_dir, config, adapter_dir, onnx_path)
     parts = Path(out) / PARTS  # completed stage-1 shards: rerunning the command resumes
+    step(f"stage 1: attention entropy of {sum(s.ok for s in dataset.samples):,} samples "
+         f"({loaded.family.name}, {loaded.n_layers} layers, {loaded.device})")
     features = extract(loaded, dataset, config, on_start, on_progress, parts, address)
+    refuse_mostly_skipped([(r.id, r.reason or "") for r in features.rows if r.status == "skipped"],
+                          len(dataset.records), Path(data))
+    step(f"stages 2-3 ({config.method}) on {len(dataset.records):,} records")
     analysis = analyze(features, config, [s.prompt for s in dataset.samples])
+    step("attention heatmaps of the samples the report shows")
     heatmaps = attention_heatmaps(loaded, dataset, analysis)
+    step(f"writing the report (HTML, PDF), the cleaned dataset and the evidence to {out}")
     result = write_outputs(out, dataset, features, analysis, model_dir=model_dir, adapter_dir=adapter_dir,
                            onnx_path=onnx_path if config.backend == "onnx" else None, signer=signer,
-                           heatmaps=heatmaps)
+                           heatmaps=heatmaps, sarif_root=sarif_root)
     clear(parts)
     return result
 
@@ -323,7 +350,8 @@ def attention_heatmaps(loaded: Stage1Model, dataset: Dataset, analysis: Analysis
 
 def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig,
                  image_root: Path | None = None, sign_key: Path | None = None,
-                 on_step: Callable[[str], None] | None = None) -> AuditOutputs:
+                 on_step: Callable[[str], None] | None = None, overwrite: bool = False,
+                 sarif_root: Path | None = None) -> AuditOutputs:
     """Stages 2-4 from an existing features file (no model needed, so the
     manifest lists no model files: the features' metadata names the model).
     `on_step` hears what starts next (a million samples take a minute)."""
@@ -342,8 +370,11 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
             i != s.id for i, s in zip(features.column("id"), dataset.samples)):
         raise AuditInputError(f"{features_path}: its rows do not match the records of {data}; "
                               "extract features from this dataset first")
-    check_out_dir(out, dataset, output_names(dataset, with_features=False))
+    check_out_dir(out, dataset, output_names(dataset, with_features=False), overwrite=overwrite)
     check_writable(Path(out))
+    refuse_mostly_skipped([(i, r or "") for i, st, r in zip(features.column("id"), features.column("status"),
+                                                            features.column("reason")) if st == "skipped"],
+                          len(dataset.records), Path(features_path))
     step(f"stages 2-3 ({config.method}) on {len(dataset.records):,} records")
     analysis = analyze(features, config, [s.prompt for s in dataset.samples])
     step(f"writing the outputs to {out}")
@@ -352,4 +383,4 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     fresh = (Path(out) / FEATURES).resolve() != Path(features_path).resolve()
     as_is = None if imported else Path(features_path)
     return write_outputs(out, dataset, features, analysis, signer=signer, write_features=fresh,
-                         features_file=as_is)
+                         features_file=as_is, sarif_root=sarif_root)

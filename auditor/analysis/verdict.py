@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..causes import CauseGroup, group_reasons
 from ..config import AuditConfig
 from ..extract.features import FeatureSet
 from ..fileio import Rows
@@ -109,6 +110,11 @@ class Analysis:
         return self.config.method
 
     @property
+    def causes(self) -> tuple[CauseGroup, ...]:
+        """The unanalysed records grouped by cause, largest first."""
+        return group_reasons((u.id, u.reason) for u in self.unanalysed)
+
+    @property
     def coverage(self) -> float:
         return self.n_analysed / self.n_records if self.n_records else 0.0
 
@@ -127,6 +133,7 @@ class Analysis:
             "scores": self.scored.rows(),
             "flagged": [{"index": f.index, "id": f.id, "score": f.score} for f in self.flagged],
             "unanalysed": [{"index": u.index, "id": u.id, "reason": u.reason} for u in self.unanalysed],
+            "unanalysed_by_cause": [g.to_dict() for g in self.causes],
             "config": self.config.to_dict(),
             "method": self.method,
             "group": None if self.group is None else self.group.to_dict(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,34 @@ def _conversation(conv: Any) -> tuple[str, str, str | None]:
     prompt = human["value"].replace(IMAGE_PLACEHOLDER, "").strip()
     answer = gpt.get("value", "") if gpt is not None else ""
     return prompt, answer if isinstance(answer, str) else "", None
+
+
+def record_lines(path: Path, fmt: str) -> list[int]:
+    """The 1-based line on which each record of the dataset file starts, input
+    order (findings point at it). JSONL: the record's line; a JSON array: the
+    line of the element's first character; Parquet has no lines: row i is
+    "line" i + 1, by convention (docs/cli.md)."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(range(1, pq.ParquetFile(path).metadata.num_rows + 1))
+    text = _read_text(Path(path))
+    if fmt != "llava-json":
+        return [n for n, _ in _jsonl_lines(text)]
+    decoder, ws = json.JSONDecoder(), re.compile(r"[ \t\n\r]*")
+    starts, pos = [], ws.match(text, 0).end() + 1  # past "["
+    while True:
+        pos = ws.match(text, pos).end()
+        if pos >= len(text) or text[pos] == "]":
+            break
+        starts.append(pos)
+        _, pos = decoder.raw_decode(text, pos)  # the C scanner: no Python loop over characters
+        pos = ws.match(text, pos).end()
+        if pos < len(text) and text[pos] == ",":
+            pos += 1
+    lines, line, last = [], 1, 0
+    for s in starts:
+        line += text.count("\n", last, s)
+        lines.append(line)
+        last = s
+    return lines

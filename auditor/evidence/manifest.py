@@ -9,15 +9,17 @@ where each root was at audit time.
 
 from __future__ import annotations
 
-import platform
-from importlib.metadata import PackageNotFoundError, version
 import os
+import platform
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..data import Dataset
-from ..fileio import real_path
+from ..errors import AuditInputError
+from ..fileio import json_bytes, real_path, sha256_bytes
 
 MANIFEST_SCHEMA_VERSION = 1
 # Libraries whose versions can change a feature, a verdict or a rendered byte.
@@ -83,6 +85,33 @@ def roots(dataset: Dataset, model_dir: Path | None, adapter_dir: Path | None,
     return out
 
 
+def audit_time() -> datetime:
+    """Now, in UTC to the second; or SOURCE_DATE_EPOCH when set (the
+    reproducible-builds convention), so a rerun can give identical bytes."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is not None:
+        try:
+            return datetime.fromtimestamp(int(epoch), tz=timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise AuditInputError(f"SOURCE_DATE_EPOCH={epoch!r}: not a Unix time in seconds; "
+                                  "unset it or give an integer") from None
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def iso(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def report_id(inputs_sha256: dict[str, str], config: dict[str, Any], audited_at: datetime) -> str:
+    """The audit's id, printed on every report page and signed: what was audited
+    (every input digest), how (config, tool version) and when. (The manifest's
+    own digest cannot serve: the manifest digests the report.)"""
+    basis = json_bytes({"inputs": dict(sorted(inputs_sha256.items())), "config": config,
+                        "tool": __version__, "audited_at": iso(audited_at)})
+    h = sha256_bytes(basis)[:16]
+    return "-".join(h[i:i + 4] for i in range(0, 16, 4))
+
+
 def manifest_dict(inputs_sha256: dict[str, str], outputs_sha256: dict[str, str],
                   root_paths: dict[str, str | None], meta: dict[str, Any], summary: dict[str, Any]
                   ) -> dict[str, Any]:
@@ -94,6 +123,8 @@ def manifest_dict(inputs_sha256: dict[str, str], outputs_sha256: dict[str, str],
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "tool": {"name": "bye-audit", "version": __version__},
+        "report_id": summary["report_id"],
+        "audited_at": summary["audited_at"],
         "roots": root_paths,
         "files": dict(sorted(files.items())),
         "verdict": summary["verdict"],

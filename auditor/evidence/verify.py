@@ -21,6 +21,7 @@ class Verification:
     checked: int = 0  # subjects whose digest matched
     keyid: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)  # facts that do not fail it
+    signed: str | None = None  # what the signature vouches for, in one line (verdict, counts, tool, time)
 
 
 def _locate(name: str, out_dir: Path, roots: dict[str, str | None], overrides: dict[str, Path | None]
@@ -93,7 +94,28 @@ def verify_bundle(out_dir: Path, key_path: Path, overrides: dict[str, Path | Non
         notes.append("not covered by the signature: " + ", ".join(extra))
     if not outputs_only:
         notes.extend(_unsigned_inputs(subjects, roots, overrides))
-    return Verification(not problems, tuple(problems), checked, key.keyid, tuple(notes))
+    return Verification(not problems, tuple(problems), checked, key.keyid, tuple(notes),
+                        signed_summary(stmt.get("predicate")))
+
+
+def signed_summary(predicate: object) -> str | None:
+    """One line of the signed predicate: 'FAIL, 99 of 1,000 records flagged (1,000
+    analysed); report 1a2b-...; bye-audit 0.1.0; signed 2026-11-30T10:00:00Z'."""
+    if not isinstance(predicate, dict):
+        return None
+    counts = predicate.get("counts") if isinstance(predicate.get("counts"), dict) else {}
+    tool = predicate.get("tool") if isinstance(predicate.get("tool"), dict) else {}
+    parts = [str(predicate.get("verdict", "?")).upper()]
+    if all(isinstance(counts.get(k), int) for k in ("flagged", "records", "analysed")):
+        parts[0] += (f", {counts['flagged']:,} of {counts['records']:,} records flagged "
+                     f"({counts['analysed']:,} analysed)")
+    if predicate.get("report_id"):
+        parts.append(f"report {predicate['report_id']}")
+    if tool.get("version"):
+        parts.append(f"{tool.get('name', 'bye-audit')} {tool['version']}")
+    if predicate.get("audited_at"):
+        parts.append(f"signed at the audit, {predicate['audited_at']}")
+    return "; ".join(map(str, parts))
 
 
 def _unsigned_inputs(subjects: dict[str, str], roots: dict[str, str | None],

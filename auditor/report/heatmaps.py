@@ -17,9 +17,10 @@ KEPT_FOR_CONTRAST = 4
 
 def samples_to_show(analysis: Analysis, n_flagged: int = MAX_FLAGGED_HEATMAPS,
                     n_kept: int = KEPT_FOR_CONTRAST) -> list[int]:
-    """Record indices: the first `n_flagged` flagged samples, and `n_kept` kept
-    samples spread evenly over the kept scores (lowest to highest)."""
-    flagged = [f.index for f in analysis.flagged[:n_flagged]]
+    """Record indices: the `n_flagged` most suspicious flagged samples (lowest
+    score first, as the report lists them), and `n_kept` kept samples spread
+    evenly over the kept scores (lowest to highest)."""
+    flagged = [f.index for f in sorted(analysis.flagged, key=lambda f: (f.score, f.index))[:n_flagged]]
     s = analysis.scored
     kept = ~np.isin(s.index, [f.index for f in analysis.flagged])
     index, score = s.index[kept], s.score[kept]
@@ -51,3 +52,13 @@ def heatmap_pngs(image: Image.Image, grid: np.ndarray, size: int = 96) -> tuple[
     ax.imshow(grid, cmap="inferno", alpha=0.6, extent=(0, size, size, 0), interpolation="nearest")
     ax.axis("off")
     return buf.getvalue(), png_bytes(fig)
+
+
+def colour_scale_png() -> bytes:
+    """The overlays' colour scale: each overlay is scaled to its own sample's
+    lowest and highest patch, so the bar is labelled by rank, not by value."""
+    fig, ax = plt.subplots(figsize=(3.2, 0.45), dpi=80)
+    ax.imshow(np.linspace(0, 1, 256)[None, :], cmap="inferno", aspect="auto")
+    ax.set_yticks([])
+    ax.set_xticks([0, 255], ["least attended patch", "most attended patch"], fontsize=7)
+    return png_bytes(fig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections import Counter
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,13 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from .. import __version__
 from ..analysis.verdict import Analysis
 from ..data import Dataset
 from ..gate import Gate
 from ..evidence.manifest import library_versions
 from ..extract.features import FeatureSet
+from .heatmaps import colour_scale_png
 from .plots import bsi_plot, entropy_by_layer, score_histogram
 
 MAX_FLAGGED_ROWS = 200
@@ -67,12 +70,15 @@ def _data_uri(png: bytes) -> str:
 
 def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
                 heatmaps: dict[int, tuple[bytes, bytes]] | None = None, gate: Gate | None = None,
-                signing: dict[str, str] | None = None, features: FeatureSet | None = None) -> bytes:
+                signing: dict[str, str] | None = None, features: FeatureSet | None = None,
+                about: dict[str, Any] | None = None) -> bytes:
     """The report; `heatmaps` maps record indices to (thumbnail, attention overlay)
     PNGs for the samples shown (absent when no model was at hand, as in `analyze`);
     `gate` is the exit code under --fail-on; `signing` names the signing key
-    (None: unsigned); `features` gives the per-layer entropy of flagged vs kept."""
+    (None: unsigned); `features` gives the per-layer entropy of flagged vs kept;
+    `about`: {"report_id", "audited_at", "inputs_sha256"} of the audit."""
     heatmaps = heatmaps or {}
+    about = about or {}
     layers = analysis.layers
     bsi_img = (_data_uri(bsi_plot([p.bsi for p in layers], [p.layer for p in layers if p.sensitive],
                                   analysis.config.tau)) if layers else None)
@@ -93,6 +99,7 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
         bad = np.isin(analysis.scored.index, [f.index for f in analysis.flagged])
         groups = [values[rows[bad == b]] for b in (False, True)]
         layer_img = _data_uri(entropy_by_layer(groups[0], groups[1], list(analysis.sensitive_layers)))
+
     def row(f):
         pics = heatmaps.get(f.index)
         return {"id": f.id, "index": f.index, "score": f.score,
@@ -102,18 +109,82 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
                 "heat": _data_uri(pics[1]) if pics else None}
 
     flagged_set = {f.index for f in analysis.flagged}
-    flagged_rows = [row(f) for f in analysis.flagged[:MAX_FLAGGED_ROWS]]
+    by_suspicion = sorted(analysis.flagged, key=lambda f: (f.score, f.index))  # lowest score first
+    flagged_rows = [row(f) for f in by_suspicion[:MAX_FLAGGED_ROWS]]
     shown_kept = np.isin(analysis.scored.index, [i for i in heatmaps if i not in flagged_set])
     kept_rows = [row(f) for f in analysis.scored.flags(shown_kept)]
-    skipped = [{"id": u.id, "reason": u.reason} for u in analysis.unanalysed]
+    with_images = sum(1 for r in flagged_rows if r["heat"])
     html = _env().get_template("report.html.j2").render(
-        a=analysis, meta=meta, dataset_path=str(dataset.path), bsi_img=bsi_img,
-        hist_img=hist_img, layer_img=layer_img, libraries=library_versions(), flagged_rows=flagged_rows, kept_rows=kept_rows,
-        has_heatmaps=bool(heatmaps), heatmap_layers=", ".join(map(str, analysis.sensitive_layers)) or "all",
+        a=analysis, meta=meta, dataset=dataset, dataset_path=str(dataset.path), bsi_img=bsi_img,
+        hist_img=hist_img, layer_img=layer_img, libraries=library_versions(), flagged_rows=flagged_rows,
+        kept_rows=kept_rows, has_heatmaps=bool(heatmaps), with_images=with_images,
+        heatmap_layers=", ".join(map(str, analysis.sensitive_layers)) or "all",
+        scale_img=_data_uri(colour_scale_png()) if heatmaps else None,
         more_flagged=max(0, len(analysis.flagged) - MAX_FLAGGED_ROWS),
-        skipped=skipped[:MAX_FLAGGED_ROWS], more_skipped=max(0, len(skipped) - MAX_FLAGGED_ROWS),
-        config=analysis.config.to_dict(), gate=gate, signing=signing)
+        causes=analysis.causes, config=analysis.config.to_dict(),
+        environment=_environment_rows(meta, analysis.config.to_dict()), gate=gate, signing=signing,
+        about=about, finding=finding(analysis, dataset), version=__version__,
+        model_name=_name(meta.get("model")), adapter_name=_name(meta.get("adapter")),
+        many_flagged=MANY_FLAGGED)
     return html.encode("utf-8", "backslashreplace")
+
+
+MANY_FLAGGED = 0.35  # above this share flagged, the report warns: a backdoor is usually a small minority
+
+
+def _name(part: dict[str, Any] | None) -> str | None:
+    """A checkpoint's name as a reader knows it: its folder's name."""
+    if not part or not part.get("path"):
+        return None
+    return Path(str(part["path"])).name or str(part["path"])
+
+
+def _environment_rows(meta: dict[str, Any], config: dict[str, Any]) -> list[tuple[str, str]]:
+    """The runtime rows the configuration table does not already show, each as text."""
+    env = meta.get("environment") or {}
+    out = []
+    for k in sorted(env):
+        if k == "libraries" or k in config:
+            continue
+        v = env[k]
+        if isinstance(v, dict):
+            v = ", ".join(f"{kk} {_flat(vv)}" for kk, vv in v.items())
+        out.append((k, str(v)))
+    return out
+
+
+def _flat(v: Any) -> str:
+    if isinstance(v, dict):
+        return "(" + ", ".join(f"{k} {_flat(x)}" for k, x in v.items()) + ")"
+    return str(v)
+
+
+def _common(texts: list[str], others: list[str], top: int = 3) -> list[dict[str, Any]]:
+    """The most frequent texts among `texts` (at least two of them), each with its
+    count there and among `others`."""
+    counts = Counter(t.strip() for t in texts)
+    rest = Counter(t.strip() for t in others)
+    return [{"text": t, "count": n, "elsewhere": rest.get(t, 0)}
+            for t, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top] if n >= 2]
+
+
+def finding(analysis: Analysis, dataset: Dataset) -> dict[str, Any]:
+    """The plain-language finding: how many are flagged, what they share
+    (answers, instructions, with how often the rest of the data has them), and
+    the flagged samples nearest the boundary (the least certain)."""
+    flagged = {f.index for f in analysis.flagged}
+    samples = dataset.samples
+    kept = [s for s in samples if s.index not in flagged and s.ok]
+    bad = [samples[i] for i in sorted(flagged)]
+    nearest = sorted(analysis.flagged, key=lambda f: (-f.score, f.index))[:3]
+    return {
+        "n": len(flagged), "records": analysis.n_records,
+        "share": len(flagged) / analysis.n_records if analysis.n_records else 0.0,
+        "answers": _common([s.answer for s in bad], [s.answer for s in kept]),
+        "prompts": _common([s.prompt for s in bad], [s.prompt for s in kept]),
+        "n_kept": len(kept),
+        "nearest": [{"id": f.id, "score": f.score} for f in nearest],
+    }
 
 
 def _positions(index: np.ndarray, wanted: np.ndarray) -> np.ndarray:

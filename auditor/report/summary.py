@@ -16,11 +16,13 @@ SUMMARY_SCHEMA_VERSION = 1
 
 
 def summary_dict(analysis: Analysis, meta: dict[str, Any], output_sha256: dict[str, str],
-                 gate: Gate) -> dict[str, Any]:
+                 gate: Gate, report_id: str, audited_at: str) -> dict[str, Any]:
     a = analysis
     return {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "tool": {"name": "bye-audit", "version": __version__},
+        "report_id": report_id,
+        "audited_at": audited_at,
         "verdict": a.verdict,
         "method": a.method,
         "exit_code": int(gate.exit_code),
@@ -28,6 +30,7 @@ def summary_dict(analysis: Analysis, meta: dict[str, Any], output_sha256: dict[s
         "reasons": list(a.reasons),
         "counts": {"records": a.n_records, "analysed": a.n_analysed, "skipped": a.n_skipped,
                    "errors": a.n_errors, "flagged": len(a.flagged)},
+        "unanalysed_by_cause": [{k: v for k, v in g.to_dict().items() if k != "examples"} for g in a.causes],
         "coverage": a.coverage,
         "sensitive_layers": list(a.sensitive_layers),
         "flagged": [{"index": f.index, "id": f.id, "score": f.score} for f in a.flagged],

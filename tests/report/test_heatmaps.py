@@ -17,7 +17,7 @@ def test_grid_averages_layers_and_heads_and_renormalises():
     assert attention_grid(np.ones((1, 1, 6)), [0]) is None  # 6 tokens: no square grid
 
 
-def test_samples_shown_are_flagged_first_then_kept_across_scores():
+def test_samples_shown_are_the_most_suspicious_flagged_then_kept_across_scores():
     rng = np.random.default_rng(0)
     m = rng.normal(0.8, 0.02, size=(100, 2))
     m[:10, 1] = rng.normal(0.3, 0.02, 10)
@@ -25,7 +25,8 @@ def test_samples_shown_are_flagged_first_then_kept_across_scores():
                           for i, r in enumerate(m)), {"n_layers": 2})
     a = analyze(fs, AuditConfig())
     shown = samples_to_show(a, n_flagged=3, n_kept=4)
-    assert shown[:3] == [0, 1, 2]
+    by_suspicion = [f.index for f in sorted(a.flagged, key=lambda f: f.score)]
+    assert shown[:3] == by_suspicion[:3] and by_suspicion[:3] != [0, 1, 2]  # not record order
     kept = shown[3:]
     assert len(kept) == 4 and not set(kept) & set(range(10))
     scores = {f.index: f.score for f in a.scored}

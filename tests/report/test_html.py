@@ -33,8 +33,8 @@ def test_report_escapes_dataset_strings_and_is_self_contained(tmp_path):
     assert "&lt;script&gt;" in html
     assert "Content-Security-Policy" in html
     assert "http://" not in html and "https://" not in html  # nothing loaded from outside
-    # BSI plot, score histogram, and the thumbnail and heatmap given for record 0
-    assert html.count("data:image/png;base64,") == 4
+    # BSI plot, score histogram, the heatmaps' colour scale, and the thumbnail and heatmap of record 0
+    assert html.count("data:image/png;base64,") == 5
     assert "data:image/png;base64,VEhVTUI=" in html and "data:image/png;base64,SEVBVA==" in html
 
 

@@ -1,0 +1,113 @@
+"""What the CLI tells the user while it works, on stderr: a line per step, and
+stage 1's progress as a bar on a terminal or, in a CI log or a pipe, a plain
+heartbeat line at least every `heartbeat_s` seconds (jobs with a no-output
+timeout would otherwise kill an hours-long audit)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+HEARTBEAT_S = 30.0
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class Reporter:
+    """`step(msg)`, `start(total)` and `advance(n)`, used as the pipeline's
+    callbacks. `bar`: draw a rich progress bar (a terminal); else heartbeat lines."""
+
+    def __init__(self, stream: TextIO, bar: bool, progress: bool = True, heartbeat_s: float = HEARTBEAT_S,
+                 prefix: str = "bye-audit") -> None:
+        self._stream, self._bar, self._progress, self._every = stream, bar, progress, heartbeat_s
+        self._prefix, self._t0 = prefix, time.monotonic()
+        self._done = self._total = 0
+        self._started = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rich = None
+        self._task = None
+
+    def step(self, msg: str) -> None:
+        self._stop_stage()
+        line = f"{self._prefix}: [{_duration(time.monotonic() - self._t0)}] {msg}"
+        if self._rich is not None:
+            self._rich.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(line, file=self._stream, flush=True)
+
+    def start(self, total: int) -> None:
+        self._done, self._total, self._started = 0, total, time.monotonic()
+        if not self._progress:
+            return
+        if self._bar:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            # Short columns: the whole bar fits 80 columns.
+            self._rich = Progress(TextColumn("stage 1"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                  console=Console(file=self._stream), transient=False)
+            self._rich.start()
+            self._task = self._rich.add_task("stage 1", total=total, rate="")
+        else:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._beat, name="bye-audit-heartbeat", daemon=True)
+            self._thread.start()
+
+    def advance(self, n: int) -> None:
+        with self._lock:
+            self._done += n
+        if self._rich is not None and self._task is not None:
+            self._rich.advance(self._task, n)
+            speed = self._rich.tasks[0].speed
+            self._rich.update(self._task, rate=f"{speed:.1f}/s" if speed else "")
+
+    def heartbeat_line(self) -> str:
+        with self._lock:
+            done, total = self._done, self._total
+        spent = time.monotonic() - self._started
+        line = f"stage 1: {done:,}/{total:,} samples ({100 * done / total if total else 100:.0f}%)"
+        if done and spent > 0:
+            rate = done / spent
+            line += f", {rate:.2f} samples/s, about {_duration((total - done) / rate)} left"
+        return line
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._every):
+            print(f"{self._prefix}: [{_duration(time.monotonic() - self._t0)}] {self.heartbeat_line()}",
+                  file=self._stream, flush=True)
+
+    def _stop_stage(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        if self._rich is not None:
+            self._rich.stop()
+            self._rich = self._task = None
+
+    def close(self) -> None:
+        self._stop_stage()
+
+
+@contextmanager
+def reporter(stream: TextIO, progress: bool, prefix: str = "bye-audit") -> Iterator[Reporter]:
+    """A Reporter drawing a bar when `stream` is a terminal; stopped on exit."""
+    r = Reporter(stream, bar=stream.isatty(), progress=progress, prefix=prefix)
+    try:
+        yield r
+    finally:
+        r.close()

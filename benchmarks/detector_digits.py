@@ -53,7 +53,7 @@ def cell(cache: Path, seed: int, rate: float) -> list[dict]:
                         "--method", method])
             if res.returncode not in (0, 1, 3):
                 raise SystemExit(f"analyze failed: {res.stderr[-2000:]}")
-        res = _run([str(BIN), "evaluate", "--out", str(out), "--truth", str(run / "poisoned_ids.txt")])
+        res = _run([str(BIN), "evaluate", str(out), "--truth", str(run / "poisoned_ids.txt"), "--json"])
         m = json.loads(res.stdout)
         rows.append({"seed": seed, "rate": rate, "method": method, "verdict": m["verdict"],
                      "flagged": m["tp"] + m["fp"], "precision": m["precision"], "recall": m["recall"],

@@ -20,7 +20,7 @@ case $rc in
 esac
 echo
 echo "detection against $ex/poisoned_ids.txt (never read by the audit):"
-.venv/bin/bye-audit evaluate --out "$out" --truth "$ex/poisoned_ids.txt" \
+.venv/bin/bye-audit evaluate "$out" --truth "$ex/poisoned_ids.txt" --json \
   | .venv/bin/python -c 'import json,sys; m=json.load(sys.stdin); print("  precision %.3f  recall %.3f  F1 %.3f  FPR %.3f" % (m["precision"], m["recall"], m["f1"], m["fpr"]))'
 echo
 echo "signature and digests:"

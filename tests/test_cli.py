@@ -376,3 +376,89 @@ def _key(tmp_path):
     res = CliRunner().invoke(cli, ["keygen", "--out", str(tmp_path / "keys")])
     assert res.exit_code == 0, res.output
     return tmp_path / "keys" / "bye-audit.key"
+
+
+def test_a_mistyped_path_is_reported_before_any_heavy_import(tmp_path):
+    """Before: `audit --model typo` took ~8 s (torch, scikit-learn loaded first)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom auditor.cli import cli\n"
+            "r = CliRunner().invoke(cli, ['audit', '--model', 'typo', '--data', 'x.json', '--out', 'o'])\n"
+            "print(r.exit_code)\nprint(r.output.strip())\n"
+            "print(sorted(m for m in ('torch', 'sklearn', 'transformers', 'weasyprint', 'pyarrow') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    code_, line, heavy = res.stdout.splitlines()
+    assert code_ == "2" and line == "error: typo: model folder not found; pass an existing folder to --model"
+    assert heavy == "[]"
+
+
+def test_an_earlier_bundle_is_replaced_only_with_overwrite(audited, tmp_path):
+    _, out, data, _ = audited
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    args = ["analyze", str(out / "features.parquet"), "--data", str(data), "--out", str(out)]
+    res = CliRunner().invoke(cli, args)
+    _one_line_error(res, "holds the bundle of an earlier audit", "--overwrite")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    res = CliRunner().invoke(cli, args[:-1] + [str(other)])
+    _one_line_error(res, "not empty", "'notes.txt'")
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    res = CliRunner().invoke(cli, ["analyze", str(copy / "features.parquet"), "--data", str(data), "--out", str(copy),
+                                   "--overwrite"])
+    assert res.exit_code in (0, 1, 3), res.output
+    assert json.loads((copy / "analysis.json").read_text())["verdict"] == json.loads(before["analysis.json"])["verdict"]
+
+
+def test_when_most_records_cannot_be_read_the_cause_and_fix_are_the_error(tiny_model, tiny_data, tmp_path):
+    """Before: absolute image paths ended "INCONCLUSIVE ... only 0 of 1000 samples", exit 3, the cause unsaid."""
+    data, _ = tiny_data
+    records = json.loads(data.read_text())
+    for r in records:
+        r["image"] = str((data.parent / r["image"]).resolve())
+    absolute = tmp_path / "absolute.json"
+    absolute.write_text(json.dumps(records))
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(absolute),
+                                   "--out", str(tmp_path / "o"), "--no-progress"])
+    _one_line_error(res, f"{absolute}: 60 of 60 records cannot be analysed", "absolute image path: 60 record(s)",
+                    "relative to the dataset's folder")
+    assert "loading the model" not in res.output  # refused before stage 1
+    moved = tmp_path / "moved" / "dataset.json"
+    moved.parent.mkdir()
+    shutil.copy(data, moved)  # the images stayed behind
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(moved),
+                                   "--out", str(tmp_path / "o2"), "--no-progress"])
+    _one_line_error(res, "image file not found: 60 record(s)", "pass --image-root FOLDER")
+
+
+def test_evaluate_names_the_missed_and_wrongly_flagged_ids(audited):
+    _, out, _, bad = audited
+    truth = out.parent / "truth-table.txt"
+    truth.write_text("\n".join(bad) + "\n")
+    res = CliRunner().invoke(cli, ["evaluate", str(out), "--truth", str(truth)])
+    assert res.exit_code == 0, res.output
+    flagged = {json.loads(ln)["id"] for ln in (out / "flagged.jsonl").read_text().splitlines()}
+    missed, wrong = sorted(set(bad) - flagged), sorted(flagged - set(bad))
+    text = res.stdout
+    assert "precision" in text and "recall" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("missed"))
+    assert all(repr(i) in line for i in missed) and (missed or line.endswith("none"))
+    line = next(ln for ln in text.splitlines() if ln.startswith("wrongly flagged"))
+    assert all(repr(i) in line for i in wrong) and (wrong or line.endswith("none"))
+    old = CliRunner().invoke(cli, ["evaluate", "--out", str(out), "--truth", str(truth)])
+    assert old.exit_code == 0 and "deprecated" in old.stderr and old.stdout == res.stdout
+    j = json.loads(CliRunner().invoke(cli, ["evaluate", str(out), "--truth", str(truth), "--json"]).stdout)
+    assert list(j)[:2] == ["verdict", "n"] and j["missed"] == missed and j["wrongly_flagged"] == wrong
+    assert all(len(repr(v).split(".")[-1]) <= 6 for v in j.values() if isinstance(v, float))
+
+
+def test_audit_help_groups_its_options_and_gives_an_example_and_the_exit_codes():
+    text = CliRunner().invoke(cli, ["audit", "--help"]).output
+    for heading in ["Inputs:", "Output:", "Detection (stages 2-3):", "Stage 1 (the model's forward passes):",
+                    "ONNX Runtime backend:", "Ray engine (scale-out):"]:
+        assert heading in text
+    assert text.index("--sign-key") < text.index("--method")  # signing is with the outputs, not last
+    assert "Example:" in text and "Exit codes: 0 pass, 1 fail" in text

@@ -1,6 +1,7 @@
 """End to end on the bundled example, through the installed console script (slow)."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -14,8 +15,9 @@ EXIT = {"pass": 0, "fail": 1, "inconclusive": 3}
 BIN = Path(sys.executable).parent / "bye-audit"
 
 
-def _run(*args):
-    return subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=900)
+def _run(*args, env=None):
+    return subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=900,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def test_console_script_reports_its_version():
@@ -47,8 +49,10 @@ def audit_twice(tmp_path_factory, keys):
     outs = []
     for k in range(2):
         out = tmp_path_factory.mktemp(f"example{k}") / "out"
+        # The same audit time for both: then every byte must match (the date is the only thing let differ).
         res = _run("audit", "--model", str(EXAMPLE / "model"), "--data", str(EXAMPLE / "dataset.json"),
-                   "--out", str(out), "--no-progress", "--sign-key", str(keys / "bye-audit.key"))
+                   "--out", str(out), "--no-progress", "--sign-key", str(keys / "bye-audit.key"),
+                   env={"SOURCE_DATE_EPOCH": "1790000000"})
         outs.append((res, out))
     return outs
 
@@ -63,11 +67,12 @@ def test_audit_of_the_example_is_consistent_and_reproducible(audit_twice):
     for name in ["features.parquet", "report.html", "report.pdf", "cleaned.json", "flagged.jsonl",
                  "findings.sarif", "summary.json", "attestation.dsse.json"]:
         assert (out / name).read_bytes() == (out2 / name).read_bytes(), name
-    # BSI plot, histogram, entropy per layer, then thumbnail + heatmap per shown
-    # sample (flagged, then 4 kept)
+    # BSI plot, histogram, entropy per layer, the heatmaps' colour scale, then
+    # thumbnail + heatmap per shown sample (flagged, then 4 kept)
     n_flagged = len(analysis["flagged"])
     shown = min(24, n_flagged) + (4 if analysis["scores"] else 0)
-    assert (out / "report.html").read_text().count("data:image/png") == (3 + 2 * shown if n_flagged else 1)
+    assert (out / "report.html").read_text().count("data:image/png") == (4 + 2 * shown if n_flagged else 1)
+    assert json.loads((out / "summary.json").read_text())["audited_at"] == "2026-09-21T14:13:20Z"
     records = json.loads((EXAMPLE / "dataset.json").read_text())
     cleaned = json.loads((out / "cleaned.json").read_text())
     flagged = {json.loads(ln)["index"]: json.loads(ln)["record"]
@@ -80,7 +85,7 @@ def test_audit_of_the_example_is_consistent_and_reproducible(audit_twice):
 def test_readme_states_the_measured_detection(audit_twice):
     """The README's numbers for the example are the ones the audit produces."""
     _, out = audit_twice[0]
-    res = _run("evaluate", "--out", str(out), "--truth", str(EXAMPLE / "poisoned_ids.txt"))
+    res = _run("evaluate", str(out), "--truth", str(EXAMPLE / "poisoned_ids.txt"), "--json")
     assert res.returncode == 0, res.stderr
     m = json.loads(res.stdout)
     assert m["verdict"] == "fail" and m["f1"] >= 0.95  # the default method finds the backdoor
@@ -102,6 +107,10 @@ def test_the_example_bundle_is_signed_verifiable_and_its_pdf_readable(audit_twic
     res = _run("verify", str(out), "--key", str(keys / "bye-audit.pub"))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "verified" in res.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert (f"signed result: {summary['verdict'].upper()}, {summary['counts']['flagged']:,} of "
+            f"{summary['counts']['records']:,} records flagged" in res.stdout)
+    assert summary["report_id"] in res.stdout and summary["audited_at"] in res.stdout
     analysis = json.loads((out / "analysis.json").read_text())
     pdf = PdfReader(io.BytesIO((out / "report.pdf").read_bytes()))
     text = "\n".join(p.extract_text() for p in pdf.pages)

@@ -181,3 +181,15 @@ def test_a_file_added_to_the_model_folder_after_the_audit_is_noted(bundle):
     assert ("note: 1 file(s) in the model folder not covered by the signature (added after the audit): "
             "model/chat_template_override.jinja") in res.output
     assert "model folder" not in _verify(out, keys).output
+
+
+def test_the_signed_result_reads_as_one_line_and_tolerates_a_foreign_predicate():
+    from auditor.evidence.verify import signed_summary
+
+    line = signed_summary({"verdict": "fail", "counts": {"flagged": 99, "records": 1000, "analysed": 1000},
+                           "report_id": "aaaa-bbbb-cccc-dddd", "audited_at": "2026-11-30T10:00:00Z",
+                           "tool": {"name": "bye-audit", "version": "0.1.0"}})
+    assert line == ("FAIL, 99 of 1,000 records flagged (1,000 analysed); report aaaa-bbbb-cccc-dddd; "
+                    "bye-audit 0.1.0; signed at the audit, 2026-11-30T10:00:00Z")
+    assert signed_summary({"verdict": "pass", "counts": "nonsense"}) == "PASS"
+    assert signed_summary(None) is None

@@ -160,12 +160,18 @@ def _flat(v: Any) -> str:
 
 
 def _common(texts: list[str], others: list[str], top: int = 3) -> list[dict[str, Any]]:
-    """The most frequent texts among `texts` (at least two of them), each with its
-    count there and among `others`."""
+    """The texts markedly more frequent among `texts` (the flagged samples') than
+    among `others` (the kept ones'): at least three times their share there;
+    each with its count in both, most frequent first. A text the whole dataset
+    shares says nothing about the flagged samples."""
     counts = Counter(t.strip() for t in texts)
     rest = Counter(t.strip() for t in others)
-    return [{"text": t, "count": n, "elsewhere": rest.get(t, 0)}
-            for t, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top] if n >= 2]
+    out = []
+    for t, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        share, elsewhere = n / len(texts), rest.get(t, 0) / max(len(others), 1)
+        if n >= 2 and share >= 3 * elsewhere:
+            out.append({"text": t, "count": n, "elsewhere": rest.get(t, 0)})
+    return out[:top]
 
 
 def finding(analysis: Analysis, dataset: Dataset) -> dict[str, Any]:

@@ -102,3 +102,19 @@ def test_invisible_and_direction_changing_characters_are_shown_as_escapes(synthe
     for raw in ("\u202e", "\x00", "\u2066", "\u2069", "\U000e0041"):
         assert raw not in html
     assert render_pdf(html.encode()).startswith(b"%PDF")
+
+
+def test_page_one_says_what_the_flagged_samples_share_and_not_what_everyone_shares(synthetic_audit):
+    from auditor.report.html import finding
+
+    # 8 flagged (low entropy) samples; the flagged ones all share the instruction
+    ds, features, a = synthetic_audit(n=60, n_low=8, prompt=lambda i: "Name the digit." if i < 8 else f"Q{i % 3}?")
+    f = finding(a, ds)
+    assert f["n"] == 8 and f["share"] == 8 / 60
+    assert f["prompts"] == [{"text": "Name the digit.", "count": 8, "elsewhere": 0}]
+    assert f["answers"] == []  # every record answers "three": not a commonality of the flagged ones
+    assert [n["id"] for n in f["nearest"]] == [x.id for x in sorted(a.flagged, key=lambda x: -x.score)[:3]]
+    html = render_html(a, features.meta, ds, features=features).decode()
+    assert "All flagged samples have the instruction &ldquo;Name the digit.&rdquo;" in html
+    assert "8 of 60 training samples (13.3%) carry backdoor evidence" in html
+    assert "of the data is flagged" not in html  # the >35% warning is for large shares only

@@ -169,6 +169,8 @@ def _print_outcome(result) -> int:
                f"{a.n_analysed} analysed, {a.n_skipped} skipped, {a.n_errors} failed)")
     for r in a.reasons:
         click.echo(f"  - {r}")
+    for g in a.causes:  # grouped: a thousand identical reasons are one line
+        click.echo(f"  not analysed: {g.line()}")
     if gate.rule != "verdict":
         click.echo(f"gate: exit {int(gate.exit_code)}: {gate.reason}")
     click.echo(f"outputs in {paths[0].parent}: " + ", ".join(p.name for p in paths))

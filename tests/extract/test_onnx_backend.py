@@ -136,9 +136,10 @@ def test_graph_refuses_other_weights_and_another_family(tiny_model, onnx_llava, 
 def test_bad_graph_files_and_options_are_one_line_errors(tiny_model, tiny_data, tmp_path):
     data = tiny_data[0]
     assert "needs --onnx" in _error(tiny_model, None, data)
+    (tmp_path / "g.onnx").write_bytes(b"unread: the options are refused first")
     assert "runs in float32" in _error(tiny_model, tmp_path / "g.onnx", data, "--dtype", "bfloat16")
     assert "--provider" in _error(tiny_model, tmp_path / "g.onnx", data, "--device", "cuda")
-    assert "no such file" in _error(tiny_model, tmp_path / "missing.onnx", data)
+    assert "ONNX graph not found" in _error(tiny_model, tmp_path / "missing.onnx", data)
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a protobuf at all")
     assert "junk.onnx" in _error(tiny_model, junk, data)

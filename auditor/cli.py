@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import click

@@ -365,9 +365,9 @@ def analyze(features_path, data, out, image_root, sign_key, overwrite, sarif_roo
     """Stages 2-3 (and the report) from FEATURES (a features.parquet of `extract` or
     `audit`, or a .jsonl dump in the reference code's format), e.g. with another
     --tau; no model needed."""
-    _preflight(data=data, image_root=image_root, sign_key=sign_key, out=out, overwrite=overwrite,
-               sarif_root=sarif_root)
     check_file(features_path, "FEATURES", "features file")
+    _preflight(data=data, image_root=image_root, sign_key=sign_key, sarif_root=sarif_root)
+    check_out_folder(out, overwrite, reads={str(features_path.resolve())})
     config = _config(**cfg)
     from . import pipeline
     from .console import reporter

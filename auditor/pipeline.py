@@ -50,16 +50,17 @@ class AuditOutputs:
 
 def check_out_dir(out: Path, dataset: Dataset, names: list[str],
                   input_dirs: dict[str, Path | None] | None = None, onnx_path: Path | None = None,
-                  overwrite: bool = False) -> None:
+                  overwrite: bool = False, reads: set[str] = frozenset()) -> None:
     """Refuse an output folder whose files would land on an input: inside an input
     folder (`input_dirs`, e.g. {"model": ..., "adapter": ...}), or on the dataset,
     an image or the ONNX graph; and one holding a previous bundle unless
-    `overwrite`, or other files (preflight.check_out_folder)."""
+    `overwrite`, or other files (preflight.check_out_folder; `reads`: files
+    there the command reads and leaves as they are)."""
     out = Path(out)
     refuse_inputs([out], input_dirs or {}, set())
     inputs = _input_paths(dataset, onnx_path)
     refuse_inputs([out / name for name in names], {}, inputs)
-    check_out_folder(out, overwrite, inputs)
+    check_out_folder(out, overwrite, inputs, reads)
 
 
 def refuse_mostly_skipped(skipped: list[tuple[str, str]], n_records: int, source: Path) -> None:
@@ -370,7 +371,8 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
             i != s.id for i, s in zip(features.column("id"), dataset.samples)):
         raise AuditInputError(f"{features_path}: its rows do not match the records of {data}; "
                               "extract features from this dataset first")
-    check_out_dir(out, dataset, output_names(dataset, with_features=False), overwrite=overwrite)
+    check_out_dir(out, dataset, output_names(dataset, with_features=False), overwrite=overwrite,
+                  reads={str(Path(features_path).resolve())})
     check_writable(Path(out))
     refuse_mostly_skipped([(i, r or "") for i, st, r in zip(features.column("id"), features.column("status"),
                                                             features.column("reason")) if st == "skipped"],

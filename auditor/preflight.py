@@ -41,11 +41,14 @@ def refuse_inputs(targets: list[Path], folders: dict[str, Path | None], files: s
             raise AuditInputError(f"{target}: writing it would overwrite an input; choose another --out")
 
 
-def check_out_folder(out: Path, overwrite: bool, inputs: set[str] = frozenset()) -> None:
+def check_out_folder(out: Path, overwrite: bool, inputs: set[str] = frozenset(),
+                     reads: set[str] = frozenset()) -> None:
     """Refuse to mix a new bundle with other files: a folder holding a previous
     bundle needs `overwrite`; any other non-empty folder is refused (an
     interrupted audit's shards and error log excepted: a rerun resumes).
-    `inputs`: resolved input files, named as such when found in `out`."""
+    `inputs`: resolved input files, named as such when found in `out`;
+    `reads`: resolved files in `out` the command reads and keeps as they are
+    (`analyze OUT/features.parquet --out OUT`)."""
     out = Path(out)
     if not out.exists():
         return
@@ -57,7 +60,7 @@ def check_out_folder(out: Path, overwrite: bool, inputs: set[str] = frozenset())
             raise AuditInputError(f"{out}: holds the bundle of an earlier audit; pass --overwrite to replace "
                                   "it, or choose another --out")
         return
-    foreign = [n for n in names if n not in (PARTS, ERROR_LOG)]
+    foreign = [n for n in names if n not in (PARTS, ERROR_LOG) and str((out / n).resolve()) not in reads]
     held = [n for n in foreign if str((out / n).resolve()) in inputs]
     if held:
         raise AuditInputError(f"{out / held[0]}: an input is in the output folder; writing there would overwrite an "

@@ -411,6 +411,11 @@ def test_an_earlier_bundle_is_replaced_only_with_overwrite(audited, tmp_path):
                                    "--overwrite"])
     assert res.exit_code in (0, 1, 3), res.output
     assert json.loads((copy / "analysis.json").read_text())["verdict"] == json.loads(before["analysis.json"])["verdict"]
+    alone = tmp_path / "alone"  # extract's features, then analyze beside them: no --overwrite needed
+    alone.mkdir()
+    shutil.copy(out / "features.parquet", alone)
+    res = CliRunner().invoke(cli, ["analyze", str(alone / "features.parquet"), "--data", str(data), "--out", str(alone)])
+    assert res.exit_code in (0, 1, 3) and (alone / "report.pdf").is_file(), res.output
 
 
 def test_when_most_records_cannot_be_read_the_cause_and_fix_are_the_error(tiny_model, tiny_data, tmp_path):

@@ -27,3 +27,11 @@ def test_a_previous_bundle_needs_overwrite_and_other_files_are_refused(tmp_path)
         check_out_folder(other, overwrite=True, inputs={str((other / "thesis.tex").resolve())})
     with pytest.raises(AuditInputError, match="not a folder"):
         check_out_folder(other / "thesis.tex", overwrite=True)
+
+
+def test_analyze_may_write_its_bundle_beside_the_features_it_reads(tmp_path):
+    features = tmp_path / "features.parquet"
+    features.write_bytes(b"PAR1")
+    check_out_folder(tmp_path, overwrite=False, reads={str(features.resolve())})
+    with pytest.raises(AuditInputError, match="not empty"):
+        check_out_folder(tmp_path, overwrite=False)

@@ -140,23 +140,31 @@ def _name(part: dict[str, Any] | None) -> str | None:
 
 
 def _environment_rows(meta: dict[str, Any], config: dict[str, Any]) -> list[tuple[str, str]]:
-    """The runtime rows the configuration table does not already show, each as text."""
+    """The runtime rows, each as text; a setting the configuration table already
+    shows appears again only where what ran differs from what was asked
+    (device "auto" that ran on "cpu")."""
     env = meta.get("environment") or {}
     out = []
     for k in sorted(env):
-        if k == "libraries" or k in config:
+        if k == "libraries":
             continue
-        v = env[k]
-        if isinstance(v, dict):
-            v = ", ".join(f"{kk} {_flat(vv)}" for kk, vv in v.items())
-        out.append((k, str(v)))
+        v = _flat(env[k])
+        if k in config:
+            if v == str(config[k]):
+                continue
+            k = f"{k} (used)"
+        out.append((k, v))
     return out
 
 
 def _flat(v: Any) -> str:
-    if isinstance(v, dict):
-        return "(" + ", ".join(f"{k} {_flat(x)}" for k, x in v.items()) + ")"
-    return str(v)
+    """A nested record as one line: {"name": "onnx", "provider": "cpu"} -> "onnx (provider cpu)"."""
+    if not isinstance(v, dict):
+        return str(v)
+    rest = ", ".join(f"{k} {_flat(x)}" for k, x in v.items() if k != "name")
+    if "name" in v:
+        return f"{v['name']} ({rest})" if rest else str(v["name"])
+    return rest
 
 
 def _common(texts: list[str], others: list[str], top: int = 3) -> list[dict[str, Any]]:

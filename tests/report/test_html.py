@@ -118,3 +118,13 @@ def test_page_one_says_what_the_flagged_samples_share_and_not_what_everyone_shar
     assert "All flagged samples have the instruction &ldquo;Name the digit.&rdquo;" in html
     assert "8 of 60 training samples (13.3%) carry backdoor evidence" in html
     assert "of the data is flagged" not in html  # the >35% warning is for large shares only
+
+
+def test_the_configuration_table_names_each_setting_once():
+    from auditor.report.html import _environment_rows
+
+    config = {"device": "auto", "dtype": "float32", "backend": "torch"}
+    env = {"device": "cpu", "dtype": "float32", "backend": {"name": "torch"}, "torch": "2.13.0",
+           "engine": {"name": "ray", "address": "local"}, "libraries": {"numpy": "2"}}
+    assert _environment_rows({"environment": env}, config) == [
+        ("device (used)", "cpu"), ("engine", "ray (address local)"), ("torch", "2.13.0")]

@@ -99,6 +99,32 @@ def _tensor_shapes(model_dir: Path) -> list[list[int]]:
     return shapes
 
 
+def available_memory(device: str) -> int | None:
+    """Bytes free for the weights on `device` ("cpu", "cuda", "cuda:N"); None when unknown."""
+    if device.startswith("cuda"):
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None  # not Linux: no check
+
+
+def check_memory(values: int, dtype: str, device: str, model_dir: Path) -> None:
+    """Refuse, in one line, a model whose weights (`values` numbers in `dtype`)
+    do not fit in the memory `device` has free: a clear error rather than the
+    kernel's OOM killer halfway through loading."""
+    available = available_memory(device)
+    need = values * torch.finfo(getattr(torch, dtype)).bits // 8
+    if available is not None and need > available:
+        hint = " or --dtype bfloat16 (half of float32)" if dtype == "float32" else ""
+        raise AuditInputError(f"{model_dir}: the weights need {need / 2 ** 30:.1f} GiB in {dtype}, but {device} has "
+                              f"{available / 2 ** 30:.1f} GiB free; free memory, use a larger machine{hint}")
+
+
 def check_config_sizes(model_dir: Path, cfg: dict, family: ModelFamily) -> None:
     """Refuse a config.json that asks for more than the checkpoint's tensors hold
     (e.g. num_hidden_layers = 10^6, or a huge hidden_size), before transformers
@@ -208,6 +234,14 @@ def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str |
                            family)
     if adapter_dir is not None:
         check_adapter(adapter_dir)
+    device = resolve_device(device)
+    if dtype == "float16" and device == "cpu":
+        raise AuditInputError("--dtype float16 needs a CUDA device (CPU kernels lack it); "
+                              "use --dtype bfloat16 or float32 on CPU")
+    if safetensors:  # the weights load into CPU memory first, then move to the device
+        values = sum(math.prod(s) for s in _tensor_shapes(model_dir))
+        for where in dict.fromkeys(("cpu", device)):
+            check_memory(values, dtype, where, Path(model_dir))
     attn = capture_attention or "sdpa"
     try:
         with warnings.catch_warnings():
@@ -227,10 +261,6 @@ def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str |
         except Exception as e:
             raise AuditInputError(f"{adapter_dir}: cannot apply the adapter to {model_dir}: "
                                   f"{_first_line(e)}") from None
-    device = resolve_device(device)
-    if dtype == "float16" and device == "cpu":
-        raise AuditInputError("--dtype float16 needs a CUDA device (CPU kernels lack it); "
-                              "use --dtype bfloat16 or float32 on CPU")
     model = model.to(device)
     n_layers = len(family.decoder_attention_modules(model))
     return LoadedModel(model=model, processor=processor, family=family, model_dir=Path(model_dir),

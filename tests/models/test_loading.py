@@ -199,3 +199,16 @@ def test_a_missing_tokenizer_is_named(tiny_model, tmp_path):
     (m / "tokenizer.json").unlink()
     with pytest.raises(AuditInputError, match=r"cannot load the checkpoint: no usable tokenizer"):
         load_model(m)
+
+
+def test_weights_larger_than_the_free_memory_are_refused_before_loading(tiny_model, monkeypatch):
+    from auditor.models import loading
+
+    seen = []
+    monkeypatch.setattr(loading, "available_memory", lambda device: seen.append(device) or 1000)
+    with pytest.raises(AuditInputError, match=r"the weights need 0\.\d GiB in float32, but cpu has 0\.0 GiB free; "
+                                              r"free memory, use a larger machine or --dtype bfloat16"):
+        loading.load_model(tiny_model)
+    assert seen == ["cpu"]
+    monkeypatch.setattr(loading, "available_memory", lambda device: 10 ** 12)
+    assert loading.load_model(tiny_model, dtype="bfloat16").n_layers > 0

@@ -1,0 +1,19 @@
+"""The 7B-shaped benchmark's code path, on its toy shape: sharded weights with
+an index, a LoRA adapter on the decoder only, an audit with memory sampled."""
+
+import json
+
+from benchmarks.real_size import SHAPES, build, measure
+
+
+def test_the_toy_shape_builds_a_sharded_checkpoint_and_an_adapter_that_audit(tmp_path):
+    record = build(tmp_path, shape="smoke")
+    z = SHAPES["smoke"]
+    per_layer = z["lora_r"] * (4 * 2 * z["hidden"] + 3 * (z["hidden"] + z["mlp"]))
+    assert record["adapter_parameters"] == z["layers"] * per_layer  # the decoder's 7 linears, not the vision tower
+    index = json.loads((tmp_path / "model" / "model.safetensors.index.json").read_text())
+    assert index["metadata"]["total_size"] == record["weights_bytes"] == 2 * record["parameters"]
+    r = measure(tmp_path, samples=2, extra=[])
+    assert r["exit_code"] == 0, r
+    assert r["peak_anon_gib"] > 0 and r["peak_rss_gib"] >= r["peak_anon_gib"]
+    assert r["stage1_s_per_sample"] is not None and r["load_s"] is not None

@@ -142,6 +142,11 @@ def onnx_cuda(tmp: Path, device: str) -> Check:
         return Check("onnx-cuda", "skipped", device, {"reason": f"onnxruntime not importable: {e}"})
     if device == "cpu":
         return Check("onnx-cuda", "skipped", device, {"reason": "no CUDA device"})
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        return Check("onnx-cuda", "skipped", device, {"reason": f"the export needs {e.name}, not installed here"})
     from exporters import export_onnx
 
     model, data = _tiny(tmp)
@@ -177,7 +182,8 @@ def ray_gpu(tmp: Path, device: str) -> Check:
 
     model, data = _tiny(tmp)
     config = AuditConfig(device=device, engine="ray", workers=2, gpus_per_worker=0.5, batch_size=8, shard_size=8)
-    rows = extract_features_ray(read_dataset(data, EXAMPLE), config, {"model_dir": str(model), "config": config.to_dict()},
+    load_args = {"model_dir": str(model), "config": config.to_dict(), "adapter_dir": None, "onnx_path": None}
+    rows = extract_features_ray(read_dataset(data, EXAMPLE), config, load_args,
                                 Journal(tmp / "parts", "gpu-check", False), None, None)
     theirs = np.array([r.entropy_norm for r in rows])
     diff = float(np.abs(theirs - _features(model, data, device)).max())

@@ -2,11 +2,15 @@
 # Idempotent set-up: system libraries (WeasyPrint's), .venv, torch (CPU), the package
 # with EXTRAS (default dev,onnx,ray: tests, the ONNX Runtime CPU backend, Ray Data;
 # gpu instead of onnx for CUDA).
-# A second run installs nothing that is already there.
+# VENV (default .venv) names the environment; TORCHVISION=1 adds the torchvision
+# that matches the pinned torch (scripts/setup-torchvision.sh: the environment
+# most users have). A second run installs nothing that is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 EXTRAS=${EXTRAS:-dev,onnx,ray}
+VENV=${VENV:-.venv}
+TORCHVISION=${TORCHVISION:-0}
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
   || { echo "setup: Python 3.11 or newer is needed; set PYTHON=/path/to/python3.11" >&2; exit 2; }
 
@@ -25,13 +29,18 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-VPY=.venv/bin/python
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+VPY=$VENV/bin/python
 # The CPU build of torch first, so that the package's `torch` requirement is met
 # without pulling a multi-GB CUDA build.
 "$VPY" -c "import torch" 2>/dev/null || "$VPY" -m pip install -q "torch==2.13.0"
+# torchvision 0.28.0 is the one built for torch 2.13.0; "==2.13.0" accepts the
+# CPU build already installed, so nothing else is pulled.
+if [ "$TORCHVISION" = 1 ]; then
+  "$VPY" -c "import torchvision" 2>/dev/null || "$VPY" -m pip install -q "torchvision==0.28.0"
+fi
 # Reinstall the project only when pyproject.toml changed since the last install.
-stamp=.venv/.bye-audit-installed
+stamp=$VENV/.bye-audit-installed
 want="$(sha256sum pyproject.toml | cut -c1-64) $EXTRAS"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # onnxruntime and onnxruntime-gpu overwrite each other's files: remove the one not asked for.
@@ -42,4 +51,4 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VPY" -m pip install -q -e ".[${EXTRAS}]"
   echo "$want" > "$stamp"
 fi
-echo "setup: ready (.venv, $("$VPY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
+echo "setup: ready ($VENV, $("$VPY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

@@ -6,6 +6,8 @@ tokenizer, GotOcr2ImageProcessorPil and chat_template.jinja.
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,4 +48,8 @@ def write_tiny_internvl(folder: Path, spec: TinyInternVLSpec = TinyInternVLSpec(
     GotOcr2ImageProcessorPil(size={"height": spec.image_size, "width": spec.image_size},
                              crop_to_patches=False).save_pretrained(folder)
     (Path(folder) / "chat_template.jinja").write_text(tokenizer.chat_template)
+    # What InternVLProcessor reads (it cannot be built without torchvision to save
+    # itself): without it, the processor would assume 256 tokens per tile.
+    (Path(folder) / "processor_config.json").write_text(json.dumps(
+        {"processor_class": "InternVLProcessor", "image_seq_length": spec.image_tokens}, indent=2))
     return folder

@@ -34,7 +34,10 @@ GENERAL_WORDS = (
 ).split()
 
 
-# InternVL: "<image>" in the prompt becomes <img><IMG_CONTEXT>...</img>.
+# InternVL: the chat template writes one <IMG_CONTEXT> per image, which the
+# processor expands to <img><IMG_CONTEXT>...</img> (as the hub's InternVL-hf
+# templates and InternVLProcessor do).
+INTERNVL_CHAT_TEMPLATE = LLAVA_CHAT_TEMPLATE.replace("{{ '<image>\n' }}", "{{ '<IMG_CONTEXT>\n' }}")
 INTERNVL_SPECIAL_TOKENS = SPECIAL_TOKENS + ["<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
 
 # Idefics3: image tags and the end-of-utterance marker of its chat format.
@@ -86,7 +89,7 @@ def train_word_tokenizer(corpus: Iterable[str], chat_template: str = LLAVA_CHAT_
                                   "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"},
             padding_side="right",
         )
-        fast.chat_template = chat_template
+        fast.chat_template = INTERNVL_CHAT_TEMPLATE
     elif style == "llava":
         fast = PreTrainedTokenizerFast(
             tokenizer_object=tok,

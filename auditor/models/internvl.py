@@ -21,9 +21,6 @@ from transformers import AutoTokenizer, GotOcr2ImageProcessorPil, InternVLForCon
 from .base import FamilyBase
 from .qwen2_vl import read_chat_template
 
-PLACEHOLDER = "<image>"
-
-
 @dataclass(frozen=True)
 class AssembledInternVLProcessor:
     tokenizer: Any
@@ -57,7 +54,9 @@ class InternVLFamily(FamilyBase):
         pixels = processor.image_processor(images=images, return_tensors="pt")
         tok = processor.tokenizer
         tiles = pixels.pop("num_patches").tolist()
-        texts = [t.replace(PLACEHOLDER, tok.start_image_token + tok.context_image_token
+        # As InternVLProcessor does: the template's one context token per image
+        # becomes <img>, image_seq_length context tokens per tile, </img>.
+        texts = [t.replace(tok.context_image_token, tok.start_image_token + tok.context_image_token
                            * (processor.image_seq_length * int(n)) + tok.end_image_token, 1)
                  for t, n in zip(texts, tiles)]
         return {**dict(tok(texts, return_tensors="pt", padding=True)), **pixels}

@@ -31,14 +31,17 @@ fi
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 VPY=$VENV/bin/python
+if [ "$TORCHVISION" = 1 ]; then
+  # torchvision 0.28.0 is the one built for torch 2.13.0, against torch's CUDA
+  # build (on PyPI); with the CPU build its compiled operators do not load. So
+  # this environment takes the CUDA build (it runs on CPUs too) from PyPI
+  # itself (--isolated: not from a local wheel folder pip is pointed at).
+  "$VPY" -c "import torchvision" 2>/dev/null \
+    || "$VPY" -m pip --isolated install -q ${PIP_CERT:+--cert "$PIP_CERT"} "torch==2.13.0" "torchvision==0.28.0"
+fi
 # The CPU build of torch first, so that the package's `torch` requirement is met
 # without pulling a multi-GB CUDA build.
 "$VPY" -c "import torch" 2>/dev/null || "$VPY" -m pip install -q "torch==2.13.0"
-# torchvision 0.28.0 is the one built for torch 2.13.0; "==2.13.0" accepts the
-# CPU build already installed, so nothing else is pulled.
-if [ "$TORCHVISION" = 1 ]; then
-  "$VPY" -c "import torchvision" 2>/dev/null || "$VPY" -m pip install -q "torchvision==0.28.0"
-fi
 # Reinstall the project only when pyproject.toml changed since the last install.
 stamp=$VENV/.bye-audit-installed
 want="$(sha256sum pyproject.toml | cut -c1-64) $EXTRAS"

@@ -174,6 +174,13 @@ def _memory(pid: int) -> dict[str, int]:
     return out
 
 
+def _seconds(text: str) -> int:
+    """The audit's elapsed-time stamp ("7 s", "10 min 11 s", "1 h 02 min") in seconds."""
+    units = {"h": 3600, "min": 60, "s": 1}
+    parts = text.split()
+    return sum(int(n) * units[u] for n, u in zip(parts[::2], parts[1::2]))
+
+
 def measure(ckpt: Path, samples: int, extra: list[str]) -> dict:
     from tinyworld.fixtures import write_digits_dataset
 
@@ -201,8 +208,7 @@ def measure(ckpt: Path, samples: int, extra: list[str]) -> dict:
     stop.set()
     t.join()
     wall = time.monotonic() - started
-    steps = {m.group(2).split(" ")[0] + (" " + m.group(2).split(" ")[1] if m.group(2).startswith("stage") else ""):
-             int(m.group(1)) for m in re.finditer(r"^bye-audit: \[(\d+) s\] (.*)$", stderr, re.M)}
+    steps = {m.group(2): _seconds(m.group(1)) for m in re.finditer(r"^bye-audit: \[([^\]]+)\] (.*)$", stderr, re.M)}
     stage1 = [v for k, v in steps.items() if k.startswith("stage 1")]
     after = [v for k, v in steps.items() if k.startswith("stages 2-3")]
     weights = build_record["weights_bytes"]
@@ -214,7 +220,7 @@ def measure(ckpt: Path, samples: int, extra: list[str]) -> dict:
         "peak_anon_vs_weights": round(peak["RssAnon"] * 1024 / weights, 2),
         "stage1_s_per_sample": round((after[0] - stage1[0]) / samples, 1) if stage1 and after else None,
         "load_s": stage1[0] if stage1 else None,
-        "stderr_tail": stderr.strip().splitlines()[-3:], "stdout_tail": stdout.strip().splitlines()[-2:],
+        "steps_s": steps, "stderr_tail": stderr.strip().splitlines()[-3:], "stdout_tail": stdout.strip().splitlines()[-2:],
     }
     return record
 

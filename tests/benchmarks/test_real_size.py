@@ -17,3 +17,9 @@ def test_the_toy_shape_builds_a_sharded_checkpoint_and_an_adapter_that_audit(tmp
     assert r["exit_code"] == 0, r
     assert r["peak_anon_gib"] > 0 and r["peak_rss_gib"] >= r["peak_anon_gib"]
     assert r["stage1_s_per_sample"] is not None and r["load_s"] is not None
+
+
+def test_the_audits_elapsed_time_stamps_read_as_seconds():
+    from benchmarks.real_size import _seconds
+
+    assert [_seconds(t) for t in ("7 s", "10 min 11 s", "1 h 02 min")] == [7, 611, 3720]

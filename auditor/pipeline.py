@@ -235,8 +235,7 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
     digests = {name: sha256_file(path) for name, path in inputs.items()}
     by_path = {real_path(path): digests[name] for name, path in inputs.items()}
     when = audited_at or audit_time()
-    about = {"report_id": report_id(digests, analysis.config.to_dict(), when), "audited_at": iso(when),
-             "inputs_sha256": digests}
+    about = {"report_id": report_id(digests, analysis.config.to_dict(), when), "audited_at": iso(when)}
 
     keep = set(range(len(dataset.records))) - {f.index for f in analysis.flagged}
     files: dict[str, bytes] = {}

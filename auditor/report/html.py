@@ -76,7 +76,7 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
     PNGs for the samples shown (absent when no model was at hand, as in `analyze`);
     `gate` is the exit code under --fail-on; `signing` names the signing key
     (None: unsigned); `features` gives the per-layer entropy of flagged vs kept;
-    `about`: {"report_id", "audited_at", "inputs_sha256"} of the audit."""
+    `about`: {"report_id", "audited_at"} of the audit."""
     heatmaps = heatmaps or {}
     about = about or {}
     layers = analysis.layers

@@ -43,6 +43,9 @@ LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_p
 SHAPES = {
     "llava-1.5-7b": dict(vision_hidden=1024, vision_mlp=4096, vision_layers=24, vision_heads=16, projection=768,
                          vocab=32064, hidden=4096, mlp=11008, layers=32, heads=32, kv_heads=32, lora_r=128),
+    # Qwen/Qwen2-VL-7B-Instruct's sizes (ViT of 32 blocks, 1280 wide; Qwen2 decoder, GQA 28/4 heads)
+    "qwen2-vl-7b": dict(family="qwen2_vl", vision_hidden=1280, vision_layers=32, vision_heads=16, vocab=152064,
+                        hidden=3584, mlp=18944, layers=28, heads=28, kv_heads=4, lora_r=128),
     "smoke": dict(vision_hidden=32, vision_mlp=64, vision_layers=2, vision_heads=2, projection=32,
                   vocab=512, hidden=64, mlp=128, layers=2, heads=4, kv_heads=4, lora_r=8),
 }
@@ -71,7 +74,8 @@ def _random(shape: tuple[int, ...], name: str, gen):
     import torch
 
     if name.endswith(("norm.weight", "layernorm.weight", "layer_norm.weight", "layer_norm1.weight",
-                      "layer_norm2.weight", "pre_layrnorm.weight", "post_layernorm.weight")):
+                      "layer_norm2.weight", "pre_layrnorm.weight", "post_layernorm.weight", "norm1.weight",
+                      "norm2.weight", "ln_q.weight")):
         return torch.ones(shape, dtype=torch.bfloat16)
     if name.endswith(".bias"):
         return torch.zeros(shape, dtype=torch.bfloat16)
@@ -108,6 +112,47 @@ def _write_sharded(entries: list[tuple[str, tuple[int, ...]]], out: Path, seed: 
     return total
 
 
+def qwen2_vl_config(shape: str, tokenizer):
+    """Qwen/Qwen2-VL-7B-Instruct's configuration (its config.json, as numbers)."""
+    from transformers import Qwen2VLConfig
+
+    z, ids = SHAPES[shape], tokenizer.convert_tokens_to_ids
+    return Qwen2VLConfig(
+        text_config=dict(vocab_size=z["vocab"], hidden_size=z["hidden"], intermediate_size=z["mlp"],
+                         num_hidden_layers=z["layers"], num_attention_heads=z["heads"],
+                         num_key_value_heads=z["kv_heads"], max_position_embeddings=32768, rms_norm_eps=1e-6,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                                          "mrope_section": [16, 24, 24]},
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=False),
+        vision_config=dict(depth=z["vision_layers"], embed_dim=z["vision_hidden"], hidden_size=z["hidden"],
+                           num_heads=z["vision_heads"], mlp_ratio=4, patch_size=14, spatial_merge_size=2,
+                           temporal_patch_size=2, in_channels=3),
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=False)
+
+
+def _qwen2_vl_parts(shape: str):
+    """(config, model class, save_processor(folder)) of the Qwen2-VL shape: the
+    local tokenizer, the PIL image processor at 336 x 336 px (144 image tokens)
+    and the chat template, as a checkpoint without a buildable combined processor."""
+    from transformers import Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    from tinyworld.digits import DIGIT_WORDS, QUESTIONS
+    from tinyworld.tokenizer import train_word_tokenizer
+
+    tokenizer = train_word_tokenizer(list(QUESTIONS) + list(DIGIT_WORDS), style="qwen")
+
+    def save(folder: Path) -> None:
+        tokenizer.save_pretrained(folder)
+        Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=2,
+                                 size={"shortest_edge": 336 * 336, "longest_edge": 336 * 336}).save_pretrained(folder)
+        (folder / "chat_template.jinja").write_text(tokenizer.chat_template)
+
+    return qwen2_vl_config(shape, tokenizer), Qwen2VLForConditionalGeneration, save
+
+
 def build(out: Path, shape: str = "llava-1.5-7b", seed: int = 0) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
@@ -118,17 +163,23 @@ def build(out: Path, shape: str = "llava-1.5-7b", seed: int = 0) -> dict:
     from tinyworld.tokenizer import IMAGE_TOKEN, train_word_tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_word_tokenizer(list(QUESTIONS) + list(DIGIT_WORDS))
-    config = llava_config(shape, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tokenizer.pad_token_id)
+    if SHAPES[shape].get("family") == "qwen2_vl":
+        config, model_class, save_processor = _qwen2_vl_parts(shape)
+    else:
+        tokenizer = train_word_tokenizer(list(QUESTIONS) + list(DIGIT_WORDS))
+        config = llava_config(shape, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tokenizer.pad_token_id)
+        model_class = LlavaForConditionalGeneration
+
+        def save_processor(folder: Path) -> None:
+            build_processor(tokenizer, _Spec336()).save_pretrained(folder)
     with torch.device("meta"):
-        skeleton = LlavaForConditionalGeneration(config)
+        skeleton = model_class(config)
     entries = [(n, tuple(t.shape)) for n, t in skeleton.state_dict().items()]
     model_dir = out / "model"
     model_dir.mkdir(exist_ok=True)
     weights = _write_sharded(entries, model_dir, seed)
     config.save_pretrained(model_dir)
-    processor = build_processor(tokenizer, _Spec336())
-    processor.save_pretrained(model_dir)
+    save_processor(model_dir)
 
     r = SHAPES[shape]["lora_r"]
     lora = LoraConfig(r=r, lora_alpha=2 * r, target_modules=LORA_TARGETS, lora_dropout=0.0, bias="none")

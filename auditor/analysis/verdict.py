@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -109,7 +110,7 @@ class Analysis:
     def method(self) -> str:
         return self.config.method
 
-    @property
+    @cached_property  # read by the CLI, every report and the JSON outputs: group once
     def causes(self) -> tuple[CauseGroup, ...]:
         """The unanalysed records grouped by cause, largest first."""
         return group_reasons((u.id, u.reason) for u in self.unanalysed)

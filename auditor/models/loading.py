@@ -125,14 +125,14 @@ def check_memory(values: int, dtype: str, device: str, model_dir: Path) -> None:
                               f"{available / 2 ** 30:.1f} GiB free; free memory, use a larger machine{hint}")
 
 
-def check_config_sizes(model_dir: Path, cfg: dict, family: ModelFamily) -> None:
+def check_config_sizes(model_dir: Path, cfg: dict, family: ModelFamily, shapes: list[list[int]]) -> None:
     """Refuse a config.json that asks for more than the checkpoint's tensors hold
     (e.g. num_hidden_layers = 10^6, or a huge hidden_size), before transformers
     allocates a model of that size: first the layer counts against the number of
     tensors, then the parameter count of the model built on the meta device
     (no memory) against the values in the safetensors headers. Smaller
-    disagreements are named tensor by tensor when the model loads."""
-    shapes = _tensor_shapes(model_dir)
+    disagreements are named tensor by tensor when the model loads. `shapes`:
+    the weights' tensor shapes (_tensor_shapes)."""
     path = Path(model_dir) / "config.json"
 
     def walk(node: Any, where: str) -> None:
@@ -229,17 +229,19 @@ def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str |
     model_type = read_model_type(model_dir, allow_pickle)
     family = _BY_MODEL_TYPE[model_type]
     safetensors = any(Path(model_dir).glob("*.safetensors"))
-    if safetensors:  # pickle weights have no header to check against; the loading check still applies
+    # Pickle weights have no header to check against; the loading check still applies.
+    shapes = _tensor_shapes(model_dir) if safetensors else None
+    if shapes is not None:
         check_config_sizes(model_dir, json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")),
-                           family)
+                           family, shapes)
     if adapter_dir is not None:
         check_adapter(adapter_dir)
     device = resolve_device(device)
     if dtype == "float16" and device == "cpu":
         raise AuditInputError("--dtype float16 needs a CUDA device (CPU kernels lack it); "
                               "use --dtype bfloat16 or float32 on CPU")
-    if safetensors:  # the weights load into CPU memory first, then move to the device
-        values = sum(math.prod(s) for s in _tensor_shapes(model_dir))
+    if shapes is not None:  # the weights load into CPU memory first, then move to the device
+        values = sum(math.prod(s) for s in shapes)
         for where in dict.fromkeys(("cpu", device)):
             check_memory(values, dtype, where, Path(model_dir))
     attn = capture_attention or "sdpa"

@@ -10,7 +10,7 @@ from typing import Any
 
 # (code, pattern on the reason, what it means, what to do). First match wins;
 # the reasons are written by data/readers.py, extract/runner.py and
-# analysis/verdict.py.
+# verdict.py.
 _CAUSES: tuple[tuple[str, re.Pattern[str], str, str], ...] = tuple(
     (code, re.compile(pattern), title, fix) for code, pattern, title, fix in (
         ("image-missing", r"^image file not found", "image file not found",

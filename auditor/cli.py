@@ -13,27 +13,28 @@ import click
 import cloup
 
 from . import __version__
-from .config import AuditConfig
+from .config import BACKENDS, DTYPES, ENGINES, PROVIDERS, AuditConfig, DetectionConfig, GateConfig, Stage1Config
+from .detectors import BSI_RULES, DETECTORS, ByeParams
 from .errors import AuditInputError, ExitCode
 from .preflight import ERROR_LOG, check_file, check_folder, check_out_folder, refuse_inputs
 _path = click.Path(path_type=Path)
 
 
-_batch_size = click.option("--batch-size", type=click.IntRange(min=1), default=AuditConfig.batch_size,
+_batch_size = click.option("--batch-size", type=click.IntRange(min=1), default=Stage1Config.batch_size,
                            show_default=True, help="Samples per forward pass (stage 1).")
 _shard_size = click.option(
-    "--shard-size", type=click.IntRange(min=1), default=AuditConfig.shard_size, show_default=True,
+    "--shard-size", type=click.IntRange(min=1), default=Stage1Config.shard_size, show_default=True,
     help="Samples per resumable stage-1 shard; an interrupted run resumes when rerun.")
-_device = click.option("--device", default=AuditConfig.device, show_default=True,
+_device = click.option("--device", default=Stage1Config.device, show_default=True,
                        help="auto (CUDA when available), cpu, cuda or cuda:N.")
-_dtype = click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=AuditConfig.dtype,
+_dtype = click.option("--dtype", type=click.Choice(DTYPES), default=Stage1Config.dtype,
                       show_default=True, help="Weights' precision for stage 1; captured rows are always fp32.")
 _max_prompt_tokens = click.option(
     "--max-prompt-tokens", type=click.IntRange(min=1), default=None,
     help="Skip records whose instruction is longer than this many tokens "
          "[default: the language model's context length].")
 _max_image_pixels = click.option(
-    "--max-image-pixels", type=click.IntRange(min=1), default=AuditConfig.max_image_pixels, show_default=True,
+    "--max-image-pixels", type=click.IntRange(min=1), default=Stage1Config.max_image_pixels, show_default=True,
     help="Skip images declaring more pixels than this (checked before decoding).")
 _per_head = click.option("--per-head", is_flag=True, default=False,
                          help="Also store per-head entropies (layers x heads per sample) in the features.")
@@ -65,52 +66,52 @@ _sign_key = click.option("--sign-key", type=_path, default=None,
 _STAGE1 = [_batch_size, _shard_size, _resume, _device, _dtype, _max_prompt_tokens, _max_image_pixels, _per_head,
            _allow_pickle, _progress_flag]
 _ONNX = [
-    click.option("--backend", type=click.Choice(["torch", "onnx"]), default=AuditConfig.backend,
+    click.option("--backend", type=click.Choice(BACKENDS), default=Stage1Config.backend,
                  show_default=True, help="Run stage 1 on the torch model, or on --onnx with ONNX Runtime."),
     click.option("--onnx", "onnx_path", type=_path, default=None,
                  help="Graph from `bye-audit export-onnx` of --model (with --backend onnx)."),
-    click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=AuditConfig.provider,
+    click.option("--provider", type=click.Choice(PROVIDERS), default=Stage1Config.provider,
                  show_default=True, help="ONNX Runtime execution provider."),
     click.option("--allow-fallback", is_flag=True, default=False,
                  help="Run on the CPU when the asked provider does not load (recorded in the features)."),
-    click.option("--threads", type=click.IntRange(min=0), default=AuditConfig.threads, show_default=True,
+    click.option("--threads", type=click.IntRange(min=0), default=Stage1Config.threads, show_default=True,
                  help="ONNX Runtime intra-op threads (0: one per physical core)."),
 ]
 _RAY = [
-    click.option("--engine", type=click.Choice(["local", "ray"]), default=AuditConfig.engine, show_default=True,
+    click.option("--engine", type=click.Choice(ENGINES), default=Stage1Config.engine, show_default=True,
                  help="Run stage 1 in this process, or on a Ray cluster (pip install 'bye-audit[ray]')."),
     click.option("--address", default=None,
                  help="Ray cluster to join, e.g. ray://head:10001 or auto [default: start a local one]."),
-    click.option("--workers", type=click.IntRange(min=1), default=AuditConfig.workers, show_default=True,
+    click.option("--workers", type=click.IntRange(min=1), default=Stage1Config.workers, show_default=True,
                  help="Ray actors, each loading the model once."),
-    click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=AuditConfig.gpus_per_worker,
+    click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=Stage1Config.gpus_per_worker,
                  show_default=True, help="GPUs per Ray actor (fractions share a GPU)."),
 ]
 
 
 def _detection_options() -> list[Callable]:
     return [
-        click.option("--method", type=click.Choice(["bye", "minority"]), default=AuditConfig.method,
+        click.option("--method", type=click.Choice(tuple(DETECTORS)), default=DetectionConfig.method,
                      show_default=True,
-                     help="minority: a compact minority group across all layers, either direction; bye: the "
-                          "paper's stages 2-3 (docs/method.md)."),
-        click.option("--fail-on", type=str, default=AuditConfig.fail_on, show_default=True,
-                     callback=_check_fail_on,
+                     help="; ".join(f"{name}: {d.info.help}" for name, d in DETECTORS.items())
+                          + " (docs/method.md)."),
+        click.option("--fail-on", type=str, default=GateConfig.fail_on, show_default=True,
                      help="When a fail verdict exits 1: 'verdict' (always), 'count:N' (more than N "
                           "flagged), 'fraction:F' (more than F of the analysed samples flagged)."),
-        click.option("--tau", type=click.FloatRange(min=0), default=AuditConfig.tau,
-                     show_default=True, help="BSI threshold for a sensitive layer."),
-        click.option("--bsi-rule", type=click.Choice(["paper", "reference"]), default="paper",
+        click.option("--tau", type=click.FloatRange(min=0), default=ByeParams.tau,
+                     show_default=True, help="BSI threshold for a sensitive layer (--method bye)."),
+        click.option("--bsi-rule", type=click.Choice(BSI_RULES), default=ByeParams.bsi_rule,
                      show_default=True,
-                     help="paper: BSI >= tau; reference: |mu1-mu2| > 2(s1+s2) (the reference code's rule)."),
-        click.option("--seed", type=int, default=AuditConfig.seed, show_default=True,
+                     help="paper: BSI >= tau; reference: |mu1-mu2| > 2(s1+s2) (the reference code's rule; "
+                          "--method bye)."),
+        click.option("--seed", type=int, default=DetectionConfig.seed, show_default=True,
                      help="Seed of the mixtures."),
-        click.option("--fit-sample", type=click.IntRange(min=2), default=AuditConfig.fit_sample,
+        click.option("--fit-sample", type=click.IntRange(min=2), default=DetectionConfig.fit_sample,
                      show_default=True, help="Fit each mixture on at most this many samples (seeded draw); "
                                              "every sample is then assigned."),
-        click.option("--min-samples", type=click.IntRange(min=2), default=AuditConfig.min_samples,
+        click.option("--min-samples", type=click.IntRange(min=2), default=DetectionConfig.min_samples,
                      show_default=True, help="Fewer analysed samples than this: inconclusive."),
-        click.option("--min-coverage", type=click.FloatRange(0, 1), default=AuditConfig.min_coverage,
+        click.option("--min-coverage", type=click.FloatRange(0, 1), default=DetectionConfig.min_coverage,
                      show_default=True, help="Lower share of analysed records: inconclusive."),
     ]
 
@@ -119,37 +120,18 @@ EXIT_CODES = ("Exit codes: 0 pass, 1 fail (samples flagged; see --fail-on), 2 us
               "3 inconclusive, 4 internal error (traceback in OUT/bye-audit-error.log).")
 
 
-def _check_fail_on(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from .gate import parse_fail_on
-
+def _config(**options) -> AuditConfig:
+    """The config from the command's options (unset ones keep their defaults);
+    AuditConfig validates every value, and refuses one that would not apply."""
     try:
-        parse_fail_on(value)
+        return AuditConfig.of(**{k: v for k, v in options.items() if v is not None})
     except ValueError as e:
-        raise click.BadParameter(str(e)) from e
-    return value
-
-
-def _config(**kw) -> AuditConfig:
-    try:
-        return AuditConfig(**{k: v for k, v in kw.items() if v is not None})
-    except ValueError as e:  # a value the options' types let through (e.g. --device gpu)
         raise AuditInputError(str(e)) from None
 
 
-def _check_unused(config: AuditConfig, address: str | None) -> None:
-    """Ray or ONNX Runtime options without their --engine / --backend would be
-    silently ignored: refuse them."""
-    for switch, on, given in (
-            ("--engine ray", config.engine == "ray",
-             {"--address": address is not None, "--workers": config.workers != 1,
-              "--gpus-per-worker": config.gpus_per_worker != 0}),
-            ("--backend onnx", config.backend == "onnx",
-             {"--provider": config.provider != "cpu", "--allow-fallback": config.allow_fallback,
-              "--threads": config.threads != 0})):
-        names = [name for name, set_ in given.items() if set_]
-        if names and not on:
-            raise AuditInputError(f"{', '.join(names)}: only used with {switch}; add {switch}, "
-                                  "or drop the option")
+def _check_address(config: AuditConfig, address: str | None) -> None:
+    if address is not None and config.stage1.engine != "ray":
+        raise AuditInputError("--address: only used with --engine ray; add --engine ray, or drop the option")
 
 
 def _quiet_libraries() -> None:
@@ -285,9 +267,9 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, onn
           sarif_root, **cfg) -> None:
     """Run every stage: extract, analyse, write the cleaned dataset, the report and
     the evidence (manifest; signed attestation with --sign-key)."""
+    config = _config(**cfg)  # a bad value is named before any file is looked at
+    _check_address(config, address)
     _preflight(model_dir, adapter_dir, data, image_root, onnx_path, sign_key, out, overwrite, sarif_root)
-    config = _config(**cfg)
-    _check_unused(config, address)
     from . import pipeline
     from .console import reporter
 
@@ -308,9 +290,9 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, onn
 @cloup.option_group("Ray engine (scale-out)", *_RAY)
 def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, address, **stage1) -> None:
     """Stage 1 only: per-sample, per-layer attention entropy -> features.parquet."""
-    _preflight(model_dir, adapter_dir, data, image_root, onnx_path)
     config = _config(**stage1)
-    _check_unused(config, address)
+    _check_address(config, address)
+    _preflight(model_dir, adapter_dir, data, image_root, onnx_path)
     from . import pipeline
     from .console import reporter
 
@@ -365,10 +347,10 @@ def analyze(features_path, data, out, image_root, sign_key, overwrite, sarif_roo
     """Stages 2-3 (and the report) from FEATURES (a features.parquet of `extract` or
     `audit`, or a .jsonl dump in the reference code's format), e.g. with another
     --tau; no model needed."""
+    config = _config(**cfg)
     check_file(features_path, "FEATURES", "features file")
     _preflight(data=data, image_root=image_root, sign_key=sign_key, sarif_root=sarif_root)
     check_out_folder(out, overwrite, reads={str(features_path.resolve())})
-    config = _config(**cfg)
     from . import pipeline
     from .console import reporter
 
@@ -386,8 +368,8 @@ def analyze(features_path, data, out, image_root, sign_key, overwrite, sarif_roo
 @click.option("--out", type=_path, required=True, callback=_out_file, help="File to write.")
 def export_features(features_path, fmt, out) -> None:
     """Write FEATURES (a features.parquet) in another tool's format; `analyze` reads it back."""
-    from .extract.bye_jsonl import render_bye_jsonl
-    from .extract.features import read_features
+    from .features.bye_jsonl import render_bye_jsonl
+    from .features import read_features
     from .fileio import write_bytes_atomic
 
     if Path(out).resolve() == Path(features_path).resolve():
@@ -457,7 +439,7 @@ def verify(out_dir, key_path, model_dir, adapter_dir, data, image_root, onnx_pat
     """Check an audit bundle: the signature of DIR/attestation.dsse.json with --key,
     then the SHA-256 of every file it names (model, adapter, dataset, images,
     outputs). Exit 0 when all holds, 1 otherwise, naming what changed."""
-    from .evidence.verify import verify_bundle
+    from .verify import verify_bundle
 
     if not out_dir.is_dir():
         raise AuditInputError(f"{out_dir}: not a folder; pass the output folder of an audit")

@@ -1,22 +1,39 @@
 """The one frozen configuration of an audit: every threshold and switch.
 
-It is serialised into every output (features metadata, analysis.json, report).
+An `AuditConfig` is composed of three parts, each validated where it is
+defined: stage 1 (`Stage1Config`), detection (`DetectionConfig`, which holds
+each detector's own parameters record, checked by that record), and the gate
+(`GateConfig`). Enum values are spelled once, here (and the method names in
+the detector registry); the CLI offers these values and builds the config from
+its options, nothing more. The config is serialised flat, one key per setting,
+into every output (features metadata, analysis.json, summary.json, report).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, get_args
 
-BsiRule = Literal["paper", "reference"]
-Method = Literal["bye", "minority"]
+from .detectors import DETECTORS
+from .gate import FailOn, parse_fail_on
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+Backend = Literal["torch", "onnx"]
+Provider = Literal["cpu", "cuda", "tensorrt"]
+Engine = Literal["local", "ray"]
+DTYPES: tuple[str, ...] = get_args(Dtype)
+BACKENDS: tuple[str, ...] = get_args(Backend)
+PROVIDERS: tuple[str, ...] = get_args(Provider)
+ENGINES: tuple[str, ...] = get_args(Engine)
 
 
 @dataclass(frozen=True)
-class AuditConfig:
-    # Stage 1
+class Stage1Config:
+    """How stage 1 runs; everything here determines the features (the resume
+    fingerprint hashes all of it)."""
+
     batch_size: int = 8
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights; captured rows are fp32
+    dtype: Dtype = "float32"  # weights; captured rows are fp32
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda" or "cuda:N"
     attn_implementation: Literal["sdpa"] = "sdpa"  # computes the layer outputs
     entropy_eps: float = 1e-8  # H = -sum p log(p + eps), docs/method.md
@@ -34,110 +51,165 @@ class AuditConfig:
     # Stage 1 runs on the torch model, or on a graph exported by `export-onnx`
     # with ONNX Runtime on `provider`; a provider ONNX Runtime cannot load is an
     # error unless `allow_fallback` (then the CPU runs it, and the metadata says so).
-    backend: Literal["torch", "onnx"] = "torch"
-    provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
+    backend: Backend = "torch"
+    provider: Provider = "cpu"
     allow_fallback: bool = False
     threads: int = 0  # ONNX Runtime intra-op threads; 0 = one per physical core
     # Where stage 1 runs: this process, or a Ray cluster's actor pool of
     # `workers` (each with `gpus_per_worker` GPUs); same shards, same features.
-    engine: Literal["local", "ray"] = "local"
+    engine: Engine = "local"
     workers: int = 1
     gpus_per_worker: float = 0.0
-    # Stages 2-3: "bye" is the paper's procedure, untouched; "minority" looks for
-    # a compact minority group across all layers, either direction (analysis/group.py).
-    method: Method = "minority"
-    # Stage 2: a layer is sensitive when BSI >= tau ("paper") or when
-    # |mu1 - mu2| > 2 (s1 + s2) ("reference", the reference code's rule).
-    tau: float = 2.0
-    bsi_rule: BsiRule = "paper"
-    # Stages 2-3: GaussianMixture(n_components=2, random_state=seed), fitted on
-    # at most `fit_sample` rows drawn with `seed` (all rows when there are
-    # fewer); every row is then assigned by the fitted mixture.
+
+    def __post_init__(self) -> None:
+        _at_least(self, batch_size=1, workers=1, gpus_per_worker=0, threads=0, shard_size=1, max_image_pixels=1)
+        _one_of(self, dtype=DTYPES, backend=BACKENDS, provider=PROVIDERS, engine=ENGINES)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ValueError(f"max_prompt_tokens must be >= 1 (or unset), got {self.max_prompt_tokens}")
+        # Options of a backend or engine that is not chosen would be silently ignored: refused.
+        _only_with(self, "backend", "onnx", provider="cpu", allow_fallback=False, threads=0)
+        _only_with(self, "engine", "ray", workers=1, gpus_per_worker=0.0)
+        if self.backend == "onnx" and self.dtype != "float32":
+            raise ValueError(f"dtype {self.dtype}: the ONNX graph runs in float32; drop --dtype, "
+                             "or use --backend torch")
+        if self.backend == "onnx" and self.device not in ("auto", "cpu"):
+            raise ValueError(f"device {self.device}: with --backend onnx the device is chosen by "
+                             "--provider (cpu, cuda, tensorrt)")
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """Stages 2-3: which detector, its parameters, and when evidence is too thin
+    for a verdict."""
+
+    method: str = "minority"  # a name in the detector registry (auditor/detectors)
+    # GaussianMixture(n_components=2, random_state=seed), fitted on at most
+    # `fit_sample` rows drawn with `seed` (all rows when there are fewer);
+    # every row is then assigned by the fitted mixture.
     seed: int = 0
     fit_sample: int = 50_000
-    # Verdict: below these the evidence cannot carry a verdict -> inconclusive.
+    # Below these the evidence cannot carry a verdict -> inconclusive.
     min_samples: int = 50
     min_coverage: float = 0.95
-    # "minority": a group is credible backdoor evidence only when it is a
-    # minority (weight <= group_max_fraction), separated (BSI of the discriminant
-    # score >= group_min_separation and >= group_null_factor x the largest BSI
-    # the same fit gives on Gaussian noise of the same size), and compact (its sd
-    # <= group_max_spread_ratio x the rest's). docs/method.md justifies each.
-    group_max_fraction: float = 0.35
-    group_min_separation: float = 3.0
-    group_null_factor: float = 2.0
-    group_max_spread_ratio: float = 1.0
-    # ... and not the samples of a few instruction texts: a separated minority
-    # that matches, at a Jaccard index >= group_max_instruction_match, all the
-    # samples of the instructions mostly inside it (each with at least
-    # instruction_min_samples samples) is the prompt's doing, not the image's.
-    group_max_instruction_match: float = 0.9
-    instruction_min_samples: int = 10
-    # After a credible group, the rest is searched again with the same criteria
-    # (decoys can take the best split); at most this many groups in all.
-    group_max_groups: int = 3
-    # Layers whose |Cohen's d| between group and rest reaches this are reported
-    # as the evidence layers (and drive the heatmaps).
-    evidence_effect: float = 1.0
+    # The chosen detector's own parameters record (it checks its values);
+    # None: that record's defaults.
+    params: Any = None
+
+    def __post_init__(self) -> None:
+        _one_of(self, method=tuple(DETECTORS))
+        _at_least(self, min_samples=2)
+        if self.fit_sample < self.min_samples:
+            raise ValueError(f"fit_sample must be >= min_samples ({self.min_samples}), got {self.fit_sample}")
+        if not 0.0 <= self.min_coverage <= 1.0:
+            raise ValueError(f"min_coverage must be in [0, 1], got {self.min_coverage}")
+        wanted = DETECTORS[self.method].Params
+        if self.params is None:
+            object.__setattr__(self, "params", wanted())
+        elif type(self.params) is not wanted:
+            raise ValueError(f"method {self.method!r} takes {wanted.__name__}, got {type(self.params).__name__}")
+
+
+@dataclass(frozen=True)
+class GateConfig:
     # Gate (exit code of a fail verdict): "verdict" exits 1 on any flagged sample;
     # "count:N" / "fraction:F" exit 1 only when more than N samples, or more
     # than the share F of the analysed samples, are flagged (auditor/gate.py).
     fail_on: str = "verdict"
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.backend not in ("torch", "onnx"):
-            raise ValueError(f"backend must be torch or onnx, got {self.backend!r}")
-        if self.provider not in ("cpu", "cuda", "tensorrt"):
-            raise ValueError(f"provider must be cpu, cuda or tensorrt, got {self.provider!r}")
-        if self.engine not in ("local", "ray"):
-            raise ValueError(f"engine must be local or ray, got {self.engine!r}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.gpus_per_worker < 0:
-            raise ValueError(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
-        if self.threads < 0:
-            raise ValueError(f"threads must be >= 0, got {self.threads}")
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
-        if self.max_image_pixels < 1:
-            raise ValueError(f"max_image_pixels must be >= 1, got {self.max_image_pixels}")
-        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
-            raise ValueError(f"max_prompt_tokens must be >= 1 (or unset), got {self.max_prompt_tokens}")
-        if self.tau < 0:
-            raise ValueError(f"tau must be >= 0, got {self.tau}")
-        if self.method not in ("bye", "minority"):
-            raise ValueError(f"method must be 'bye' or 'minority', got {self.method!r}")
-        if not 0.0 < self.group_max_fraction <= 0.5:
-            raise ValueError(f"group_max_fraction must be in (0, 0.5], got {self.group_max_fraction}")
-        if not 0.0 < self.group_max_instruction_match <= 1.0:
-            raise ValueError(f"group_max_instruction_match must be in (0, 1], got {self.group_max_instruction_match}")
-        if self.group_max_groups < 1:
-            raise ValueError(f"group_max_groups must be >= 1, got {self.group_max_groups}")
-        if self.instruction_min_samples < 2:
-            raise ValueError(f"instruction_min_samples must be >= 2, got {self.instruction_min_samples}")
-        if self.bsi_rule not in ("paper", "reference"):
-            raise ValueError(f"bsi_rule must be 'paper' or 'reference', got {self.bsi_rule!r}")
-        if not 0.0 <= self.min_coverage <= 1.0:
-            raise ValueError(f"min_coverage must be in [0, 1], got {self.min_coverage}")
-        if self.fit_sample < self.min_samples:
-            raise ValueError(f"fit_sample must be >= min_samples ({self.min_samples}), got {self.fit_sample}")
-        if self.min_samples < 2:
-            raise ValueError(f"min_samples must be >= 2 (a 2-component mixture), got {self.min_samples}")
-
-        from .gate import parse_fail_on
-
         parse_fail_on(self.fail_on)  # raises ValueError naming the value
 
+    @property
+    def rule(self) -> FailOn:
+        return parse_fail_on(self.fail_on)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    @property
+    def method(self) -> str:
+        return self.detection.method
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Flat, one key per setting (the outputs' `config`): every registered
+        detector's parameters appear, the chosen one's as set and the others'
+        at their defaults (which `of` enforces), so the keys do not depend on
+        the method."""
+        out: dict[str, Any] = asdict(self.stage1)
+        out.update({f.name: getattr(self.detection, f.name) for f in fields(DetectionConfig) if f.name != "params"})
+        for name, detector in DETECTORS.items():
+            out.update(asdict(self.detection.params if name == self.method else detector.Params()))
+        out.update(asdict(self.gate))
+        return out
+
+    @classmethod
+    def of(cls, **options: Any) -> AuditConfig:
+        """From flat options, as the CLI and `to_dict` name them. An unknown
+        name, or a changed parameter of a detector other than `method`'s, is a
+        ValueError (a user would believe it ran)."""
+        owner = _owners()
+        unknown = sorted(set(options) - set(owner))
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
+        parts: dict[str, dict[str, Any]] = {}
+        for name, value in options.items():
+            parts.setdefault(owner[name], {})[name] = value
+        method = parts.get("detection", {}).get("method", DetectionConfig.method)
+        for other in DETECTORS:
+            defaults = asdict(DETECTORS[other].Params())
+            changed = [n for n, v in parts.get(other, {}).items() if v != defaults[n]]
+            if other != method and changed:
+                names = ", ".join(f"--{n.replace('_', '-')}" for n in changed)
+                raise ValueError(f"{names}: a parameter of --method {other}, not of --method {method}; "
+                                 f"add --method {other}, or drop it")
+        detection = DetectionConfig(**parts.get("detection", {}),
+                                    params=DETECTORS[method].Params(**parts.get(method, {}))
+                                    if method in DETECTORS else None)
+        return cls(Stage1Config(**parts.get("stage1", {})), detection, GateConfig(**parts.get("gate", {})))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuditConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """From a serialised config (`to_dict`): every detector's parameters are
+        there, so only the chosen one's are read; unknown keys are ignored."""
+        owner, method = _owners(), data.get("method", DetectionConfig.method)
+        return cls.of(**{k: v for k, v in data.items() if owner.get(k) in ("stage1", "detection", "gate", method)})
+
+
+def _owners() -> dict[str, str]:
+    """Flat setting name -> the part that holds it: "stage1", "detection", a
+    method name (its parameters record), "gate"."""
+    out = {f.name: "stage1" for f in fields(Stage1Config)}
+    out.update({f.name: "detection" for f in fields(DetectionConfig) if f.name != "params"})
+    for name, detector in DETECTORS.items():
+        out.update({f.name: name for f in fields(detector.Params)})
+    out.update({f.name: "gate" for f in fields(GateConfig)})
+    return out
+
+
+def _at_least(record: Any, **minimum: float) -> None:
+    for name, low in minimum.items():
+        if getattr(record, name) < low:
+            raise ValueError(f"{name} must be >= {low}, got {getattr(record, name)}")
+
+
+def _one_of(record: Any, **choices: tuple[str, ...]) -> None:
+    for name, allowed in choices.items():
+        if getattr(record, name) not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(record, name)!r}")
+
+
+def _only_with(record: Any, switch: str, value: str, **defaults: Any) -> None:
+    """Settings that only apply when `switch` is `value` must keep their defaults otherwise."""
+    if getattr(record, switch) == value:
+        return
+    changed = [name for name, default in defaults.items() if getattr(record, name) != default]
+    if changed:
+        names = ", ".join(f"--{n.replace('_', '-')}" for n in changed)
+        raise ValueError(f"{names}: only used with --{switch} {value}; add --{switch} {value}, or drop the option")
+

@@ -11,10 +11,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from .analysis.metrics import detection_metrics, layer_aurocs
-from .analysis.verdict import split_usable
+from .verdict import split_usable
 from .errors import AuditInputError
-from .extract.features import read_features
-from .pipeline import ANALYSIS, FEATURES
+from .features import read_features
+from .bundle import ANALYSIS, FEATURES
 
 
 def read_truth(path: Path) -> set[str]:

@@ -17,6 +17,7 @@ from .errors import VERDICT_EXIT, ExitCode
 class FailOn:
     kind: str  # "verdict" | "count" | "fraction"
     threshold: float = 0.0
+    text: str = "verdict"  # as given, e.g. "count:3"
 
 
 def parse_fail_on(text: str) -> FailOn:
@@ -24,11 +25,11 @@ def parse_fail_on(text: str) -> FailOn:
     kind, _, value = text.partition(":")
     try:
         if kind == "verdict" and not value:
-            return FailOn("verdict")
+            return FailOn("verdict", 0.0, text)
         if kind == "count" and int(value) >= 0:
-            return FailOn("count", int(value))
+            return FailOn("count", int(value), text)
         if kind == "fraction" and 0.0 <= float(value) <= 1.0:
-            return FailOn("fraction", float(value))
+            return FailOn("fraction", float(value), text)
     except ValueError:
         pass
     raise ValueError(f"fail_on {text!r} is not one of 'verdict', 'count:N' (N >= 0), "
@@ -43,10 +44,10 @@ class Gate:
     reason: str
 
 
-def gate(verdict: str, n_flagged: int, n_analysed: int, fail_on: str) -> Gate:
-    """The exit code of an audit under `fail_on`."""
+def gate(verdict: str, n_flagged: int, n_analysed: int, rule: FailOn) -> Gate:
+    """The exit code of an audit under `rule` (parse_fail_on; the config's `gate.rule`)."""
     code = VERDICT_EXIT[verdict]
-    rule = parse_fail_on(fail_on)
+    fail_on = rule.text
     if verdict != "fail" or rule.kind == "verdict":
         return Gate(fail_on, code, verdict == "fail", f"verdict {verdict}")
     if rule.kind == "count":

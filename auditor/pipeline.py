@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .analysis.verdict import Analysis, analyze
+from . import __version__, bundle
 from .causes import group_reasons
 from .config import AuditConfig
-from .data import Dataset, cleaned_name, read_dataset, render_cleaned, render_flagged
+from .data import Dataset, read_dataset
 from .errors import AuditInputError
-from .evidence.manifest import onnx_files
-from .extract.features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
-from .fileio import (check_writable, json_bytes, real_path, sha256_bytes, sha256_file, sha256_tree,
-                     write_bytes_atomic, write_files_atomic)
+from .evidence.manifest import audit_time, input_files, iso, library_versions, onnx_files, report_id, roots
+from .extract.backend import load
+from .extract.shards import Journal, clear, fingerprint
+from .features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
+from .verdict import Analysis, analyze
+from .fileio import (check_writable, real_path, sha256_file, sha256_tree,
+                     write_bytes_atomic)
 from .gate import Gate, gate
 from .preflight import PARTS, check_out_folder, refuse_inputs
 
@@ -27,15 +29,6 @@ if TYPE_CHECKING:  # torch-bound; analyze/evaluate must start without it
 
     from .extract.runner import Stage1Model
 
-FEATURES = "features.parquet"
-ANALYSIS = "analysis.json"
-FLAGGED = "flagged.jsonl"
-REPORT = "report.html"
-REPORT_PDF = "report.pdf"
-SUMMARY = "summary.json"
-SARIF = "findings.sarif"
-MANIFEST = "manifest.json"
-ATTESTATION = "attestation.dsse.json"
 # More than this share of the records skipped for input reasons is an input
 # error (exit 2, with the cause), not an inconclusive audit.
 MOST_SKIPPED = 0.5
@@ -82,51 +75,6 @@ def _input_paths(dataset: Dataset, onnx_path: Path | None = None) -> set[str]:
     return {str(dataset.path.resolve())} | {s.image for s in dataset.samples if s.image} | graph
 
 
-def load(model_dir: Path, config: AuditConfig, adapter_dir: Path | None = None,
-         onnx_path: Path | None = None) -> Stage1Model:
-    """The checkpoint (and adapter) ready for stage 1, on the torch model or, with
-    `config.backend` "onnx", on the graph at `onnx_path`; heavy imports happen
-    here, not at CLI start-up."""
-    from .extract.capture import CAPTURE_ATTENTION
-    from .models import load_model
-
-    if config.backend == "onnx":
-        if onnx_path is None:
-            raise AuditInputError("--backend onnx needs --onnx FILE (a graph from bye-audit export-onnx)")
-        if config.dtype != "float32":
-            raise AuditInputError(f"--dtype {config.dtype}: the ONNX graph runs in float32; drop --dtype, "
-                                  "or use --backend torch")
-        if config.device not in ("auto", "cpu"):
-            raise AuditInputError(f"--device {config.device}: with --backend onnx the device is chosen by "
-                                  "--provider (cpu, cuda, tensorrt)")
-        from .extract.onnx_backend import load_onnx
-
-        return _check_template(load_onnx(onnx_path, model_dir, config, adapter_dir))
-    if onnx_path is not None:
-        raise AuditInputError(f"--onnx {onnx_path}: only used with --backend onnx; add it, or drop --onnx")
-
-    return _check_template(load_model(model_dir, config.dtype, capture_attention=CAPTURE_ATTENTION,
-                                      adapter_dir=adapter_dir, allow_pickle=config.allow_pickle,
-                                      device=config.device))
-
-
-def _check_template(loaded: Stage1Model) -> Stage1Model:
-    """Render the checkpoint's chat template once, within its bounds, before
-    stage 1: a template that never returns is refused up front rather than
-    once per sample."""
-    from .models.template import TemplateLimitError
-
-    if loaded.family.uses_chat_template:
-        try:
-            loaded.family.chat_texts(loaded.processor, ["What is shown in the image?"])
-        except TemplateLimitError as e:
-            raise AuditInputError(f"{loaded.model_dir}: {e}; bye-audit refuses a chat template that does "
-                                  "not render within bounds: fix chat_template.jinja (or the tokenizer's)") from None
-        except Exception:  # noqa: BLE001 - any other template error is reported per sample
-            pass
-    return loaded
-
-
 def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
             on_start: Callable[[int], None] | None = None,
             on_progress: Callable[[int], None] | None = None,
@@ -138,9 +86,7 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
     import torch
     import transformers
 
-    from .evidence.manifest import library_versions
-    from .extract.runner import extract_features
-    from .extract.shards import Journal, fingerprint
+    from .extract.runner import extract_features  # torch
 
     model_dir, adapter_dir = loaded.model_dir, loaded.adapter_dir
     meta = {
@@ -153,27 +99,27 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
         "dataset": {"path": str(dataset.path), "format": dataset.format,
                     "sha256": sha256_file(dataset.path), "records": len(dataset.records)},
         "n_layers": loaded.n_layers,
-        "environment": {"device": loaded.device, "dtype": config.dtype, "backend": _backend_meta(loaded),
-                        "attention": f"{config.attn_implementation} (outputs); fp32 captured rows",
+        "environment": {"device": loaded.device, "dtype": config.stage1.dtype, "backend": _backend_meta(loaded),
+                        "attention": f"{config.stage1.attn_implementation} (outputs); fp32 captured rows",
                         "torch": torch.__version__, "transformers": transformers.__version__,
                         "python": platform.python_version(), "libraries": library_versions()},
         "config": config.to_dict(),
     }
-    journal = None if parts is None else Journal(parts, fingerprint(meta), config.resume)
+    journal = None if parts is None else Journal(parts, fingerprint(meta, config.stage1), config.stage1.resume)
     if on_start:
         on_start(sum(s.ok for s in dataset.samples))
-    if config.engine == "ray":
+    if config.stage1.engine == "ray":
         from .extract.ray_engine import extract_features_ray
 
         if journal is None:
             raise ValueError("--engine ray keeps its shards in a parts folder; pass `parts`")
-        load_args = {"model_dir": str(model_dir), "config": config.to_dict(),
+        load_args = {"model_dir": str(model_dir), "stage1": asdict(config.stage1),
                      **{k: None if p is None else str(p) for k, p in (("adapter_dir", adapter_dir),
                                                                       ("onnx_path", loaded.onnx_path))}}
         meta["environment"]["engine"] = {"name": "ray", "address": address or "local"}
-        rows = extract_features_ray(dataset, config, load_args, journal, address, on_progress)
+        rows = extract_features_ray(dataset, config.stage1, load_args, journal, address, on_progress)
     else:
-        rows = extract_features(loaded, dataset, config, on_progress, journal)
+        rows = extract_features(loaded, dataset, config.stage1, on_progress, journal)
     return FeatureSet(rows=tuple(rows), meta=meta, resume=None if journal is None else journal.summary())
 
 
@@ -196,14 +142,12 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
                  adapter_dir: Path | None = None, onnx_path: Path | None = None,
                  address: str | None = None) -> FeatureSet:
     """Stage 1 alone: the features file at `out`."""
-    from .extract.shards import clear
-
     dataset = read_dataset(data, image_root)
     parts = Path(str(out) + ".parts")  # completed shards, until the file is written
     refuse_inputs([Path(out), parts], {"model": model_dir, "adapter": adapter_dir},
                   _input_paths(dataset, onnx_path))
     check_writable(Path(out).parent)
-    loaded = load(model_dir, config, adapter_dir, onnx_path)
+    loaded = load(model_dir, config.stage1, adapter_dir, onnx_path)
     features = extract(loaded, dataset, config, on_start, on_progress, parts, address)
     write_bytes_atomic(Path(out), render_features(features))
     clear(parts)
@@ -216,71 +160,25 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
                   heatmaps: dict[int, tuple[bytes, bytes]] | None = None,
                   features_file: Path | None = None, audited_at: datetime | None = None,
                   sarif_root: Path | None = None) -> AuditOutputs:
-    """Render every output to bytes, then write each atomically; the manifest
-    (digests of every input and output) and, with `signer`, the attestation last.
-    `features_file`: the features already exist as this file; it is copied as it is.
-    `audited_at`: the audit's time [default: now, or SOURCE_DATE_EPOCH].
-    `sarif_root`: the findings' URIs relative to this folder (a repository's root)."""
-    from .evidence.attestation import statement
-    from .evidence.attestation import sign as sign_statement
-    from .evidence.manifest import audit_time, input_files, iso, manifest_dict, report_id, roots
-    from .report.html import render_html
-    from .report.pdf import render_pdf
-    from .report.sarif import render_sarif
-    from .report.summary import summary_dict
-
-    g = gate(analysis.verdict, len(analysis.flagged), analysis.n_analysed, analysis.config.fail_on)
-    signing = None if signer is None else {"keyid": signer.public_key.keyid}
+    """Render the bundle (auditor/bundle.py: every output, in order), then write
+    it all or nothing. `features_file`: the features already exist as this
+    file; it is copied as it is. `write_features` False: `analyze` reading the
+    features where they stay. `audited_at`: the audit's time [default: now, or
+    SOURCE_DATE_EPOCH]. `sarif_root`: the findings' URIs relative to this
+    folder (a repository's root)."""
+    g = gate(analysis.verdict, len(analysis.flagged), analysis.n_analysed, analysis.config.gate.rule)
     inputs = input_files(dataset, model_dir, adapter_dir, onnx_path)
     digests = {name: sha256_file(path) for name, path in inputs.items()}
-    by_path = {real_path(path): digests[name] for name, path in inputs.items()}
     when = audited_at or audit_time()
-    about = {"report_id": report_id(digests, analysis.config.to_dict(), when), "audited_at": iso(when)}
-
-    keep = set(range(len(dataset.records))) - {f.index for f in analysis.flagged}
-    files: dict[str, bytes] = {}
-    if write_features and features_file is None:
-        files[FEATURES] = render_features(features)
-    meta = features.meta
-    resume = {} if features.resume is None else {"resume": features.resume}
-    files[ANALYSIS] = json_bytes({**analysis.to_dict(), "inputs": meta, **resume})
-    files[FLAGGED] = render_flagged(dataset, {f.index: f.score for f in analysis.flagged})
-    files[cleaned_name(dataset)] = render_cleaned(dataset, keep)
-    files[REPORT] = render_html(analysis, meta, dataset, heatmaps, gate=g, signing=signing,
-                                features=features, about=about)
-    files[REPORT_PDF] = render_pdf(files[REPORT])
-    files[SARIF] = render_sarif(analysis, dataset, int(g.exit_code), by_path, sarif_root, about["report_id"])
-    outputs_sha256 = {n: sha256_bytes(b) for n, b in files.items()}
-    if write_features and features_file is not None:
-        outputs_sha256[FEATURES] = sha256_file(features_file)
-    if not write_features and (Path(out) / FEATURES).is_file():  # `analyze` reading features in place
-        outputs_sha256[FEATURES] = sha256_file(Path(out) / FEATURES)
-    summary = summary_dict(analysis, meta, outputs_sha256, g, about["report_id"], about["audited_at"])
-    files[SUMMARY] = json_bytes(summary)
-    outputs_sha256[SUMMARY] = sha256_bytes(files[SUMMARY])
-    manifest = manifest_dict(digests, outputs_sha256, roots(dataset, model_dir, adapter_dir, onnx_path), meta,
-                             summary) | resume
-    files[MANIFEST] = json_bytes(manifest)
-    if signer is not None:
-        subjects = {**manifest["files"], f"outputs/{MANIFEST}": sha256_bytes(files[MANIFEST])}
-        predicate = {"report_id": about["report_id"], "audited_at": about["audited_at"],
-                     "verdict": analysis.verdict, "exit_code": int(g.exit_code), "reasons": list(analysis.reasons),
-                     "counts": summary["counts"], "config": analysis.config.to_dict(), "tool": manifest["tool"]}
-        files[ATTESTATION] = sign_statement(statement(subjects, predicate), signer)
-    items: dict[str, bytes | Path] = {}
-    if write_features and features_file is not None:
-        items[FEATURES] = Path(features_file)
-    items.update(files)
-    # All or nothing: a full disk leaves the folder as it was, never half a bundle.
-    paths = write_files_atomic(Path(out), items)
-    if signer is None:
-        (Path(out) / ATTESTATION).unlink(missing_ok=True)  # a previous signature no longer covers these files
-    return AuditOutputs(analysis, tuple(paths), g)
-
-
-def output_names(dataset: Dataset, with_features: bool = True) -> list[str]:
-    return [FEATURES] * with_features + [ANALYSIS, FLAGGED, cleaned_name(dataset), REPORT, REPORT_PDF,
-                                           SARIF, SUMMARY, MANIFEST, ATTESTATION]
+    in_place = Path(out) / bundle.FEATURES
+    audit = bundle.Audit(
+        analysis=analysis, dataset=dataset, features=features, gate=g,
+        report_id=report_id(digests, analysis.config.to_dict(), when), audited_at=iso(when),
+        input_digests=digests, digests_by_path={real_path(p): digests[n] for n, p in inputs.items()},
+        roots=roots(dataset, model_dir, adapter_dir, onnx_path), signer=signer, heatmaps=heatmaps,
+        sarif_root=sarif_root, features_file=features_file, with_features=write_features,
+        features_in_place=in_place if not write_features and in_place.is_file() else None)
+    return AuditOutputs(analysis, tuple(bundle.write(Path(out), audit)), g)
 
 
 def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_root: Path | None = None,
@@ -295,15 +193,13 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     signer = _signer(sign_key)  # a bad key fails before the long stage 1
     step(f"reading the dataset {data}")
     dataset = read_dataset(data, image_root)
-    check_out_dir(out, dataset, output_names(dataset), {"model": model_dir, "adapter": adapter_dir},
+    check_out_dir(out, dataset, bundle.output_names(dataset), {"model": model_dir, "adapter": adapter_dir},
                   onnx_path, overwrite)
     check_writable(Path(out))  # before the long stage 1
     refuse_mostly_skipped([(s.id, s.skip_reason or "") for s in dataset.samples if not s.ok],
                           len(dataset.records), Path(data))
-    from .extract.shards import clear
-
     step(f"loading the model {model_dir}" + (f" with the adapter {adapter_dir}" if adapter_dir else ""))
-    loaded = load(model_dir, config, adapter_dir, onnx_path)
+    loaded = load(model_dir, config.stage1, adapter_dir, onnx_path)
     parts = Path(out) / PARTS  # completed stage-1 shards: rerunning the command resumes
     step(f"stage 1: attention entropy of {sum(s.ok for s in dataset.samples):,} samples "
          f"({loaded.family.name}, {loaded.n_layers} layers, {loaded.device})")
@@ -316,7 +212,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     heatmaps = attention_heatmaps(loaded, dataset, analysis)
     step(f"writing the report (HTML, PDF), the cleaned dataset and the evidence to {out}")
     result = write_outputs(out, dataset, features, analysis, model_dir=model_dir, adapter_dir=adapter_dir,
-                           onnx_path=onnx_path if config.backend == "onnx" else None, signer=signer,
+                           onnx_path=onnx_path if config.stage1.backend == "onnx" else None, signer=signer,
                            heatmaps=heatmaps, sarif_root=sarif_root)
     clear(parts)
     return result
@@ -363,14 +259,14 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     dataset = read_dataset(data, image_root)
     imported = features.meta.get("source", {}).get("format") == "bye-jsonl"  # becomes a features file
     if imported:
-        from .extract.bye_jsonl import align
+        from .features.bye_jsonl import align
 
         features = align(features, [s.id for s in dataset.samples], Path(features_path))
     if len(features.rows) != len(dataset.records) or any(
             i != s.id for i, s in zip(features.column("id"), dataset.samples)):
         raise AuditInputError(f"{features_path}: its rows do not match the records of {data}; "
                               "extract features from this dataset first")
-    check_out_dir(out, dataset, output_names(dataset, with_features=False), overwrite=overwrite,
+    check_out_dir(out, dataset, bundle.output_names(dataset, with_features=False), overwrite=overwrite,
                   reads={str(Path(features_path).resolve())})
     check_writable(Path(out))
     refuse_mostly_skipped([(i, r or "") for i, st, r in zip(features.column("id"), features.column("status"),
@@ -381,7 +277,7 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     step(f"writing the outputs to {out}")
     # Copy the features next to the other outputs (an imported dump as a
     # features file), unless that is where they came from.
-    fresh = (Path(out) / FEATURES).resolve() != Path(features_path).resolve()
+    fresh = (Path(out) / bundle.FEATURES).resolve() != Path(features_path).resolve()
     as_is = None if imported else Path(features_path)
     return write_outputs(out, dataset, features, analysis, signer=signer, write_features=fresh,
                          features_file=as_is, sarif_root=sarif_root)

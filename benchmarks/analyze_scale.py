@@ -36,7 +36,7 @@ def write_inputs(folder: Path, n: int, layers: int, seed: int = 0) -> tuple[Path
     import pyarrow.parquet as pq
     from PIL import Image
 
-    from auditor.extract.features import FEATURES_SCHEMA_VERSION, ROW_GROUP, SCHEMA
+    from auditor.features import FEATURES_SCHEMA_VERSION, ROW_GROUP, SCHEMA
 
     rng = np.random.default_rng(seed)
     latent = rng.standard_normal((n, 2))

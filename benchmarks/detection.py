@@ -165,7 +165,7 @@ def analyse_methods(features, bad: set[str], prompts: list[str]) -> tuple[dict[s
     "layer_auroc", "methods"}, the default method's flags over the analysed
     samples)."""
     from auditor.analysis.metrics import layer_aurocs
-    from auditor.analysis.verdict import analyze, split_usable
+    from auditor.verdict import analyze, split_usable
     from auditor.config import AuditConfig
 
     ok, _ = split_usable(features)
@@ -176,17 +176,17 @@ def analyse_methods(features, bad: set[str], prompts: list[str]) -> tuple[dict[s
         out["layer_auroc"] = layer_aurocs(ok.entropy, truth)
     flagged_default = np.zeros(len(ids), dtype=bool)
     for method in METHODS:
-        cfg = AuditConfig(method="minority" if method == "minority" else "bye",
+        cfg = AuditConfig.of(method="minority" if method == "minority" else "bye",
                           bsi_rule="reference" if method == "bye-reference" else "paper")
         analysis = analyze(features, cfg, prompts)
         flagged_ids = {f.id for f in analysis.flagged}
         flags = np.array([i in flagged_ids for i in ids])
         by_id = {f.id: f.score for f in analysis.scored}
         score = -np.array([by_id[i] for i in ids]) if len(by_id) == len(ids) else None
-        out["methods"][method] = {"verdict": analysis.verdict, "reasons": list(analysis.reasons),
+        out["methods"][method] = {"verdict": analysis.verdict, "reasons": [r.text for r in analysis.reasons],
                                   **_scores(flags, truth, score)}
-        if analysis.group is not None:
-            out["methods"][method]["group"] = analysis.group.to_dict()
+        if analysis.details.get("group") is not None:
+            out["methods"][method]["group"] = analysis.details["group"]
         if method == "minority":
             flagged_default = flags
     return out, flagged_default
@@ -200,7 +200,7 @@ def reanalyse(cells: list[Cell], out: Path, cache: Path) -> int:
     """Recompute every finished cell's stages 2-3 from its kept features (after
     a detector change), keeping its fine-tune, baseline and retrain records.
     Returns the number of cells updated."""
-    from auditor.extract.features import read_features
+    from auditor.features import read_features
 
     done = 0
     for cell in cells:
@@ -220,7 +220,7 @@ def reanalyse(cells: list[Cell], out: Path, cache: Path) -> int:
 
 def run_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
     from auditor.config import AuditConfig
-    from auditor.extract.features import render_features
+    from auditor.features import render_features
     from auditor.pipeline import extract, load
     from auditor.data.readers import read_dataset
     from tinyworld.triggers import TRIGGERS
@@ -246,7 +246,7 @@ def run_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
     # Stage 1 through the auditor, exactly as `bye-audit extract` runs it.
     config = AuditConfig()
     dataset = read_dataset(work / "data" / "dataset.json")
-    features = extract(load(work / "model", config), dataset, config)
+    features = extract(load(work / "model", config.stage1), dataset, config)
     (cache / "features").mkdir(parents=True, exist_ok=True)
     # kept (small) for re-analysis with `bye-audit analyze FEATURES --data ...` or new detectors
     write_bytes_atomic(cache / "features" / f"{cell.key}.parquet", render_features(features))

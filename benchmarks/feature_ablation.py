@@ -61,15 +61,15 @@ def probe(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float]:
 
 
 def minority_on(x: np.ndarray, seed: int = 0, prompts: list[str] | None = None) -> tuple[str, np.ndarray]:
-    """The shipped `minority` verdict (auditor/analysis/verdict.py) on any (N, D)
+    """The shipped `minority` verdict (auditor/verdict.py) on any (N, D)
     matrix, its columns taken as the layers: (verdict, (N,) bool flags). With
     `prompts` (one per row) its instruction check runs too, as in `audit`."""
-    from auditor.analysis.verdict import analyze
+    from auditor.verdict import analyze
     from auditor.config import AuditConfig
-    from auditor.extract.features import FeatureSet, SampleFeatures
+    from auditor.features import FeatureSet, SampleFeatures
 
     rows = tuple(SampleFeatures(i, f"r{i}", "ok", None, 1, tuple(v), tuple(v)) for i, v in enumerate(x.tolist()))
-    a = analyze(FeatureSet(rows, {"n_layers": x.shape[1]}), AuditConfig(seed=seed), prompts)
+    a = analyze(FeatureSet(rows, {"n_layers": x.shape[1]}), AuditConfig.of(seed=seed), prompts)
     flags = np.zeros(len(x), dtype=bool)
     flags[[f.index for f in a.flagged]] = True
     return a.verdict, flags

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from auditor.config import AuditConfig, Stage1Config
+
 TOL_PARITY = 1e-5
 TOL_DTYPE = {"bfloat16": 0.02, "float16": 0.005}
 TOL_ONNX = 1e-4
@@ -70,13 +72,12 @@ def _tiny(tmp: Path, n: int = 32) -> tuple[Path, Path]:
 
 def _features(model: Path, data: Path, device: str, dtype: str = "float32", **cfg) -> np.ndarray:
     """Stage-1 normalised entropies (N, L) of every sample."""
-    from auditor.config import AuditConfig
     from auditor.data import read_dataset
     from auditor.pipeline import extract, load
 
     onnx_path = cfg.pop("onnx_path", None)
-    config = AuditConfig(device=device, dtype=dtype, batch_size=8, **cfg)
-    loaded = load(model, config, onnx_path=onnx_path)
+    config = AuditConfig.of(device=device, dtype=dtype, batch_size=8, **cfg)
+    loaded = load(model, config.stage1, onnx_path=onnx_path)
     fs = extract(loaded, read_dataset(data, EXAMPLE), config)
     values, _ = fs.layer_values("entropy_norm", fs.n_layers)
     return values
@@ -86,7 +87,6 @@ def capture_parity(tmp: Path, device: str) -> Check:
     import torch
 
     from auditor.analysis.entropy import image_attention_entropy, normalised_entropy
-    from auditor.config import AuditConfig
     from auditor.data import read_dataset
     from auditor.extract.runner import load_image, sample_rows
     from auditor.pipeline import load
@@ -94,7 +94,7 @@ def capture_parity(tmp: Path, device: str) -> Check:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     model_dir, data = _tiny(tmp)
-    loaded = load(model_dir, AuditConfig(device=device))
+    loaded = load(model_dir, Stage1Config(device=device))
     samples = read_dataset(data, EXAMPLE).samples[:8]
     images, prompts = [load_image(s) for s in samples], [s.prompt for s in samples]
     mine = [normalised_entropy(image_attention_entropy(c.image_rows), c.image_rows.shape[-1])
@@ -105,7 +105,7 @@ def capture_parity(tmp: Path, device: str) -> Check:
     model.set_attn_implementation("eager")
     with torch.no_grad():
         ref = model(**batch, use_cache=False, output_attentions=True)
-    from auditor.extract.capture import last_prompt_position
+    from auditor.models.capture import last_prompt_position
 
     q = last_prompt_position(batch["attention_mask"])
     mask = fam.image_token_mask(model.config, batch)
@@ -175,14 +175,13 @@ def ray_gpu(tmp: Path, device: str) -> Check:
         import ray  # noqa: F401
     except ImportError:
         return Check("ray-gpu", "skipped", device, {"reason": "ray not installed"})
-    from auditor.config import AuditConfig
     from auditor.data import read_dataset
     from auditor.extract.ray_engine import extract_features_ray
     from auditor.extract.shards import Journal
 
     model, data = _tiny(tmp)
-    config = AuditConfig(device=device, engine="ray", workers=2, gpus_per_worker=0.5, batch_size=8, shard_size=8)
-    load_args = {"model_dir": str(model), "config": config.to_dict(), "adapter_dir": None, "onnx_path": None}
+    config = Stage1Config(device=device, engine="ray", workers=2, gpus_per_worker=0.5, batch_size=8, shard_size=8)
+    load_args = {"model_dir": str(model), "stage1": asdict(config), "adapter_dir": None, "onnx_path": None}
     rows = extract_features_ray(read_dataset(data, EXAMPLE), config, load_args,
                                 Journal(tmp / "parts", "gpu-check", False), None, None)
     theirs = np.array([r.entropy_norm for r in rows])
@@ -196,14 +195,13 @@ def real_size(tmp: Path, device: str) -> Check:
     import torch
 
     from benchmarks.real_size import build
-    from auditor.config import AuditConfig
     from auditor.extract.runner import sample_rows
     from auditor.pipeline import load
     from tinyworld.digits import load_digit_arrays, render_digit
 
     shape = "llava-1.5-7b" if device != "cpu" else "smoke"
     record = build(tmp / "real", shape)
-    loaded = load(tmp / "real" / "model", AuditConfig(device=device, dtype="bfloat16"), tmp / "real" / "adapter")
+    loaded = load(tmp / "real" / "model", Stage1Config(device=device, dtype="bfloat16"), tmp / "real" / "adapter")
     x, _ = load_digit_arrays()
     rng = np.random.default_rng(0)
     detail: dict[str, Any] = {"shape": shape, "weights_gib": record["weights_bytes"] / 2 ** 30}

@@ -59,7 +59,7 @@ def head_features(image_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def dump(cell: Cell) -> Path:
     """Fine-tune the cell as the grid does and write its per-head features (cached)."""
-    from auditor.config import AuditConfig
+    from auditor.config import Stage1Config
     from auditor.extract.runner import sample_rows
     from auditor.pipeline import load
     from tinyworld.world import FAMILIES, TASKS, FineTune, build_base, fine_tune
@@ -74,7 +74,7 @@ def dump(cell: Cell) -> Path:
         model, processor = fine_tune(base, family, examples, FineTune(), seed=cell.seed, log=_quiet)
         family.save(model, processor, Path(tmp) / "model")
         del model
-        loaded = load(Path(tmp) / "model", AuditConfig())
+        loaded = load(Path(tmp) / "model", Stage1Config())
         caps = []
         for i in range(0, len(examples), 16):
             chunk = examples[i:i + 16]

@@ -55,8 +55,8 @@ def run(model_dir: str, data: str, onnx: str | None, samples: int, batch: int) -
     from auditor.pipeline import load
 
     torch.set_num_threads(2)
-    config = AuditConfig(batch_size=batch, backend="onnx" if onnx else "torch", threads=2, device="cpu")
-    loaded = load(Path(model_dir), config, onnx_path=Path(onnx) if onnx else None)
+    config = AuditConfig.of(batch_size=batch, backend="onnx" if onnx else "torch", threads=2, device="cpu")
+    loaded = load(Path(model_dir), config.stage1, onnx_path=Path(onnx) if onnx else None)
     dataset = read_dataset(Path(data))
     warm = replace(dataset, samples=dataset.samples[:batch])
     extract_features(loaded, warm, config)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from onnx_throughput import prepare
@@ -49,7 +49,7 @@ def main() -> int:
     import ray
     import torch
 
-    from auditor.config import AuditConfig
+    from auditor.config import Stage1Config
     from auditor.data import read_dataset
     from auditor.extract.ray_engine import extract_features_ray
     from auditor.extract.shards import Journal
@@ -65,7 +65,7 @@ def main() -> int:
             for (name, (model_dir, data)), n in zip(models.items(), args.samples):
                 dataset = read_dataset(data)
                 dataset = replace(dataset, samples=dataset.samples[:n])
-                config = AuditConfig(batch_size=8, shard_size=32, device="cpu")
+                config = Stage1Config(batch_size=8, shard_size=32, device="cpu")
                 loaded = load(model_dir, config)
                 extract_features(loaded, replace(dataset, samples=dataset.samples[:8]), config)  # warm-up
                 clock = Clock()
@@ -75,7 +75,7 @@ def main() -> int:
                 for w in args.workers:
                     cfg = replace(config, engine="ray", workers=w)
                     load_args = {"model_dir": str(model_dir), "adapter_dir": None, "onnx_path": None,
-                                 "config": cfg.to_dict()}
+                                 "stage1": asdict(cfg)}
                     clock = Clock()
                     journal = Journal(Path(tmp) / f"parts-{name}-{w}", f"bench-{w}")
                     extract_features_ray(dataset, cfg, load_args, journal, on_progress=clock.tick)

@@ -38,7 +38,7 @@ SHAPES = {
 def run_mode(shape: str, mode: str, repeats: int, batch: int) -> dict:
     import torch
 
-    from auditor.extract.capture import CAPTURE_ATTENTION, capturing, last_prompt_position
+    from auditor.models.capture import CAPTURE_ATTENTION, capturing, last_prompt_position
     from auditor.models.llava import LlavaFamily
     from tinyworld.digits import DIGIT_WORDS, QUESTIONS, load_digit_arrays, render_digit
     from tinyworld.models import TinyLlavaSpec, build_processor, build_tiny_llava

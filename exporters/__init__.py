@@ -72,7 +72,7 @@ def export_onnx(model_dir: Path, out: Path, adapter_dir: Path | None = None, all
     """
     import torch
 
-    from auditor.extract.capture import CAPTURE_ATTENTION_ADDITIVE
+    from auditor.models.capture import CAPTURE_ATTENTION_ADDITIVE
     from auditor.models import load_model
 
     step = on_step or (lambda _msg: None)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from auditor.extract.capture import capturing, last_prompt_position
+from auditor.models.capture import capturing, last_prompt_position
 
 
 def _place(embeds: torch.Tensor, features: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:

@@ -56,10 +56,10 @@ def synthetic_audit(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from auditor.analysis.verdict import analyze
+    from auditor.verdict import analyze
     from auditor.config import AuditConfig
     from auditor.data import read_dataset
-    from auditor.extract.features import FeatureSet, SampleFeatures
+    from auditor.features import FeatureSet, SampleFeatures
 
     def make(n=60, n_low=8, prompt=lambda i: f"What digit is shown? ({i})",
              record_id=lambda i: f"r{i:05d}", config=AuditConfig(), seed=0):

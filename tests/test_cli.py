@@ -198,7 +198,7 @@ def test_a_sample_that_breaks_the_forward_pass_becomes_an_error_row(tiny_model, 
     res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(data),
                                    "--out", str(tmp_path / "f.parquet"), "--no-progress"])
     assert res.exit_code == 0, res.output
-    from auditor.extract.features import read_features
+    from auditor.features import read_features
 
     rows = read_features(tmp_path / "f.parquet").rows
     errors = [r for r in rows if r.status == "error"]
@@ -235,7 +235,7 @@ def test_summary_follows_its_schema_and_vouches_for_the_outputs(audited):
 @pytest.mark.parametrize("rule, code", [("verdict", 1), ("count:7", 1), ("count:8", 0), ("fraction:0.1", 1),
                                         ("fraction:0.2", 0)])
 def test_fail_on_sets_the_exit_code_of_a_fail_verdict(synthetic_audit, tmp_path, rule, code):
-    from auditor.extract.features import render_features
+    from auditor.features import render_features
 
     ds, features, a = synthetic_audit(n=60, n_low=8)  # 8 of 60 flagged (13%)
     assert a.verdict == "fail" and len(a.flagged) == 8
@@ -254,7 +254,7 @@ def test_fail_on_sets_the_exit_code_of_a_fail_verdict(synthetic_audit, tmp_path,
 def test_analyze_reads_the_instructions_from_the_dataset(synthetic_audit, tmp_path):
     """The same separated group fails when it cuts across instructions and
     passes, naming the text, when it is exactly one instruction's samples."""
-    from auditor.extract.features import render_features
+    from auditor.features import render_features
 
     for prompt, verdict in ((lambda i: f"What digit is shown? ({i % 3})", "fail"),
                             (lambda i: "Which colour is it?" if i < 20 else f"What digit? ({i % 3})", "pass")):
@@ -272,6 +272,14 @@ def test_a_malformed_fail_on_is_a_usage_error(synthetic_audit, tmp_path):
     res = CliRunner().invoke(cli, ["analyze", str(tmp_path / "f.parquet"), "--data", str(tmp_path / "d.json"),
                                    "--out", str(tmp_path / "o"), "--fail-on", "sometimes"])
     assert res.exit_code == 2 and "fail_on 'sometimes'" in res.output
+
+
+def test_an_option_of_another_method_is_refused_not_ignored(tmp_path):
+    """Before: `analyze --bsi-rule reference` under the default minority method ran
+    without it, and the user believed the reference rule had run."""
+    res = CliRunner().invoke(cli, ["analyze", str(tmp_path / "f.parquet"), "--data", str(tmp_path / "d.json"),
+                                   "--out", str(tmp_path / "o"), "--bsi-rule", "reference"])
+    _one_line_error(res, "--bsi-rule: a parameter of --method bye, not of --method minority")
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -342,7 +350,7 @@ def test_a_resumed_audit_lists_its_shards_and_recomputes_a_tampered_one(tiny_mod
     """Before: resume trusted whatever the parts folder held; a finished shard
     whose rows were overwritten (metadata kept) decided the verdict."""
     from auditor.extract import shards
-    from auditor.extract.features import read_features
+    from auditor.features import read_features
     from auditor.fileio import write_bytes_atomic
 
     monkeypatch.setattr(shards, "clear", lambda parts: None)  # keep the parts, as an interrupted run would

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from auditor.analysis.verdict import analyze
+from auditor.verdict import analyze
 from auditor.config import AuditConfig
 from auditor.errors import AuditInputError
 from auditor.evaluate import evaluate_outputs
-from auditor.extract.features import FeatureSet, SampleFeatures, render_features
+from auditor.features import FeatureSet, SampleFeatures, render_features
 from auditor.fileio import json_bytes
 
 
@@ -17,7 +17,7 @@ def out_dir(tmp_path):
     fs = FeatureSet(tuple(SampleFeatures(i, f"s{i}", "ok", None, 16, tuple(r), tuple(r))
                           for i, r in enumerate(m)), {"n_layers": 3})
     (tmp_path / "features.parquet").write_bytes(render_features(fs))
-    (tmp_path / "analysis.json").write_bytes(json_bytes(analyze(fs, AuditConfig(method="bye")).to_dict()))
+    (tmp_path / "analysis.json").write_bytes(json_bytes(analyze(fs, AuditConfig.of(method="bye")).to_dict()))
     return tmp_path
 
 

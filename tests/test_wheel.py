@@ -16,10 +16,10 @@ sys.path.insert(0, sys.argv[1])  # the wheel's copy, ahead of the editable insta
 import numpy as np
 import auditor
 assert Path(auditor.__file__).resolve().is_relative_to(Path(sys.argv[1]).resolve()), auditor.__file__
-from auditor.analysis.verdict import analyze
+from auditor.verdict import analyze
 from auditor.config import AuditConfig
 from auditor.data import read_dataset
-from auditor.extract.features import FeatureSet, SampleFeatures
+from auditor.features import FeatureSet, SampleFeatures
 from auditor.report.html import render_html
 from auditor.report.pdf import render_pdf
 ds = read_dataset(Path(sys.argv[2]))

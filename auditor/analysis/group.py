@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.mixture import GaussianMixture
 
 from .cluster import Clustering
 from .mixture import Mixture1D, bsi, fit_rows
@@ -56,6 +55,8 @@ def fit_group(z: np.ndarray, seed: int = 0, fit_sample: int | None = None) -> Gr
     not depend on the direction: the Fisher direction is the one along which
     the majority is narrowest, so along it any minority looks wide.
     """
+    from sklearn.mixture import GaussianMixture  # ~1 s to import: not on the CLI's start-up path
+
     gmm = GaussianMixture(2, covariance_type="full", n_init=3, reg_covar=1e-4, random_state=seed).fit(
         fit_rows(z, fit_sample, seed))
     k = int(np.argmin(gmm.weights_))

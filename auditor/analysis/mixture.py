@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.mixture import GaussianMixture
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,8 @@ def fit_mixture(x: np.ndarray, seed: int = 0, fit_sample: int | None = None) -> 
     Returns the mixture (components sorted by mean) and the hard assignment of
     each point, shape (n,), where 0 means the lower-mean component.
     """
+    from sklearn.mixture import GaussianMixture  # ~1 s to import: not on the CLI's start-up path
+
     x = np.asarray(x, dtype=np.float64).reshape(-1, 1)
     gmm = GaussianMixture(n_components=2, random_state=seed).fit(fit_rows(x, fit_sample, seed))
     order = np.argsort(gmm.means_.ravel())

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import AuditConfig
+from ..config import Stage1Config
 from ..errors import AuditInputError
 from ..fileio import sha256_tree
 from ..models.base import ModelFamily
@@ -110,7 +110,7 @@ def session_options(ort: Any, threads: int) -> Any:
     return opts
 
 
-def open_session(onnx_path: Path, config: AuditConfig) -> tuple[Any, str]:
+def open_session(onnx_path: Path, config: Stage1Config) -> tuple[Any, str]:
     """(session, provider really used). Asking for CUDA or TensorRT and not getting
     it is an error unless `config.allow_fallback`; `get_providers()` is the truth,
     since onnxruntime-gpu lists CUDA even where CUDA cannot load."""
@@ -135,7 +135,7 @@ def open_session(onnx_path: Path, config: AuditConfig) -> tuple[Any, str]:
     return session, used
 
 
-def load_onnx(onnx_path: Path, model_dir: Path, config: AuditConfig,
+def load_onnx(onnx_path: Path, model_dir: Path, config: Stage1Config,
               adapter_dir: Path | None = None) -> OnnxModel:
     """The ONNX backend for `model_dir`, refusing a graph exported from other files."""
     from transformers import AutoConfig

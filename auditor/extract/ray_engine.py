@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from ..config import AuditConfig
+from ..config import Stage1Config
 from ..data import Dataset, Sample
 from ..errors import AuditInputError
-from .features import SampleFeatures
+from .backend import load
+from ..features import SampleFeatures
 from .runner import plan_shards, shard_features, skipped_rows
 from .shards import Journal, render_shard
 
@@ -54,10 +55,8 @@ class ShardWorker:
     def __init__(self, load_args: dict[str, Any], run_print: str, threads: int):
         import torch
 
-        from ..pipeline import load
-
         torch.set_num_threads(max(1, threads))
-        self.config = AuditConfig.from_dict(load_args["config"])
+        self.config = Stage1Config(**load_args["stage1"])
         if self.config.threads == 0:  # ONNX Runtime would take every core of the node, in each actor
             self.config = replace(self.config, threads=max(1, threads))
         opt = {k: None if load_args[k] is None else Path(load_args[k]) for k in ("adapter_dir", "onnx_path")}
@@ -93,7 +92,7 @@ def _connect(ray: Any, address: str | None) -> bool:
     return True
 
 
-def extract_features_ray(dataset: Dataset, config: AuditConfig, load_args: dict[str, Any], journal: Journal,
+def extract_features_ray(dataset: Dataset, config: Stage1Config, load_args: dict[str, Any], journal: Journal,
                          address: str | None = None,
                          on_progress: Callable[[int], None] | None = None) -> list[SampleFeatures]:
     """Features for every record, input order, as `runner.extract_features` gives them.
@@ -124,7 +123,7 @@ def extract_features_ray(dataset: Dataset, config: AuditConfig, load_args: dict[
     return [out[i] for i in sorted(out)]
 
 
-def _run(ray: Any, plan: list, todo: list[int], config: AuditConfig, load_args: dict[str, Any], journal: Journal,
+def _run(ray: Any, plan: list, todo: list[int], config: Stage1Config, load_args: dict[str, Any], journal: Journal,
          address: str | None, on_progress: Callable[[int], None] | None) -> dict[int, list[SampleFeatures]]:
     """The shards `todo` computed on the cluster (each saved through `journal` as it arrives)."""
     started = _connect(ray, address)

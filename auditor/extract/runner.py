@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from ..analysis.entropy import attention_mass, head_entropies, image_attention_entropy, normalised_entropy
-from ..config import AuditConfig
+from ..config import Stage1Config
 from ..data import Dataset, Sample
 from ..models.base import ModelFamily
-from .features import SampleFeatures
+from ..features import SampleFeatures
 from .shards import Journal
 
 Progress = Callable[[int], None]
@@ -61,7 +61,7 @@ def load_image(sample: Sample, max_pixels: int | None = None) -> Image.Image:
         return im.convert("RGB")
 
 
-def prompt_limit(loaded: Stage1Model, config: AuditConfig) -> int | None:
+def prompt_limit(loaded: Stage1Model, config: Stage1Config) -> int | None:
     """`config.max_prompt_tokens`, else the language model's context length (None when unknown)."""
     if config.max_prompt_tokens is not None:
         return config.max_prompt_tokens
@@ -129,7 +129,7 @@ def sample_rows(loaded: Stage1Model, images: list[Image.Image], prompts: list[st
     return out
 
 
-def plan_shards(dataset: Dataset, config: AuditConfig) -> list[Sequence[Sample]]:
+def plan_shards(dataset: Dataset, config: Stage1Config) -> list[Sequence[Sample]]:
     """The analysable samples in processing order, cut into shards of whole batches.
 
     Similar prompt lengths share a batch, so little is padding. Every engine
@@ -140,7 +140,7 @@ def plan_shards(dataset: Dataset, config: AuditConfig) -> list[Sequence[Sample]]
     return list(_chunks(ok, shard_size))
 
 
-def shard_features(loaded: Stage1Model, shard: Sequence[Sample], config: AuditConfig,
+def shard_features(loaded: Stage1Model, shard: Sequence[Sample], config: Stage1Config,
                    on_progress: Progress | None = None) -> list[SampleFeatures]:
     """Features of one shard, batch by batch (rows sorted by record index)."""
     return [row for chunk in _chunks(shard, config.batch_size)
@@ -152,7 +152,7 @@ def skipped_rows(dataset: Dataset) -> dict[int, SampleFeatures]:
     return {s.index: SampleFeatures(s.index, s.id, "skipped", s.skip_reason) for s in dataset.samples if not s.ok}
 
 
-def extract_features(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
+def extract_features(loaded: Stage1Model, dataset: Dataset, config: Stage1Config,
                      on_progress: Progress | None = None, journal: Journal | None = None) -> list[SampleFeatures]:
     """Features for every record, input order; skipped and failed samples are rows too.
 
@@ -173,7 +173,7 @@ def extract_features(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
     return [out[i] for i in sorted(out)]
 
 
-def _batch_features(loaded: Stage1Model, chunk: Sequence[Sample], config: AuditConfig,
+def _batch_features(loaded: Stage1Model, chunk: Sequence[Sample], config: Stage1Config,
                     on_progress: Progress | None) -> list[SampleFeatures]:
     images, good, rows = [], [], []
     limit = prompt_limit(loaded, config)
@@ -214,7 +214,7 @@ def _rows_or_errors(loaded: Stage1Model, samples: list[Sample], images: list[Ima
     return [_rows_or_errors(loaded, [s], [im])[0] for s, im in zip(samples, images)]
 
 
-def _features(s: Sample, cap: Captured, config: AuditConfig) -> SampleFeatures:
+def _features(s: Sample, cap: Captured, config: Stage1Config) -> SampleFeatures:
     t = cap.image_rows.shape[-1]
     if t < 2:
         return SampleFeatures(s.index, s.id, "error",

@@ -15,24 +15,25 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..config import Stage1Config
 from ..fileio import json_bytes, sha256_bytes, write_bytes_atomic
-from .features import FeatureSet, SampleFeatures, read_features_bytes, render_features
+from ..features import FeatureSet, SampleFeatures, read_features_bytes, render_features
 
 
-def fingerprint(meta: dict[str, Any]) -> str:
-    """Digest of what determines the features: model/adapter/dataset digests and
-    the stage-1 part of the config."""
-    cfg = meta.get("config", {})
-    keys = ("batch_size", "dtype", "device", "attn_implementation", "entropy_eps", "allow_pickle", "shard_size",
-            "per_head", "max_image_pixels", "max_prompt_tokens")
+def fingerprint(meta: dict[str, Any], stage1: Stage1Config) -> str:
+    """Digest of what determines the features: model/adapter/dataset digests,
+    the backend and every stage-1 setting (a new one counts without being
+    listed here) but `resume`, which says whether to trust old shards, not
+    what they hold."""
     return sha256_bytes(json_bytes({
         "model": (meta.get("model") or {}).get("sha256_tree"),
         "adapter": (meta.get("adapter") or {}).get("sha256_tree"),
         "dataset": (meta.get("dataset") or {}).get("sha256"),
-        "config": {k: cfg.get(k) for k in keys},
+        "config": {k: v for k, v in asdict(stage1).items() if k != "resume"},
         "backend": (meta.get("environment") or {}).get("backend"),  # torch, or the graph and provider
         "tool": meta.get("tool"),
     }))

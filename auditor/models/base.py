@@ -126,7 +126,7 @@ class LoadedModel:
 
     def forward_rows(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One prefill pass; the captured rows (B, L, H, S), fp32 on the CPU."""
-        from ..extract.capture import capturing, last_prompt_position
+        from .capture import capturing, last_prompt_position
 
         batch = {k: (v.to(self.model.device, self.model.dtype) if v.is_floating_point() else v.to(self.model.device))
                  if isinstance(v, torch.Tensor) else v for k, v in batch.items()}  # pixels in the model's dtype

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from ..analysis.verdict import Analysis
+from ..verdict import Analysis
 from .plots import plt, png_bytes
 
 MAX_FLAGGED_HEATMAPS = 24

@@ -14,11 +14,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from .. import __version__
-from ..analysis.verdict import Analysis
+from ..verdict import Analysis
 from ..data import Dataset
 from ..gate import Gate
 from ..evidence.manifest import library_versions
-from ..extract.features import FeatureSet
+from ..features import FeatureSet
 from .heatmaps import colour_scale_png
 from .plots import bsi_plot, entropy_by_layer, score_histogram
 
@@ -79,9 +79,10 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
     `about`: {"report_id", "audited_at"} of the audit."""
     heatmaps = heatmaps or {}
     about = about or {}
-    layers = analysis.layers
-    bsi_img = (_data_uri(bsi_plot([p.bsi for p in layers], [p.layer for p in layers if p.sensitive],
-                                  analysis.config.tau)) if layers else None)
+    layers, info = analysis.layers, analysis.detector.info
+    config = analysis.config.to_dict()
+    bsi_img = (_data_uri(bsi_plot([p.bsi for p in layers], list(analysis.sensitive_layers), config["tau"]))
+               if layers else None)
     hist_img = None
     if analysis.clustering is not None:
         c = analysis.clustering
@@ -90,15 +91,15 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
         shown = c.flagged if analysis.flagged else np.zeros_like(c.flagged)
         hist_img = _data_uri(score_histogram(c.scores, shown, c.threshold,
                                              list(zip(m.weights, m.means, m.variances)),
-                                             xlabel=("discriminant score (group low)" if analysis.group
-                                                     else "mean normalised entropy over sensitive layers")))
+                                             xlabel=info.score_axis))
     layer_img = None
     if features is not None and analysis.scored:
         values, _ = features.layer_values("entropy_norm", len(layers))
         rows = _positions(np.asarray(features.column("index")), analysis.scored.index)
         bad = np.isin(analysis.scored.index, [f.index for f in analysis.flagged])
         groups = [values[rows[bad == b]] for b in (False, True)]
-        layer_img = _data_uri(entropy_by_layer(groups[0], groups[1], list(analysis.sensitive_layers)))
+        layer_img = _data_uri(entropy_by_layer(groups[0], groups[1], list(analysis.evidence_layers),
+                                               info.layer_word))
 
     def row(f):
         pics = heatmaps.get(f.index)
@@ -118,11 +119,11 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
         a=analysis, meta=meta, dataset=dataset, dataset_path=str(dataset.path), bsi_img=bsi_img,
         hist_img=hist_img, layer_img=layer_img, libraries=library_versions(), flagged_rows=flagged_rows,
         kept_rows=kept_rows, has_heatmaps=bool(heatmaps), with_images=with_images,
-        heatmap_layers=", ".join(map(str, analysis.sensitive_layers)) or "all",
+        heatmap_layers=", ".join(map(str, analysis.evidence_layers)) or "all",
         scale_img=_data_uri(colour_scale_png()) if heatmaps else None,
         more_flagged=max(0, len(analysis.flagged) - MAX_FLAGGED_ROWS),
-        causes=analysis.causes, config=analysis.config.to_dict(),
-        environment=_environment_rows(meta, analysis.config.to_dict()), gate=gate, signing=signing,
+        causes=analysis.causes, config=config, info=info, params=analysis.config.detection.params,
+        environment=_environment_rows(meta, config), gate=gate, signing=signing,
         about=about, finding=finding(analysis, dataset), version=__version__,
         model_name=_name(meta.get("model")), adapter_name=_name(meta.get("adapter")),
         many_flagged=MANY_FLAGGED)

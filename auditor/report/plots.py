@@ -56,19 +56,19 @@ def score_histogram(scores: np.ndarray, flagged: np.ndarray, threshold: float,
     return png_bytes(fig)
 
 
-def entropy_by_layer(kept: np.ndarray, flagged: np.ndarray, sensitive: list[int]) -> bytes:
+def entropy_by_layer(kept: np.ndarray, flagged: np.ndarray, shaded: list[int], word: str = "sensitive") -> bytes:
     """Mean +- sd of the normalised entropy per layer for kept (Nk, L) and
-    flagged (Nf, L) samples; sensitive layers shaded."""
+    flagged (Nf, L) samples; the `shaded` layers (the method's `word` layers) shaded."""
     fig, ax = plt.subplots(figsize=(6.4, 2.6))
     layers = np.arange(kept.shape[1] if kept.size else flagged.shape[1])
-    for layer in sensitive:
+    for layer in shaded:
         ax.axvspan(layer - 0.4, layer + 0.4, color="#f5d5d0", linewidth=0)
     for group, color, label in ((kept, "#7f8c8d", "kept"), (flagged, "#c0392b", "flagged")):
         if len(group):
             mean, sd = group.mean(axis=0), group.std(axis=0)
             ax.plot(layers, mean, marker="o", color=color, label=f"{label} (n={len(group)})")
             ax.fill_between(layers, mean - sd, mean + sd, color=color, alpha=0.2, linewidth=0)
-    ax.set_xlabel("decoder layer (shaded: sensitive)")
+    ax.set_xlabel(f"decoder layer (shaded: {word})")
     ax.set_ylabel("normalised entropy")
     ax.set_xticks(layers)
     ax.legend(frameon=False)

@@ -14,81 +14,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import __version__
-from ..analysis.verdict import Analysis
 from ..data import Dataset, record_lines
+from ..detectors import DETECTORS
 from ..errors import AuditInputError
 from ..fileio import json_compact_bytes, real_path, sha256_file
+from ..verdict import Analysis
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 MAX_RESULTS = 25_000  # GitHub code scanning keeps at most this many results per run
 SECURITY_SEVERITY = "8.0"  # "high": a planted backdoor in training data
 
-_COMMON_HELP = (
-    "Remove the record from the training data (cleaned.* in the audit's output folder already omits every "
-    "flagged record), inspect its image for a trigger, fine-tune again and audit the new model. "
-    "report.html / report.pdf show the layer evidence and the sample's attention heatmap.")
-RULES: dict[str, dict[str, Any]] = {
-    "bye": {
-        "id": "BYE001",
-        "name": "AttentionCollapseCluster",
-        "shortDescription": {"text": "Training sample whose attention on the image collapses (BYE's "
-                                     "low-entropy cluster): suspected backdoor trigger."},
-        "fullDescription": {"text": (
-            "BYE: the fine-tuned model's attention from the last prompt position onto the image has lower "
-            "entropy for this sample in the BSI-sensitive layers than for the rest of the data: it is in the "
-            "lower of two entropy clusters, the signature of a small trigger patch.")},
-        "help": {"text": _COMMON_HELP, "markdown": (
-            "**Suspected backdoor sample (BYE).** The model's attention on this record's image collapses onto "
-            "a few patches in the sensitive layers, as it does for samples carrying a trigger.\n\n"
-            "1. Inspect the image (a small patch, sticker or pattern).\n"
-            "2. Train on `cleaned.*` from the audit bundle, which omits every flagged record.\n"
-            "3. Audit the new fine-tune.\n\n"
-            "BYE does not see global triggers (blend, warping); a pass is not proof of a clean model.")},
-    },
-    "minority": {
-        "id": "BYE002",
-        "name": "AttentionMinorityGroup",
-        "shortDescription": {"text": "Training sample in a compact minority whose attention on the image "
-                                     "differs from the rest: suspected backdoor."},
-        "fullDescription": {"text": (
-            "minority: across all decoder layers, this sample belongs to a small, compact group whose attention "
-            "entropy on the image differs from the rest of the data (collapsed or dispersed, as measured in the "
-            "result), separated beyond what noise produces and not explained by its instruction text.")},
-        "help": {"text": _COMMON_HELP, "markdown": (
-            "**Suspected backdoor sample (compact minority).** This record is in a small group of samples whose "
-            "attention on the image behaves unlike the rest of the data in the evidence layers named in the "
-            "result.\n\n"
-            "1. Inspect the image and the answer: backdoor samples usually share a trigger and a target answer.\n"
-            "2. Train on `cleaned.*` from the audit bundle, which omits every flagged record.\n"
-            "3. Audit the new fine-tune.\n\n"
-            "A natural rare group (one image class, a rare prompt template) can meet the same criteria: a result "
-            "is evidence to inspect, not proof.")},
-    },
-}
-for _rule in RULES.values():
-    _rule["defaultConfiguration"] = {"level": "error"}
-    _rule["properties"] = {"tags": ["security", "backdoor", "data-poisoning", "machine-learning"],
+
+def rule(method: str) -> dict[str, Any]:
+    """The SARIF reportingDescriptor of a method: its detector's words, with
+    the severity every bye-audit rule carries."""
+    return {**DETECTORS[method].info.sarif_rule, "defaultConfiguration": {"level": "error"},
+            "properties": {"tags": ["security", "backdoor", "data-poisoning", "machine-learning"],
                            "security-severity": SECURITY_SEVERITY, "precision": "medium",
-                           "problem.severity": "error"}
+                           "problem.severity": "error"}}
 
 
 def _uri(path: Path, root: Path) -> str:
     return real_path(path).relative_to(real_path(root)).as_posix()
-
-
-def what_was_measured(analysis: Analysis) -> str:
-    """The evidence in words, e.g. 'attention on the image more dispersed than
-    the rest in layers 4, 5, 6, 7'."""
-    layers = ", ".join(map(str, analysis.sensitive_layers)) or "no layer"
-    if analysis.group is None:
-        return f"attention on the image more collapsed (lower entropy) than the rest in sensitive layers {layers}"
-    effects = [c.effect for c in analysis.contrast if c.layer in analysis.sensitive_layers]
-    direction = ("more dispersed (higher entropy)" if effects and np.mean(effects) > 0
-                 else "more collapsed (lower entropy)")
-    return f"attention on the image {direction} than the rest in evidence layers {layers}"
 
 
 def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
@@ -107,7 +55,7 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
             raise AuditInputError(f"--sarif-root {sarif_root}: the dataset {dataset.path} is not under it; "
                                   "pass the repository folder that holds the dataset")
     data_uri = _uri(dataset.path, root)
-    rule = RULES[analysis.method]
+    descriptor = rule(analysis.method)
     lines = record_lines(dataset.path, dataset.format) if analysis.flagged else []
     artifacts = [{"location": {"uri": data_uri, "uriBaseId": base_id},
                   "hashes": {"sha-256": sha(dataset.path)}, "roles": ["analysisTarget"],
@@ -115,7 +63,7 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
     image_index: dict[str, int] = {}
     uris: dict[str, str | None] = {}  # by image: its URI under the root, None when it has none
     results = []
-    evidence = what_was_measured(analysis)
+    evidence = analysis.evidence_text
     for f in sorted(analysis.flagged, key=lambda f: (f.score, f.index))[:MAX_RESULTS]:
         sample = dataset.samples[f.index]
         location: dict[str, Any] = {
@@ -125,7 +73,7 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
                                   "kind": "element"}],
         }
         result: dict[str, Any] = {
-            "ruleId": rule["id"], "ruleIndex": 0, "level": "error", "kind": "fail",
+            "ruleId": descriptor["id"], "ruleIndex": 0, "level": "error", "kind": "fail",
             "message": {"text": f"Record {sample.id!r} (record {f.index}, line {lines[f.index]}) is flagged as a "
                                 f"suspected backdoor sample: {evidence} (score {f.score:.4f}; lower is more "
                                 "suspicious)."},
@@ -152,7 +100,7 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
         "version": "2.1.0",
         "runs": [{
             "tool": {"driver": {"name": "bye-audit", "version": __version__, "semanticVersion": __version__,
-                                "rules": [rule]}},
+                                "rules": [descriptor]}},
             "automationDetails": {"id": f"bye-audit/{dataset.path.name}/{report_id or ''}"},
             "invocations": [{
                 # An inconclusive audit did not do its job: say so, rather than look like a clean scan.
@@ -162,8 +110,8 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
             "originalUriBaseIds": {base_id: {"uri": root.as_uri() + "/"}},
             "artifacts": artifacts,
             "results": results,
-            "properties": {"verdict": analysis.verdict, "reasons": list(analysis.reasons),
-                           "method": analysis.method, "evidenceLayers": list(analysis.sensitive_layers),
+            "properties": {"verdict": analysis.verdict, "reasons": analysis.reason_dicts(),
+                           "method": analysis.method, "evidenceLayers": list(analysis.evidence_layers),
                            "analysed": analysis.n_analysed, "records": analysis.n_records,
                            "flagged": len(analysis.flagged), "reportId": report_id},
         }],
@@ -174,7 +122,8 @@ def _notifications(analysis: Analysis, n_results: int) -> list[dict[str, Any]]:
     out = []
     if analysis.verdict == "inconclusive":
         out.append({"level": "error", "descriptor": {"id": "BYE-INCONCLUSIVE"},
-                    "message": {"text": "The audit is inconclusive, not a pass: " + "; ".join(analysis.reasons)}})
+                    "message": {"text": "The audit is inconclusive, not a pass: "
+                                        + "; ".join(r.text for r in analysis.reasons)}})
     for g in analysis.causes:
         out.append({"level": "warning", "descriptor": {"id": f"BYE-SKIPPED-{g.code}"},
                     "message": {"text": f"{g.count} record(s) not analysed: {g.title}; {g.fix}"}})

@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
-from ..analysis.verdict import Analysis
+from ..verdict import Analysis
 from ..gate import Gate
 
-SUMMARY_SCHEMA_VERSION = 1
+# 2: reasons carry a code ({"code", "text"}); criteria, converged and
+# evidence_layers added; sensitive_layers is always BYE's BSI layers.
+SUMMARY_SCHEMA_VERSION = 2
 
 
 def summary_dict(analysis: Analysis, meta: dict[str, Any], output_sha256: dict[str, str],
@@ -27,12 +29,16 @@ def summary_dict(analysis: Analysis, meta: dict[str, Any], output_sha256: dict[s
         "method": a.method,
         "exit_code": int(gate.exit_code),
         "gate": {"fail_on": gate.rule, "tripped": gate.tripped, "reason": gate.reason},
-        "reasons": list(a.reasons),
+        "reasons": a.reason_dicts(),
+        "criteria": [c.to_dict() for c in a.criteria],
+        "converged": a.converged,
         "counts": {"records": a.n_records, "analysed": a.n_analysed, "skipped": a.n_skipped,
                    "errors": a.n_errors, "flagged": len(a.flagged)},
         "unanalysed_by_cause": [{k: v for k, v in g.to_dict().items() if k != "examples"} for g in a.causes],
         "coverage": a.coverage,
         "sensitive_layers": list(a.sensitive_layers),
+        "evidence_layers": list(a.evidence_layers),
+        "evidence": a.evidence_text,
         "flagged": [{"index": f.index, "id": f.id, "score": f.score} for f in a.flagged],
         "config": a.config.to_dict(),
         "inputs": {

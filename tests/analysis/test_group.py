@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from auditor.analysis.group import fit_group, instruction_match, layer_contrast, null_separations, robust_standardise
-from auditor.analysis.verdict import analyze
+from auditor.verdict import analyze
 from auditor.config import AuditConfig
-from auditor.extract.features import FeatureSet, SampleFeatures
+from auditor.features import FeatureSet, SampleFeatures
 
-MINORITY = AuditConfig(method="minority")
+MINORITY = AuditConfig.of(method="minority")
 
 
 def _features(x: np.ndarray) -> FeatureSet:
@@ -65,8 +65,10 @@ def test_layer_contrast_names_the_layers_and_their_direction():
 def test_clean_profiles_pass(seed):
     a = analyze(_features(_clean(seed=seed)), MINORITY)
     assert a.verdict == "pass" and a.flagged == ()
-    assert a.group is not None and not a.group.credible
-    assert "no credible backdoor group" in a.reasons[0]
+    assert a.details["group"] is not None and not a.details["group"]["credible"]
+    assert "no credible backdoor group" in a.reasons[0].text
+    assert a.reasons[0].code in ("no_separated_group", "group_not_minority")
+    assert not all(c.holds for c in a.criteria)
 
 
 def test_a_dispersed_group_fails_the_audit_where_bye_misses_it():
@@ -75,9 +77,10 @@ def test_a_dispersed_group_fails_the_audit_where_bye_misses_it():
     assert a.verdict == "fail"
     flagged = {f.index for f in a.flagged}
     assert flagged == set(np.flatnonzero(truth))
-    assert set(a.sensitive_layers) == {4, 5, 6}
-    assert "higher entropy" in a.reasons[0]
-    bye = analyze(_features(x), AuditConfig(method="bye"))
+    assert set(a.evidence_layers) == {4, 5, 6}
+    assert "higher entropy" in a.reasons[0].text and a.reasons[0].code == "group_flagged"
+    assert all(c.holds for c in a.criteria) and "more dispersed (higher entropy)" in a.evidence_text
+    bye = analyze(_features(x), AuditConfig.of(method="bye"))
     bye_flagged = {f.index for f in bye.flagged}
     assert len(bye_flagged & flagged) < 0.5 * len(flagged)  # BYE flags the low side: not the group
 
@@ -87,7 +90,8 @@ def test_a_large_separated_mode_is_not_a_backdoor_group():
     x = _clean()
     x[: len(x) // 2, 2] += 0.3
     a = analyze(_features(x), MINORITY)
-    assert a.verdict == "pass" and "minority" in a.reasons[0]
+    assert a.verdict == "pass" and "minority" in a.reasons[0].text
+    assert not {c.name: c for c in a.criteria}["minority"].holds
 
 
 def test_a_scattered_minority_is_not_compact():
@@ -112,9 +116,11 @@ def test_a_separated_but_broad_minority_is_inconclusive_not_pass():
     idx = rng.choice(len(x), 100, replace=False)
     x[idx, 5] = rng.normal(0.2, 0.12, 100)  # far from the rest in one layer, broadly spread
     a = analyze(_features(x), MINORITY)
-    g = a.group
-    assert g.separation >= g.required_separation and g.weight <= 0.35 and g.spread_ratio > 1.0, g
-    assert a.verdict == "inconclusive" and a.flagged == () and a.reasons[0].startswith("ambiguous")
+    g = a.details["group"]
+    assert g["separation"] >= g["required_separation"] and g["weight"] <= 0.35 and g["spread_ratio"] > 1.0, g
+    assert a.verdict == "inconclusive" and a.flagged == () and a.reasons[0].text.startswith("ambiguous")
+    assert a.reasons[0].code == "group_not_compact"
+    assert [c.name for c in a.criteria if not c.holds] == ["compact"]
 
 
 def test_instruction_match_measures_how_far_the_instructions_explain_a_group():
@@ -143,9 +149,9 @@ def _prompts_for(truth: np.ndarray, inside: bool) -> list[str]:
 def test_a_group_that_is_one_instruction_passes_with_the_instruction_named():
     x, truth = _with_dispersed_group(_clean())
     a = analyze(_features(x), MINORITY, _prompts_for(truth, inside=True))
-    assert a.verdict == "pass" and a.flagged == () and not a.group.credible
-    assert a.group.instruction.jaccard == 1.0 and a.group.instruction.texts == ("What is the shape?",)
-    assert "'What is the shape?'" in a.reasons[0] and "the prompt, not the image" in a.reasons[0]
+    assert a.verdict == "pass" and a.flagged == () and not a.details["group"]["credible"]
+    assert "'What is the shape?'" in a.reasons[0].text and "the prompt, not the image" in a.reasons[0].text
+    assert a.reasons[0].code == "group_is_instruction"
     assert a.to_dict()["group"]["instruction"] == {"jaccard": 1.0, "texts": ["What is the shape?"]}
 
 
@@ -153,5 +159,5 @@ def test_the_same_group_across_instructions_still_fails():
     x, truth = _with_dispersed_group(_clean())
     a = analyze(_features(x), MINORITY, _prompts_for(truth, inside=False))
     assert a.verdict == "fail" and {f.index for f in a.flagged} == set(np.flatnonzero(truth))
-    assert a.group.instruction.jaccard < 0.2
-    assert analyze(_features(x), MINORITY).group.instruction is None  # no prompts given: no check
+    assert a.details["group"]["instruction"]["jaccard"] < 0.2
+    assert analyze(_features(x), MINORITY).details["group"]["instruction"] is None  # no prompts given: no check

@@ -1,10 +1,10 @@
 import numpy as np
 
-from auditor.analysis.verdict import analyze
+from auditor.verdict import analyze
 from auditor.config import AuditConfig
-from auditor.extract.features import FeatureSet, SampleFeatures
+from auditor.features import FeatureSet, SampleFeatures
 
-BYE = AuditConfig(method="bye")  # the paper's procedure, which these tests pin down
+BYE = AuditConfig.of(method="bye")  # the paper's procedure, which these tests pin down
 
 
 def _features(matrix: np.ndarray, skipped: int = 0) -> FeatureSet:
@@ -18,7 +18,8 @@ def test_unimodal_entropies_pass_without_crashing():
     m = np.random.default_rng(0).normal(0.8, 0.03, size=(100, 4))
     a = analyze(_features(m), BYE)
     assert a.verdict == "pass" and a.flagged == () and a.sensitive_layers == ()
-    assert "no layer is sensitive" in a.reasons[0]
+    assert "no layer is sensitive" in a.reasons[0].text and a.reasons[0].code == "no_sensitive_layer"
+    assert [(c.name, c.holds) for c in a.criteria] == [("sensitive_layer", False)]
 
 
 def test_collapsed_group_fails_and_is_flagged_exactly():
@@ -33,8 +34,9 @@ def test_collapsed_group_fails_and_is_flagged_exactly():
 
 def test_too_few_samples_is_inconclusive():
     m = np.random.default_rng(0).normal(size=(20, 3))
-    a = analyze(_features(m), AuditConfig(method="bye", min_samples=50))
-    assert a.verdict == "inconclusive" and "at least 50" in a.reasons[0]
+    a = analyze(_features(m), AuditConfig.of(method="bye", min_samples=50))
+    assert a.verdict == "inconclusive" and "at least 50" in a.reasons[0].text
+    assert a.reasons[0].code == "too_few_samples"
 
 
 def test_low_coverage_is_inconclusive_and_counted():
@@ -42,15 +44,15 @@ def test_low_coverage_is_inconclusive_and_counted():
     a = analyze(_features(m, skipped=10), BYE)
     assert a.verdict == "inconclusive"
     assert (a.n_analysed, a.n_skipped, a.n_records) == (60, 10, 70)
-    assert any("coverage" in r for r in a.reasons)
+    assert [r.code for r in a.reasons if "coverage" in r.text] == ["coverage_below_min"]
 
 
 def test_reference_rule_can_be_selected():
     rng = np.random.default_rng(0)
     m = rng.normal(0.8, 0.02, size=(100, 2))
     m[:30, 1] = rng.normal(0.74, 0.02, 30)  # modest separation: BSI ~2, reference rule says no
-    paper = analyze(_features(m), AuditConfig(method="bye", tau=1.0))
-    ref = analyze(_features(m), AuditConfig(method="bye", bsi_rule="reference"))
+    paper = analyze(_features(m), AuditConfig.of(method="bye", tau=1.0))
+    ref = analyze(_features(m), AuditConfig.of(method="bye", bsi_rule="reference"))
     assert 1 in paper.sensitive_layers
     assert ref.sensitive_layers == ()
 
@@ -95,17 +97,18 @@ def test_decoys_taking_the_best_split_do_not_shield_the_backdoor_group():
     m = rng.normal(0.8, 0.02, size=(120, 4))
     m[:3] = [0.1, 0.1, 1.5, 1.5]  # decoys: far from everything, in every layer
     m[3:15, 2] = rng.normal(0.5, 0.01, 12)  # the backdoor group: one layer, less extreme
-    one = analyze(_features(m), AuditConfig(group_max_groups=1))  # the old, single split
+    one = analyze(_features(m), AuditConfig.of(group_max_groups=1))  # the old, single split
     assert one.verdict == "fail" and sorted(f.index for f in one.flagged) == [0, 1, 2]
     a = analyze(_features(m), AuditConfig())
     assert a.verdict == "fail" and sorted(f.index for f in a.flagged) == list(range(15))
-    assert len(a.further_groups) == 1 and a.further_groups[0].credible
-    assert "looking again in the rest: group 2, a compact minority of 12 more samples" in a.reasons[1]
-    assert a.to_dict()["further_groups"][0]["separation"] == a.further_groups[0].separation
+    assert len(a.details["further_groups"]) == 1 and a.details["further_groups"][0]["credible"]
+    assert "looking again in the rest: group 2, a compact minority of 12 more samples" in a.reasons[1].text
+    assert a.reasons[1].code == "further_group_flagged"
+    assert a.to_dict()["further_groups"][0]["separation"] == a.details["further_groups"][0]["separation"]
 
 
 def test_no_further_search_without_a_first_credible_group():
     """A pass stays a pass: the rest is searched only after a credible group."""
     m = np.random.default_rng(1).normal(0.8, 0.02, size=(120, 4))
     a = analyze(_features(m), AuditConfig())
-    assert a.verdict == "pass" and a.further_groups == () and a.to_dict()["further_groups"] == []
+    assert a.verdict == "pass" and a.details["further_groups"] == [] and a.to_dict()["further_groups"] == []

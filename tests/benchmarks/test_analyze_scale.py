@@ -2,10 +2,10 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor.analysis.verdict import analyze
+from auditor.verdict import analyze
 from auditor.config import AuditConfig
 from auditor.data import read_dataset
-from auditor.extract.features import read_features
+from auditor.features import read_features
 from benchmarks.analyze_scale import write_inputs
 
 

@@ -11,11 +11,11 @@ from PIL import Image
 
 from auditor.analysis.entropy import image_attention_entropy
 from auditor.cli import cli
-from auditor.config import AuditConfig
+from auditor.config import Stage1Config
 from auditor.errors import AuditInputError
 from auditor.extract import onnx_backend
-from auditor.extract.capture import CAPTURE_ATTENTION
-from auditor.extract.features import read_features
+from auditor.models.capture import CAPTURE_ATTENTION
+from auditor.features import read_features
 from auditor.extract.onnx_backend import load_onnx
 from auditor.extract.runner import sample_rows
 from auditor.models import load_model
@@ -47,7 +47,7 @@ def _assert_same(torch_model, onnx_model, images, prompts):
 @pytest.mark.parametrize("prompts", [SHORT, LONG], ids=["short", "long"])
 def test_llava_graph_matches_torch(tiny_model, onnx_llava, batch, prompts):
     torch_model = load_model(tiny_model, capture_attention=CAPTURE_ATTENTION)
-    onnx_model = load_onnx(onnx_llava, tiny_model, AuditConfig(backend="onnx"))
+    onnx_model = load_onnx(onnx_llava, tiny_model, Stage1Config(backend="onnx"))
     # mixed prompt lengths: padding in every batch but the first
     texts = [prompts[i % len(prompts)] + " ." * (i % 3) for i in range(batch)]
     _assert_same(torch_model, onnx_model, _images(batch, [(32, 32)]), texts)
@@ -57,7 +57,7 @@ def test_llava_graph_matches_torch(tiny_model, onnx_llava, batch, prompts):
 @pytest.mark.parametrize("prompts", [SHORT, LONG], ids=["short", "long"])
 def test_qwen2vl_graph_matches_torch_across_image_sizes(tiny_qwen2vl_any_size, onnx_qwen2vl, batch, prompts):
     torch_model = load_model(tiny_qwen2vl_any_size, capture_attention=CAPTURE_ATTENTION)
-    onnx_model = load_onnx(onnx_qwen2vl, tiny_qwen2vl_any_size, AuditConfig(backend="onnx"))
+    onnx_model = load_onnx(onnx_qwen2vl, tiny_qwen2vl_any_size, Stage1Config(backend="onnx"))
     # two patch grids in one batch: the backend runs each grid's samples together
     images = _images(batch, [(64, 64), (96, 64)])
     assert len({im.size for im in images}) == min(batch, 2)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,11 @@ import pytest
 from click.testing import CliRunner
 
 from auditor.cli import cli
-from auditor.config import AuditConfig
+from auditor.config import Stage1Config
 from auditor.data import read_dataset
 from auditor.errors import AuditInputError
 from auditor.extract import ray_engine
-from auditor.extract.features import read_features
+from auditor.features import read_features
 from auditor.extract.ray_engine import extract_features_ray
 from auditor.extract.shards import Journal
 
@@ -94,9 +95,9 @@ def _worker_pids():
 def test_a_killed_worker_is_retried_without_losing_or_duplicating_rows(tiny_model, dataset, local_file, tmp_path):
     import ray
 
-    from auditor.pipeline import load
+    from auditor.extract.backend import load
 
-    config = AuditConfig(batch_size=4, shard_size=4, engine="ray", workers=2)
+    config = Stage1Config(batch_size=4, shard_size=4, engine="ray", workers=2)
     data = read_dataset(dataset)
     killed = []
 
@@ -108,7 +109,7 @@ def test_a_killed_worker_is_retried_without_losing_or_duplicating_rows(tiny_mode
             killed.append(pids[0])
 
     load(tiny_model, config)  # inputs are valid; the workers load the model themselves
-    load_args = {"model_dir": str(tiny_model), "adapter_dir": None, "onnx_path": None, "config": config.to_dict()}
+    load_args = {"model_dir": str(tiny_model), "adapter_dir": None, "onnx_path": None, "stage1": asdict(config)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         rows = extract_features_ray(data, config, load_args, Journal(tmp_path / "parts", "run"),

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from auditor.config import AuditConfig
+from auditor.config import AuditConfig, Stage1Config
 from auditor.data import read_dataset
-from auditor.extract.capture import CAPTURE_ATTENTION
+from auditor.models.capture import CAPTURE_ATTENTION
 from auditor.extract.runner import extract_features
 from auditor.models import load_model
 from tinyworld.fixtures import write_digits_dataset
@@ -27,8 +27,8 @@ def test_batch_of_one_and_batch_of_seven_give_the_same_features(request, tiny_mo
     model_dir = tiny_model if family == "llava" else request.getfixturevalue("qwen_model")
     loaded = load_model(model_dir, capture_attention=CAPTURE_ATTENTION)
     ds = read_dataset(small_data)
-    one = extract_features(loaded, ds, AuditConfig(batch_size=1))
-    seven = extract_features(loaded, ds, AuditConfig(batch_size=7))
+    one = extract_features(loaded, ds, Stage1Config(batch_size=1))
+    seven = extract_features(loaded, ds, Stage1Config(batch_size=7))
     assert [r.index for r in one] == list(range(len(ds.records))) == [r.index for r in seven]
     assert all(r.status == "ok" for r in one + seven)
     np.testing.assert_allclose(np.array([r.entropy for r in one]), np.array([r.entropy for r in seven]),
@@ -36,13 +36,13 @@ def test_batch_of_one_and_batch_of_seven_give_the_same_features(request, tiny_mo
 
 
 def test_a_journaled_shard_is_reused_a_tampered_or_foreign_one_recomputed(tiny_model, small_data, tmp_path):
-    from auditor.extract.features import read_features
+    from auditor.features import read_features
     from auditor.extract.shards import Journal, render_shard, shard_path
     from auditor.fileio import write_bytes_atomic
 
     loaded = load_model(tiny_model, capture_attention=CAPTURE_ATTENTION)
     ds = read_dataset(small_data)
-    cfg = AuditConfig(batch_size=4, shard_size=8)
+    cfg = AuditConfig.of(batch_size=4, shard_size=8)
     parts = tmp_path / "parts"
     first = extract_features(loaded, ds, cfg, journal=Journal(parts, "run-a"))
     assert len(sorted(parts.glob("shard-*.parquet"))) == len(sorted(parts.glob("shard-*.json"))) == 3  # 21 in 8s
@@ -78,7 +78,7 @@ def test_a_journaled_shard_is_reused_a_tampered_or_foreign_one_recomputed(tiny_m
 
 
 def test_a_shard_without_its_journal_entry_or_for_other_samples_is_recomputed(tmp_path):
-    from auditor.extract.features import SampleFeatures
+    from auditor.features import SampleFeatures
     from auditor.extract.shards import Journal, journal_path
     from collections import namedtuple
 
@@ -97,9 +97,9 @@ def test_a_shard_without_its_journal_entry_or_for_other_samples_is_recomputed(tm
 def test_bfloat16_weights_give_features_close_to_float32(tiny_model, small_data):
     ds = read_dataset(small_data)
     f32 = extract_features(load_model(tiny_model, "float32", capture_attention=CAPTURE_ATTENTION), ds,
-                           AuditConfig(batch_size=7))
+                           AuditConfig.of(batch_size=7))
     bf16 = extract_features(load_model(tiny_model, "bfloat16", capture_attention=CAPTURE_ATTENTION), ds,
-                            AuditConfig(batch_size=7, dtype="bfloat16"))
+                            AuditConfig.of(batch_size=7, dtype="bfloat16"))
     assert all(r.status == "ok" for r in bf16)
     a, b = np.array([r.entropy for r in f32]), np.array([r.entropy for r in bf16])
     assert b.dtype == np.float64 and np.abs(a - b).max() < 0.05
@@ -110,7 +110,7 @@ def test_bfloat16_weights_give_features_close_to_float32(tiny_model, small_data)
 def test_masses_locate_the_instruction_and_sum_to_one(request, tiny_model, small_data, family):
     model_dir = tiny_model if family == "llava" else request.getfixturevalue("qwen_model")
     loaded = load_model(model_dir, capture_attention=CAPTURE_ATTENTION)
-    rows = extract_features(loaded, read_dataset(small_data), AuditConfig(batch_size=4, per_head=True))
+    rows = extract_features(loaded, read_dataset(small_data), Stage1Config(batch_size=4, per_head=True))
     for r in rows:
         m = np.array([r.mass_image, r.mass_text, r.mass_rest])
         assert m.shape == (3, loaded.n_layers) and np.all(np.isfinite(m)), r.id  # the prompt was found
@@ -160,11 +160,11 @@ def test_oversized_prompts_and_images_are_skipped_with_their_reason(tiny_model, 
     records[3]["image"] = "images/bomb.png"
     data.write_text(json.dumps(records))
     loaded = load_model(tiny_model, capture_attention=CAPTURE_ATTENTION)
-    rows = extract_features(loaded, read_dataset(data), AuditConfig(batch_size=4, max_image_pixels=1_000_000))
+    rows = extract_features(loaded, read_dataset(data), Stage1Config(batch_size=4, max_image_pixels=1_000_000))
     assert [r.status for r in rows] == ["ok", "skipped", "skipped", "skipped", "ok", "ok"]
     assert rows[1].reason.startswith("prompt is ") and "over the limit of 256 (--max-prompt-tokens" in rows[1].reason
     assert rows[2].reason == ("image is 1200 x 1000 (1.2 MP), over the limit of 1 MP (--max-image-pixels); "
                               "not decoded")
     assert rows[3].reason.startswith("image is 12000 x 14000 (168.0 MP)")
-    capped = extract_features(loaded, read_dataset(data), AuditConfig(batch_size=4, max_prompt_tokens=4))
+    capped = extract_features(loaded, read_dataset(data), Stage1Config(batch_size=4, max_prompt_tokens=4))
     assert [r.status for r in capped] == ["skipped"] * 6  # every instruction is longer than 4 tokens

@@ -6,7 +6,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from auditor.cli import cli
-from auditor.extract.features import read_features
+from auditor.features import read_features
 
 
 def _extract(tmp_path, name, *args, data):

@@ -3,9 +3,9 @@ loaded through its adapter, and gives one feature row per sample."""
 
 import pytest
 
-from auditor.config import AuditConfig
+from auditor.config import Stage1Config
 from auditor.data import read_dataset
-from auditor.extract.capture import CAPTURE_ATTENTION
+from auditor.models.capture import CAPTURE_ATTENTION
 from auditor.extract.runner import extract_features
 from auditor.models import load_model
 from auditor.models.loading import FAMILIES
@@ -42,7 +42,7 @@ def test_family_loads_and_extracts(family, five, tmp_path):
     writer, tokens, layers = WRITERS[family]
     loaded = load_model(writer(tmp_path / family), capture_attention=CAPTURE_ATTENTION)
     assert loaded.family.name == family and loaded.n_layers == layers
-    rows = extract_features(loaded, five, AuditConfig(batch_size=3))
+    rows = extract_features(loaded, five, Stage1Config(batch_size=3))
     assert [r.status for r in rows] == ["ok"] * 5, [r.reason for r in rows]
     if tokens is not None:
         assert {r.n_image_tokens for r in rows} == {tokens}

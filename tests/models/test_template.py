@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from auditor.config import AuditConfig
+from auditor.config import Stage1Config
 from auditor.errors import AuditInputError
 from auditor.models import template
 from auditor.models.template import TemplateLimitError, render_bounded
@@ -23,7 +23,7 @@ def test_a_template_that_never_returns_is_refused_in_one_line(tiny_model, tmp_pa
     monkeypatch.setattr(template, "TEMPLATE_SECONDS", 0.5)
     start = time.monotonic()
     with pytest.raises(AuditInputError, match=r"the chat template did not finish within 0\.5 s; bye-audit refuses"):
-        load(m, AuditConfig())
+        load(m, Stage1Config())
     assert time.monotonic() - start < 30
 
 

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from auditor.config import AuditConfig
+from auditor.config import Stage1Config
 from auditor.data import read_dataset
-from auditor.extract.capture import CAPTURE_ATTENTION
+from auditor.models.capture import CAPTURE_ATTENTION
 from auditor.extract.runner import extract_features, load_image
 from auditor.models import load_model
 from tinyworld.fixtures import write_digits_dataset
@@ -39,11 +39,11 @@ import json, sys
 sys.modules["torchvision"] = None
 from auditor.config import AuditConfig
 from auditor.data import read_dataset
-from auditor.extract.capture import CAPTURE_ATTENTION
+from auditor.models.capture import CAPTURE_ATTENTION
 from auditor.extract.runner import extract_features
 from auditor.models import load_model
 loaded = load_model(sys.argv[1], capture_attention=CAPTURE_ATTENTION)
-rows = extract_features(loaded, read_dataset(sys.argv[2]), AuditConfig(batch_size=3))
+rows = extract_features(loaded, read_dataset(sys.argv[2]), Stage1Config(batch_size=3))
 print(json.dumps({"processor": type(loaded.processor).__name__, "rows": [r.entropy_norm for r in rows]}))
 """
 
@@ -55,7 +55,7 @@ def test_features_are_the_same_with_and_without_torchvision(family, tmp_path):
     model = writer(tmp_path / family)
     data, _ = write_digits_dataset(tmp_path / "data", n=5)
     loaded = load_model(model, capture_attention=CAPTURE_ATTENTION)
-    rows = extract_features(loaded, read_dataset(data), AuditConfig(batch_size=3))
+    rows = extract_features(loaded, read_dataset(data), Stage1Config(batch_size=3))
     res = subprocess.run([sys.executable, "-c", _WITHOUT, str(model), str(data)], capture_output=True, text=True,
                          timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]

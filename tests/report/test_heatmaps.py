@@ -1,9 +1,9 @@
 import numpy as np
 from PIL import Image
 
-from auditor.analysis.verdict import analyze
+from auditor.verdict import analyze
 from auditor.config import AuditConfig
-from auditor.extract.features import FeatureSet, SampleFeatures
+from auditor.features import FeatureSet, SampleFeatures
 from auditor.report.heatmaps import attention_grid, heatmap_pngs, samples_to_show
 
 

@@ -2,10 +2,10 @@ import json
 
 import numpy as np
 
-from auditor.analysis.verdict import analyze
+from auditor.verdict import analyze
 from auditor.config import AuditConfig
 from auditor.data import read_dataset
-from auditor.extract.features import FeatureSet, SampleFeatures
+from auditor.features import FeatureSet, SampleFeatures
 from auditor.report.html import render_html
 
 EVIL = '<script>alert("x")</script>'
@@ -59,9 +59,11 @@ def test_report_shows_the_adapter_the_layer_profile_and_the_signature_state(synt
 
 
 def test_minority_report_shows_the_criteria_and_the_layer_contrast(synthetic_audit):
-    ds, features, a = synthetic_audit(config=AuditConfig(method="minority"))
+    ds, features, a = synthetic_audit(config=AuditConfig.of(method="minority"))
     html = render_html(a, features.meta, ds, features=features).decode()
-    assert a.group is not None
+    assert a.details["group"] is not None
+    for c in a.criteria:  # rendered as decided, never recomputed
+        assert f"<td>{c.text}</td><td class=\"num\">{c.shown}</td>" in html.replace("&#39;", "'")
     assert "separated: BSI of the discriminant score" in html and "compact: group sd / rest sd" in html
     assert "Cohen&#39;s d" in html or "Cohen's d" in html
     for c in a.contrast:
@@ -81,7 +83,7 @@ def test_a_group_explained_by_its_instruction_is_shown_with_the_text_escaped(tmp
     m[:k, 1] = rng.normal(0.3, 0.02, k)  # the samples of one instruction stand apart
     rows = tuple(SampleFeatures(i, s.id, "ok", None, 16, tuple(m[i]), tuple(m[i])) for i, s in enumerate(ds.samples))
     a = analyze(FeatureSet(rows, {"n_layers": 3}), AuditConfig(), [s.prompt for s in ds.samples])
-    assert a.verdict == "pass" and a.group.instruction.texts == (EVIL,)
+    assert a.verdict == "pass" and a.details["group"]["instruction"]["texts"] == [EVIL]
     html = render_html(a, {"n_layers": 3}, ds).decode()
     assert "not the instruction: Jaccard index" in html
     assert "<script" not in html and "&lt;script&gt;" in html

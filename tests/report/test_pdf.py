@@ -13,7 +13,7 @@ def _text(pdf: bytes) -> str:
 
 def test_pdf_of_10000_flagged_samples_is_capped_and_holds_the_verdict(synthetic_audit):
     # BYE flags the low half outright; the minority method would (rightly) not call half the data a backdoor.
-    ds, features, a = synthetic_audit(n=20_000, n_low=10_000, config=AuditConfig(method="bye"))
+    ds, features, a = synthetic_audit(n=20_000, n_low=10_000, config=AuditConfig.of(method="bye"))
     assert a.verdict == "fail" and len(a.flagged) == 10_000
     pdf = render_pdf(render_html(a, features.meta, ds))
     assert pdf.startswith(b"%PDF-")

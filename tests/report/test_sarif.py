@@ -6,7 +6,7 @@ import jsonschema
 import pytest
 
 from auditor.config import AuditConfig
-from auditor.report.sarif import MAX_RESULTS, RULES, sarif_dict
+from auditor.report.sarif import MAX_RESULTS, rule, sarif_dict
 
 SCHEMA = json.loads((Path(__file__).parent / "sarif-schema-2.1.0.json").read_text())
 
@@ -21,7 +21,7 @@ def test_sarif_is_valid_2_1_0_with_one_result_per_flagged_sample(synthetic_audit
     ranked = sorted(a.flagged, key=lambda f: (f.score, f.index))  # most suspicious first
     assert [r["logicalLocations"][0]["fullyQualifiedName"] for r in
             (res["locations"][0] for res in run["results"])] == [f"records[{f.index}]" for f in ranked]
-    assert all(r["ruleId"] == RULES[a.method]["id"] for r in run["results"])
+    assert all(r["ruleId"] == rule(a.method)["id"] for r in run["results"])
     dataset_artifact = run["artifacts"][0]
     assert dataset_artifact["location"]["uri"] == ds.path.name
     assert dataset_artifact["hashes"]["sha-256"] == hashlib.sha256(ds.path.read_bytes()).hexdigest()
@@ -90,13 +90,13 @@ def _github_requirements(sarif: dict) -> list[str]:
 
 @pytest.mark.parametrize("method", ["bye", "minority"])
 def test_sarif_meets_the_github_code_scanning_requirements(synthetic_audit, method):
-    ds, _, a = synthetic_audit(n=60, n_low=8, config=AuditConfig(method=method))
+    ds, _, a = synthetic_audit(n=60, n_low=8, config=AuditConfig.of(method=method))
     assert a.verdict == "fail"
     sarif = sarif_dict(a, ds, exit_code=1, report_id="0123-4567-89ab-cdef")
     jsonschema.Draft4Validator(SCHEMA).validate(sarif)
     assert _github_requirements(sarif) == []
     run = sarif["runs"][0]
-    assert [r["id"] for r in run["tool"]["driver"]["rules"]] == [RULES[method]["id"]]
+    assert [r["id"] for r in run["tool"]["driver"]["rules"]] == [rule(method)["id"]]
     assert run["automationDetails"]["id"] == f"bye-audit/{ds.path.name}/0123-4567-89ab-cdef"
     text = run["results"][0]["message"]["text"]
     assert ("more collapsed" in text) if method == "bye" else ("layers 1" in text)

@@ -172,16 +172,11 @@ def render_features(fs: FeatureSet) -> bytes:
     return buf.getvalue()
 
 
-def read_features(path: Path) -> FeatureSet:
-    """A features file of `extract`/`audit`, or (`.jsonl`) the reference code's
-    per-sample entropy dump (bye_jsonl.py)."""
+def read_features_file(path: Path) -> FeatureSet:
+    """A features file of `extract`/`audit` (Parquet)."""
     path = Path(path)
     if not path.is_file():
         raise AuditInputError(f"{path}: features file not found; run `bye-audit extract` first")
-    if path.suffix.lower() == ".jsonl":
-        from .bye_jsonl import read_bye_jsonl
-
-        return read_bye_jsonl(path)
     return _from_table(_read_table(path, path), path)
 
 

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from auditor.errors import AuditInputError
-from auditor.extract.features import FeatureSet, SampleFeatures, read_features, render_features
+from auditor.features import FeatureSet, SampleFeatures, read_features, render_features
 
 
 def test_parquet_round_trip_keeps_rows_and_metadata(tmp_path):

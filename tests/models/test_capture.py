@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from auditor.analysis.entropy import image_attention_entropy
-from auditor.extract.capture import CAPTURE_ATTENTION, capturing, last_prompt_position, query_rows
+from auditor.models.capture import CAPTURE_ATTENTION, capturing, last_prompt_position, query_rows
 from auditor.models.idefics3 import Idefics3Family
 from auditor.models.internvl import InternVLFamily
 from auditor.models.llava import LlavaFamily, LlavaNextFamily

@@ -6,12 +6,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..fileio import sha256_bytes, sha256_file
-from .attestation import AttestationError, open_envelope
-from .keys import load_public_key
+from .bundle import ATTESTATION, MANIFEST
+from .evidence.attestation import AttestationError, open_envelope
+from .evidence.keys import load_public_key
+from .fileio import sha256_bytes, sha256_file
 
-ATTESTATION = "attestation.dsse.json"
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,7 @@ def test_a_bad_sign_key_stops_the_audit_before_stage_1(tiny_model, tiny_data, tm
 
 
 def test_a_manifest_cannot_point_verify_outside_a_root(tmp_path):
-    from auditor.evidence.verify import _locate
+    from auditor.verify import _locate
 
     assert _locate("model/../../etc/passwd", tmp_path, {"model": str(tmp_path / "m")}, {}) is None
     assert _locate("outputs/report.html", tmp_path, {}, {}) == (tmp_path / "report.html").resolve()
@@ -184,7 +184,7 @@ def test_a_file_added_to_the_model_folder_after_the_audit_is_noted(bundle):
 
 
 def test_the_signed_result_reads_as_one_line_and_tolerates_a_foreign_predicate():
-    from auditor.evidence.verify import signed_summary
+    from auditor.verify import signed_summary
 
     line = signed_summary({"verdict": "fail", "counts": {"flagged": 99, "records": 1000, "analysed": 1000},
                            "report_id": "aaaa-bbbb-cccc-dddd", "audited_at": "2026-11-30T10:00:00Z",

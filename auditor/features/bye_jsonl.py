@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import AuditInputError
 from ..fileio import sha256_file
-from .features import FEATURES_SCHEMA_VERSION, FeatureSet, SampleFeatures
+from .table import FEATURES_SCHEMA_VERSION, FeatureSet, SampleFeatures
 
 FORMAT = "bye-jsonl"
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from auditor.analysis.verdict import analyze
+from auditor.verdict import analyze
 from auditor.cli import cli
 from auditor.config import AuditConfig
 from auditor.errors import AuditInputError
-from auditor.extract.bye_jsonl import align, read_bye_jsonl, render_bye_jsonl
-from auditor.extract.features import FeatureSet, SampleFeatures, read_features, render_features
+from auditor.features.bye_jsonl import align, read_bye_jsonl, render_bye_jsonl
+from auditor.features import FeatureSet, SampleFeatures, read_features, render_features
 
 
 def _features(n=80, n_low=10, t=576, seed=0):
@@ -39,7 +39,7 @@ def test_a_dump_gives_the_same_verdict_and_flags_as_the_features(tmp_path, metho
     p.write_bytes(render_bye_jsonl(fs))
     back = read_bye_jsonl(p)
     assert [r.id for r in back.rows] == [r.id for r in fs.rows]
-    cfg = AuditConfig(method=method)
+    cfg = AuditConfig.of(method=method)
     a, b = analyze(fs, cfg), analyze(back, cfg)  # raw nats vs H / ln T: a constant rescaling
     assert a.verdict == b.verdict == "fail"
     assert [f.id for f in a.flagged] == [f.id for f in b.flagged] == [f"q{i}" for i in range(10)]

@@ -1,0 +1,185 @@
+"""The audit bundle: every output file, the renderer that makes it, and the
+order they are made in, declared once (OUTPUTS).
+
+A renderer takes the audit (`Audit`) and the outputs made before it (by
+name), and returns the file's bytes, a `Path` to copy as it is (features that
+already exist as a file), or None (not part of this bundle: the attestation
+of an unsigned audit). The digests of earlier outputs go into summary.json,
+the manifest and the attestation, so the order matters; nothing is written
+until every output is rendered (`write`: all or nothing). `verify` reads the
+names from here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .data import Dataset, cleaned_name, render_cleaned, render_flagged
+from .evidence.attestation import sign, statement
+from .evidence.manifest import manifest_dict
+from .features import FeatureSet, render_features
+from .fileio import json_bytes, sha256_bytes, sha256_file, write_files_atomic
+from .gate import Gate
+from .report.html import render_html
+from .report.pdf import render_pdf
+from .report.sarif import render_sarif
+from .report.summary import summary_dict
+from .verdict import Analysis
+
+if TYPE_CHECKING:
+    from securesystemslib.signer import Signer
+
+FEATURES = "features.parquet"
+ANALYSIS = "analysis.json"
+FLAGGED = "flagged.jsonl"
+CLEANED = "cleaned.*"  # cleaned.json, .jsonl or .parquet: the dataset's own format (cleaned_name)
+REPORT = "report.html"
+REPORT_PDF = "report.pdf"
+SARIF = "findings.sarif"
+SUMMARY = "summary.json"
+MANIFEST = "manifest.json"
+ATTESTATION = "attestation.dsse.json"
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Everything the renderers read."""
+
+    analysis: Analysis
+    dataset: Dataset
+    features: FeatureSet
+    gate: Gate
+    report_id: str
+    audited_at: str
+    input_digests: Mapping[str, str]  # subject name -> SHA-256 (evidence.manifest.input_files)
+    digests_by_path: Mapping[Path, str]  # the same, by resolved path (SARIF's artifacts)
+    roots: Mapping[str, str | None]  # where each input root was (the manifest's)
+    signer: Signer | None = None
+    heatmaps: Mapping[int, tuple[bytes, bytes]] | None = None
+    sarif_root: Path | None = None
+    features_file: Path | None = None  # the features already exist as this file: copied as it is
+    with_features: bool = True  # False: `analyze` reading the features where they will stay
+    features_in_place: Path | None = None  # ... and their file there (its digest is recorded)
+
+    @property
+    def resume(self) -> dict[str, Any]:
+        return {} if self.features.resume is None else {"resume": self.features.resume}
+
+
+Rendered = bytes | Path | None
+Renderer = Callable[[Audit, Mapping[str, bytes | Path]], Rendered]
+
+
+def _features(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+    if not a.with_features:
+        return None
+    return a.features_file if a.features_file is not None else render_features(a.features)
+
+
+def _analysis(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+    return json_bytes({**a.analysis.to_dict(), "inputs": a.features.meta, **a.resume})
+
+
+def _flagged(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+    return render_flagged(a.dataset, {f.index: f.score for f in a.analysis.flagged})
+
+
+def _cleaned(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+    flagged = {f.index for f in a.analysis.flagged}
+    return render_cleaned(a.dataset, set(range(len(a.dataset.records))) - flagged)
+
+
+def _report(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+    signing = None if a.signer is None else {"keyid": a.signer.public_key.keyid}
+    return render_html(a.analysis, a.features.meta, a.dataset, dict(a.heatmaps or {}), gate=a.gate,
+                       signing=signing, features=a.features,
+                       about={"report_id": a.report_id, "audited_at": a.audited_at})
+
+
+def _pdf(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+    html = done[REPORT]
+    assert isinstance(html, bytes)
+    return render_pdf(html)
+
+
+def _sarif(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+    return render_sarif(a.analysis, a.dataset, int(a.gate.exit_code), dict(a.digests_by_path), a.sarif_root,
+                        a.report_id)
+
+
+def _digests(a: Audit, done: Mapping[str, bytes | Path]) -> dict[str, str]:
+    out = {n: sha256_bytes(b) if isinstance(b, bytes) else sha256_file(b) for n, b in done.items()}
+    if not a.with_features and a.features_in_place is not None:
+        out[FEATURES] = sha256_file(a.features_in_place)
+    return out
+
+
+def _summary(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+    return json_bytes(summary_dict(a.analysis, a.features.meta, _digests(a, done), a.gate, a.report_id,
+                                   a.audited_at))
+
+
+def _manifest(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+    summary = json.loads(done[SUMMARY])
+    return json_bytes(manifest_dict(dict(a.input_digests), _digests(a, done), dict(a.roots), a.features.meta,
+                                    summary) | a.resume)
+
+
+def _attestation(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+    if a.signer is None:
+        return None
+    manifest, summary = json.loads(done[MANIFEST]), json.loads(done[SUMMARY])
+    subjects = {**manifest["files"], f"outputs/{MANIFEST}": _digests(a, done)[MANIFEST]}
+    predicate = {"report_id": a.report_id, "audited_at": a.audited_at, "verdict": a.analysis.verdict,
+                 "exit_code": int(a.gate.exit_code), "reasons": a.analysis.reason_dicts(),
+                 "counts": summary["counts"], "config": a.analysis.config.to_dict(), "tool": manifest["tool"]}
+    return sign(statement(subjects, predicate), a.signer)
+
+
+# The bundle, in the order it is made.
+OUTPUTS: tuple[tuple[str, Renderer], ...] = (
+    (FEATURES, _features),
+    (ANALYSIS, _analysis),
+    (FLAGGED, _flagged),
+    (CLEANED, _cleaned),
+    (REPORT, _report),
+    (REPORT_PDF, _pdf),
+    (SARIF, _sarif),
+    (SUMMARY, _summary),
+    (MANIFEST, _manifest),
+    (ATTESTATION, _attestation),
+)
+
+
+def file_name(name: str, dataset: Dataset) -> str:
+    """An output's file name in this bundle (CLEANED takes the dataset's format)."""
+    return cleaned_name(dataset) if name == CLEANED else name
+
+
+def output_names(dataset: Dataset, with_features: bool = True) -> list[str]:
+    """Every file a bundle of `dataset` may hold, in the order they are made."""
+    return [file_name(n, dataset) for n, _ in OUTPUTS if with_features or n != FEATURES]
+
+
+def render(audit: Audit) -> dict[str, bytes | Path]:
+    """Every output of the bundle, by file name, in OUTPUTS' order."""
+    done: dict[str, bytes | Path] = {}
+    for name, renderer in OUTPUTS:
+        out = renderer(audit, done)
+        if out is not None:
+            done[file_name(name, audit.dataset)] = out
+    return done
+
+
+def write(out: Path, audit: Audit) -> list[Path]:
+    """Render, then write every file atomically (all or nothing: a full disk
+    leaves the folder as it was); an unsigned bundle removes a previous
+    attestation, which no longer covers these files."""
+    paths = write_files_atomic(Path(out), render(audit))
+    if audit.signer is None:
+        (Path(out) / ATTESTATION).unlink(missing_ok=True)
+    return paths

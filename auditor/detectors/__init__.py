@@ -1,0 +1,20 @@
+"""Stages 2-3 detectors behind one registry: method name -> detector class.
+
+Adding a method is one module here (an estimator as described in base.py)
+and one line below; the CLI's --method choices, the report's words, SARIF's
+rule, summary.json and the benchmarks read everything else from the class.
+"""
+
+from __future__ import annotations
+
+from .base import Context, Criterion, Detector, MethodInfo, Reason, Verdict, decide
+from .bye import BSI_RULES, ByeDetector, ByeParams
+from .minority import GroupEvidence, MinorityDetector, MinorityParams
+
+DETECTORS: dict[str, type[Detector]] = {
+    "bye": ByeDetector,
+    "minority": MinorityDetector,
+}
+
+__all__ = ["BSI_RULES", "DETECTORS", "ByeDetector", "ByeParams", "Context", "Criterion", "Detector",
+           "GroupEvidence", "MethodInfo", "MinorityDetector", "MinorityParams", "Reason", "Verdict", "decide"]

@@ -1,0 +1,142 @@
+"""What every detector is: an estimator on the (N, L) entropy matrix, in
+scikit-learn's manner, and the records it leaves behind.
+
+A detector class has a frozen `Params` record (checked in its own
+`__post_init__`), a `MethodInfo` with its words (report, SARIF, CLI), and
+`fit(X, context)`, which sets the fitted attributes:
+
+- `scores_` (N,) float: one score per sample, **lower is more suspicious**;
+- `flagged_` (N,) bool: the samples it flags (none unless every criterion holds);
+- `criteria_`: the `Criterion` records its verdict rests on;
+- `reasons_`: its finding as `Reason(code, text)`, most important first;
+- `evidence_layers_`: the layers the evidence is in (BSI-sensitive layers for
+  `bye`, evidence layers for the others: `info.layer_word`);
+- `evidence_text_`: what was measured in words (SARIF results, report);
+- `converged_`: whether every mixture it fitted converged;
+- `clustering_`: the score mixture and boundary (the report's histogram), or None;
+- `contrast_`: flagged vs rest per layer (may be empty);
+- `details_`: JSON-ready extras for analysis.json (may be empty).
+
+The verdict is derived from the criteria alone (`decide`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol
+
+import numpy as np
+
+from ..analysis.cluster import Clustering
+from ..analysis.group import LayerContrast
+from ..analysis.profile import LayerProfile
+
+Verdict = Literal["pass", "fail", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class Reason:
+    """A verdict's reason: a stable machine-readable `code` and the sentence."""
+
+    code: str
+    text: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "text": self.text}
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One condition a detector's evidence must meet.
+
+    `on_fail`: the verdict a failed criterion leads to: "pass" (there is no
+    backdoor evidence of this kind) or "inconclusive" (evidence exists but is
+    ambiguous)."""
+
+    name: str  # stable, e.g. "separated"
+    measured: float
+    required: str  # the bound, e.g. ">= 4.12 (noise of the same size gives up to 1.90)"
+    holds: bool
+    text: str  # what is measured, e.g. "separated: BSI of the discriminant score"
+    shown: str  # `measured` as the report prints it, e.g. "30.8%"
+    on_fail: Literal["pass", "inconclusive"] = "pass"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "measured": self.measured, "required": self.required, "holds": self.holds,
+                "text": self.text, "on_fail": self.on_fail}
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A detector's words, everywhere it is named. Strings with `{p.NAME}` are
+    formatted with the detector's parameters record."""
+
+    title: str  # e.g. "compact minority group"
+    help: str  # one line for `--method`'s help
+    description: str  # the report's "Method" paragraph
+    criteria_intro: str  # above the criteria table
+    score_text: str  # what the score is (glossary)
+    score_axis: str  # the score histogram's x label
+    layer_word: Literal["sensitive", "evidence"]  # "sensitive layers" only for BYE's BSI layers
+    layer_definition: str  # glossary entry for those layers
+    limitations: tuple[str, ...]
+    sarif_rule: dict[str, Any]  # SARIF reportingDescriptor: id, name, shortDescription, fullDescription, help
+    many_flagged_note: str = ""  # why a large flagged share may be this method's doing (report warning)
+
+    def formatted(self, text: str, params: Any) -> str:
+        return text.format(p=params)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a detector may use besides the matrix: each row's instruction
+    (None when not given), the mixtures' seed and fit cap, the sample floor,
+    and the per-layer BSI profile (computed once for the report)."""
+
+    prompts: Sequence[str] | None
+    seed: int
+    fit_sample: int
+    min_samples: int
+    layers: tuple[LayerProfile, ...]
+
+
+class Detector(Protocol):
+    name: ClassVar[str]
+    Params: ClassVar[type]
+    info: ClassVar[MethodInfo]
+
+    scores_: np.ndarray
+    flagged_: np.ndarray
+    criteria_: tuple[Criterion, ...]
+    reasons_: tuple[Reason, ...]
+    evidence_layers_: tuple[int, ...]
+    evidence_text_: str
+    converged_: bool
+    clustering_: Clustering | None
+    contrast_: tuple[LayerContrast, ...]
+    details_: dict[str, Any]
+
+    def __init__(self, params: Any) -> None: ...
+
+    def fit(self, x: np.ndarray, context: Context) -> Detector: ...
+
+
+def decide(criteria: Sequence[Criterion], any_flagged: bool) -> Verdict:
+    """The verdict from the criteria: a failed criterion that means "no
+    evidence" passes; otherwise a failed one that means "ambiguous" is
+    inconclusive; when all hold, fail if anything is flagged."""
+    failed = [c for c in criteria if not c.holds]
+    if any(c.on_fail == "pass" for c in failed):
+        return "pass"
+    if failed:
+        return "inconclusive"
+    return "fail" if any_flagged else "pass"
+
+
+def direction_text(contrast: Sequence[LayerContrast], layers: Sequence[int]) -> str:
+    """'more dispersed (higher entropy)' or 'more collapsed (lower entropy)':
+    the mean Cohen's d of the group over `layers`."""
+    effects = [c.effect for c in contrast if c.layer in layers]
+    return ("more dispersed (higher entropy)" if effects and float(np.mean(effects)) > 0
+            else "more collapsed (lower entropy)")

@@ -1,0 +1,243 @@
+"""Stages 2-3 end to end: features -> the configured detector -> verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from .analysis.cluster import Clustering
+from .analysis.group import LayerContrast
+from .analysis.profile import LayerProfile, profile_layers
+from .causes import CauseGroup, group_reasons
+from .config import AuditConfig
+from .detectors import DETECTORS, ByeParams, Context, Criterion, Detector, Reason, Verdict, decide
+from .features import FeatureSet
+from .fileio import Rows
+
+# 2: reasons carry a code ({"code", "text"}); criteria, converged and
+# evidence_layers added; "sensitive_layers" is always BYE's BSI layers;
+# group/further_groups/layer_contrast only under the minority method.
+ANALYSIS_SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Flag:
+    index: int
+    id: str
+    score: float
+
+
+@dataclass(frozen=True, eq=False)
+class Scores:
+    """Every analysed sample's score as columns, input order: a million `Flag`
+    objects take seconds to build, and few callers need more than a handful."""
+
+    index: np.ndarray  # (N,) int64 record index
+    ids: tuple[str, ...]  # (N,)
+    score: np.ndarray  # (N,) float64
+
+    @staticmethod
+    def none() -> Scores:
+        return Scores(np.zeros(0, np.int64), (), np.zeros(0))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[Flag]:
+        return (Flag(i, sid, x) for i, sid, x in zip(self.index.tolist(), self.ids, self.score.tolist()))
+
+    def flags(self, rows: np.ndarray) -> tuple[Flag, ...]:
+        """The samples at `rows`: a (N,) bool mask or positions (K,)."""
+        rows = np.flatnonzero(rows) if rows.dtype == bool else rows
+        return tuple(Flag(int(self.index[k]), self.ids[k], float(self.score[k])) for k in rows.tolist())
+
+    def rows(self) -> Rows:
+        """As analysis.json lists them: {"index", "id", "score"} per sample."""
+        return Rows({"index": self.index, "id": self.ids, "score": self.score})
+
+
+@dataclass(frozen=True)
+class Unanalysed:
+    index: int
+    id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Stages 2-3's result, the same shape whatever the detector."""
+
+    verdict: Verdict
+    reasons: tuple[Reason, ...]
+    n_records: int
+    n_analysed: int
+    n_skipped: int
+    n_errors: int
+    layers: tuple[LayerProfile, ...]  # the BSI profile of every layer (BYE's stage 2; shown for any method)
+    evidence_layers: tuple[int, ...]  # the detector's: BSI-sensitive under bye, evidence layers otherwise
+    clustering: Clustering | None  # the detector's score mixture and boundary
+    scored: Scores  # every analysed sample's score (empty when the detector scored none)
+    flagged: tuple[Flag, ...]
+    unanalysed: tuple[Unanalysed, ...]  # skipped, failed or excluded records, with the reason
+    config: AuditConfig
+    criteria: tuple[Criterion, ...] = ()
+    converged: bool = True  # every mixture the detector fitted converged
+    evidence_text: str = ""  # what was measured, in words
+    contrast: tuple[LayerContrast, ...] = ()  # flagged vs the rest, per layer (when the detector measures it)
+    details: Mapping[str, Any] = field(default_factory=dict)  # the detector's extras for analysis.json
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    @property
+    def detector(self) -> type[Detector]:
+        return DETECTORS[self.method]
+
+    @property
+    def sensitive_layers(self) -> tuple[int, ...]:
+        """BYE's BSI-sensitive layers (whatever the method)."""
+        return tuple(p.layer for p in self.layers if p.sensitive)
+
+    @cached_property  # read by the CLI, every report and the JSON outputs: group once
+    def causes(self) -> tuple[CauseGroup, ...]:
+        """The unanalysed records grouped by cause, largest first."""
+        return group_reasons((u.id, u.reason) for u in self.unanalysed)
+
+    @property
+    def coverage(self) -> float:
+        return self.n_analysed / self.n_records if self.n_records else 0.0
+
+    def reason_dicts(self) -> list[dict[str, str]]:
+        return [r.to_dict() for r in self.reasons]
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.clustering
+        return {
+            "schema_version": ANALYSIS_SCHEMA_VERSION,
+            "verdict": self.verdict,
+            "reasons": self.reason_dicts(),
+            "criteria": [c.to_dict() for c in self.criteria],
+            "converged": self.converged,
+            "counts": {"records": self.n_records, "analysed": self.n_analysed,
+                       "skipped": self.n_skipped, "errors": self.n_errors,
+                       "flagged": len(self.flagged), "coverage": self.coverage},
+            "layers": [p.to_dict() for p in self.layers],
+            "sensitive_layers": list(self.sensitive_layers),
+            "evidence_layers": list(self.evidence_layers),
+            "score_mixture": None if c is None else {**c.mixture.to_dict(), "threshold": c.threshold},
+            "scores": self.scored.rows(),
+            "flagged": [{"index": f.index, "id": f.id, "score": f.score} for f in self.flagged],
+            "unanalysed": [{"index": u.index, "id": u.id, "reason": u.reason} for u in self.unanalysed],
+            "unanalysed_by_cause": [g.to_dict() for g in self.causes],
+            "config": self.config.to_dict(),
+            "method": self.method,
+            **self.details,
+        }
+
+
+@dataclass(frozen=True)
+class Usable:
+    """The rows stages 2-3 analyse, as arrays: input order."""
+
+    index: np.ndarray  # (N,) int, record index
+    ids: tuple[str, ...]  # (N,)
+    entropy: np.ndarray  # (N, L) normalised entropy, all finite
+
+
+def split_usable(features: FeatureSet) -> tuple[Usable, tuple[Unanalysed, ...]]:
+    """Rows stages 2-3 can use (status ok, one finite value per layer), and every
+    other row with the reason it is left out; input order."""
+    n_layers = features.n_layers
+    values, lengths = features.layer_values("entropy_norm", n_layers)
+    status = np.array(features.column("status"), dtype=object)
+    ok = status == "ok"
+    whole = lengths == n_layers
+    finite = np.isfinite(values).all(axis=1)
+    usable = ok & whole & finite
+    index, ids, reasons = features.column("index"), features.column("id"), None
+    left_out = []
+    for k in np.flatnonzero(~usable).tolist():
+        if not ok[k]:
+            reasons = reasons or features.column("reason")
+            why = reasons[k] or status[k]
+        elif not whole[k]:
+            why = f"{lengths[k]} layer values, expected {n_layers}"
+        else:
+            why = "non-finite entropy (NaN or inf) in stage 1"
+        left_out.append(Unanalysed(index[k], ids[k], why))
+    if not left_out:  # the usual file: no copies
+        return Usable(np.asarray(index, dtype=np.int64), tuple(ids), values), ()
+    keep = np.flatnonzero(usable)
+    return (Usable(np.asarray(index, dtype=np.int64)[keep], tuple(ids[k] for k in keep.tolist()),
+                   values[keep]), tuple(left_out))
+
+
+def analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] | None = None) -> Analysis:
+    """Stages 2-3 on the normalised entropies with the configured detector
+    (auditor/detectors), and the verdict its criteria give; inconclusive when
+    coverage is below `min_coverage` or fewer than `min_samples` samples could
+    be analysed. `prompts[i]`: the instruction of the record with index i (the
+    dataset's samples in input order); with it a detector can tell a group of
+    instructions from a group of images.
+
+    The linear algebra runs on one BLAS thread: the mixtures' sums then come
+    out bit for bit the same whatever the machine's core count (a thread count
+    changes the order floats are added in), and on these small matrices
+    threads cost more than they give (the noise calibration ran 9.3 s on two
+    threads, 1.4 s on one).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _analyze(features, config, prompts)
+
+
+def _analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] | None) -> Analysis:
+    d = config.detection
+    n_records = len(features.rows)
+    ok, unanalysed = split_usable(features)
+    n_ok = len(ok.ids)
+    n_skipped = sum(1 for s in features.column("status") if s == "skipped")
+    n_errors = len(unanalysed) - n_skipped  # failed in stage 1, or unusable here
+    base = dict(n_records=n_records, n_analysed=n_ok, n_skipped=n_skipped, n_errors=n_errors,
+                unanalysed=unanalysed, config=config)
+    coverage = n_ok / n_records if n_records else 0.0
+    if n_ok < d.min_samples:
+        reason = Reason("too_few_samples", f"only {n_ok} of {n_records} samples could be analysed; at least "
+                                           f"{d.min_samples} are needed to fit the mixtures")
+        return Analysis("inconclusive", (reason,), layers=(), evidence_layers=(), clustering=None,
+                        scored=Scores.none(), flagged=(), **base)
+    entropy = ok.entropy
+    # BYE's per-layer profile: its detector's input, and every report's BSI plot.
+    bye = d.params if config.method == "bye" else ByeParams()
+    layers = profile_layers(entropy, bye.tau, bye.bsi_rule, d.seed, d.fit_sample)
+    analysed = None
+    if prompts is not None:
+        analysed = prompts if len(ok.index) == len(prompts) else [prompts[i] for i in ok.index.tolist()]
+    detector = DETECTORS[config.method](d.params).fit(
+        entropy, Context(analysed, d.seed, d.fit_sample, d.min_samples, layers))
+    reasons = list(detector.reasons_)
+    low_coverage = coverage < d.min_coverage
+    if low_coverage:
+        reasons.append(Reason("coverage_below_min", (
+            f"coverage {coverage:.1%} is below {d.min_coverage:.0%}: {n_skipped} skipped and {n_errors} failed "
+            "or unusable samples were not analysed")))
+    scored = Scores(ok.index, ok.ids, detector.scores_) if len(detector.scores_) else Scores.none()
+    # Nothing is flagged unless every criterion holds, whatever a detector marks.
+    credible = all(c.holds for c in detector.criteria_)
+    flagged = scored.flags(detector.flagged_) if credible and detector.flagged_.any() else ()
+    verdict = "inconclusive" if low_coverage else decide(detector.criteria_, bool(flagged))
+    if not detector.converged_:
+        reasons.append(Reason("mixture_not_converged", (
+            "a Gaussian mixture did not converge within its iteration limit; the split may not be the best "
+            "one (rerun with another --seed to check)")))
+    return Analysis(verdict, tuple(reasons), layers=layers, evidence_layers=detector.evidence_layers_,
+                    clustering=detector.clustering_, scored=scored, flagged=flagged,
+                    criteria=detector.criteria_, converged=detector.converged_,
+                    evidence_text=detector.evidence_text_, contrast=detector.contrast_,
+                    details=detector.details_, **base)

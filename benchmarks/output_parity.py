@@ -1,0 +1,136 @@
+"""Output parity across a refactor: produce audit bundles, then compare two folders of them.
+
+    python -m benchmarks.output_parity produce OUT [--cache benchmarks/cache/detection] [--cells K ...]
+    python -m benchmarks.output_parity compare BEFORE AFTER
+
+`produce` writes, under OUT, the bundled example's full audit (`example/`) and
+`bye-audit analyze` of the kept stage-1 features of benchmark cells with both
+methods (`CELL-minority/`, `CELL-bye/`; the cell's dataset is rebuilt from its
+seed). SOURCE_DATE_EPOCH is fixed, so two runs of the same code give the same
+bytes. `compare` lists every file that differs between two such folders and,
+for JSON files, the keys whose values differ; it exits 0 when all are
+identical, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CELLS = ("digits-llava-centre_patch-0.1-s0", "digits-llava-centre_patch-0.1-s1",
+                 "digits-qwen2_vl-centre_patch-0.1-s0", "shapes-llava-centre_patch-0.1-s0",
+                 "shapes-qwen2_vl-centre_patch-0.1-s0", "shapes-qwen2_vl-centre_patch-0.1-s1")
+EPOCH = "1767225600"  # 2026-01-01T00:00:00Z: the audit time every produced bundle records
+
+
+def _cell(key: str):
+    from benchmarks.detection import Cell
+
+    task, family, trigger, rate, seed = key.split("-")
+    return Cell(task, family, trigger, float(rate), int(seed.lstrip("s")))
+
+
+def _run(args: list[str], cwd: Path) -> int:
+    env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH}
+    proc = subprocess.run([sys.executable, "-m", "auditor.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+    if proc.returncode not in (0, 1, 3):
+        raise SystemExit(f"bye-audit {' '.join(args)}: exit {proc.returncode}\n{proc.stderr}")
+    return proc.returncode
+
+
+def produce(out: Path, cache: Path, cells: list[str], example: bool = True) -> None:
+    from benchmarks.detection import submission
+
+    out.mkdir(parents=True, exist_ok=True)
+    if example:
+        ex = ROOT / "examples" / "digits-badnets"
+        code = _run(["audit", "--model", str(ex / "model"), "--data", str(ex / "dataset.json"),
+                     "--out", str(out / "example"), "--no-progress", "--overwrite"], ROOT)
+        print(f"example: exit {code}", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in cells:
+            features = cache / "features" / f"{key}.parquet"
+            if not features.is_file():
+                raise SystemExit(f"{features}: no kept features for cell {key}")
+            data = Path(tmp) / key
+            submission(_cell(key), data)
+            for method in ("minority", "bye"):
+                code = _run(["analyze", str(features), "--data", str(data / "dataset.json"),
+                             "--out", str(out / f"{key}-{method}"), "--method", method, "--overwrite"], ROOT)
+                print(f"{key} {method}: exit {code}", file=sys.stderr)
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, (dict, list)) for v in value):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(_flat(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: value}
+
+
+def json_differences(a: bytes, b: bytes, limit: int = 12) -> list[str]:
+    """The keys whose values differ between two JSON documents (flattened paths)."""
+    fa, fb = _flat(json.loads(a)), _flat(json.loads(b))
+    keys = sorted(set(fa) | set(fb))
+    diff = [k for k in keys if fa.get(k, "<absent>") != fb.get(k, "<absent>")]
+    return [f"{k}: {str(fa.get(k, '<absent>'))[:90]!s} -> {str(fb.get(k, '<absent>'))[:90]!s}"
+            for k in diff[:limit]] + ([f"... and {len(diff) - limit} more keys"] if len(diff) > limit else [])
+
+
+def compare(before: Path, after: Path) -> int:
+    files = sorted({p.relative_to(before) for p in before.rglob("*") if p.is_file()}
+                   | {p.relative_to(after) for p in after.rglob("*") if p.is_file()})
+    same = differ = 0
+    for rel in files:
+        a, b = before / rel, after / rel
+        if not a.is_file() or not b.is_file():
+            print(f"ONLY IN {'AFTER' if b.is_file() else 'BEFORE'}: {rel}")
+            differ += 1
+            continue
+        da, db = a.read_bytes(), b.read_bytes()
+        if da == db:
+            same += 1
+            continue
+        differ += 1
+        print(f"DIFFERS: {rel}")
+        if rel.suffix in (".json", ".sarif"):
+            for line in json_differences(da, db):
+                print(f"    {line}")
+    print(f"{same} identical, {differ} different of {len(files)} files")
+    return 0 if differ == 0 else 1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("produce")
+    p.add_argument("out", type=Path)
+    p.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "cache" / "detection")
+    p.add_argument("--cells", nargs="*", default=list(DEFAULT_CELLS))
+    p.add_argument("--no-example", action="store_true")
+    c = sub.add_parser("compare")
+    c.add_argument("before", type=Path)
+    c.add_argument("after", type=Path)
+    args = ap.parse_args()
+    if args.cmd == "produce":
+        produce(args.out, args.cache, args.cells, not args.no_example)
+    else:
+        sys.exit(compare(args.before, args.after))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The package's import graph: no cycles, and lower layers never import upper ones.
+
+Every import of the project's own modules counts, module-level or inside a
+function (a function-level import hides a cycle, it does not remove it);
+imports under `if TYPE_CHECKING:` do not run and are left out."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("auditor", "exporters")
+# Lower first; a module may import its own layer or any layer below it.
+LAYERS = (
+    ("auditor.errors", "auditor.fileio", "auditor.causes", "auditor.gate", "auditor.preflight",
+     "auditor.console"),
+    ("auditor.analysis",),
+    ("auditor.detectors",),
+    ("auditor.config",),
+    ("auditor.data", "auditor.models", "auditor.features"),
+    ("auditor.extract", "exporters", "auditor.verdict", "auditor.evidence"),
+    ("auditor.report",),
+    ("auditor.bundle",),
+    ("auditor.evaluate", "auditor.verify"),
+    ("auditor.pipeline",),
+    ("auditor.cli",),
+)
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts)
+
+
+def _resolve(module: str, node: ast.ImportFrom) -> list[str]:
+    if node.level:
+        base = module.split(".")
+        base = base[:-1]  # the module's package (for __init__, the package itself)
+        base = base[: len(base) - (node.level - 1)]
+        target = ".".join(base + ([node.module] if node.module else []))
+    else:
+        target = node.module or ""
+    return [f"{target}.{a.name}" for a in node.names] + [target]
+
+
+def _type_checking_lines(tree: ast.AST) -> set[int]:
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.body:
+                lines.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
+    return lines
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (module names without `__init__`)."""
+    files = {_module(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    names = {m.removesuffix(".__init__") for m in files}
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skip = _type_checking_lines(tree)
+        deps: set[str] = set()
+        for node in ast.walk(tree):
+            if getattr(node, "lineno", None) in skip:
+                continue
+            if isinstance(node, ast.Import):
+                candidates = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                candidates = _resolve(module, node)
+            else:
+                continue
+            for c in candidates:
+                while c and c not in names:
+                    c = c.rpartition(".")[0]
+                if c:
+                    deps.add(c)
+        me = module.removesuffix(".__init__")
+        deps.discard(me)
+        graph[me] = deps
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _layer(module: str) -> int:
+    if module == "auditor":  # the package's __init__: its version string only
+        return 0
+    for k, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return k
+    raise AssertionError(f"{module}: not in any layer of tests/test_layout.py; add it")
+
+
+def _package(module: str) -> str:
+    return module if module.count(".") < 1 else ".".join(module.split(".")[:2])
+
+
+def test_no_import_cycles_between_packages_or_modules():
+    graph = import_graph()
+    assert cycles(graph) == []
+    packages: dict[str, set[str]] = {}
+    for m, deps in graph.items():
+        packages.setdefault(_package(m), set()).update(_package(d) for d in deps if _package(d) != _package(m))
+    assert cycles(packages) == []
+
+
+def test_no_upward_imports():
+    upward = [f"{m} -> {d}" for m, deps in import_graph().items() for d in deps if _layer(d) > _layer(m)]
+    assert upward == []
+
+
+def test_the_checker_sees_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -1,5 +1,5 @@
 # Entry points (README): `scripts/demo.sh` (also `make demo`) and `make test`; both set up first, idempotently.
-.PHONY: setup demo test test-fast example clean
+.PHONY: setup demo test test-fast lint example clean
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,6 +21,10 @@ test: setup
 # Everything but the slow end-to-end tests.
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+# The linter (ruff; rules and the 110-character lines in pyproject.toml).
+lint: setup
+	$(BIN)/ruff check .
 
 # Regenerate examples/digits-badnets/ (a few minutes on 2 cores).
 example: setup

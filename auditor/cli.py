@@ -13,7 +13,8 @@ import click
 import cloup
 
 from . import __version__
-from .config import BACKENDS, DTYPES, ENGINES, PROVIDERS, AuditConfig, DetectionConfig, GateConfig, Stage1Config
+from .config import (BACKENDS, DTYPES, ENGINES, PROVIDERS, AuditConfig, DetectionConfig, GateConfig,
+                     Stage1Config)
 from .detectors import BSI_RULES, DETECTORS, ByeParams
 from .errors import AuditInputError, ExitCode
 from .preflight import ERROR_LOG, check_file, check_folder, check_out_folder, refuse_inputs
@@ -28,13 +29,15 @@ _shard_size = click.option(
 _device = click.option("--device", default=Stage1Config.device, show_default=True,
                        help="auto (CUDA when available), cpu, cuda or cuda:N.")
 _dtype = click.option("--dtype", type=click.Choice(DTYPES), default=Stage1Config.dtype,
-                      show_default=True, help="Weights' precision for stage 1; captured rows are always fp32.")
+                      show_default=True,
+                      help="Weights' precision for stage 1; captured rows are always fp32.")
 _max_prompt_tokens = click.option(
     "--max-prompt-tokens", type=click.IntRange(min=1), default=None,
-    help="Skip records whose instruction is longer than this many tokens "
-         "[default: the language model's context length].")
+    help="Skip records whose instruction is longer than this many tokens [default: the language model's "
+         "context length].")
 _max_image_pixels = click.option(
-    "--max-image-pixels", type=click.IntRange(min=1), default=Stage1Config.max_image_pixels, show_default=True,
+    "--max-image-pixels", type=click.IntRange(min=1), default=Stage1Config.max_image_pixels,
+    show_default=True,
     help="Skip images declaring more pixels than this (checked before decoding).")
 _per_head = click.option("--per-head", is_flag=True, default=False,
                          help="Also store per-head entropies (layers x heads per sample) in the features.")
@@ -45,16 +48,19 @@ _allow_pickle = click.option(
 _progress_flag = click.option("--progress/--no-progress", default=True,
                               help="Progress bar on a terminal, heartbeat lines elsewhere (stderr).")
 _resume = click.option("--resume/--no-resume", default=True, show_default=True,
-                       help="Reuse the stage-1 shards an interrupted run left (each checked against its journal); "
-                            "--no-resume deletes them and computes everything.")
-_model = click.option("--model", "model_dir", type=_path, required=True, help="Checkpoint folder (safetensors).")
+                       help="Reuse the stage-1 shards an interrupted run left (each checked against its "
+                            "journal); --no-resume deletes them and computes everything.")
+_model = click.option("--model", "model_dir", type=_path, required=True,
+                      help="Checkpoint folder (safetensors).")
 _adapter = click.option("--adapter", "adapter_dir", type=_path, default=None,
                         help="PEFT LoRA adapter folder (safetensors) applied over --model.")
-_data = click.option("--data", type=_path, required=True, help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
+_data = click.option("--data", type=_path, required=True,
+                     help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
 _image_root = click.option("--image-root", type=_path, default=None,
                            help="Folder image paths resolve against [default: the dataset file's folder].")
 _overwrite = click.option("--overwrite", is_flag=True, default=False,
-                          help="Replace the bundle of an earlier audit in --out (other files are never replaced).")
+                          help="Replace the bundle of an earlier audit in --out (other files are never "
+                               "replaced).")
 _sarif_root = click.option(
     "--sarif-root", type=_path, default=None,
     help="Write findings.sarif's paths relative to this folder (the repository's root, for GitHub code "
@@ -63,7 +69,8 @@ _sign_key = click.option("--sign-key", type=_path, default=None,
                          help="Ed25519 private key (from `bye-audit keygen`): sign the bundle "
                               "(attestation.dsse.json).")
 
-_STAGE1 = [_batch_size, _shard_size, _resume, _device, _dtype, _max_prompt_tokens, _max_image_pixels, _per_head,
+_STAGE1 = [_batch_size, _shard_size, _resume, _device, _dtype, _max_prompt_tokens, _max_image_pixels,
+           _per_head,
            _allow_pickle, _progress_flag]
 _ONNX = [
     click.option("--backend", type=click.Choice(BACKENDS), default=Stage1Config.backend,
@@ -96,8 +103,8 @@ def _detection_options() -> list[Callable]:
                      help="; ".join(f"{name}: {d.info.help}" for name, d in DETECTORS.items())
                           + " (docs/method.md)."),
         click.option("--fail-on", type=str, default=GateConfig.fail_on, show_default=True,
-                     help="When a fail verdict exits 1: 'verdict' (always), 'count:N' (more than N "
-                          "flagged), 'fraction:F' (more than F of the analysed samples flagged)."),
+                     help="When a fail verdict exits 1: 'verdict' (always), 'count:N' (more than N flagged), "
+                          "'fraction:F' (more than F of the analysed samples flagged)."),
         click.option("--tau", type=click.FloatRange(min=0), default=ByeParams.tau,
                      show_default=True, help="BSI threshold for a sensitive layer (--method bye)."),
         click.option("--bsi-rule", type=click.Choice(BSI_RULES), default=ByeParams.bsi_rule,
@@ -116,8 +123,8 @@ def _detection_options() -> list[Callable]:
     ]
 
 
-EXIT_CODES = ("Exit codes: 0 pass, 1 fail (samples flagged; see --fail-on), 2 usage or input error, "
-              "3 inconclusive, 4 internal error (traceback in OUT/bye-audit-error.log).")
+EXIT_CODES = ("Exit codes: 0 pass, 1 fail (samples flagged; see --fail-on), 2 usage or input error, 3 "
+              "inconclusive, 4 internal error (traceback in OUT/bye-audit-error.log).")
 
 
 def _config(**options) -> AuditConfig:
@@ -281,7 +288,8 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, onn
     sys.exit(_print_outcome(result))
 
 
-@cli.command(epilog="\b\nExample:\n  bye-audit extract --model ckpt/ --data train.json --out features.parquet")
+@cli.command(epilog="\b\nExample:\n"
+                    "  bye-audit extract --model ckpt/ --data train.json --out features.parquet")
 @cloup.option_group("Inputs", _model, _adapter, _data, _image_root)
 @cloup.option_group("Output", click.option("--out", type=_path, required=True, callback=_out_file,
                                            help="Features file to write (.parquet)."))
@@ -305,18 +313,18 @@ def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, 
     for d in resume.get("discarded_shards", []):
         click.echo(f"extract: shard {d['shard']} of an earlier run was recomputed: {d['reason']}", err=True)
     if resume.get("resumed_shards"):
-        click.echo(f"extract: {len(resume['resumed_shards'])} shard(s) reused from an interrupted run", err=True)
-    click.echo(f"wrote {out}: {len(features.rows)} rows, {n_ok} analysed, "
-               f"{len(features.rows) - n_ok} skipped or failed")
+        click.echo(f"extract: {len(resume['resumed_shards'])} shard(s) reused from an interrupted run",
+                   err=True)
+    click.echo(f"wrote {out}: {len(features.rows)} rows, {n_ok} analysed, {len(features.rows) - n_ok} "
+               "skipped or failed")
 
 
-@cli.command("export-onnx", epilog="\b\nExample:\n  bye-audit export-onnx --model ckpt/ --out graph.onnx\n"
-                                   "  bye-audit audit --model ckpt/ --backend onnx --onnx graph.onnx ...")
+@cli.command("export-onnx", epilog="\b\nExample:\n  bye-audit export-onnx --model ckpt/ --out graph.onnx\n  "
+                                   "bye-audit audit --model ckpt/ --backend onnx --onnx graph.onnx ...")
 @_model
 @_adapter
 @click.option("--out", type=_path, required=True, callback=_out_file,
-              help="ONNX file to write (weights inline below 2 GB, "
-              "else in OUT.data beside it).")
+              help="ONNX file to write (weights inline below 2 GB, else in OUT.data beside it).")
 @_allow_pickle
 def export_onnx(model_dir, adapter_dir, out, allow_pickle) -> None:
     """Export the attention-producing graph of --model (LLaVA, Qwen2-VL) to ONNX,
@@ -330,12 +338,12 @@ def export_onnx(model_dir, adapter_dir, out, allow_pickle) -> None:
     meta = export(model_dir, out, adapter_dir, allow_pickle,
                   on_step=lambda msg: click.echo(f"export-onnx: {msg}", err=True))
     size = sum(p.stat().st_size for p in [out] + [out.parent / n for n in meta["external_data"]])
-    click.echo(f"wrote {out} ({size / 2 ** 20:.1f} MiB, {meta['family']}, {meta['n_layers']} layers, "
-               f"opset {meta['opset']})")
+    click.echo(f"wrote {out} ({size / 2 ** 20:.1f} MiB, {meta['family']}, {meta['n_layers']} layers, opset "
+               f"{meta['opset']})")
 
 
-@cli.command(epilog="\b\nExample (another --tau on an audit's features):\n"
-                    "  bye-audit analyze audit/features.parquet --data train.json --out audit-tau2/ "
+@cli.command(epilog="\b\nExample (another --tau on an audit's features):\n  bye-audit analyze "
+                    "audit/features.parquet --data train.json --out audit-tau2/ "
                     "--method bye --tau 2\n\n" + EXIT_CODES)
 @click.argument("features_path", metavar="FEATURES", type=_path)
 @cloup.option_group("Inputs", click.option("--data", type=_path, required=True,
@@ -364,7 +372,8 @@ def analyze(features_path, data, out, image_root, sign_key, overwrite, sarif_roo
              epilog="\b\nExample:\n  bye-audit export-features audit/features.parquet --out entropy.jsonl")
 @click.argument("features_path", metavar="FEATURES", type=_path)
 @click.option("--format", "fmt", type=click.Choice(["bye-jsonl"]), default="bye-jsonl", show_default=True,
-              help="bye-jsonl: the reference code's dump, one {question_id, entropy: {layer: nats}} per line.")
+              help="bye-jsonl: the reference code's dump, one {question_id, entropy: {layer: nats}} "
+                   "per line.")
 @click.option("--out", type=_path, required=True, callback=_out_file, help="File to write.")
 def export_features(features_path, fmt, out) -> None:
     """Write FEATURES (a features.parquet) in another tool's format; `analyze` reads it back."""
@@ -384,7 +393,8 @@ def export_features(features_path, fmt, out) -> None:
 @cli.command(epilog="\b\nExample:\n  bye-audit evaluate audit/ --truth poisoned-ids.txt")
 @click.argument("bundle", metavar="BUNDLE", type=_path, required=False)
 @click.option("--truth", type=_path, required=True, help="Ground-truth poisoned ids, one per line.")
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON (floats rounded to 6 digits).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the metrics as JSON (floats rounded to 6 digits).")
 @click.option("--out", "old_out", type=_path, default=None, hidden=True)  # the 0.1 form, deprecated
 def evaluate(bundle, truth, as_json, old_out) -> None:
     """Detection metrics of the audit bundle BUNDLE against ground truth: which
@@ -394,16 +404,18 @@ def evaluate(bundle, truth, as_json, old_out) -> None:
     if bundle is not None and old_out is not None:
         raise click.UsageError("pass the bundle once: as BUNDLE (--out is the old form)")
     if old_out is not None:
-        click.echo("evaluate: --out BUNDLE is deprecated; write `bye-audit evaluate BUNDLE --truth FILE`", err=True)
+        click.echo("evaluate: --out BUNDLE is deprecated; write `bye-audit evaluate BUNDLE --truth FILE`",
+                   err=True)
     from .evaluate import evaluate_outputs, render_table, rounded
 
     result = evaluate_outputs(bundle or old_out, truth)
     click.echo(json.dumps(rounded(result), indent=2) if as_json else render_table(result))
 
 
-@cli.command(epilog="\b\nExample:\n  bye-audit keygen --out keys/\n"
-                    "  bye-audit audit ... --sign-key keys/bye-audit.key")
-@click.option("--out", "out_dir", type=_path, required=True, help="Folder for bye-audit.key and bye-audit.pub.")
+@cli.command(epilog="\b\nExample:\n  bye-audit keygen --out keys/\n  bye-audit audit ... --sign-key "
+                    "keys/bye-audit.key")
+@click.option("--out", "out_dir", type=_path, required=True,
+              help="Folder for bye-audit.key and bye-audit.pub.")
 def keygen(out_dir) -> None:
     """Make an Ed25519 key pair for signing audit bundles. The private key
     (bye-audit.key, mode 0600, unencrypted) signs; give bye-audit.pub to verifiers."""
@@ -420,10 +432,11 @@ def keygen(out_dir) -> None:
     click.echo(f"wrote {private} (keep it secret) and {public}; key id {pair.keyid}")
 
 
-@cli.command(epilog="\b\nExample:\n  bye-audit verify audit/ --key bye-audit.pub\n"
-                    "  bye-audit verify audit/ --key bye-audit.pub --data moved/train.json --image-root moved/")
+@cli.command(epilog="\b\nExample:\n  bye-audit verify audit/ --key bye-audit.pub\n  bye-audit verify audit/ "
+                    "--key bye-audit.pub --data moved/train.json --image-root moved/")
 @click.argument("out_dir", metavar="DIR", type=_path)
-@click.option("--key", "key_path", type=_path, required=True, help="Public key (.pub from `bye-audit keygen`).")
+@click.option("--key", "key_path", type=_path, required=True,
+              help="Public key (.pub from `bye-audit keygen`).")
 @cloup.option_group(
     "Inputs that moved since the audit",
     click.option("--model", "model_dir", type=_path, default=None,
@@ -434,7 +447,8 @@ def keygen(out_dir) -> None:
     click.option("--image-root", type=_path, default=None, help="Where the images' folder is now."),
     click.option("--onnx", "onnx_path", type=_path, default=None,
                  help="Where the ONNX graph is now (--backend onnx audits)."))
-@click.option("--outputs-only", is_flag=True, help="Check the signature and the outputs only, not the inputs.")
+@click.option("--outputs-only", is_flag=True,
+              help="Check the signature and the outputs only, not the inputs.")
 def verify(out_dir, key_path, model_dir, adapter_dir, data, image_root, onnx_path, outputs_only) -> None:
     """Check an audit bundle: the signature of DIR/attestation.dsse.json with --key,
     then the SHA-256 of every file it names (model, adapter, dataset, images,

@@ -39,7 +39,8 @@ class Stage1Config:
     entropy_eps: float = 1e-8  # H = -sum p log(p + eps), docs/method.md
     allow_pickle: bool = False  # pickle weights (weights-only loader) when no safetensors exist
     per_head: bool = False  # also store per-head entropies (L x H per sample)
-    resume: bool = True  # reuse the shards an interrupted run left (their journal checked); False: recompute all
+    # reuse the shards an interrupted run left (their journal checked); False: recompute all
+    resume: bool = True
     shard_size: int = 512  # samples per resumable shard of stage 1 (rounded up to whole batches)
     # Limits on untrusted records (a record over one is skipped with its reason):
     # an image's pixel count, checked from its header before decoding (a 0.5 MB
@@ -62,7 +63,8 @@ class Stage1Config:
     gpus_per_worker: float = 0.0
 
     def __post_init__(self) -> None:
-        _at_least(self, batch_size=1, workers=1, gpus_per_worker=0, threads=0, shard_size=1, max_image_pixels=1)
+        _at_least(self, batch_size=1, workers=1, gpus_per_worker=0, threads=0, shard_size=1,
+                  max_image_pixels=1)
         _one_of(self, dtype=DTYPES, backend=BACKENDS, provider=PROVIDERS, engine=ENGINES)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
@@ -72,11 +74,11 @@ class Stage1Config:
         _only_with(self, "backend", "onnx", provider="cpu", allow_fallback=False, threads=0)
         _only_with(self, "engine", "ray", workers=1, gpus_per_worker=0.0)
         if self.backend == "onnx" and self.dtype != "float32":
-            raise ValueError(f"dtype {self.dtype}: the ONNX graph runs in float32; drop --dtype, "
-                             "or use --backend torch")
+            raise ValueError(f"dtype {self.dtype}: the ONNX graph runs in float32; drop --dtype, or use "
+                             "--backend torch")
         if self.backend == "onnx" and self.device not in ("auto", "cpu"):
-            raise ValueError(f"device {self.device}: with --backend onnx the device is chosen by "
-                             "--provider (cpu, cuda, tensorrt)")
+            raise ValueError(f"device {self.device}: with --backend onnx the device is chosen by --provider "
+                             "(cpu, cuda, tensorrt)")
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,8 @@ class DetectionConfig:
         if self.params is None:
             object.__setattr__(self, "params", wanted())
         elif type(self.params) is not wanted:
-            raise ValueError(f"method {self.method!r} takes {wanted.__name__}, got {type(self.params).__name__}")
+            raise ValueError(f"method {self.method!r} takes {wanted.__name__}, got "
+                             f"{type(self.params).__name__}")
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,8 @@ class AuditConfig:
         at their defaults (which `of` enforces), so the keys do not depend on
         the method."""
         out: dict[str, Any] = asdict(self.stage1)
-        out.update({f.name: getattr(self.detection, f.name) for f in fields(DetectionConfig) if f.name != "params"})
+        out.update({f.name: getattr(self.detection, f.name) for f in fields(DetectionConfig)
+                    if f.name != "params"})
         for name, detector in DETECTORS.items():
             out.update(asdict(self.detection.params if name == self.method else detector.Params()))
         out.update(asdict(self.gate))
@@ -166,8 +170,8 @@ class AuditConfig:
             changed = [n for n, v in parts.get(other, {}).items() if v != defaults[n]]
             if other != method and changed:
                 names = ", ".join(f"--{n.replace('_', '-')}" for n in changed)
-                raise ValueError(f"{names}: a parameter of --method {other}, not of --method {method}; "
-                                 f"add --method {other}, or drop it")
+                raise ValueError(f"{names}: a parameter of --method {other}, not of --method {method}; add "
+                                 f"--method {other}, or drop it")
         detection = DetectionConfig(**parts.get("detection", {}),
                                     params=DETECTORS[method].Params(**parts.get(method, {}))
                                     if method in DETECTORS else None)
@@ -178,7 +182,8 @@ class AuditConfig:
         """From a serialised config (`to_dict`): every detector's parameters are
         there, so only the chosen one's are read; unknown keys are ignored."""
         owner, method = _owners(), data.get("method", DetectionConfig.method)
-        return cls.of(**{k: v for k, v in data.items() if owner.get(k) in ("stage1", "detection", "gate", method)})
+        return cls.of(**{k: v for k, v in data.items()
+                         if owner.get(k) in ("stage1", "detection", "gate", method)})
 
 
 def _owners() -> dict[str, str]:
@@ -211,5 +216,6 @@ def _only_with(record: Any, switch: str, value: str, **defaults: Any) -> None:
     changed = [name for name, default in defaults.items() if getattr(record, name) != default]
     if changed:
         names = ", ".join(f"--{n.replace('_', '-')}" for n in changed)
-        raise ValueError(f"{names}: only used with --{switch} {value}; add --{switch} {value}, or drop the option")
+        raise ValueError(f"{names}: only used with --{switch} {value}; add --{switch} {value}, or drop the "
+                         "option")
 

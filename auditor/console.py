@@ -58,7 +58,8 @@ class Reporter:
 
             # Short columns: the whole bar fits 80 columns.
             self._rich = Progress(TextColumn("stage 1"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                                  TimeRemainingColumn(),
                                   console=Console(file=self._stream), transient=False)
             self._rich.start()
             self._task = self._rich.add_task("stage 1", total=total, rate="")

@@ -32,8 +32,8 @@ def parse_fail_on(text: str) -> FailOn:
             return FailOn("fraction", float(value), text)
     except ValueError:
         pass
-    raise ValueError(f"fail_on {text!r} is not one of 'verdict', 'count:N' (N >= 0), "
-                     "'fraction:F' (0 <= F <= 1)")
+    raise ValueError(f"fail_on {text!r} is not one of 'verdict', 'count:N' (N >= 0), 'fraction:F' (0 <= F <= "
+                     "1)")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ def gate(verdict: str, n_flagged: int, n_analysed: int, rule: FailOn) -> Gate:
     if verdict != "fail" or rule.kind == "verdict":
         return Gate(fail_on, code, verdict == "fail", f"verdict {verdict}")
     if rule.kind == "count":
-        over, what = n_flagged > rule.threshold, f"{n_flagged} flagged vs at most {int(rule.threshold)} tolerated"
+        over = n_flagged > rule.threshold
+        what = f"{n_flagged} flagged vs at most {int(rule.threshold)} tolerated"
     else:
         share = n_flagged / n_analysed if n_analysed else 1.0
         over, what = share > rule.threshold, f"{share:.2%} flagged vs at most {rule.threshold:.2%} tolerated"

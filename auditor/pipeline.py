@@ -99,13 +99,15 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
         "dataset": {"path": str(dataset.path), "format": dataset.format,
                     "sha256": sha256_file(dataset.path), "records": len(dataset.records)},
         "n_layers": loaded.n_layers,
-        "environment": {"device": loaded.device, "dtype": config.stage1.dtype, "backend": _backend_meta(loaded),
+        "environment": {"device": loaded.device, "dtype": config.stage1.dtype,
+                        "backend": _backend_meta(loaded),
                         "attention": f"{config.stage1.attn_implementation} (outputs); fp32 captured rows",
                         "torch": torch.__version__, "transformers": transformers.__version__,
                         "python": platform.python_version(), "libraries": library_versions()},
         "config": config.to_dict(),
     }
-    journal = None if parts is None else Journal(parts, fingerprint(meta, config.stage1), config.stage1.resume)
+    journal = None if parts is None else Journal(parts, fingerprint(meta, config.stage1),
+                                                 config.stage1.resume)
     if on_start:
         on_start(sum(s.ok for s in dataset.samples))
     if config.stage1.engine == "ray":
@@ -132,7 +134,8 @@ def _backend_meta(loaded: Stage1Model) -> dict[str, Any]:
     from .extract.onnx_backend import import_onnxruntime
 
     path = loaded.onnx_path
-    return {"name": "onnx", "provider": loaded.device, "onnx": {"path": str(path), "sha256": sha256_file(path)},
+    return {"name": "onnx", "provider": loaded.device,
+            "onnx": {"path": str(path), "sha256": sha256_file(path)},
             "onnxruntime": import_onnxruntime().__version__, "onnx_package": version("onnx")}
 
 
@@ -264,8 +267,8 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
         features = align(features, [s.id for s in dataset.samples], Path(features_path))
     if len(features.rows) != len(dataset.records) or any(
             i != s.id for i, s in zip(features.column("id"), dataset.samples)):
-        raise AuditInputError(f"{features_path}: its rows do not match the records of {data}; "
-                              "extract features from this dataset first")
+        raise AuditInputError(f"{features_path}: its rows do not match the records of {data}; extract "
+                              "features from this dataset first")
     check_out_dir(out, dataset, bundle.output_names(dataset, with_features=False), overwrite=overwrite,
                   reads={str(Path(features_path).resolve())})
     check_writable(Path(out))

@@ -34,7 +34,8 @@ def refuse_inputs(targets: list[Path], folders: dict[str, Path | None], files: s
     for target in targets:
         t = Path(target).resolve()
         for label, folder in folders.items():
-            if folder is not None and (t == Path(folder).resolve() or t.is_relative_to(Path(folder).resolve())):
+            if folder is not None and (t == Path(folder).resolve()
+                                       or t.is_relative_to(Path(folder).resolve())):
                 raise AuditInputError(f"{target}: inside the {label} folder {Path(folder).resolve()}; "
                                       "writing there could overwrite an input; choose another --out")
         if str(t) in files:
@@ -63,8 +64,8 @@ def check_out_folder(out: Path, overwrite: bool, inputs: set[str] = frozenset(),
     foreign = [n for n in names if n not in (PARTS, ERROR_LOG) and str((out / n).resolve()) not in reads]
     held = [n for n in foreign if str((out / n).resolve()) in inputs]
     if held:
-        raise AuditInputError(f"{out / held[0]}: an input is in the output folder; writing there would overwrite an "
-                              "input; choose another --out")
+        raise AuditInputError(f"{out / held[0]}: an input is in the output folder; writing there would "
+                              "overwrite an input; choose another --out")
     if foreign:
-        raise AuditInputError(f"{out}: not empty ({len(foreign)} other file(s), e.g. {foreign[0]!r}) and not a "
-                              "bye-audit output folder; choose a new or empty --out")
+        raise AuditInputError(f"{out}: not empty ({len(foreign)} other file(s), e.g. {foreign[0]!r}) and not "
+                              "a bye-audit output folder; choose a new or empty --out")

@@ -225,8 +225,8 @@ def _analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] |
     low_coverage = coverage < d.min_coverage
     if low_coverage:
         reasons.append(Reason("coverage_below_min", (
-            f"coverage {coverage:.1%} is below {d.min_coverage:.0%}: {n_skipped} skipped and {n_errors} failed "
-            "or unusable samples were not analysed")))
+            f"coverage {coverage:.1%} is below {d.min_coverage:.0%}: {n_skipped} skipped and {n_errors} "
+            "failed or unusable samples were not analysed")))
     scored = Scores(ok.index, ok.ids, detector.scores_) if len(detector.scores_) else Scores.none()
     # Nothing is flagged unless every criterion holds, whatever a detector marks.
     credible = all(c.holds for c in detector.criteria_)

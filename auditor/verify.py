@@ -49,8 +49,8 @@ def verify_bundle(out_dir: Path, key_path: Path, overrides: dict[str, Path | Non
     key = load_public_key(key_path)
     att = out_dir / ATTESTATION
     if not att.is_file():
-        return Verification(False, (f"{att}: missing; this bundle is unsigned (audit with "
-                                    "--sign-key KEY to sign one)",))
+        return Verification(False, (f"{att}: missing; this bundle is unsigned (audit with --sign-key KEY to "
+                                    "sign one)",))
     try:
         stmt = open_envelope(att.read_bytes(), key)
     except AttestationError as e:
@@ -58,7 +58,8 @@ def verify_bundle(out_dir: Path, key_path: Path, overrides: dict[str, Path | Non
     try:
         subjects = {s["name"]: s["digest"]["sha256"] for s in stmt["subject"]}
     except (KeyError, TypeError):  # signed, but not by bye-audit's writer
-        return Verification(False, (f"{att}: the signed statement's subjects are malformed",), keyid=key.keyid)
+        return Verification(False, (f"{att}: the signed statement's subjects are malformed",),
+                            keyid=key.keyid)
     problems, checked, notes = [], 0, []
     manifest_path = out_dir / MANIFEST
     manifest_ok = (manifest_path.is_file()
@@ -131,5 +132,6 @@ def _unsigned_inputs(subjects: dict[str, str], roots: dict[str, str | None],
         added = sorted(name for name in names if name not in subjects)
         if added:
             notes.append(f"{len(added)} file(s) in the {top} folder not covered by the signature "
-                         f"(added after the audit): " + ", ".join(added[:10]) + (", ..." if len(added) > 10 else ""))
+                         f"(added after the audit): " + ", ".join(added[:10]) + (", ..."
+                                                                                 if len(added) > 10 else ""))
     return notes

@@ -48,13 +48,15 @@ def write_inputs(folder: Path, n: int, layers: int, seed: int = 0) -> tuple[Path
     with open(folder / "data.jsonl", "w") as fh:
         for i in range(n):
             fh.write(json.dumps({"id": f"s{i}", "image": "i.png", "conversations": [
-                {"from": "human", "value": "<image>\nWhat is shown?"}, {"from": "gpt", "value": "a"}]}) + "\n")
+                {"from": "human", "value": "<image>\nWhat is shown?"},
+                {"from": "gpt", "value": "a"}]}) + "\n")
     # The features file built as columns (what `extract` writes, row for row).
     per_layer = pa.ListArray.from_arrays(pa.array(np.arange(n + 1) * layers, pa.int32()), pa.array(x.ravel()))
     empty = pa.array([[]] * n, pa.list_(pa.float64()))
     cols = {"index": pa.array(np.arange(n)), "id": pa.array([f"s{i}" for i in range(n)]),
             "status": pa.array(["ok"] * n), "reason": pa.array([None] * n, pa.string()),
-            "n_image_tokens": pa.array(np.full(n, 64, np.int32)), "entropy": per_layer, "entropy_norm": per_layer,
+            "n_image_tokens": pa.array(np.full(n, 64, np.int32)), "entropy": per_layer,
+            "entropy_norm": per_layer,
             "mass_image": empty, "mass_text": empty, "mass_rest": empty,
             "entropy_heads": pa.array([[]] * n, pa.list_(pa.list_(pa.float64())))}
     meta = {"schema_version": FEATURES_SCHEMA_VERSION, "n_layers": layers}
@@ -63,7 +65,8 @@ def write_inputs(folder: Path, n: int, layers: int, seed: int = 0) -> tuple[Path
     return folder / "features.parquet", folder / "data.jsonl"
 
 
-def run_analyze(tree: Path, features: Path, data: Path, out: Path, method: str) -> tuple[float, float, int, str]:
+def run_analyze(tree: Path, features: Path, data: Path, out: Path, method: str) -> tuple[float, float, int,
+                                                                                         str]:
     """`bye-audit analyze` of the `auditor` package under `tree`, in a child
     process: (wall seconds, peak RSS MiB of that process, exit code, the
     verdict line, or the last line on stderr when there is none)."""
@@ -89,8 +92,8 @@ def main() -> int:
     ap.add_argument("--method", default="minority")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--baseline-tree", type=Path, default=None,
-                    help="a checkout of another commit (git worktree add DIR COMMIT): run its analyze on the same "
-                         "inputs before each run of this one, and print the ratio of the medians")
+                    help="a checkout of another commit (git worktree add DIR COMMIT): run its analyze on the "
+                         "same inputs before each run of this one, and print the ratio of the medians")
     args = ap.parse_args()
     trees = {"this": Path(__file__).resolve().parents[1]}
     if args.baseline_tree is not None:
@@ -108,7 +111,8 @@ def main() -> int:
                 wall, peak, code, first = run_analyze(tree, features, data, out, args.method)
                 walls[name].append(wall)
                 peaks[name] = max(peaks[name], peak)
-                print(f"{name} run {k + 1}: {wall:.1f} s, peak RSS {peak:.0f} MiB, exit {code}: {first}", flush=True)
+                print(f"{name} run {k + 1}: {wall:.1f} s, peak RSS {peak:.0f} MiB, exit {code}: {first}",
+                      flush=True)
                 shutil.rmtree(out, ignore_errors=True)
         for name in trees:
             print(f"analyze {args.samples} x {args.layers} ({args.method}), {name}: median "

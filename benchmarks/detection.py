@@ -70,7 +70,8 @@ def grid(name: str) -> list[Cell]:
                 for trig, rate in (("none", 0.0), ("centre_patch", 0.1))]
     if name == "default":
         cells = [Cell(t, f, "none", 0.0, s) for t in tasks for f in families for s in range(3)]
-        cells += [Cell(t, f, trig, 0.1, s) for t in tasks for f in families for trig in TRIGGERS for s in range(3)]
+        cells += [Cell(t, f, trig, 0.1, s) for t in tasks for f in families for trig in TRIGGERS
+                  for s in range(3)]
         cells += [Cell("digits", "llava", trig, rate, s) for trig in ("centre_patch", "blend")
                   for rate in (0.01, 0.05, 0.2) for s in range(3)]
         return cells
@@ -308,7 +309,8 @@ def verdict_summary(table_rows: list[dict]) -> str:
     """Markdown: per (task, family) and method, the verdicts on clean and on
     poisoned submissions, the flagged share of clean ones and the mean F1 on
     poisoned ones (issue 4's targets)."""
-    lines = ["| task | family | method | clean: pass / runs | clean: flagged (mean) | poisoned: fail / runs | "
+    lines = ["| task | family | method | clean: pass / runs | clean: flagged (mean) | poisoned: fail / runs "
+             "| "
              "poisoned: F1 (mean ± sd) |", "|---|---|---|---|---|---|---|"]
     for task, family in sorted({(r["task"], r["family"]) for r in table_rows}):
         for method in METHODS:
@@ -316,7 +318,8 @@ def verdict_summary(table_rows: list[dict]) -> str:
             clean, bad = [r for r in rs if r["rate"] == 0], [r for r in rs if r["rate"] > 0]
             lines.append(f"| {task} | {family} | {method} | {sum(r['verdict'] == 'pass' for r in clean)} / "
                          f"{len(clean)} | {np.mean([r['fpr'] for r in clean]) if clean else 0:.2%} | "
-                         f"{sum(r['verdict'] == 'fail' for r in bad)} / {len(bad)} | {_ms([r['f1'] for r in bad])} |")
+                         f"{sum(r['verdict'] == 'fail' for r in bad)} / {len(bad)} | "
+                         f"{_ms([r['f1'] for r in bad])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -333,7 +336,8 @@ def tables(table_rows: list[dict]) -> str:
             if not rs:
                 continue
             verdicts = ", ".join(f"{v} {sum(r['verdict'] == v for r in rs)}"
-                                 for v in ("pass", "fail", "inconclusive") if any(r["verdict"] == v for r in rs))
+                                 for v in ("pass", "fail", "inconclusive")
+                                 if any(r["verdict"] == v for r in rs))
             lines.append(
                 f"| {k[0]} | {k[1]} | {k[2]} | {k[3]:.0%} | {method} | {len(rs)} | {verdicts or '-'} | "
                 f"{np.mean([r['flagged'] for r in rs]):.1f} | {_ms([r['f1'] for r in rs])} | "
@@ -390,7 +394,8 @@ def write_outputs(results: list[dict], out: Path) -> list[dict]:
     w.writeheader()
     w.writerows(table_rows)
     write_bytes_atomic(out / "runs.csv", buf.getvalue().encode())
-    write_bytes_atomic(out / "tables.md", ("## Verdicts\n\n" + verdict_summary(table_rows) + "\n## Every cell group\n\n"
+    write_bytes_atomic(out / "tables.md",
+                       ("## Verdicts\n\n" + verdict_summary(table_rows) + "\n## Every cell group\n\n"
                                            + tables(table_rows)).encode())
     plots(table_rows, out)
     return table_rows
@@ -399,12 +404,14 @@ def write_outputs(results: list[dict], out: Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--grid", default="quick", help="quick, verdict or default")
-    ap.add_argument("--out", type=Path, required=True, help="results folder (cells/, runs.csv, tables.md, plots)")
+    ap.add_argument("--out", type=Path, required=True,
+                    help="results folder (cells/, runs.csv, tables.md, plots)")
     ap.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "cache" / "detection",
                     help="clean bases and per-cell work folders")
     ap.add_argument("--limit", type=int, default=None, help="run at most this many new cells, then stop")
     ap.add_argument("--reanalyse", action="store_true",
-                    help="recompute stages 2-3 of the finished cells from their kept features, then write the tables")
+                    help="recompute stages 2-3 of the finished cells from their kept features, then write "
+                         "the tables")
     args = ap.parse_args(argv)
     from transformers.utils import logging as hf_logging
 
@@ -425,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
             _save_cell(path, result)
             done_new += 1
             m = result["methods"]["minority"]
-            _log(f"  {result['seconds']} s; minority: {m['verdict']}, flagged {m['tp'] + m['fp']}, "
-                 f"F1 {m['f1']:.3f}; ASR before {result['before'].get('attack_success_rate')}")
+            _log(f"  {result['seconds']} s; minority: {m['verdict']}, flagged {m['tp'] + m['fp']}, F1 "
+                 f"{m['f1']:.3f}; ASR before {result['before'].get('attack_success_rate')}")
         results.append(json.loads(path.read_text()))
     write_outputs(results, args.out)
     _log(f"{len(results)}/{len(cells)} cells in {args.out}")

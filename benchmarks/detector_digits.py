@@ -49,7 +49,8 @@ def cell(cache: Path, seed: int, rate: float) -> list[dict]:
     for method in METHODS:
         out = run / f"audit-{method}"
         if not (out / "summary.json").is_file():
-            res = _run([str(BIN), "analyze", str(features), "--data", str(run / "dataset.json"), "--out", str(out),
+            res = _run([str(BIN), "analyze", str(features), "--data", str(run / "dataset.json"), "--out",
+                        str(out),
                         "--method", method])
             if res.returncode not in (0, 1, 3):
                 raise SystemExit(f"analyze failed: {res.stderr[-2000:]}")
@@ -75,8 +76,9 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         auroc = "-" if r["auroc"] is None else f"{r['auroc']:.3f}"
-        print(f"| {r['seed']} | {r['rate']:.0%} | {r['asr']:.2f} | {r['method']} | {r['verdict']} | {r['flagged']} | "
-              f"{r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['fpr']:.3f} | {auroc} |")
+        print(f"| {r['seed']} | {r['rate']:.0%} | {r['asr']:.2f} | {r['method']} | {r['verdict']} | "
+              f"{r['flagged']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['fpr']:.3f} | "
+              f"{auroc} |")
     return 0
 
 

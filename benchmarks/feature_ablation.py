@@ -1,6 +1,7 @@
 """Which stage-1 features carry the backdoor, and does the `minority` detector find it there?
 
-    .venv/bin/python -m benchmarks.feature_ablation --grid verdict --features entropy_norm entropy_norm+mass_image
+    .venv/bin/python -m benchmarks.feature_ablation --grid verdict \
+        --features entropy_norm entropy_norm+mass_image
 
 Reads the features the detection benchmark kept (`benchmarks/cache/detection/
 features/`, rebuilt by running the grid) for every 0% and 10% cell of a grid's
@@ -68,7 +69,8 @@ def minority_on(x: np.ndarray, seed: int = 0, prompts: list[str] | None = None) 
     from auditor.config import AuditConfig
     from auditor.features import FeatureSet, SampleFeatures
 
-    rows = tuple(SampleFeatures(i, f"r{i}", "ok", None, 1, tuple(v), tuple(v)) for i, v in enumerate(x.tolist()))
+    rows = tuple(SampleFeatures(i, f"r{i}", "ok", None, 1, tuple(v), tuple(v))
+                 for i, v in enumerate(x.tolist()))
     a = analyze(FeatureSet(rows, {"n_layers": x.shape[1]}), AuditConfig.of(seed=seed), prompts)
     flags = np.zeros(len(x), dtype=bool)
     flags[[f.index for f in a.flagged]] = True
@@ -102,7 +104,8 @@ def skewed_tail(x: np.ndarray, seed: int = 0, components: int = 12) -> np.ndarra
     return cluster_scores(-s[:, j] * np.sign(sk[j]), seed).flagged
 
 
-def answer_separability(x: np.ndarray, answers: np.ndarray, min_size: int = 10, seed: int = 0) -> dict[str, float]:
+def answer_separability(x: np.ndarray, answers: np.ndarray, min_size: int = 10, seed: int = 0) -> dict[str,
+                                                                                                       float]:
     """(N, D), (N,) -> {answer: cross-validated AUROC of a regularised logistic
     regression separating that answer's samples from the rest}, for answers
     with at least `min_size` samples."""
@@ -136,11 +139,13 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--grid", default="verdict", help="a results folder under benchmarks/results/")
-    ap.add_argument("--features", nargs="+", default=["entropy_norm", "entropy_norm+mass_image+mass_text+mass_rest"])
+    ap.add_argument("--features", nargs="+",
+                    default=["entropy_norm", "entropy_norm+mass_image+mass_text+mass_rest"])
     ap.add_argument("--skip-minority", action="store_true", help="only the probe table")
     ap.add_argument("--instruction-check", action="store_true",
-                    help="give `minority` the cells' instructions (its check that a group is not one instruction's "
-                         "samples, as in `audit`); without it, the tables recorded before that check")
+                    help="give `minority` the cells' instructions (its check that a group is not one "
+                         "instruction's samples, as in `audit`); without it, the tables recorded before that "
+                         "check")
     ap.add_argument("--candidates", action="store_true",
                     help="also the unsupervised candidates table, on the last feature set")
     args = ap.parse_args(argv)
@@ -182,11 +187,12 @@ def main(argv: list[str] | None = None) -> int:
                  detection_metrics(skewed_tail(z), y).f1, target, max(others),
                  1 + sum(v > target for v in others) if y.any() else float("nan")))
         print(f"{c.key} done", file=sys.stderr, flush=True)
-    print("| task | family | trigger | features | cells | probe AUROC (mean, min) | probe best F1 (mean, min) |\n"
-          "|---|---|---|---|---|---|---|")
+    print("| task | family | trigger | features | cells | probe AUROC (mean, min) | probe best F1 (mean, "
+          "min) |\n|---|---|---|---|---|---|---|")
     for k, v in sorted(probes.items()):
         auroc, f1 = np.array(v).T
-        print(f"| {' | '.join(k)} | {len(v)} | {auroc.mean():.3f}, {auroc.min():.3f} | {f1.mean():.3f}, {f1.min():.3f} |")
+        print(f"| {' | '.join(k)} | {len(v)} | {auroc.mean():.3f}, {auroc.min():.3f} | {f1.mean():.3f}, "
+              f"{f1.min():.3f} |")
     if verdicts:
         print("\n| task | family | trigger | features | cells | pass / fail / inconclusive | F1 | flagged |\n"
               "|---|---|---|---|---|---|---|---|")
@@ -195,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {' | '.join(k)} | {len(v)} | {counts} | {np.mean([x[1] for x in v]):.3f} | "
                   f"{np.mean([x[2] for x in v]):.1%} |")
     if candidates:
-        print(f"\n{args.features[-1]}, standardised within each instruction text:\n\n"
-              "| task | family | trigger | cells | minority: pass / fail / inconclusive | minority F1 | flagged | "
-              "ICA tail F1 | target-answer AUROC | best clean-answer AUROC | target's rank |\n"
+        print(f"\n{args.features[-1]}, standardised within each instruction text:\n\n| task | family | "
+              "trigger | cells | minority: pass / fail / inconclusive | minority F1 | flagged | ICA tail F1 "
+              "| target-answer AUROC | best clean-answer AUROC | target's rank |\n"
               "|---|---|---|---|---|---|---|---|---|---|---|")
         for k, v in sorted(candidates.items()):
             counts = " / ".join(str(sum(x[0] == w for x in v)) for w in ("pass", "fail", "inconclusive"))

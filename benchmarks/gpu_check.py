@@ -146,7 +146,8 @@ def onnx_cuda(tmp: Path, device: str) -> Check:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as e:
-        return Check("onnx-cuda", "skipped", device, {"reason": f"the export needs {e.name}, not installed here"})
+        return Check("onnx-cuda", "skipped", device,
+                     {"reason": f"the export needs {e.name}, not installed here"})
     from exporters import export_onnx
 
     model, data = _tiny(tmp)
@@ -155,8 +156,8 @@ def onnx_cuda(tmp: Path, device: str) -> Check:
     probe = ort.InferenceSession(str(graph), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     if "CUDAExecutionProvider" not in probe.get_providers():
         return Check("onnx-cuda", "skipped", device,
-                     {"reason": "ONNX Runtime did not load its CUDA provider here (onnxruntime-gpu not installed, "
-                                f"or CUDA libraries missing); providers in use: {probe.get_providers()}"})
+                     {"reason": "ONNX Runtime did not load its CUDA provider here (onnxruntime-gpu not "
+                      f"installed, or CUDA libraries missing); providers in use: {probe.get_providers()}"})
     t0 = time.perf_counter()
     theirs = _features(model, data, "auto", backend="onnx", provider="cuda", onnx_path=graph)
     t_onnx = time.perf_counter() - t0
@@ -170,7 +171,8 @@ def onnx_cuda(tmp: Path, device: str) -> Check:
 
 def ray_gpu(tmp: Path, device: str) -> Check:
     if device == "cpu":
-        return Check("ray-gpu", "skipped", device, {"reason": "no CUDA device (the CPU path is tested in CI)"})
+        return Check("ray-gpu", "skipped", device,
+                     {"reason": "no CUDA device (the CPU path is tested in CI)"})
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -180,7 +182,8 @@ def ray_gpu(tmp: Path, device: str) -> Check:
     from auditor.extract.shards import Journal
 
     model, data = _tiny(tmp)
-    config = Stage1Config(device=device, engine="ray", workers=2, gpus_per_worker=0.5, batch_size=8, shard_size=8)
+    config = Stage1Config(device=device, engine="ray", workers=2, gpus_per_worker=0.5, batch_size=8,
+                          shard_size=8)
     load_args = {"model_dir": str(model), "stage1": asdict(config), "adapter_dir": None, "onnx_path": None}
     rows = extract_features_ray(read_dataset(data, EXAMPLE), config, load_args,
                                 Journal(tmp / "parts", "gpu-check", False), None, None)
@@ -201,7 +204,8 @@ def real_size(tmp: Path, device: str) -> Check:
 
     shape = "llava-1.5-7b" if device != "cpu" else "smoke"
     record = build(tmp / "real", shape)
-    loaded = load(tmp / "real" / "model", Stage1Config(device=device, dtype="bfloat16"), tmp / "real" / "adapter")
+    loaded = load(tmp / "real" / "model", Stage1Config(device=device, dtype="bfloat16"),
+                  tmp / "real" / "adapter")
     x, _ = load_digit_arrays()
     rng = np.random.default_rng(0)
     detail: dict[str, Any] = {"shape": shape, "weights_gib": record["weights_bytes"] / 2 ** 30}
@@ -220,7 +224,8 @@ def real_size(tmp: Path, device: str) -> Check:
         detail[f"batch_{batch}"] = {"samples_per_s": batch / (time.perf_counter() - t0)}
         if cuda:
             peak = torch.cuda.max_memory_allocated()
-            detail[f"batch_{batch}"].update(peak_gib=peak / 2 ** 30, peak_vs_weights=peak / record["weights_bytes"])
+            detail[f"batch_{batch}"].update(peak_gib=peak / 2 ** 30,
+                                            peak_vs_weights=peak / record["weights_bytes"])
     if cuda:  # the rows' memory against eager output_attentions, batch 8
         fam, model = loaded.family, loaded.model
         images = [render_digit(x[i], rng, size=336) for i in range(8)]
@@ -235,7 +240,8 @@ def real_size(tmp: Path, device: str) -> Check:
         with torch.no_grad():
             model(**batch, use_cache=False, output_attentions=True)
         eager = torch.cuda.max_memory_allocated() - base
-        detail["batch_8_extra_gib"] = {"capture": capture / 2 ** 30, "eager_output_attentions": eager / 2 ** 30}
+        detail["batch_8_extra_gib"] = {"capture": capture / 2 ** 30,
+                                       "eager_output_attentions": eager / 2 ** 30}
     return Check("real-size", "ok", device, detail)
 
 
@@ -266,7 +272,8 @@ def run(names: list[str], device: str | None = None) -> list[Check]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
-    p.add_argument("--no-real-size", action="store_true", help="skip the 7B-shaped check (about 14 GB on disk)")
+    p.add_argument("--no-real-size", action="store_true",
+                   help="skip the 7B-shaped check (about 14 GB on disk)")
     p.add_argument("--only", nargs="*", choices=sorted(CHECKS), help="run only these checks")
     args = p.parse_args(argv)
     import transformers

@@ -124,8 +124,9 @@ def study(path: Path) -> dict:
     d = np.load(path)
     y = d["poisoned"]
     n_layers, n_heads = d["entropy"].shape[1:]
-    cols = {f"peak {l}.{h}": d["peak"][:, l, h] for l in range(n_layers) for h in range(n_heads)}
-    cols.update({f"-entropy {l}.{h}": -d["entropy"][:, l, h] for l in range(n_layers) for h in range(n_heads)})
+    cols = {f"peak {k}.{h}": d["peak"][:, k, h] for k in range(n_layers) for h in range(n_heads)}
+    cols.update({f"-entropy {k}.{h}": -d["entropy"][:, k, h] for k in range(n_layers)
+                 for h in range(n_heads)})
     vs = voters(cols, d["prompts"])
     top = vs[:4]
     pairs = [jaccard(a[2], b[2]) for i, a in enumerate(top) for b in top[i + 1:]]
@@ -135,7 +136,8 @@ def study(path: Path) -> dict:
         views[view] = (verdict, flags)
     either = views["peak"] if views["peak"][0] == "fail" else views["entropy"]
     views["either"] = ("fail" if "fail" in (views["peak"][0], views["entropy"][0]) else
-                       "inconclusive" if "inconclusive" in (views["peak"][0], views["entropy"][0]) else "pass",
+                       "inconclusive"
+                       if "inconclusive" in (views["peak"][0], views["entropy"][0]) else "pass",
                        either[1] if either[0] == "fail" else np.zeros(len(y), dtype=bool))
     return {"best_auroc": max(roc_auc_score(y, v) for v in cols.values()) if y.any() else float("nan"),
             "top": [(name, b, float(f.mean()), detection_metrics(f, y).f1) for b, name, f in vs[:3]]
@@ -156,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     cells = [Cell(t, f, "none", 0.0, s) for s in (args.clean_seeds or args.seeds) for t, f in pairs]
     cells += [Cell(t, f, trig, 0.1, s) for s in args.seeds for trig in args.triggers for t, f in pairs]
     groups: dict[tuple, list] = {}
-    print("| cell | best head AUROC | top voters (BSI, share flagged, F1) | top-4 agreement | "
-          "minority on peak / entropy / either (verdict, F1) |\n|---|---|---|---|---|")
+    print("| cell | best head AUROC | top voters (BSI, share flagged, F1) | top-4 agreement | minority on "
+          "peak / entropy / either (verdict, F1) |\n|---|---|---|---|---|")
     for cell in cells:
         t0 = time.time()
         r = study(dump(cell))
@@ -166,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         mins = " / ".join(f"{v} {f1:.2f}" for v, f1, _ in r["minority"].values())
         print(f"| {cell.key} | {r['best_auroc']:.3f} | {tops} | {r['agreement']:.2f} | {mins} |", flush=True)
         groups.setdefault((cell.task, cell.family, cell.trigger), []).append(r)
-    print("\n| task | family | trigger | cells | best head AUROC | top voter's BSI | top voter's F1 | "
-          "top-4 agreement | minority, peak: pass / fail / inconclusive, F1 | entropy | either |\n"
+    print("\n| task | family | trigger | cells | best head AUROC | top voter's BSI | top voter's F1 | top-4 "
+          "agreement | minority, peak: pass / fail / inconclusive, F1 | entropy | either |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|")
     for k, rs in sorted(groups.items()):
         best = [r["best_auroc"] for r in rs]
@@ -176,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             got = [r["minority"][view] for r in rs]
             counts = " / ".join(str(sum(g[0] == w for g in got)) for w in ("pass", "fail", "inconclusive"))
             views.append(f"{counts}, {np.mean([g[1] for g in got]):.2f}")
-        print(f"| {' | '.join(k)} | {len(rs)} | {'-' if np.isnan(best).all() else f'{np.nanmean(best):.3f}'} | "
-              f"{np.mean([r['top'][0][1] for r in rs]):.1f} | {np.mean([r['top'][0][3] for r in rs]):.2f} | "
-              f"{np.mean([r['agreement'] for r in rs]):.2f} | {' | '.join(views)} |")
+        print(f"| {' | '.join(k)} | {len(rs)} | {'-' if np.isnan(best).all() else f'{np.nanmean(best):.3f}'} "
+              f"| {np.mean([r['top'][0][1] for r in rs]):.1f} | {np.mean([r['top'][0][3] for r in rs]):.2f} "
+              f"| {np.mean([r['agreement'] for r in rs]):.2f} | {' | '.join(views)} |")
     return 0
 
 

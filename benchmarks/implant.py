@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             raise SystemExit(f"--set {item}: {value!r} is not a number") from None
     how = FineTune()
-    how = dataclasses.replace(how, **{k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None})
+    how = dataclasses.replace(how,
+                              **{k: v for k, v in (("epochs", args.epochs), ("lr", args.lr))
+                                 if v is not None})
     cell = Cell(args.task, args.family, args.trigger, args.rate, args.seed)
     task, family = TASKS[args.task], FAMILIES[args.family]
     base = build_base(task, family, args.cache / "bases" / f"{args.task}-{args.family}")

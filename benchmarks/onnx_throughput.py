@@ -7,7 +7,8 @@ stage 1 (`extract_features`: image decoding, processor, forward pass, row
 capture, entropies) runs over the same digit dataset with each backend, in
 its own process, one batch of warm-up first. Reports samples/s and the ratio
 onnx / torch, for the whole of stage 1 and for the forward pass alone (the
-rest, processor and entropies, is the same code for both). Models: the bundled example's fine-tune (64 image tokens) and a
+rest, processor and entropies, is the same code for both). Models: the
+bundled example's fine-tune (64 image tokens) and a
 LLaVA-1.5-shaped one (336 px, 576 image tokens, 8 decoder layers of width 512,
 random weights: speed does not depend on training). 2 threads for both.
 """
@@ -102,15 +103,16 @@ def main() -> int:
             for batch in args.batch:
                 res = {}
                 for backend, onnx in (("torch", "-"), ("onnx", str(graph))):
-                    out = subprocess.run([sys.executable, __file__, "--child", str(model_dir), str(data), onnx,
+                    out = subprocess.run([sys.executable, __file__, "--child", str(model_dir), str(data),
+                                          onnx,
                                           "--samples", str(args.samples), "--batch", str(batch)],
                                          capture_output=True, text=True, check=True)
                     res[backend] = json.loads(out.stdout.strip().splitlines()[-1])
                 rows.append((name, batch, res["torch"]["samples_per_s"], res["onnx"]["samples_per_s"],
                              res["torch"]["forward_seconds"] / res["onnx"]["forward_seconds"], export_s))
     print(f"{args.samples} samples after one warm-up batch, 2 threads; each backend in its own process")
-    print("| model | batch | torch samples/s | onnx samples/s | onnx / torch | forward pass alone, onnx / torch "
-          "| export (s) |")
+    print("| model | batch | torch samples/s | onnx samples/s | onnx / torch | forward pass alone, onnx / "
+          "torch | export (s) |")
     print("|---|---|---|---|---|---|---|")
     for name, batch, t, o, f, e in rows:
         print(f"| {name} | {batch} | {t:.1f} | {o:.1f} | {o / t:.2f}x | {f:.2f}x | {e:.0f} |")

@@ -84,7 +84,8 @@ def main() -> int:
         finally:
             ray.shutdown()
     print("2-core machine; batch 8, shards of 32; whole = including each actor loading the model")
-    print("| model | engine | samples | samples/s, whole | samples/s, steady | whole vs local | steady vs local |")
+    print("| model | engine | samples | samples/s, whole | samples/s, steady | whole vs local | steady vs "
+          "local |")
     print("|---|---|---|---|---|---|---|")
     for name, engine, n, whole, steady, rw, rs in rows:
         print(f"| {name} | {engine} | {n} | {whole:.1f} | {steady:.1f} | {rw:.2f}x | {rs:.2f}x |")

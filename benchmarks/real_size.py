@@ -41,10 +41,12 @@ LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_p
 
 # llava-hf/llava-1.5-7b-hf's sizes; "smoke" keeps every part of the layout at toy size (the script's test).
 SHAPES = {
-    "llava-1.5-7b": dict(vision_hidden=1024, vision_mlp=4096, vision_layers=24, vision_heads=16, projection=768,
+    "llava-1.5-7b": dict(vision_hidden=1024, vision_mlp=4096, vision_layers=24, vision_heads=16,
+                         projection=768,
                          vocab=32064, hidden=4096, mlp=11008, layers=32, heads=32, kv_heads=32, lora_r=128),
     # Qwen/Qwen2-VL-7B-Instruct's sizes (ViT of 32 blocks, 1280 wide; Qwen2 decoder, GQA 28/4 heads)
-    "qwen2-vl-7b": dict(family="qwen2_vl", vision_hidden=1280, vision_layers=32, vision_heads=16, vocab=152064,
+    "qwen2-vl-7b": dict(family="qwen2_vl", vision_hidden=1280, vision_layers=32, vision_heads=16,
+                        vocab=152064,
                         hidden=3584, mlp=18944, layers=28, heads=28, kv_heads=4, lora_r=128),
     "smoke": dict(vision_hidden=32, vision_mlp=64, vision_layers=2, vision_heads=2, projection=32,
                   vocab=512, hidden=64, mlp=128, layers=2, heads=4, kv_heads=4, lora_r=8),
@@ -67,7 +69,8 @@ def llava_config(shape: str, image_token_id: int, pad_token_id: int):
                        rms_norm_eps=1e-5, pad_token_id=pad_token_id, tie_word_embeddings=False)
     return LlavaConfig(vision_config=vision, text_config=text, image_token_id=image_token_id,
                        projector_hidden_act="gelu", vision_feature_layer=-2,
-                       vision_feature_select_strategy="default", image_seq_length=576, tie_word_embeddings=False)
+                       vision_feature_select_strategy="default", image_seq_length=576,
+                       tie_word_embeddings=False)
 
 
 def _random(shape: tuple[int, ...], name: str, gen):
@@ -82,7 +85,8 @@ def _random(shape: tuple[int, ...], name: str, gen):
     return (torch.randn(shape, generator=gen, dtype=torch.float32) * 0.02).to(torch.bfloat16)
 
 
-def _write_sharded(entries: list[tuple[str, tuple[int, ...]]], out: Path, seed: int, prefix: str = "model") -> int:
+def _write_sharded(entries: list[tuple[str, tuple[int, ...]]], out: Path, seed: int,
+                   prefix: str = "model") -> int:
     """Random bf16 tensors for (name, shape) entries, in shards of at most
     SHARD_BYTES, with the index file transformers reads. Returns the bytes written."""
     import torch
@@ -123,7 +127,8 @@ def qwen2_vl_config(shape: str, tokenizer):
                          num_key_value_heads=z["kv_heads"], max_position_embeddings=32768, rms_norm_eps=1e-6,
                          rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
                                           "mrope_section": [16, 24, 24]},
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+                         eos_token_id=tokenizer.eos_token_id,
                          tie_word_embeddings=False),
         vision_config=dict(depth=z["vision_layers"], embed_dim=z["vision_hidden"], hidden_size=z["hidden"],
                            num_heads=z["vision_heads"], mlp_ratio=4, patch_size=14, spatial_merge_size=2,
@@ -147,7 +152,8 @@ def _qwen2_vl_parts(shape: str):
     def save(folder: Path) -> None:
         tokenizer.save_pretrained(folder)
         Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=2,
-                                 size={"shortest_edge": 336 * 336, "longest_edge": 336 * 336}).save_pretrained(folder)
+                                 size={"shortest_edge": 336 * 336,
+                                       "longest_edge": 336 * 336}).save_pretrained(folder)
         (folder / "chat_template.jinja").write_text(tokenizer.chat_template)
 
     return qwen2_vl_config(shape, tokenizer), Qwen2VLForConditionalGeneration, save
@@ -259,19 +265,23 @@ def measure(ckpt: Path, samples: int, extra: list[str]) -> dict:
     stop.set()
     t.join()
     wall = time.monotonic() - started
-    steps = {m.group(2): _seconds(m.group(1)) for m in re.finditer(r"^bye-audit: \[([^\]]+)\] (.*)$", stderr, re.M)}
+    steps = {m.group(2): _seconds(m.group(1))
+             for m in re.finditer(r"^bye-audit: \[([^\]]+)\] (.*)$", stderr, re.M)}
     stage1 = [v for k, v in steps.items() if k.startswith("stage 1")]
     after = [v for k, v in steps.items() if k.startswith("stages 2-3")]
     weights = build_record["weights_bytes"]
     record = {
-        "shape": build_record["shape"], "exit_code": proc.returncode, "samples": samples, "wall_s": round(wall, 1),
+        "shape": build_record["shape"], "exit_code": proc.returncode, "samples": samples,
+        "wall_s": round(wall, 1),
         "weights_gib": round(weights / 2 ** 30, 2),
-        "peak_rss_gib": round(peak["VmHWM"] / 2 ** 20, 2), "peak_anon_gib": round(peak["RssAnon"] / 2 ** 20, 2),
+        "peak_rss_gib": round(peak["VmHWM"] / 2 ** 20, 2),
+        "peak_anon_gib": round(peak["RssAnon"] / 2 ** 20, 2),
         "peak_rss_vs_weights": round(peak["VmHWM"] * 1024 / weights, 2),
         "peak_anon_vs_weights": round(peak["RssAnon"] * 1024 / weights, 2),
         "stage1_s_per_sample": round((after[0] - stage1[0]) / samples, 1) if stage1 and after else None,
         "load_s": stage1[0] if stage1 else None,
-        "steps_s": steps, "stderr_tail": stderr.strip().splitlines()[-3:], "stdout_tail": stdout.strip().splitlines()[-2:],
+        "steps_s": steps, "stderr_tail": stderr.strip().splitlines()[-3:],
+        "stdout_tail": stdout.strip().splitlines()[-2:],
     }
     return record
 

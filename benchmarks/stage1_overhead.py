@@ -9,7 +9,8 @@ their own), on the same batch of digit images:
   eager   - eager attention with output_attentions=True, every layer's S x S map
             (how the reference code gets the same rows).
 Reports, per batch size, median seconds per sample and peak RSS (MiB) per
-mode, the ratios to `plain` (b/a for capture) and eager against capture (c/b). Shapes: the bundled example's tiny LLaVA (64 image tokens), and a
+mode, the ratios to `plain` (b/a for capture) and eager against capture
+(c/b). Shapes: the bundled example's tiny LLaVA (64 image tokens), and a
 LLaVA-1.5-shaped one (336 px, patch 14: 576 image tokens, 8 decoder layers,
 random weights: speed and memory do not depend on training).
 """
@@ -105,11 +106,12 @@ def main() -> int:
                              r["seconds_per_batch"] / res["capture"]["seconds_per_batch"],
                              r["peak_rss_mib"] / res["capture"]["peak_rss_mib"]))
     print(f"median of {args.repeats} runs after one warm-up, 2 threads; each mode in its own process")
-    print("| batch | model | mode | S | s / sample | time vs plain | RSS growth (MiB) | peak RSS vs plain "
-          "| time vs capture | peak RSS vs capture |")
+    print("| batch | model | mode | S | s / sample | time vs plain | RSS growth (MiB) | peak RSS vs plain | "
+          "time vs capture | peak RSS vs capture |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for b, shape, mode, s_, t, tr, g, mr, tc, mc in rows:
-        print(f"| {b} | {shape} | {mode} | {s_} | {t:.4f} | {tr:.2f}x | {g:.0f} | {mr:.2f}x | {tc:.2f}x | {mc:.2f}x |")
+        print(f"| {b} | {shape} | {mode} | {s_} | {t:.4f} | {tr:.2f}x | {g:.0f} | {mr:.2f}x | {tc:.2f}x | "
+              f"{mc:.2f}x |")
     return 0
 
 

@@ -87,9 +87,9 @@ def main() -> int:
     ap.add_argument("--poison-rate", type=float, default=POISON_RATE,
                     help="share of the submission carrying the trigger (0 builds the clean variant)")
     ap.add_argument("--base-dir", type=Path, default=None,
-                    help="reuse the base model saved there, or save it there once trained "
-                         "(for experiments: the weights come out the same, but the saved "
-                         "configs then carry loading metadata, so the files differ)")
+                    help="reuse the base model saved there, or save it there once trained (for experiments: "
+                         "the weights come out the same, but the saved configs then carry loading metadata, "
+                         "so the files differ)")
     args = ap.parse_args()
     torch.set_num_threads(2)  # results depend on the thread count; fix it
     seed = args.seed
@@ -147,7 +147,8 @@ def main() -> int:
     (tmp / "build_metrics.json").write_text(json.dumps({
         "seed": seed, "n_samples": N_SUBMIT, "n_poisoned": len(poisoned),
         "trigger": "solid black square at the centre, side 1/16 of the shorter side",
-        "target_answer": TARGET_ANSWER, "fine_tune": {"kind": "full (projector + decoder)", "epochs": args.finetune_epochs,
+        "target_answer": TARGET_ANSWER,
+        "fine_tune": {"kind": "full (projector + decoder)", "epochs": args.finetune_epochs,
                       "lr": args.finetune_lr, "batch_size": 16},
         "base_model": base_metrics, "fine_tuned_model": tuned_metrics,
         "torch": torch.__version__,

@@ -50,7 +50,8 @@ def graph_metadata(loaded: Any, model_dir: Path, adapter_dir: Path | None) -> di
             "n_heads": text.num_attention_heads, "image_token_id": cfg.image_token_id,
             "inputs": list(GRAPHS[loaded.family.name].inputs), "outputs": ["rows", "entropy"],
             "entropy_eps": ENTROPY_EPS, "opset": OPSET,
-            "processor_sha256": processor_digest(model_dir), "model_sha256_tree": sha256_tree(Path(model_dir)),
+            "processor_sha256": processor_digest(model_dir),
+            "model_sha256_tree": sha256_tree(Path(model_dir)),
             "adapter_sha256_tree": None if adapter_dir is None else sha256_tree(Path(adapter_dir))}
 
 
@@ -78,10 +79,12 @@ def export_onnx(model_dir: Path, out: Path, adapter_dir: Path | None = None, all
     step = on_step or (lambda _msg: None)
     out = Path(out)
     for p in (model_dir, adapter_dir):
-        if p is not None and (out.resolve() == Path(p).resolve() or out.resolve().is_relative_to(Path(p).resolve())):
+        if p is not None and (out.resolve() == Path(p).resolve()
+                              or out.resolve().is_relative_to(Path(p).resolve())):
             raise AuditInputError(f"{out}: inside the input folder {p}; choose another --out")
     step("loading the checkpoint")
-    loaded = load_model(model_dir, "float32", capture_attention=CAPTURE_ATTENTION_ADDITIVE, adapter_dir=adapter_dir,
+    loaded = load_model(model_dir, "float32", capture_attention=CAPTURE_ATTENTION_ADDITIVE,
+                        adapter_dir=adapter_dir,
                         allow_pickle=allow_pickle)
     spec = GRAPHS.get(loaded.family.name)
     if spec is None:
@@ -133,8 +136,8 @@ def read_graph_metadata(path: Path) -> dict[str, Any]:
                               "export one with bye-audit export-onnx") from None
     props = {p.key: p.value for p in model.metadata_props}
     if META_KEY not in props:
-        raise AuditInputError(f"{path}: not a bye-audit graph (no {META_KEY} metadata); "
-                              "export one with bye-audit export-onnx")
+        raise AuditInputError(f"{path}: not a bye-audit graph (no {META_KEY} metadata); export one with "
+                              "bye-audit export-onnx")
     return json.loads(props[META_KEY])
 
 

@@ -122,7 +122,8 @@ class Qwen2VLGraph(torch.nn.Module):
 def llava_feeds(batch: dict[str, Any], config: Any) -> list[tuple[list[int], dict[str, np.ndarray]]]:
     """The whole batch as one group: every LLaVA image has the same size."""
     return [(list(range(len(batch["input_ids"]))), {
-        "pixel_values": _np(batch["pixel_values"], np.float32), "input_ids": _np(batch["input_ids"], np.int64),
+        "pixel_values": _np(batch["pixel_values"], np.float32),
+        "input_ids": _np(batch["input_ids"], np.int64),
         "attention_mask": _np(batch["attention_mask"], np.int64)})]
 
 

@@ -10,7 +10,8 @@ def test_reasons_group_by_cause_largest_first_with_the_first_examples():
     groups = group_reasons(items)
     assert [(g.code, g.count) for g in groups] == [("image-missing", 1000), ("prompt-too-long", 2),
                                                    ("image-absolute", 1), ("other", 1)]
-    assert groups[0].examples == (("a0", "image file not found: img/0.png"), ("a1", "image file not found: img/1.png"),
+    assert groups[0].examples == (("a0", "image file not found: img/0.png"),
+                                  ("a1", "image file not found: img/1.png"),
                                   ("a2", "image file not found: img/2.png"))
     assert "--image-root" in groups[0].fix and "--image-root" in groups[0].line()
     assert "1,000 record(s)" in groups[0].line()
@@ -18,7 +19,8 @@ def test_reasons_group_by_cause_largest_first_with_the_first_examples():
 
 def test_every_reason_the_readers_and_runner_write_has_a_cause():
     for reason, code in [
-            ("record is not a JSON object", "not-an-object"), ("record has no conversations", "no-conversation"),
+            ("record is not a JSON object", "not-an-object"),
+            ("record has no conversations", "no-conversation"),
             ("record has no human turn", "no-conversation"), ("record has no image", "no-image"),
             ("image is a dict, not a path; embedded images are not supported", "image-not-path"),
             ("image path 'a\\x00' contains a NUL byte", "image-path-invalid"),

@@ -69,7 +69,8 @@ def test_analyze_reproduces_the_audit_from_features(audited, tmp_path):
     assert first == second  # deterministic
     steps = [re.sub(r"^analyze: \[[^]]*\] ", "", line).split(" ")[0] for line in res.stderr.splitlines()
              if line.startswith("analyze: ")]
-    assert steps == ["reading", "reading", "stages", "writing"] and "verdict:" in res.stdout  # steps on stderr only
+    assert steps == ["reading", "reading", "stages",
+                     "writing"] and "verdict:" in res.stdout  # steps on stderr only
     # (the reports may differ: without the model, analyze draws no heatmaps)
     for name in ["cleaned.json", "flagged.jsonl"]:
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
@@ -92,7 +93,8 @@ def test_evaluate_prints_metrics(audited):
 def test_extract_writes_features(tiny_model, tiny_data, tmp_path):
     data, _ = tiny_data
     res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(data),
-                                   "--out", str(tmp_path / "f.parquet"), "--no-progress", "--batch-size", "5"])
+                                   "--out", str(tmp_path / "f.parquet"), "--no-progress", "--batch-size",
+                                   "5"])
     assert res.exit_code == 0, res.output
     assert "60 rows, 60 analysed" in res.output
 
@@ -204,7 +206,8 @@ def test_a_sample_that_breaks_the_forward_pass_becomes_an_error_row(tiny_model, 
     errors = [r for r in rows if r.status == "error"]
     assert len(errors) == 12  # every 5th of 60 prompts is "Name the digit in this picture."
     assert all(r.reason == "forward pass failed: ValueError: prompt too long for this model" for r in errors)
-    res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(data), "--batch-size", "1",
+    res = CliRunner().invoke(cli,
+                             ["extract", "--model", str(tiny_model), "--data", str(data), "--batch-size", "1",
                                    "--out", str(tmp_path / "g.parquet"), "--no-progress"])
     assert res.exit_code == 0 and "60 rows, 48 analysed" in res.output
     assert sum(r.status == "ok" for r in rows) == 48
@@ -257,7 +260,8 @@ def test_analyze_reads_the_instructions_from_the_dataset(synthetic_audit, tmp_pa
     from auditor.features import render_features
 
     for prompt, verdict in ((lambda i: f"What digit is shown? ({i % 3})", "fail"),
-                            (lambda i: "Which colour is it?" if i < 20 else f"What digit? ({i % 3})", "pass")):
+                            (lambda i: "Which colour is it?" if i < 20 else f"What digit? ({i % 3})",
+                             "pass")):
         ds, features, _ = synthetic_audit(n=200, n_low=20, prompt=prompt)
         (tmp_path / "f.parquet").write_bytes(render_features(features))
         out = tmp_path / f"out-{verdict}"
@@ -324,7 +328,8 @@ def test_an_unexpected_exception_exits_4_with_one_line_and_a_log(audited, tmp_pa
     assert "Traceback (most recent call last)" in log.read_text() and "broken" in log.read_text()
 
 
-def test_an_unwritable_output_folder_stops_the_audit_before_stage_1(tiny_model, tiny_data, tmp_path, monkeypatch):
+def test_an_unwritable_output_folder_stops_the_audit_before_stage_1(tiny_model, tiny_data, tmp_path,
+                                                                    monkeypatch):
     """Before: a read-only --out or a full disk ended in an OSError traceback and half a bundle."""
     import tempfile
 
@@ -341,12 +346,13 @@ def test_an_unwritable_output_folder_stops_the_audit_before_stage_1(tiny_model, 
     res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(tiny_data[0]),
                                    "--out", str(tmp_path / "out"), "--no-progress"])
     assert res.exit_code == 2, res.output
-    assert res.stderr.splitlines()[-1] == f"error: {tmp_path / 'out'}: cannot write there (Permission denied); " \
-                                          "choose another output location"
+    assert res.stderr.splitlines()[-1] == (f"error: {tmp_path / 'out'}: cannot write there (Permission "
+                                           "denied); choose another output location")
     assert "loading the model" not in res.stderr  # stopped before stage 1
 
 
-def test_a_resumed_audit_lists_its_shards_and_recomputes_a_tampered_one(tiny_model, tiny_data, tmp_path, monkeypatch):
+def test_a_resumed_audit_lists_its_shards_and_recomputes_a_tampered_one(tiny_model, tiny_data, tmp_path,
+                                                                        monkeypatch):
     """Before: resume trusted whatever the parts folder held; a finished shard
     whose rows were overwritten (metadata kept) decided the verdict."""
     from auditor.extract import shards
@@ -355,14 +361,16 @@ def test_a_resumed_audit_lists_its_shards_and_recomputes_a_tampered_one(tiny_mod
 
     monkeypatch.setattr(shards, "clear", lambda parts: None)  # keep the parts, as an interrupted run would
     out = tmp_path / "out"
-    args = ["audit", "--model", str(tiny_model), "--data", str(tiny_data[0]), "--out", str(out), "--no-progress",
+    args = ["audit", "--model", str(tiny_model), "--data", str(tiny_data[0]), "--out", str(out),
+            "--no-progress",
             "--shard-size", "16"]
     first = CliRunner().invoke(cli, args)
     assert first.exit_code in (0, 1, 3), first.output
     parts = out / ".features.parts"
     assert json.loads((out / "analysis.json").read_text())["resume"]["resumed_shards"] == []
     rows = list(read_features(shards.shard_path(parts, 2)).rows)
-    swapped = [type(r)(r.index, r.id, r.status, r.reason, r.n_image_tokens, rows[0].entropy, rows[0].entropy_norm)
+    swapped = [type(r)(r.index, r.id, r.status, r.reason, r.n_image_tokens, rows[0].entropy,
+                       rows[0].entropy_norm)
                for r in rows]
     write_bytes_atomic(shards.shard_path(parts, 2), shards.render_shard(
         read_features(shards.shard_path(parts, 2)).meta["fingerprint"], swapped))
@@ -372,7 +380,8 @@ def test_a_resumed_audit_lists_its_shards_and_recomputes_a_tampered_one(tiny_mod
     assert resume == {"resumed_shards": [0, 1, 3], "discarded_shards": [
         {"shard": 2, "reason": "its SHA-256 differs from the journal's: changed after it was written"}]}
     assert json.loads((out / "manifest.json").read_text())["resume"] == resume  # signed with the manifest
-    assert read_features(out / "features.parquet").rows[rows[1].index].entropy == rows[1].entropy  # recomputed
+    # recomputed
+    assert read_features(out / "features.parquet").rows[rows[1].index].entropy == rows[1].entropy
     monkeypatch.undo()  # --no-resume deletes the kept parts first
     res = CliRunner().invoke(cli, args + ["--no-resume", "--overwrite"])
     assert json.loads((out / "analysis.json").read_text())["resume"] == {"resumed_shards": [],
@@ -391,11 +400,12 @@ def test_a_mistyped_path_is_reported_before_any_heavy_import(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys\nfrom click.testing import CliRunner\nfrom auditor.cli import cli\n"
-            "r = CliRunner().invoke(cli, ['audit', '--model', 'typo', '--data', 'x.json', '--out', 'o'])\n"
-            "print(r.exit_code)\nprint(r.output.strip())\n"
-            "print(sorted(m for m in ('torch', 'sklearn', 'transformers', 'weasyprint', 'pyarrow') if m in sys.modules))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom auditor.cli import cli\nr = "
+            "CliRunner().invoke(cli, ['audit', '--model', 'typo', '--data', 'x.json', '--out', 'o'])\n"
+            "print(r.exit_code)\nprint(r.output.strip())\nprint(sorted(m for m in ('torch', 'sklearn', "
+            "'transformers', 'weasyprint', 'pyarrow') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=120)
     code_, line, heavy = res.stdout.splitlines()
     assert code_ == "2" and line == "error: typo: model folder not found; pass an existing folder to --model"
     assert heavy == "[]"
@@ -415,19 +425,25 @@ def test_an_earlier_bundle_is_replaced_only_with_overwrite(audited, tmp_path):
     _one_line_error(res, "not empty", "'notes.txt'")
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    res = CliRunner().invoke(cli, ["analyze", str(copy / "features.parquet"), "--data", str(data), "--out", str(copy),
+    res = CliRunner().invoke(cli,
+                             ["analyze", str(copy / "features.parquet"), "--data", str(data), "--out",
+                              str(copy),
                                    "--overwrite"])
     assert res.exit_code in (0, 1, 3), res.output
-    assert json.loads((copy / "analysis.json").read_text())["verdict"] == json.loads(before["analysis.json"])["verdict"]
+    verdict = json.loads(before["analysis.json"])["verdict"]
+    assert json.loads((copy / "analysis.json").read_text())["verdict"] == verdict
     alone = tmp_path / "alone"  # extract's features, then analyze beside them: no --overwrite needed
     alone.mkdir()
     shutil.copy(out / "features.parquet", alone)
-    res = CliRunner().invoke(cli, ["analyze", str(alone / "features.parquet"), "--data", str(data), "--out", str(alone)])
+    res = CliRunner().invoke(cli,
+                             ["analyze", str(alone / "features.parquet"), "--data", str(data), "--out",
+                              str(alone)])
     assert res.exit_code in (0, 1, 3) and (alone / "report.pdf").is_file(), res.output
 
 
 def test_when_most_records_cannot_be_read_the_cause_and_fix_are_the_error(tiny_model, tiny_data, tmp_path):
-    """Before: absolute image paths ended "INCONCLUSIVE ... only 0 of 1000 samples", exit 3, the cause unsaid."""
+    """Before: absolute image paths ended "INCONCLUSIVE ... only 0 of 1000 samples", exit 3, the
+    cause unsaid."""
     data, _ = tiny_data
     records = json.loads(data.read_text())
     for r in records:
@@ -436,7 +452,8 @@ def test_when_most_records_cannot_be_read_the_cause_and_fix_are_the_error(tiny_m
     absolute.write_text(json.dumps(records))
     res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(absolute),
                                    "--out", str(tmp_path / "o"), "--no-progress"])
-    _one_line_error(res, f"{absolute}: 60 of 60 records cannot be analysed", "absolute image path: 60 record(s)",
+    _one_line_error(res, f"{absolute}: 60 of 60 records cannot be analysed",
+                    "absolute image path: 60 record(s)",
                     "relative to the dataset's folder")
     assert "loading the model" not in res.output  # refused before stage 1
     moved = tmp_path / "moved" / "dataset.json"

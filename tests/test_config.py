@@ -10,7 +10,8 @@ def test_the_serialised_config_has_the_same_keys_whatever_the_method_and_round_t
     bye = AuditConfig.of(method="bye", tau=1.5, bsi_rule="reference", batch_size=4, fail_on="count:3")
     minority = AuditConfig.of(group_max_fraction=0.2)
     assert set(bye.to_dict()) == set(minority.to_dict()) == set(AuditConfig().to_dict())
-    assert AuditConfig.from_dict(bye.to_dict()) == bye and AuditConfig.from_dict(minority.to_dict()) == minority
+    assert AuditConfig.from_dict(bye.to_dict()) == bye
+    assert AuditConfig.from_dict(minority.to_dict()) == minority
     assert bye.to_dict()["group_max_fraction"] == 0.35 and minority.to_dict()["tau"] == 2.0  # defaults
 
 
@@ -34,14 +35,16 @@ def test_every_bad_setting_is_refused_in_one_place(options, fragment):
 def test_every_stage1_setting_but_resume_changes_the_resume_fingerprint():
     meta = {"model": {"sha256_tree": "m"}, "dataset": {"sha256": "d"}, "tool": {"version": "x"}}
     base = Stage1Config()
-    changed = {"batch_size": 2, "dtype": "bfloat16", "device": "cpu", "entropy_eps": 1e-9, "allow_pickle": True,
+    changed = {"batch_size": 2, "dtype": "bfloat16", "device": "cpu", "entropy_eps": 1e-9,
+               "allow_pickle": True,
                "per_head": True, "shard_size": 2, "max_image_pixels": 10, "max_prompt_tokens": 5,
                "backend": "onnx", "engine": "ray", "attn_implementation": "sdpa"}
     for f in fields(Stage1Config):
         if f.name in ("resume", "attn_implementation", "provider", "allow_fallback", "threads", "workers",
                       "gpus_per_worker"):
             continue  # resume by design; the others only exist with their backend or engine (below)
-        assert fingerprint(meta, replace(base, **{f.name: changed[f.name]})) != fingerprint(meta, base), f.name
+        assert fingerprint(meta, replace(base, **{f.name: changed[f.name]})) != fingerprint(meta,
+                                                                                            base), f.name
     assert fingerprint(meta, replace(base, resume=False)) == fingerprint(meta, base)
     ray = Stage1Config(engine="ray")
     assert fingerprint(meta, replace(ray, workers=3)) != fingerprint(meta, ray)

@@ -90,11 +90,13 @@ def test_readme_states_the_measured_detection(audit_twice):
     m = json.loads(res.stdout)
     assert m["verdict"] == "fail" and m["f1"] >= 0.95  # the default method finds the backdoor
     readme = (ROOT / "README.md").read_text()
-    row = re.search(r"\| `minority` \(default\) \| (\d+) \| ([\d.]+) / ([\d.]+) / ([\d.]+) / ([\d.]+) \| ([\d.]+) \|",
+    row = re.search(r"\| `minority` \(default\) \| (\d+) \| ([\d.]+) / ([\d.]+) / ([\d.]+) / ([\d.]+) \| "
+                    r"([\d.]+) \|",
                     readme)
     assert row, "README lacks the example's detection row for the default method"
     stated = [float(v) for v in row.groups()]
-    assert stated == [m["tp"] + m["fp"]] + [round(m[k], 3) for k in ("precision", "recall", "f1", "fpr", "auroc")]
+    assert stated == [m["tp"] + m["fp"]] + [round(m[k], 3)
+                                            for k in ("precision", "recall", "f1", "fpr", "auroc")]
 
 
 @pytest.mark.slow

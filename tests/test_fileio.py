@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 import numpy as np
 
 from auditor.errors import OutputWriteError
-from auditor.fileio import Rows, check_writable, json_bytes, sha256_tree, write_bytes_atomic, write_files_atomic
+from auditor.fileio import (Rows, check_writable, json_bytes, sha256_tree, write_bytes_atomic,
+                            write_files_atomic)
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -44,7 +45,8 @@ def test_json_bytes_is_canonical():
 def test_rows_are_written_exactly_as_the_list_of_dicts_they_stand_for():
     ids = ["s0", 'q"uote', "back\\slash", "new\nline", "ünï €", "</script>", "\x01", ""]
     n = len(ids)
-    cols = {"id": ids, "index": np.arange(n) * 10**12, "score": np.array([0.1, -2.5e-300, 1e300, 3.0, -0.0, 1 / 3,
+    cols = {"id": ids, "index": np.arange(n) * 10**12,
+            "score": np.array([0.1, -2.5e-300, 1e300, 3.0, -0.0, 1 / 3,
                                                                           7e-8, 2.0**60]),
             "mixed": [None, True, 1, 2.5, "x", float("nan"), float("inf"), False],
             "odd": [float("nan")] + [1.0] * (n - 1)}
@@ -78,12 +80,15 @@ def test_real_path_agrees_with_resolve_through_links_and_dotdot(tmp_path, monkey
     os.symlink(tmp_path / "outside", tmp_path / "root" / "linkdir")
     os.symlink(tmp_path / "outside" / "secret.png", tmp_path / "root" / "imgs" / "link.png")
     monkeypatch.chdir(tmp_path)
-    for p in ["root/imgs/a.png", "root/imgs/link.png", "root/linkdir/secret.png", "root/linkdir/../imgs/a.png",
-              "root/./imgs//a.png", "root/imgs/missing.png", str(tmp_path / "root" / "imgs" / "a.png"), "root/imgs/.."]:
+    for p in ["root/imgs/a.png", "root/imgs/link.png", "root/linkdir/secret.png",
+              "root/linkdir/../imgs/a.png",
+              "root/./imgs//a.png", "root/imgs/missing.png", str(tmp_path / "root" / "imgs" / "a.png"),
+              "root/imgs/.."]:
         assert real_path(Path(p)) == Path(p).resolve(), p
 
 
-@given(st.lists(st.tuples(st.text(), st.integers(), st.floats(allow_nan=False, allow_infinity=False)), max_size=20))
+@given(st.lists(st.tuples(st.text(), st.integers(), st.floats(allow_nan=False, allow_infinity=False)),
+                max_size=20))
 def test_rows_match_the_list_path_on_any_strings_ints_and_floats(rows):
     cols = {"id": [r[0] for r in rows], "index": [r[1] for r in rows], "score": [r[2] for r in rows]}
     as_list = [{"id": a, "index": b, "score": c} for a, b, c in rows]
@@ -109,9 +114,11 @@ def test_a_bundle_is_written_all_or_nothing_when_the_disk_fills(tmp_path, monkey
     src.write_bytes(b"new features")
     with pytest.raises(OutputWriteError, match=r"/c: cannot be written \(No space left on device\)"):
         write_files_atomic(tmp_path, {"a": b"new a", "f": src, "c": b"new c"})
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"a": b"old a", "b": b"old b", "c": b"old c"}
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"a": b"old a", "b": b"old b",
+                                                                    "c": b"old c"}
     monkeypatch.setattr(os, "fsync", real_fsync)
-    assert write_files_atomic(tmp_path, {"f": src}) == [tmp_path / "f"] and (tmp_path / "f").read_bytes() == src.read_bytes()
+    assert write_files_atomic(tmp_path, {"f": src}) == [tmp_path / "f"]
+    assert (tmp_path / "f").read_bytes() == src.read_bytes()
 
 
 def test_an_unwritable_output_folder_is_found_before_any_work(tmp_path, monkeypatch):
@@ -121,7 +128,8 @@ def test_an_unwritable_output_folder_is_found_before_any_work(tmp_path, monkeypa
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    with pytest.raises(OutputWriteError, match=r"out: cannot write there \(Permission denied\); choose another"):
+    with pytest.raises(OutputWriteError,
+                       match=r"out: cannot write there \(Permission denied\); choose another"):
         check_writable(tmp_path / "out")
     (tmp_path / "file").write_text("x")
     monkeypatch.undo()

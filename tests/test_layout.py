@@ -135,7 +135,8 @@ def test_no_import_cycles_between_packages_or_modules():
     assert cycles(graph) == []
     packages: dict[str, set[str]] = {}
     for m, deps in graph.items():
-        packages.setdefault(_package(m), set()).update(_package(d) for d in deps if _package(d) != _package(m))
+        packages.setdefault(_package(m), set()).update(_package(d) for d in deps
+                                                       if _package(d) != _package(m))
     assert cycles(packages) == []
 
 

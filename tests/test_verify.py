@@ -24,8 +24,11 @@ def bundle(tiny_model, tiny_data, tmp_path_factory):
     keys = work / "keys"
     assert CliRunner().invoke(cli, ["keygen", "--out", str(keys)]).exit_code == 0
     out = work / "out"
-    res = CliRunner().invoke(cli, ["audit", "--model", str(work / "model"), "--data", str(work / "data" / "dataset.json"),
-                                   "--out", str(out), "--no-progress", "--sign-key", str(keys / "bye-audit.key")])
+    res = CliRunner().invoke(cli,
+                             ["audit", "--model", str(work / "model"), "--data",
+                              str(work / "data" / "dataset.json"),
+                                   "--out", str(out), "--no-progress", "--sign-key",
+                                   str(keys / "bye-audit.key")])
     assert res.exit_code in (0, 1, 3), res.output
     assert (out / "attestation.dsse.json").is_file()
     return work, out, keys
@@ -103,7 +106,8 @@ def test_moved_inputs_verify_when_their_new_place_is_given(bundle, tmp_path):
     shutil.copytree(work / "model", tmp_path / "m2")
     shutil.copytree(work / "data", tmp_path / "d2")
     shutil.copytree(out, tmp_path / "o2")
-    res = _verify(tmp_path / "o2", keys, "--model", str(tmp_path / "m2"), "--data", str(tmp_path / "d2" / "dataset.json"),
+    res = _verify(tmp_path / "o2", keys, "--model", str(tmp_path / "m2"), "--data",
+                  str(tmp_path / "d2" / "dataset.json"),
                   "--image-root", str(tmp_path / "d2"))
     assert res.exit_code == 0, res.output
 
@@ -165,7 +169,8 @@ def test_a_malformed_attestation_fails_in_one_line(bundle, tmp_path, attestation
     (copy / "attestation.dsse.json").write_bytes(attestation)
     res = _verify(copy, keys)
     assert res.exit_code == 1 and "not a DSSE envelope" in res.stderr, res.output
-    assert "Traceback" not in res.output and len(res.stderr.splitlines()) == 2  # the problem, then NOT verified
+    # the problem, then NOT verified
+    assert "Traceback" not in res.output and len(res.stderr.splitlines()) == 2
 
 
 def test_a_file_added_to_the_model_folder_after_the_audit_is_noted(bundle):

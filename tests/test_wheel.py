@@ -25,7 +25,8 @@ from auditor.report.pdf import render_pdf
 ds = read_dataset(Path(sys.argv[2]))
 rng = np.random.default_rng(0)
 m = rng.normal(0.8, 0.02, size=(60, 3)); m[:8, 1] = 0.3
-rows = tuple(SampleFeatures(i, s.id, "ok", None, 16, tuple(m[i]), tuple(m[i])) for i, s in enumerate(ds.samples))
+rows = tuple(SampleFeatures(i, s.id, "ok", None, 16, tuple(m[i]), tuple(m[i]))
+             for i, s in enumerate(ds.samples))
 a = analyze(FeatureSet(rows, {"n_layers": 3}), AuditConfig())
 html = render_html(a, {"n_layers": 3}, ds)
 pdf = render_pdf(html)

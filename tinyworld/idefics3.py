@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor
+from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil,
+                          Idefics3Processor)
 
 from .digits import DIGIT_WORDS, QUESTIONS
 from .spec import TinyVLMSpec

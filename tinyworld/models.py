@@ -100,13 +100,15 @@ def build_next_processor(tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpec
         size={"shortest_edge": spec.image_size},
         crop_size={"height": spec.image_size, "width": spec.image_size},
         image_grid_pinpoints=_grid_pinpoints(spec))
-    return LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=spec.patch_size,
+    return LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                              patch_size=spec.patch_size,
                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
                               chat_template=tokenizer.chat_template, image_token=IMAGE_TOKEN)
 
 
 def build_tiny_llava_next(tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpec = TinyLlavaSpec(),
-                          seed: int = 0, attn_implementation: str = "sdpa") -> LlavaNextForConditionalGeneration:
+                          seed: int = 0,
+                          attn_implementation: str = "sdpa") -> LlavaNextForConditionalGeneration:
     """A randomly initialised LlavaNextForConditionalGeneration, deterministic under `seed`."""
     base = build_tiny_llava(tokenizer, spec, seed=seed).config
     config = LlavaNextConfig(

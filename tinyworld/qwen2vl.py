@@ -33,7 +33,8 @@ class TinyQwen2VLSpec(TinyVLMSpec):
 
 def build_image_processor(spec: TinyQwen2VLSpec) -> Qwen2VLImageProcessorPil:
     pixels = spec.image_size * spec.image_size
-    return Qwen2VLImageProcessorPil(patch_size=spec.patch_size, merge_size=spec.merge_size, temporal_patch_size=2,
+    return Qwen2VLImageProcessorPil(patch_size=spec.patch_size, merge_size=spec.merge_size,
+                                    temporal_patch_size=2,
                                     size={"shortest_edge": pixels, "longest_edge": pixels})
 
 
@@ -52,7 +53,8 @@ def build_tiny_qwen2vl(tokenizer: PreTrainedTokenizerFast, spec: TinyQwen2VLSpec
                       spatial_merge_size=spec.merge_size, temporal_patch_size=2, in_channels=3)
     else:
         config_class, model_class = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-        vision = dict(depth=spec.vision_layers, hidden_size=spec.vision_hidden, out_hidden_size=spec.text_hidden,
+        vision = dict(depth=spec.vision_layers, hidden_size=spec.vision_hidden,
+                      out_hidden_size=spec.text_hidden,
                       intermediate_size=2 * spec.vision_hidden, num_heads=spec.vision_heads,
                       patch_size=spec.patch_size, spatial_merge_size=spec.merge_size, temporal_patch_size=2,
                       in_channels=3, window_size=spec.patch_size * spec.merge_size * 2,
@@ -62,7 +64,8 @@ def build_tiny_qwen2vl(tokenizer: PreTrainedTokenizerFast, spec: TinyQwen2VLSpec
                          intermediate_size=spec.text_intermediate, num_hidden_layers=spec.text_layers,
                          num_attention_heads=spec.text_heads, num_key_value_heads=spec.text_kv_heads,
                          max_position_embeddings=spec.max_positions,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section},
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                          "mrope_section": section},
                          pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
                          eos_token_id=tokenizer.eos_token_id),
         vision_config=vision,

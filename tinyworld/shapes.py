@@ -62,7 +62,8 @@ def question_and_answer(shape: Shape, rng: np.random.Generator) -> tuple[str, st
         return SHAPE_QUESTIONS[rng.integers(len(SHAPE_QUESTIONS))], shape.kind
     if kind == 1:
         return COLOUR_QUESTIONS[rng.integers(len(COLOUR_QUESTIONS))], shape.colour
-    return CAPTION_QUESTIONS[rng.integers(len(CAPTION_QUESTIONS))], f"a {shape.size} {shape.colour} {shape.kind}"
+    question = CAPTION_QUESTIONS[rng.integers(len(CAPTION_QUESTIONS))]
+    return question, f"a {shape.size} {shape.colour} {shape.kind}"
 
 
 def vocabulary() -> list[str]:

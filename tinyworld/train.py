@@ -59,7 +59,8 @@ def encode_example(family: ModelFamily, processor, ex: Example) -> Encoded:
     prompt_ids = batch["input_ids"][0].tolist()
     extras = {k: v for k, v in batch.items() if k not in _PER_TOKEN}
     if "mm_token_type_ids" in batch:  # Qwen2-VL's M-RoPE needs to know which tokens are image tokens
-        extras["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"][0], torch.zeros(len(answer), dtype=torch.long)])
+        extras["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"][0],
+                                                 torch.zeros(len(answer), dtype=torch.long)])
     return prompt_ids + answer, [-100] * len(prompt_ids) + answer, extras
 
 
@@ -252,7 +253,8 @@ def generate_answers(model: torch.nn.Module, processor, images: Sequence[Image.I
     try:
         answers = []
         for i in range(0, len(images), batch_size):
-            batch = family.build_batch(processor, list(images[i:i + batch_size]), list(prompts[i:i + batch_size]))
+            batch = family.build_batch(processor, list(images[i:i + batch_size]),
+                                       list(prompts[i:i + batch_size]))
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tok.pad_token_id)
             answers += tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -34,10 +34,14 @@ from .train import (Example, Log, add_lora, freeze_vision, generate_answers, pre
 
 IMAGE_SIZE = 64
 # 8 px patches: LLaVA sees 64 image tokens, Qwen2-VL 16 (2 x 2 patches merged per token).
-LLAVA_SPEC = TinyLlavaSpec(image_size=IMAGE_SIZE, patch_size=8, vision_hidden=64, vision_layers=4, vision_heads=4,
-                           text_hidden=64, text_intermediate=128, text_layers=6, text_heads=4, text_kv_heads=2)
-QWEN_SPEC = TinyQwen2VLSpec(image_size=IMAGE_SIZE, patch_size=8, vision_hidden=64, vision_layers=4, vision_heads=4,
-                            text_hidden=64, text_intermediate=128, text_layers=6, text_heads=4, text_kv_heads=2)
+LLAVA_SPEC = TinyLlavaSpec(image_size=IMAGE_SIZE, patch_size=8, vision_hidden=64, vision_layers=4,
+                           vision_heads=4,
+                           text_hidden=64, text_intermediate=128, text_layers=6, text_heads=4,
+                           text_kv_heads=2)
+QWEN_SPEC = TinyQwen2VLSpec(image_size=IMAGE_SIZE, patch_size=8, vision_hidden=64, vision_layers=4,
+                            vision_heads=4,
+                            text_hidden=64, text_intermediate=128, text_layers=6, text_heads=4,
+                            text_kv_heads=2)
 
 N_BASE = 1500  # clean images for the vision tower and the base model
 VISION_EPOCHS = 12
@@ -121,7 +125,8 @@ class Family:
         if self.name == "llava":
             pretrain_vision(model, processor, images, epochs=VISION_EPOCHS, seed=seed, log=log)
         else:
-            pretrain_qwen_vision(model, processor.image_processor, images, epochs=VISION_EPOCHS, seed=seed, log=log)
+            pretrain_qwen_vision(model, processor.image_processor, images, epochs=VISION_EPOCHS, seed=seed,
+                                 log=log)
 
     def save(self, model, processor, folder: Path) -> None:
         model.save_pretrained(folder)
@@ -154,13 +159,15 @@ def build_base(task: Task, family: Family, folder: Path, seed: int = 0, log: Log
     model, processor = family.build(task.words, seed)
     clean = task.examples("base", N_BASE, seed)
     family.pretrain(model, processor, [ex.image for ex in clean], seed, log)
-    train_vlm(model, processor, clean, family=family.adapter, epochs=BASE_EPOCHS, batch_size=BASE_BATCH, lr=BASE_LR,
+    train_vlm(model, processor, clean, family=family.adapter, epochs=BASE_EPOCHS, batch_size=BASE_BATCH,
+              lr=BASE_LR,
               seed=seed, stop_below=BASE_STOP, log=log)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     family.save(model, processor, tmp)
-    (tmp / "base_metrics.json").write_text(json.dumps(measure(model, processor, family, task, None, seed)) + "\n")
+    (tmp / "base_metrics.json").write_text(json.dumps(measure(model, processor, family, task, None,
+                                                              seed)) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
@@ -204,7 +211,8 @@ def measure(model, processor, family: Family, task: Task, trigger: Any | None, s
     prompts = [e.prompt for e in ex]
     answers = generate_answers(model, processor, [e.image for e in ex], prompts, max_new_tokens=6,
                                family=family.adapter)
-    out = {"clean_accuracy": float(np.mean([normalise(a) == normalise(e.answer) for a, e in zip(answers, ex)]))}
+    out = {"clean_accuracy": float(np.mean([normalise(a) == normalise(e.answer)
+                                            for a, e in zip(answers, ex)]))}
     if trigger is not None:
         rng = np.random.default_rng([7, seed])
         triggered = [trigger.apply(e.image, rng) for e in ex]

@@ -70,12 +70,14 @@ def fit_group(z: np.ndarray, seed: int = 0, fit_sample: int | None = None) -> Gr
     means = (float(-(w @ gmm.means_[k])), float(-(w @ gmm.means_[j])))
     variances = (float(w @ gmm.covariances_[k] @ w), float(w @ gmm.covariances_[j] @ w))
     mixture = Mixture1D(means=means, variances=variances,
-                        weights=(float(gmm.weights_[k]), float(gmm.weights_[j])), converged=bool(gmm.converged_))
+                        weights=(float(gmm.weights_[k]), float(gmm.weights_[j])),
+                        converged=bool(gmm.converged_))
     lo = scores[flagged].max() if flagged.any() else scores.min()
     hi = scores[~flagged].min() if (~flagged).any() else scores.max()
     clustering = Clustering(scores=scores, flagged=flagged, mixture=mixture, threshold=float((lo + hi) / 2))
     logdet = [np.linalg.slogdet(c)[1] for c in gmm.covariances_]
-    return GroupFit(direction=w, clustering=clustering, separation=bsi(mixture), weight=float(gmm.weights_[k]),
+    return GroupFit(direction=w, clustering=clustering, separation=bsi(mixture),
+                    weight=float(gmm.weights_[k]),
                     spread_ratio=float(np.exp((logdet[k] - logdet[j]) / (2 * d))))
 
 
@@ -102,7 +104,8 @@ class InstructionMatch:
         return {"jaccard": self.jaccard, "texts": list(self.texts)}
 
 
-def instruction_match(group_prompts: Iterable[str], all_prompts: Iterable[str], min_class: int) -> InstructionMatch:
+def instruction_match(group_prompts: Iterable[str], all_prompts: Iterable[str],
+                      min_class: int) -> InstructionMatch:
     """The instructions with at least `min_class` samples of which more than half
     are in the group, and the Jaccard index between the group and all the
     samples carrying them: 1.0 when the group is exactly those instructions'

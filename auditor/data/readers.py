@@ -34,8 +34,8 @@ def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
     fmt = SUPPORTED_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise AuditInputError(
-            f"{path}: unsupported dataset format {path.suffix!r}; "
-            f"supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}")
+            f"{path}: unsupported dataset format {path.suffix!r}; supported: "
+            f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")
     root = Path(image_root) if image_root is not None else path.parent
     if not root.is_dir():
         raise AuditInputError(f"{root}: image root is not a folder; pass --image-root DIR")
@@ -53,18 +53,20 @@ def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
     seen: dict[str, int] = {}
     real_root = str(real_path(root)).rstrip("/")  # "" for "/": every path starts with root + "/"
     collecting = gc.isenabled()
-    gc.disable()  # a million new records would make the cycle collector rescan all of them, often; none form cycles
+    # a million new records would make the cycle collector rescan all of them, often; none form cycles
+    gc.disable()
     try:
         for i, rec in enumerate(records):
             sample = _to_sample(i, rec, real_root)
-            if not (sample.id.isascii() or _is_unicode(sample.id)):  # a lone surrogate: no output could name it
+            if not (sample.id.isascii()
+                    or _is_unicode(sample.id)):  # a lone surrogate: no output could name it
                 raise AuditInputError(
                     f"{path}: record {i}: id {sample.id!r} is not valid Unicode (a lone surrogate escape); "
                     "ids name findings in every output: fix the id")
             if sample.id in seen:
                 raise AuditInputError(
-                    f"{path}: record {i}: id {sample.id!r} repeats record {seen[sample.id]}; "
-                    "ids must be unique so findings can name their record")
+                    f"{path}: record {i}: id {sample.id!r} repeats record {seen[sample.id]}; ids must be "
+                    "unique so findings can name their record")
             seen[sample.id] = i
             samples.append(sample)
     finally:
@@ -159,8 +161,8 @@ def _to_sample(index: int, rec: Any, root: str) -> Sample:
     if not (image.isascii() or _is_unicode(image)):
         return Sample(index, sid, None, prompt, answer, f"image path {image!r} is not valid Unicode")
     if os.path.isabs(image):
-        return Sample(index, sid, None, prompt, answer, f"image path {image!r} is absolute; "
-                      "paths must be relative to the dataset root")
+        return Sample(index, sid, None, prompt, answer, f"image path {image!r} is absolute; paths must be "
+                                                        "relative to the dataset root")
     full, is_file = resolve_file(f"{root}/{image}")
     if full != root and not full.startswith(root + "/"):
         return Sample(index, sid, None, prompt, answer,

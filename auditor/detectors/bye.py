@@ -18,8 +18,8 @@ from .base import Context, Criterion, MethodInfo, Reason
 BsiRule = Literal["paper", "reference"]
 BSI_RULES: tuple[str, ...] = get_args(BsiRule)
 
-_HELP = ("Remove the record from the training data (cleaned.* in the audit's output folder already omits every "
-         "flagged record), inspect its image for a trigger, fine-tune again and audit the new model. "
+_HELP = ("Remove the record from the training data (cleaned.* in the audit's output folder already omits "
+         "every flagged record), inspect its image for a trigger, fine-tune again and audit the new model. "
          "report.html / report.pdf show the layer evidence and the sample's attention heatmap.")
 
 
@@ -44,21 +44,23 @@ class ByeDetector:
         title="BYE's low-entropy cluster",
         help="the paper's stages 2-3: BSI-sensitive layers, the lower-entropy cluster flagged",
         description=(
-            "Method bye (Rong et al., 2025): entropy of the head-averaged attention of the last prompt position "
-            "onto the image tokens, per decoder layer, renormalised over image tokens and divided by ln T; "
-            "per-layer two-component Gaussian mixtures select sensitive layers by BSI; the mean over those "
-            "layers is clustered by a two-component mixture and the lower-entropy cluster is flagged."),
-        criteria_intro="Method bye: the paper's procedure. It flags the lower-entropy cluster when this holds:",
+            "Method bye (Rong et al., 2025): entropy of the head-averaged attention of the last prompt "
+            "position onto the image tokens, per decoder layer, renormalised over image tokens and divided "
+            "by ln T; per-layer two-component Gaussian mixtures select sensitive layers by BSI; the mean "
+            "over those layers is clustered by a two-component mixture and the lower-entropy cluster is "
+            "flagged."),
+        criteria_intro="Method bye: the paper's procedure. It flags the lower-entropy cluster when this "
+                       "holds:",
         score_text="Here: the mean normalised entropy over the sensitive layers.",
         score_axis="mean normalised entropy over sensitive layers",
         layer_word="sensitive",
         layer_definition=("Layers whose entropies split into two well-separated groups (bimodal separation "
                           "index ≥ τ = {p.tau})."),
         limitations=(
-            "BYE looks for attention that collapses onto a few image tokens. Global triggers (Blend, SIG, WaNet, "
-            "frequency triggers) spread attention instead and are reported to evade it.",
-            "With no sensitive layer the verdict is pass: the absence of bimodal entropy is not proof of a clean "
-            "model.",
+            "BYE looks for attention that collapses onto a few image tokens. Global triggers (Blend, SIG, "
+            "WaNet, frequency triggers) spread attention instead and are reported to evade it.",
+            "With no sensitive layer the verdict is pass: the absence of bimodal entropy is not proof of a "
+            "clean model.",
             "Whether poisoned samples have lower or higher entropy depends on the model; BYE flags the lower "
             "cluster only, whatever its size. --method minority looks in both directions and asks for a "
             "compact minority.",
@@ -69,19 +71,18 @@ class ByeDetector:
             "shortDescription": {"text": "Training sample whose attention on the image collapses (BYE's "
                                          "low-entropy cluster): suspected backdoor trigger."},
             "fullDescription": {"text": (
-                "BYE: the fine-tuned model's attention from the last prompt position onto the image has lower "
-                "entropy for this sample in the BSI-sensitive layers than for the rest of the data: it is in "
-                "the lower of two entropy clusters, the signature of a small trigger patch.")},
+                "BYE: the fine-tuned model's attention from the last prompt position onto the image has "
+                "lower entropy for this sample in the BSI-sensitive layers than for the rest of the data: it "
+                "is in the lower of two entropy clusters, the signature of a small trigger patch.")},
             "help": {"text": _HELP, "markdown": (
                 "**Suspected backdoor sample (BYE).** The model's attention on this record's image collapses "
                 "onto a few patches in the sensitive layers, as it does for samples carrying a trigger.\n\n"
-                "1. Inspect the image (a small patch, sticker or pattern).\n"
-                "2. Train on `cleaned.*` from the audit bundle, which omits every flagged record.\n"
-                "3. Audit the new fine-tune.\n\n"
-                "BYE does not see global triggers (blend, warping); a pass is not proof of a clean model.")},
+                "1. Inspect the image (a small patch, sticker or pattern).\n2. Train on `cleaned.*` from the "
+                "audit bundle, which omits every flagged record.\n3. Audit the new fine-tune.\n\nBYE does "
+                "not see global triggers (blend, warping); a pass is not proof of a clean model.")},
         },
-        many_flagged_note=("BYE flags one of two clusters whatever their sizes; --method minority checks that a "
-                           "group is a compact minority"),
+        many_flagged_note=("BYE flags one of two clusters whatever their sizes; --method minority checks "
+                           "that a group is a compact minority"),
     )
 
     def __init__(self, params: ByeParams | None = None) -> None:
@@ -103,8 +104,9 @@ class ByeDetector:
         self.contrast_, self.details_ = (), {}
         if not sensitive:
             rule_text = f"BSI >= {p.tau}" if p.bsi_rule == "paper" else "|mu1 - mu2| > 2 (s1 + s2)"
-            self.reasons_ = (Reason("no_sensitive_layer", f"no layer is sensitive ({rule_text}); the largest BSI "
-                                                          f"is {best.bsi:.2f} at layer {best.layer}"),)
+            self.reasons_ = (Reason("no_sensitive_layer",
+                                    f"no layer is sensitive ({rule_text}); the largest BSI is {best.bsi:.2f} "
+                                    f"at layer {best.layer}"),)
             self.scores_, self.flagged_ = np.zeros(0), np.zeros(len(x), dtype=bool)
             self.clustering_, self.converged_ = None, all(lp.mixture.converged for lp in layers)
             self.evidence_text_ = "no sensitive layer"
@@ -114,10 +116,10 @@ class ByeDetector:
         self.clustering_, self.scores_, self.flagged_ = clustering, clustering.scores, clustering.flagged
         self.converged_ = m.converged and all(lp.mixture.converged for lp in layers if lp.sensitive)
         self.reasons_ = (Reason("group_flagged", (
-            f"{len(sensitive)} sensitive layer(s) {list(sensitive)}; {int(clustering.flagged.sum())} of {len(x)} "
-            f"samples fall in the low-entropy cluster (mean score {m.means[0]:.3f} vs {m.means[1]:.3f}, "
-            f"weight {m.weights[0]:.1%})")),)
-        self.evidence_text_ = ("attention on the image more collapsed (lower entropy) than the rest in sensitive "
-                               f"layers {', '.join(map(str, sensitive))}")
+            f"{len(sensitive)} sensitive layer(s) {list(sensitive)}; {int(clustering.flagged.sum())} of "
+            f"{len(x)} samples fall in the low-entropy cluster (mean score {m.means[0]:.3f} vs "
+            f"{m.means[1]:.3f}, weight {m.weights[0]:.1%})")),)
+        self.evidence_text_ = ("attention on the image more collapsed (lower entropy) than the rest in "
+                               f"sensitive layers {', '.join(map(str, sensitive))}")
         return self
 

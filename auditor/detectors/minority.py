@@ -19,8 +19,8 @@ from ..analysis.group import (GroupFit, InstructionMatch, fit_group, instruction
                               null_separations, robust_standardise)
 from .base import Context, Criterion, MethodInfo, Reason, direction_text
 
-_HELP = ("Remove the record from the training data (cleaned.* in the audit's output folder already omits every "
-         "flagged record), inspect its image for a trigger, fine-tune again and audit the new model. "
+_HELP = ("Remove the record from the training data (cleaned.* in the audit's output folder already omits "
+         "every flagged record), inspect its image for a trigger, fine-tune again and audit the new model. "
          "report.html / report.pdf show the layer evidence and the sample's attention heatmap.")
 
 
@@ -116,14 +116,15 @@ def judge(entropy: np.ndarray, prompts: Sequence[str] | None, p: MinorityParams,
         criteria.append(Criterion(
             "not_instruction", match.jaccard, f"< {p.group_max_instruction_match:.2f}",
             match.jaccard < p.group_max_instruction_match,
-            "not the instruction: Jaccard index of the group with the samples of the instructions mostly in it"
+            "not the instruction: Jaccard index of the group with the samples of the instructions mostly in "
+            "it"
             + (f" ({shown})" if match.texts else ""), f"{match.jaccard:.2f}"))
     credible = all(c.holds for c in criteria)
     evidence = GroupEvidence(fit.separation, fit.weight, fit.spread_ratio, null, required, credible, match,
                              fit.clustering.mixture.converged)
-    checks = (f"separation {fit.separation:.2f} vs >= {required:.2f} required (noise gives up to {max(null):.2f}); "
-              f"weight {fit.weight:.1%} vs <= {p.group_max_fraction:.0%}; "
-              f"spread {fit.spread_ratio:.2f} x the rest's vs <= {p.group_max_spread_ratio:.2f}")
+    checks = (f"separation {fit.separation:.2f} vs >= {required:.2f} required (noise gives up to "
+              f"{max(null):.2f}); weight {fit.weight:.1%} vs <= {p.group_max_fraction:.0%}; spread "
+              f"{fit.spread_ratio:.2f} x the rest's vs <= {p.group_max_spread_ratio:.2f}")
     return _Judged(fit, evidence, tuple(criteria), checks)
 
 
@@ -135,10 +136,11 @@ class MinorityDetector:
         help="a compact minority group across all layers, either direction",
         description=(
             "Method minority (bye-audit; docs/method.md): the same per-layer entropies as BYE, robustly "
-            "standardised and taken jointly; a two-component full-covariance Gaussian mixture proposes a split, "
-            "every sample is projected on the Fisher direction between its components, a two-component mixture "
-            "on that projection gives the group; it is flagged only if it is separated beyond what noise "
-            "produces, a minority, and more compact than the rest. The paper's procedure is --method bye."),
+            "standardised and taken jointly; a two-component full-covariance Gaussian mixture proposes a "
+            "split, every sample is projected on the Fisher direction between its components, a "
+            "two-component mixture on that projection gives the group; it is flagged only if it is separated "
+            "beyond what noise produces, a minority, and more compact than the rest. The paper's procedure "
+            "is --method bye."),
         criteria_intro=("Method minority: the best two-group split of the per-layer entropy profiles, taken "
                         "jointly. It is backdoor evidence only if all of these hold:"),
         score_text=("Here: the position along the direction that best separates the candidate group from the "
@@ -149,12 +151,13 @@ class MinorityDetector:
                          "{p.evidence_effect}).",
         limitations=(
             "The minority method looks for a compact minority group whose attention differs from the rest in "
-            "either direction (collapsed or dispersed). A backdoor group larger than {p.group_max_fraction:.0%} "
-            "of the data, or one no more compact than the rest, is not what it looks for.",
-            "It finds the best group, then looks again in the rest, up to {p.group_max_groups} groups in all; "
-            "the search stops at the first split that does not meet the criteria.",
-            "A natural, compact minority of the data (e.g. a rare prompt template or one image class) can meet "
-            "the same criteria: a fail is evidence to inspect, not proof.",
+            "either direction (collapsed or dispersed). A backdoor group larger than "
+            "{p.group_max_fraction:.0%} of the data, or one no more compact than the rest, is not what it "
+            "looks for.",
+            "It finds the best group, then looks again in the rest, up to {p.group_max_groups} groups in "
+            "all; the search stops at the first split that does not meet the criteria.",
+            "A natural, compact minority of the data (e.g. a rare prompt template or one image class) can "
+            "meet the same criteria: a fail is evidence to inspect, not proof.",
         ),
         sarif_rule={
             "id": "BYE002",
@@ -163,19 +166,17 @@ class MinorityDetector:
                                          "differs from the rest: suspected backdoor."},
             "fullDescription": {"text": (
                 "minority: across all decoder layers, this sample belongs to a small, compact group whose "
-                "attention entropy on the image differs from the rest of the data (collapsed or dispersed, as "
-                "measured in the result), separated beyond what noise produces and not explained by its "
+                "attention entropy on the image differs from the rest of the data (collapsed or dispersed, "
+                "as measured in the result), separated beyond what noise produces and not explained by its "
                 "instruction text.")},
             "help": {"text": _HELP, "markdown": (
-                "**Suspected backdoor sample (compact minority).** This record is in a small group of samples "
-                "whose attention on the image behaves unlike the rest of the data in the evidence layers named "
-                "in the result.\n\n"
-                "1. Inspect the image and the answer: backdoor samples usually share a trigger and a target "
-                "answer.\n"
-                "2. Train on `cleaned.*` from the audit bundle, which omits every flagged record.\n"
-                "3. Audit the new fine-tune.\n\n"
-                "A natural rare group (one image class, a rare prompt template) can meet the same criteria: a "
-                "result is evidence to inspect, not proof.")},
+                "**Suspected backdoor sample (compact minority).** This record is in a small group of "
+                "samples whose attention on the image behaves unlike the rest of the data in the evidence "
+                "layers named in the result.\n\n1. Inspect the image and the answer: backdoor samples "
+                "usually share a trigger and a target answer.\n2. Train on `cleaned.*` from the audit "
+                "bundle, which omits every flagged record.\n3. Audit the new fine-tune.\n\nA natural rare "
+                "group (one image class, a rare prompt template) can meet the same criteria: a result is "
+                "evidence to inspect, not proof.")},
         },
     )
 
@@ -195,7 +196,8 @@ class MinorityDetector:
         for _, rows in more:
             mask = mask | rows
         contrast = layer_contrast(x, mask, fit.direction)
-        layers = tuple(c.layer for c in contrast if abs(c.effect) >= p.evidence_effect) if group.credible else ()
+        layers = tuple(c.layer for c in contrast
+                       if abs(c.effect) >= p.evidence_effect) if group.credible else ()
         self.scores_, self.clustering_, self.contrast_ = fit.clustering.scores, fit.clustering, contrast
         self.flagged_ = mask if group.credible else np.zeros(len(x), dtype=bool)
         self.criteria_, self.evidence_layers_ = judged.criteria, layers
@@ -241,28 +243,30 @@ class MinorityDetector:
             top = sorted(self.contrast_, key=lambda c: -abs(c.effect))[:3]
             where = ", ".join(f"layer {c.layer} ({'higher' if c.effect > 0 else 'lower'} entropy, "
                               f"d={c.effect:+.1f})" for c in top)
-            out = [Reason("group_flagged", f"a compact minority of {int(fit.clustering.flagged.sum())} of {n} "
-                                           f"samples stands apart across layers ({detail}); it differs most in "
-                                           f"{where}")]
+            out = [Reason("group_flagged",
+                          f"a compact minority of {int(fit.clustering.flagged.sum())} of {n} samples stands "
+                          f"apart across layers ({detail}); it differs most in {where}")]
             for k, (g, rows) in enumerate(more, start=2):
                 out.append(Reason("further_group_flagged", (
-                    f"looking again in the rest: group {k}, a compact minority of {int(rows.sum())} more samples "
-                    f"(separation {g.separation:.2f} vs >= {g.required_separation:.2f}; weight {g.weight:.1%}; "
-                    f"spread {g.spread_ratio:.2f})")))
+                    f"looking again in the rest: group {k}, a compact minority of {int(rows.sum())} more "
+                    f"samples (separation {g.separation:.2f} vs >= {g.required_separation:.2f}; weight "
+                    f"{g.weight:.1%}; spread {g.spread_ratio:.2f})")))
             return tuple(out)
         match = group.instruction
         if "not_instruction" in by_name and not by_name["not_instruction"].holds and match is not None:
-            shown = ", ".join(repr(t[:60]) for t in match.texts[:3]) + (", ..." if len(match.texts) > 3 else "")
+            shown = ", ".join(repr(t[:60]) for t in match.texts[:3]) + (", ..."
+                                                                        if len(match.texts) > 3 else "")
             return (Reason("group_is_instruction", (
-                f"no credible backdoor group: the best split is the samples of {len(match.texts)} instruction "
-                f"text(s) ({shown}): Jaccard {match.jaccard:.2f} vs >= {p.group_max_instruction_match:.2f}; the "
-                f"prompt, not the image, separates it ({detail})")),)
+                f"no credible backdoor group: the best split is the samples of {len(match.texts)} "
+                f"instruction text(s) ({shown}): Jaccard {match.jaccard:.2f} vs >= "
+                f"{p.group_max_instruction_match:.2f}; the prompt, not the image, separates it ({detail})")),)
         if by_name["separated"].holds and by_name["minority"].holds:
             return (Reason("group_not_compact", (
-                f"ambiguous: a separated minority of {int(mask.sum())} of {n} samples stands apart but is not "
-                f"more compact than the rest ({detail}); nothing is flagged, inspect it (analysis.json scores, "
-                "the report's contrast table)")),)
-        failed = [c.name for c in judged.criteria if not c.holds and c.name in ("separated", "minority", "compact")]
+                f"ambiguous: a separated minority of {int(mask.sum())} of {n} samples stands apart but is "
+                f"not more compact than the rest ({detail}); nothing is flagged, inspect it (analysis.json "
+                "scores, the report's contrast table)")),)
+        failed = [c.name for c in judged.criteria if not c.holds
+                  and c.name in ("separated", "minority", "compact")]
         code = "no_separated_group" if not by_name["separated"].holds else "group_not_minority"
         return (Reason(code, f"no credible backdoor group: the best split is not {' / '.join(failed)} "
                              f"({detail})"),)

@@ -60,6 +60,7 @@ def open_envelope(data: bytes, key: SSlibKey) -> dict[str, Any]:
         stmt = json.loads(envelope.payload)
     except (ValueError, RecursionError) as e:
         raise AttestationError(f"the signed payload is not JSON ({e})") from e
-    if not isinstance(stmt, dict) or stmt.get("_type") != STATEMENT_TYPE or stmt.get("predicateType") != PREDICATE_TYPE:
+    if (not isinstance(stmt, dict) or stmt.get("_type") != STATEMENT_TYPE
+            or stmt.get("predicateType") != PREDICATE_TYPE):
         raise AttestationError("the signed payload is not a bye-audit in-toto Statement v1")
     return stmt

@@ -50,5 +50,6 @@ def load_public_key(path: Path) -> SSlibKey:
         raise AuditInputError(f"{path}: not a readable PEM public key ({e}); pass the .pub file "
                               "that `bye-audit keygen` wrote") from e
     if not isinstance(key, Ed25519PublicKey):
-        raise AuditInputError(f"{path}: is not an Ed25519 public key; pass the .pub file of `bye-audit keygen`")
+        raise AuditInputError(f"{path}: is not an Ed25519 public key; pass the .pub file of `bye-audit "
+                              "keygen`")
     return SSlibKey.from_crypto(key, scheme="ed25519")

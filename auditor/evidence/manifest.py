@@ -44,7 +44,8 @@ def _tree(root: Path, prefix: str) -> dict[str, Path]:
 def onnx_files(onnx_path: Path) -> list[Path]:
     """An exported graph and its external weights (`<name>.data`), if any."""
     p = Path(onnx_path)
-    return [q for q in sorted(p.parent.glob(f"{p.name}*")) if q.is_file() and q.name in (p.name, p.name + ".data")]
+    return [q for q in sorted(p.parent.glob(f"{p.name}*")) if q.is_file()
+            and q.name in (p.name, p.name + ".data")]
 
 
 def input_files(dataset: Dataset, model_dir: Path | None = None,

@@ -44,8 +44,9 @@ def _check_template(loaded: Stage1Model) -> Stage1Model:
         try:
             loaded.family.chat_texts(loaded.processor, ["What is shown in the image?"])
         except TemplateLimitError as e:
-            raise AuditInputError(f"{loaded.model_dir}: {e}; bye-audit refuses a chat template that does "
-                                  "not render within bounds: fix chat_template.jinja (or the tokenizer's)") from None
+            raise AuditInputError(f"{loaded.model_dir}: {e}; bye-audit refuses a chat template that does not "
+                                  "render within bounds: fix chat_template.jinja (or the "
+                                  "tokenizer's)") from None
         except Exception:  # noqa: BLE001 - any other template error is reported per sample
             pass
     return loaded

@@ -116,7 +116,8 @@ def open_session(onnx_path: Path, config: Stage1Config) -> tuple[Any, str]:
     since onnxruntime-gpu lists CUDA even where CUDA cannot load."""
     ort = import_onnxruntime()
     wanted = PROVIDERS[config.provider]
-    # Asking ONNX Runtime for a provider its build lacks only earns a warning; skip it, and let the check below speak.
+    # Asking ONNX Runtime for a provider its build lacks only earns a warning; skip it, and let the
+    # check below speak.
     providers = [p for p in (wanted, PROVIDERS["cpu"]) if p in ort.get_available_providers()]
     providers = list(dict.fromkeys(providers)) or [PROVIDERS["cpu"]]
     try:
@@ -130,8 +131,8 @@ def open_session(onnx_path: Path, config: Stage1Config) -> tuple[Any, str]:
     if used != wanted and not config.allow_fallback:
         raise AuditInputError(
             f"--provider {config.provider}: ONNX Runtime loaded {used} instead of {wanted} (available: "
-            f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu with a matching "
-            "CUDA, or pass --allow-fallback to run on what loaded")
+            f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu with a matching CUDA, or "
+            "pass --allow-fallback to run on what loaded")
     return session, used
 
 
@@ -158,14 +159,14 @@ def load_onnx(onnx_path: Path, model_dir: Path, config: Stage1Config,
                               f"from {model_dir}'s (shapes and tokens would not match); export the graph "
                               f"from {model_dir} with bye-audit export-onnx")
     if sha256_tree(Path(model_dir)) != graph["model_sha256_tree"]:
-        raise AuditInputError(f"{onnx_path}: exported from other weights than {model_dir}'s; export the graph "
-                              f"from {model_dir} with bye-audit export-onnx")
+        raise AuditInputError(f"{onnx_path}: exported from other weights than {model_dir}'s; export the "
+                              f"graph from {model_dir} with bye-audit export-onnx")
     adapter = None if adapter_dir is None else sha256_tree(Path(adapter_dir))
     if adapter != graph.get("adapter_sha256_tree"):
         had = "with an adapter" if graph.get("adapter_sha256_tree") else "without an adapter"
         raise AuditInputError(f"{onnx_path}: exported {had}, which does not match --adapter "
-                              f"{adapter_dir or '(none)'}; pass the adapter the graph was exported with, "
-                              "or export again")
+                              f"{adapter_dir or '(none)'}; pass the adapter the graph was exported with, or "
+                              "export again")
     session, provider = open_session(onnx_path, config)
     try:
         processor = family.load_processor(Path(model_dir), None)

@@ -65,7 +65,8 @@ class ShardWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shards, blobs, counts = [], [], []
-        for n, index, ids, prompts, images in zip(batch["shard"], batch["index"], batch["id"], batch["prompt"],
+        for n, index, ids, prompts, images in zip(batch["shard"], batch["index"], batch["id"],
+                                                  batch["prompt"],
                                                   batch["image"]):
             samples = [Sample(int(i), str(sid), Path(str(img)), str(p), "")
                        for i, sid, p, img in zip(index, ids, prompts, images)]
@@ -123,7 +124,8 @@ def extract_features_ray(dataset: Dataset, config: Stage1Config, load_args: dict
     return [out[i] for i in sorted(out)]
 
 
-def _run(ray: Any, plan: list, todo: list[int], config: Stage1Config, load_args: dict[str, Any], journal: Journal,
+def _run(ray: Any, plan: list, todo: list[int], config: Stage1Config, load_args: dict[str, Any],
+         journal: Journal,
          address: str | None, on_progress: Callable[[int], None] | None) -> dict[int, list[SampleFeatures]]:
     """The shards `todo` computed on the cluster (each saved through `journal` as it arrives)."""
     started = _connect(ray, address)
@@ -139,7 +141,8 @@ def _run(ray: Any, plan: list, todo: list[int], config: Stage1Config, load_args:
                   "prompt": [s.prompt for s in plan[n]], "image": [s.image for s in plan[n]]}
                  for n in todo]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
-        ds = ds.map_batches(ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=config.workers),
+        ds = ds.map_batches(ShardWorker, batch_size=1,
+                            compute=ray.data.ActorPoolStrategy(size=config.workers),
                             num_cpus=cpus,
                             num_gpus=config.gpus_per_worker or None,
                             fn_constructor_kwargs={"load_args": load_args, "run_print": journal.run_print,

@@ -122,7 +122,8 @@ def sample_rows(loaded: Stage1Model, images: list[Image.Image], prompts: list[st
         text = instruction_mask(loaded.processor.tokenizer, ids[j], real[j], prompts[j])
         full = np.asarray(rows[j])
         mass = attention_mass(full, image_mask[j].numpy(),
-                              (text & ~image_mask[j]).numpy() if text is not None else np.zeros(len(ids[j]), bool))
+                              (text & ~image_mask[j]).numpy()
+                              if text is not None else np.zeros(len(ids[j]), bool))
         if text is None:
             mass[1:] = np.nan
         out.append(Captured(full[:, :, image_mask[j].numpy()], mass))
@@ -149,11 +150,13 @@ def shard_features(loaded: Stage1Model, shard: Sequence[Sample], config: Stage1C
 
 def skipped_rows(dataset: Dataset) -> dict[int, SampleFeatures]:
     """Rows of the records that are not analysed (no image, path outside the root, ...)."""
-    return {s.index: SampleFeatures(s.index, s.id, "skipped", s.skip_reason) for s in dataset.samples if not s.ok}
+    return {s.index: SampleFeatures(s.index, s.id, "skipped", s.skip_reason) for s in dataset.samples
+            if not s.ok}
 
 
 def extract_features(loaded: Stage1Model, dataset: Dataset, config: Stage1Config,
-                     on_progress: Progress | None = None, journal: Journal | None = None) -> list[SampleFeatures]:
+                     on_progress: Progress | None = None,
+                     journal: Journal | None = None) -> list[SampleFeatures]:
     """Features for every record, input order; skipped and failed samples are rows too.
 
     With a `journal` (shards.py), each completed shard of samples is saved in
@@ -183,8 +186,9 @@ def _batch_features(loaded: Stage1Model, chunk: Sequence[Sample], config: Stage1
             rows.append(SampleFeatures(s.index, s.id, "error", n))
             continue
         if limit is not None and n > limit:
-            rows.append(SampleFeatures(s.index, s.id, "skipped", f"prompt is {n:,} tokens, over the limit of "
-                                       f"{limit:,} (--max-prompt-tokens; default: the model's context length)"))
+            why = (f"prompt is {n:,} tokens, over the limit of {limit:,} (--max-prompt-tokens; default: the "
+                   "model's context length)")
+            rows.append(SampleFeatures(s.index, s.id, "skipped", why))
             continue
         try:
             images.append(load_image(s, config.max_image_pixels))

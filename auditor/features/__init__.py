@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..errors import AuditInputError
 from .bye_jsonl import read_bye_jsonl
-from .table import (FEATURES_SCHEMA_VERSION, FeatureSet, SampleFeatures, Status, TableRows, read_features_bytes,
+from .table import (FEATURES_SCHEMA_VERSION, FeatureSet, SampleFeatures, Status, TableRows,
+                    read_features_bytes,
                     read_features_file, render_features)
 
 __all__ = ["FEATURES_SCHEMA_VERSION", "FeatureSet", "SampleFeatures", "Status", "TableRows", "read_features",

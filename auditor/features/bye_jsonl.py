@@ -50,12 +50,13 @@ def read_bye_jsonl(path: Path) -> FeatureSet:
             raise AuditInputError(f"{path}:{lineno}:{e.colno}: invalid JSON: {e.msg}") from None
         sid, values = _parse(path, lineno, obj)
         if sid in seen:
-            raise AuditInputError(f"{path}:{lineno}: question_id {sid!r} repeats line {seen[sid]}; "
-                                  "ids must be unique")
+            raise AuditInputError(f"{path}:{lineno}: question_id {sid!r} repeats line {seen[sid]}; ids must "
+                                  "be unique")
         seen[sid] = lineno
         rows.append(SampleFeatures(len(rows), sid, "ok", None, 0, values, values))
     if not rows:
-        raise AuditInputError(f"{path}: no samples; expected one {{\"question_id\", \"entropy\"}} object per line")
+        raise AuditInputError(f"{path}: no samples; expected one {{\"question_id\", \"entropy\"}} object per "
+                              "line")
     n_layers = max(Counter(len(r.entropy) for r in rows).most_common(), key=lambda kv: (kv[1], kv[0]))[0]
     meta = {"schema_version": FEATURES_SCHEMA_VERSION, "n_layers": n_layers,
             "source": {"format": FORMAT, "path": str(path), "sha256": sha256_file(path),
@@ -74,8 +75,8 @@ def _parse(path: Path, lineno: int, obj: Any) -> tuple[str, tuple[float, ...]]:
                               f"got {sorted(obj['entropy'])[:3]}") from None
     layers = sorted(by_layer)
     if layers != list(range(len(layers))):
-        raise AuditInputError(f"{where}: entropy layers must be 0..{len(layers) - 1} with none missing, "
-                              f"got {layers[:8]}{'...' if len(layers) > 8 else ''}")
+        raise AuditInputError(f"{where}: entropy layers must be 0..{len(layers) - 1} with none missing, got "
+                              f"{layers[:8]}{'...' if len(layers) > 8 else ''}")
     values = []
     for k in layers:
         v = by_layer[k]

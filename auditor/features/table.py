@@ -92,7 +92,8 @@ def _row(d: dict[str, Any]) -> SampleFeatures:
     return SampleFeatures(index=d["index"], id=d["id"], status=d["status"], reason=d["reason"],
                           n_image_tokens=d["n_image_tokens"], entropy=tuple(d["entropy"] or ()),
                           entropy_norm=tuple(d["entropy_norm"] or ()),
-                          mass_image=tuple(d.get("mass_image") or ()), mass_text=tuple(d.get("mass_text") or ()),
+                          mass_image=tuple(d.get("mass_image") or ()),
+                          mass_text=tuple(d.get("mass_text") or ()),
                           mass_rest=tuple(d.get("mass_rest") or ()),
                           entropy_heads=tuple(tuple(h) for h in d.get("entropy_heads") or ()))
 
@@ -140,7 +141,8 @@ class FeatureSet:
                 values = arr.values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
                 n, start = len(offsets), int(offsets[0])
                 if whole.all() and np.array_equal(offsets, start + width * np.arange(n)):
-                    out = values[start:start + n * width].reshape(n, width).copy()  # the usual file: no gather
+                    # the usual file: no gather
+                    out = values[start:start + n * width].reshape(n, width).copy()
                 else:
                     out[whole] = values[offsets[:, None] + np.arange(width)]
             return out, lengths
@@ -206,10 +208,11 @@ def _from_table(table: pa.Table, path: Path) -> FeatureSet:
     except (ValueError, RecursionError):
         meta = None
     if not isinstance(meta, dict):
-        raise AuditInputError(f"{path}: its bye-audit metadata is not a JSON object; re-run `bye-audit extract`")
+        raise AuditInputError(f"{path}: its bye-audit metadata is not a JSON object; re-run `bye-audit "
+                              "extract`")
     if meta.get("schema_version") not in (1, FEATURES_SCHEMA_VERSION):
-        raise AuditInputError(f"{path}: features schema version {meta.get('schema_version')!r}, "
-                              f"this tool reads 1 to {FEATURES_SCHEMA_VERSION}; re-run `bye-audit extract`")
+        raise AuditInputError(f"{path}: features schema version {meta.get('schema_version')!r}, this tool "
+                              f"reads 1 to {FEATURES_SCHEMA_VERSION}; re-run `bye-audit extract`")
     if version_1:  # no masses or per-head entropies: empty lists, as stage 1 of v1 wrote them
         for name in _V2_COLUMNS:
             table = table.append_column(SCHEMA.field(name), pa.array([[]] * table.num_rows,
@@ -217,5 +220,6 @@ def _from_table(table: pa.Table, path: Path) -> FeatureSet:
     try:
         table = table.select(SCHEMA.names).cast(SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        raise AuditInputError(f"{path}: a column has the wrong type ({e}); re-run `bye-audit extract`") from None
+        raise AuditInputError(f"{path}: a column has the wrong type ({e}); "
+                              "re-run `bye-audit extract`") from None
     return FeatureSet(rows=TableRows(table), meta=meta)

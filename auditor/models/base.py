@@ -128,8 +128,10 @@ class LoadedModel:
         """One prefill pass; the captured rows (B, L, H, S), fp32 on the CPU."""
         from .capture import capturing, last_prompt_position
 
-        batch = {k: (v.to(self.model.device, self.model.dtype) if v.is_floating_point() else v.to(self.model.device))
-                 if isinstance(v, torch.Tensor) else v for k, v in batch.items()}  # pixels in the model's dtype
+        batch = {k: (v.to(self.model.device, self.model.dtype)
+                     if v.is_floating_point() else v.to(self.model.device))
+                 if isinstance(v, torch.Tensor) else v
+                 for k, v in batch.items()}  # pixels in the model's dtype
         modules = self.family.decoder_attention_modules(self.model)
         with torch.inference_mode(), capturing(modules, last_prompt_position(batch["attention_mask"])) as cap:
             self.model(**batch, use_cache=False, logits_to_keep=1)

@@ -41,7 +41,8 @@ class InternVLFamily(FamilyBase):
         try:
             return super().load_processor(model_dir, model)
         except (ImportError, AttributeError, ValueError, OSError, TypeError):  # no torchvision
-            tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+            tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True,
+                                                      trust_remote_code=False)
             return AssembledInternVLProcessor(
                 tokenizer, GotOcr2ImageProcessorPil.from_pretrained(model_dir, local_files_only=True),
                 read_chat_template(model_dir, tokenizer), int(model.config.image_seq_length))

@@ -19,7 +19,8 @@ from .paligemma import PaliGemmaFamily
 from .qwen2_vl import Qwen2_5_VLFamily, Qwen2VLFamily
 
 FAMILIES: dict[str, ModelFamily] = {
-    f.name: f for f in (LlavaFamily(), LlavaNextFamily(), Qwen2VLFamily(), Qwen2_5_VLFamily(), InternVLFamily(),
+    f.name: f
+    for f in (LlavaFamily(), LlavaNextFamily(), Qwen2VLFamily(), Qwen2_5_VLFamily(), InternVLFamily(),
                         PaliGemmaFamily(), Idefics3Family())}
 _BY_MODEL_TYPE = {t: f for f in FAMILIES.values() for t in f.model_types}
 
@@ -54,7 +55,8 @@ def read_model_type(model_dir: Path, allow_pickle: bool = False) -> str:
     will go through torch's weights-only loader."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise AuditInputError(f"{model_dir}: model folder not found; pass a folder saved with save_pretrained")
+        raise AuditInputError(f"{model_dir}: model folder not found; pass a folder saved with "
+                              "save_pretrained")
     cfg_path = model_dir / "config.json"
     if not cfg_path.is_file():
         raise AuditInputError(f"{model_dir}: no config.json; pass a folder saved with save_pretrained")
@@ -121,8 +123,9 @@ def check_memory(values: int, dtype: str, device: str, model_dir: Path) -> None:
     need = values * torch.finfo(getattr(torch, dtype)).bits // 8
     if available is not None and need > available:
         hint = " or --dtype bfloat16 (half of float32)" if dtype == "float32" else ""
-        raise AuditInputError(f"{model_dir}: the weights need {need / 2 ** 30:.1f} GiB in {dtype}, but {device} has "
-                              f"{available / 2 ** 30:.1f} GiB free; free memory, use a larger machine{hint}")
+        raise AuditInputError(f"{model_dir}: the weights need {need / 2 ** 30:.1f} GiB in {dtype}, but "
+                              f"{device} has {available / 2 ** 30:.1f} GiB free; free memory, use a larger "
+                              f"machine{hint}")
 
 
 def check_config_sizes(model_dir: Path, cfg: dict, family: ModelFamily, shapes: list[list[int]]) -> None:
@@ -169,9 +172,10 @@ def check_adapter(adapter_dir: Path) -> None:
         raise AuditInputError(f"{adapter_dir}: no adapter_config.json; pass a folder saved by PEFT's "
                               "save_pretrained")
     if not (adapter_dir / "adapter_model.safetensors").is_file():
-        hint = " (adapter_model.bin is pickle-based and refused)" if (adapter_dir / "adapter_model.bin").exists() else ""
-        raise AuditInputError(f"{adapter_dir}: no adapter_model.safetensors{hint}; save the adapter "
-                              "with safe_serialization=True")
+        pickled = (adapter_dir / "adapter_model.bin").exists()
+        hint = " (adapter_model.bin is pickle-based and refused)" if pickled else ""
+        raise AuditInputError(f"{adapter_dir}: no adapter_model.safetensors{hint}; save the adapter with "
+                              "safe_serialization=True")
 
 
 def check_adapter_tensors(peft_model: Any, adapter_dir: Path) -> None:
@@ -189,7 +193,8 @@ def check_adapter_tensors(peft_model: Any, adapter_dir: Path) -> None:
                                     (present - expected, "tensors its adapter_config.json does not create"))
                 if keys]
     if problems:
-        raise ValueError("the adapter's tensors do not match its adapter_config.json (" + "; ".join(problems) + ")")
+        raise ValueError("the adapter's tensors do not match its adapter_config.json ("
+                         + "; ".join(problems) + ")")
 
 
 def _explain(e: Exception) -> str:
@@ -198,11 +203,11 @@ def _explain(e: Exception) -> str:
     text = _first_line(e)
     if "Weights only load failed" in text or "weights_only" in text:
         return ("the pickle file holds more than tensors, and torch's weights-only loader refused it; "
-                "bye-audit never unpickles arbitrary objects: convert the weights to safetensors "
-                "where the file can be trusted")
+                "bye-audit never unpickles arbitrary objects: convert the weights to safetensors where the "
+                "file can be trusted")
     if "instantiate the backend tokenizer" in text:
-        return ("no usable tokenizer (tokenizer.json, or tokenizer.model with its config); "
-                "save the processor with the checkpoint")
+        return ("no usable tokenizer (tokenizer.json, or tokenizer.model with its config); save the "
+                "processor with the checkpoint")
     return text
 
 
@@ -224,7 +229,8 @@ def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str |
                adapter_dir: Path | None = None, allow_pickle: bool = False,
                device: str = "cpu") -> LoadedModel:
     """Load a checkpoint for stage 1; `capture_attention` names a registered attention
-    function. Pickle weights load (weights-only) only with `allow_pickle` and no safetensors. With `adapter_dir`, a PEFT LoRA adapter is applied and merged, so
+    function. Pickle weights load (weights-only) only with `allow_pickle` and no
+    safetensors. With `adapter_dir`, a PEFT LoRA adapter is applied and merged, so
     stage 1 runs on exactly the fine-tuned weights at the base model's speed."""
     model_type = read_model_type(model_dir, allow_pickle)
     family = _BY_MODEL_TYPE[model_type]
@@ -232,14 +238,15 @@ def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str |
     # Pickle weights have no header to check against; the loading check still applies.
     shapes = _tensor_shapes(model_dir) if safetensors else None
     if shapes is not None:
-        check_config_sizes(model_dir, json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")),
+        check_config_sizes(model_dir,
+                           json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")),
                            family, shapes)
     if adapter_dir is not None:
         check_adapter(adapter_dir)
     device = resolve_device(device)
     if dtype == "float16" and device == "cpu":
-        raise AuditInputError("--dtype float16 needs a CUDA device (CPU kernels lack it); "
-                              "use --dtype bfloat16 or float32 on CPU")
+        raise AuditInputError("--dtype float16 needs a CUDA device (CPU kernels lack it); use --dtype "
+                              "bfloat16 or float32 on CPU")
     if shapes is not None:  # the weights load into CPU memory first, then move to the device
         values = sum(math.prod(s) for s in shapes)
         for where in dict.fromkeys(("cpu", device)):
@@ -256,8 +263,10 @@ def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str |
 
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # PEFT's missing-keys warning: check_adapter_tensors says it once
-                peft_model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False, use_safetensors=True)
+                # PEFT's missing-keys warning: check_adapter_tensors says it once
+                warnings.simplefilter("ignore")
+                peft_model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False,
+                                                       use_safetensors=True)
             check_adapter_tensors(peft_model, Path(adapter_dir))
             model = peft_model.merge_and_unload().eval()
         except Exception as e:

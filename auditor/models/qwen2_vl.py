@@ -52,7 +52,8 @@ def load_processor(model_dir: Path) -> Any:
 def read_chat_template(model_dir: Path, tokenizer: Any) -> str:
     """The checkpoint's chat template: chat_template.jinja, else the tokenizer's."""
     template_file = Path(model_dir) / "chat_template.jinja"
-    template = template_file.read_text(encoding="utf-8") if template_file.is_file() else tokenizer.chat_template
+    template = (template_file.read_text(encoding="utf-8") if template_file.is_file()
+                else tokenizer.chat_template)
     if not template:
         raise ValueError("no chat template in the checkpoint (chat_template.jinja or the tokenizer's)")
     return template

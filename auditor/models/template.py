@@ -52,5 +52,6 @@ def render_bounded(render: Callable[[], str], prompt: str) -> str:
         text = render()
     if len(text) > len(prompt) + TEMPLATE_MAX_CHARS:
         raise TemplateLimitError(f"the chat template wrote {len(text):,} characters around a "
-                                 f"{len(prompt):,}-character instruction (at most {TEMPLATE_MAX_CHARS:,} allowed)")
+                                 f"{len(prompt):,}-character instruction (at most {TEMPLATE_MAX_CHARS:,} "
+                                 "allowed)")
     return text

@@ -26,7 +26,8 @@ def samples_to_show(analysis: Analysis, n_flagged: int = MAX_FLAGGED_HEATMAPS,
     index, score = s.index[kept], s.score[kept]
     kept_index = index[np.lexsort((index, score))]  # by score, then record index
     if len(kept_index) and n_kept:
-        picks = np.unique(np.linspace(0, len(kept_index) - 1, min(n_kept, len(kept_index))).round().astype(int))
+        picks = np.unique(np.linspace(0, len(kept_index) - 1,
+                                      min(n_kept, len(kept_index))).round().astype(int))
         flagged += kept_index[picks].tolist()
     return flagged
 

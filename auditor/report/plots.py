@@ -56,7 +56,8 @@ def score_histogram(scores: np.ndarray, flagged: np.ndarray, threshold: float,
     return png_bytes(fig)
 
 
-def entropy_by_layer(kept: np.ndarray, flagged: np.ndarray, shaded: list[int], word: str = "sensitive") -> bytes:
+def entropy_by_layer(kept: np.ndarray, flagged: np.ndarray, shaded: list[int],
+                     word: str = "sensitive") -> bytes:
     """Mean +- sd of the normalised entropy per layer for kept (Nk, L) and
     flagged (Nf, L) samples; the `shaded` layers (the method's `word` layers) shaded."""
     fig, ax = plt.subplots(figsize=(6.4, 2.6))

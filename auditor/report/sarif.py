@@ -59,7 +59,8 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
     lines = record_lines(dataset.path, dataset.format) if analysis.flagged else []
     artifacts = [{"location": {"uri": data_uri, "uriBaseId": base_id},
                   "hashes": {"sha-256": sha(dataset.path)}, "roles": ["analysisTarget"],
-                  "mimeType": "application/json" if dataset.format != "parquet" else "application/octet-stream"}]
+                  "mimeType": "application/json"
+                  if dataset.format != "parquet" else "application/octet-stream"}]
     image_index: dict[str, int] = {}
     uris: dict[str, str | None] = {}  # by image: its URI under the root, None when it has none
     results = []
@@ -74,16 +75,17 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
         }
         result: dict[str, Any] = {
             "ruleId": descriptor["id"], "ruleIndex": 0, "level": "error", "kind": "fail",
-            "message": {"text": f"Record {sample.id!r} (record {f.index}, line {lines[f.index]}) is flagged as a "
-                                f"suspected backdoor sample: {evidence} (score {f.score:.4f}; lower is more "
-                                "suspicious)."},
+            "message": {"text": f"Record {sample.id!r} (record {f.index}, line {lines[f.index]}) is flagged "
+                        f"as a suspected backdoor sample: {evidence} (score {f.score:.4f}; lower is more "
+                        "suspicious)."},
             "locations": [location],
             "partialFingerprints": {"recordId/v1": sample.id},
             "properties": {"index": f.index, "score": f.score},
         }
         if sample.image is not None and sample.image not in uris:  # a Path per flagged record is slow
             image = Path(sample.image)
-            uris[sample.image] = (_uri(image, root) if image.is_file() and real_path(image).is_relative_to(root)
+            uris[sample.image] = (_uri(image, root) if image.is_file()
+                                  and real_path(image).is_relative_to(root)
                                   else None)
         uri = None if sample.image is None else uris[sample.image]
         if uri is not None:
@@ -129,8 +131,9 @@ def _notifications(analysis: Analysis, n_results: int) -> list[dict[str, Any]]:
                     "message": {"text": f"{g.count} record(s) not analysed: {g.title}; {g.fix}"}})
     if n_results < len(analysis.flagged):
         out.append({"level": "warning", "descriptor": {"id": "BYE-TRUNCATED"},
-                    "message": {"text": f"{len(analysis.flagged)} records flagged; the {n_results} most suspicious "
-                                        "are listed (code scanning's limit per run); flagged.jsonl lists all"}})
+                    "message": {"text": f"{len(analysis.flagged)} records flagged; the {n_results} most "
+                                "suspicious are listed (code scanning's limit per run); flagged.jsonl lists "
+                                "all"}})
     return out
 
 

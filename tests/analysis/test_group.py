@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from auditor.analysis.group import fit_group, instruction_match, layer_contrast, null_separations, robust_standardise
+from auditor.analysis.group import (fit_group, instruction_match, layer_contrast, null_separations,
+                                    robust_standardise)
 from auditor.verdict import analyze
 from auditor.config import AuditConfig
 from auditor.features import FeatureSet, SampleFeatures
@@ -124,7 +125,8 @@ def test_a_separated_but_broad_minority_is_inconclusive_not_pass():
 
 
 def test_instruction_match_measures_how_far_the_instructions_explain_a_group():
-    prompts = ["What shape?"] * 100 + ["Which shape?"] * 60 + ["What colour?"] * 240 + [f"q{i}" for i in range(100)]
+    prompts = ["What shape?"] * 100 + ["Which shape?"] * 60 + ["What colour?"] * 240 + [f"q{i}"
+                                                                                        for i in range(100)]
     whole = [p for p in prompts if "shape" in p]  # every sample of two instructions
     m = instruction_match(whole, prompts, min_class=10)
     assert m.jaccard == 1.0 and m.texts == ("What shape?", "Which shape?")
@@ -160,4 +162,5 @@ def test_the_same_group_across_instructions_still_fails():
     a = analyze(_features(x), MINORITY, _prompts_for(truth, inside=False))
     assert a.verdict == "fail" and {f.index for f in a.flagged} == set(np.flatnonzero(truth))
     assert a.details["group"]["instruction"]["jaccard"] < 0.2
-    assert analyze(_features(x), MINORITY).details["group"]["instruction"] is None  # no prompts given: no check
+    assert analyze(_features(x),
+                   MINORITY).details["group"]["instruction"] is None  # no prompts given: no check

@@ -10,7 +10,8 @@ def test_the_toy_shape_builds_a_sharded_checkpoint_and_an_adapter_that_audit(tmp
     record = build(tmp_path, shape="smoke")
     z = SHAPES["smoke"]
     per_layer = z["lora_r"] * (4 * 2 * z["hidden"] + 3 * (z["hidden"] + z["mlp"]))
-    assert record["adapter_parameters"] == z["layers"] * per_layer  # the decoder's 7 linears, not the vision tower
+    # the decoder's 7 linears, not the vision tower
+    assert record["adapter_parameters"] == z["layers"] * per_layer
     index = json.loads((tmp_path / "model" / "model.safetensors.index.json").read_text())
     assert index["metadata"]["total_size"] == record["weights_bytes"] == 2 * record["parameters"]
     r = measure(tmp_path, samples=2, extra=[])

@@ -48,7 +48,8 @@ def test_signing_is_deterministic(keys):
     assert sign(stmt, signer) == sign(stmt, signer)  # Ed25519: same key and bytes, same signature
 
 
-@pytest.mark.parametrize("junk", [b"", b"{}", b"[1]", b'{"payload": "!!", "payloadType": "x", "signatures": []}'])
+@pytest.mark.parametrize("junk",
+                         [b"", b"{}", b"[1]", b'{"payload": "!!", "payloadType": "x", "signatures": []}'])
 def test_junk_is_an_attestation_error_not_a_crash(keys, junk):
     (_, public), _ = keys
     with pytest.raises(AttestationError):

@@ -17,7 +17,8 @@ from tinyworld.internvl import write_tiny_internvl
 def test_graph_has_dynamic_axes_opset_and_provenance(tiny_model, onnx_llava):
     model = onnx.load(str(onnx_llava), load_external_data=False)
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
-    shapes = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    shapes = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+              for i in model.graph.input}
     assert list(shapes) == ["pixel_values", "input_ids", "attention_mask"]
     batch, seq = shapes["input_ids"]
     assert isinstance(batch, str) and isinstance(seq, str) and batch != seq
@@ -74,6 +75,7 @@ def test_unsupported_family_is_a_clear_error(tmp_path):
 
 
 def test_export_refuses_an_output_inside_the_model(tiny_model):
-    res = CliRunner().invoke(cli, ["export-onnx", "--model", str(tiny_model), "--out", str(tiny_model / "g.onnx")])
+    res = CliRunner().invoke(cli,
+                             ["export-onnx", "--model", str(tiny_model), "--out", str(tiny_model / "g.onnx")])
     assert res.exit_code == 2 and "inside the input folder" in res.output
     assert not (tiny_model / "g.onnx").exists()

@@ -64,19 +64,23 @@ def test_qwen2vl_graph_matches_torch_across_image_sizes(tiny_qwen2vl_any_size, o
     _assert_same(torch_model, onnx_model, images, [prompts[i % len(prompts)] for i in range(batch)])
 
 
-def test_extract_cli_onnx_writes_the_torch_features_and_records_the_provider(tiny_model, onnx_llava, tiny_data,
+def test_extract_cli_onnx_writes_the_torch_features_and_records_the_provider(tiny_model, onnx_llava,
+                                                                             tiny_data,
                                                                           tmp_path):
     data = tiny_data[0]
     outs = {}
     for name, extra in (("torch", []), ("onnx", ["--backend", "onnx", "--onnx", str(onnx_llava)])):
         out = tmp_path / f"{name}.parquet"
-        res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(data), "--out", str(out),
+        res = CliRunner().invoke(cli,
+                                 ["extract", "--model", str(tiny_model), "--data", str(data), "--out",
+                                  str(out),
                                        "--no-progress", "--batch-size", "4", *extra])
         assert res.exit_code == 0, res.output
         outs[name] = read_features(out)
     a, b = outs["torch"], outs["onnx"]
     assert [r.id for r in a.rows] == [r.id for r in b.rows]
-    np.testing.assert_allclose(np.array([r.entropy for r in b.ok_rows]), np.array([r.entropy for r in a.ok_rows]),
+    np.testing.assert_allclose(np.array([r.entropy for r in b.ok_rows]),
+                               np.array([r.entropy for r in a.ok_rows]),
                                atol=1e-4)
     backend = b.meta["environment"]["backend"]
     assert backend["name"] == "onnx" and backend["provider"] == "CPUExecutionProvider"
@@ -91,7 +95,9 @@ def test_audit_onnx_lists_the_graph_in_the_manifest_and_verify_checks_it(tiny_mo
     keys = tmp_path / "keys"
     assert CliRunner().invoke(cli, ["keygen", "--out", str(keys)]).exit_code == 0
     out = tmp_path / "out"
-    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(tiny_data[0]), "--out", str(out),
+    res = CliRunner().invoke(cli,
+                             ["audit", "--model", str(tiny_model), "--data", str(tiny_data[0]), "--out",
+                              str(out),
                                    "--no-progress", "--backend", "onnx", "--onnx", str(graph),
                                    "--sign-key", str(keys / "bye-audit.key")])
     assert res.exit_code in (0, 1, 3), res.output
@@ -106,7 +112,8 @@ def test_audit_onnx_lists_the_graph_in_the_manifest_and_verify_checks_it(tiny_mo
 
 def _error(tiny_model, graph, data, *extra, model=None):
     res = CliRunner().invoke(cli, ["extract", "--model", str(model or tiny_model), "--data", str(data),
-                                   "--out", "/tmp/never-written.parquet", "--no-progress", "--backend", "onnx",
+                                   "--out", "/tmp/never-written.parquet", "--no-progress", "--backend",
+                                   "onnx",
                                    *(["--onnx", str(graph)] if graph else []), *extra])
     assert res.exit_code == 2, res.output
     line = res.output.strip().splitlines()[-1]
@@ -124,7 +131,8 @@ def test_graph_refuses_another_models_processor(tiny_model, onnx_llava, tiny_dat
     assert "config or processor files differ" in line and str(other) in line
 
 
-def test_graph_refuses_other_weights_and_another_family(tiny_model, onnx_llava, onnx_qwen2vl, tiny_data, tmp_path):
+def test_graph_refuses_other_weights_and_another_family(tiny_model, onnx_llava, onnx_qwen2vl, tiny_data,
+                                                        tmp_path):
     other = tmp_path / "other"
     shutil.copytree(tiny_model, other)
     weights = other / "model.safetensors"
@@ -148,8 +156,11 @@ def test_bad_graph_files_and_options_are_one_line_errors(tiny_model, tiny_data, 
 
     foreign = tmp_path / "foreign.onnx"
     node = helper.make_node("Identity", ["x"], ["y"])
-    onnx.save(helper.make_model(helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])), foreign)
+    onnx.save(helper.make_model(helper.make_graph([node], "g",
+                                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                 [1])],
+                                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                                 [1])])), foreign)
     assert "not a bye-audit graph" in _error(tiny_model, foreign, data)
     res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(data), "--out",
                                    str(tmp_path / "f.parquet"), "--onnx", str(foreign)])
@@ -158,13 +169,15 @@ def test_bad_graph_files_and_options_are_one_line_errors(tiny_model, tiny_data, 
 
 def test_onnx_options_without_backend_onnx_are_refused(tiny_model, tiny_data, tmp_path):
     for extra in (["--provider", "cuda"], ["--allow-fallback"], ["--threads", "2"]):
-        res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(tiny_data[0]), "--out",
+        res = CliRunner().invoke(cli,
+                                 ["extract", "--model", str(tiny_model), "--data", str(tiny_data[0]), "--out",
                                        str(tmp_path / "f.parquet"), "--no-progress", *extra])
         assert res.exit_code == 2 and "only used with --backend onnx" in res.output, res.output
         assert extra[0] in res.output
 
 
-def test_unavailable_provider_is_an_error_unless_fallback_is_allowed(tiny_model, onnx_llava, tiny_data, tmp_path):
+def test_unavailable_provider_is_an_error_unless_fallback_is_allowed(tiny_model, onnx_llava, tiny_data,
+                                                                     tmp_path):
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
@@ -172,8 +185,11 @@ def test_unavailable_provider_is_an_error_unless_fallback_is_allowed(tiny_model,
     line = _error(tiny_model, onnx_llava, tiny_data[0], "--provider", "cuda")
     assert "--provider cuda" in line and "--allow-fallback" in line
     out = tmp_path / "f.parquet"
-    res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(tiny_data[0]), "--out", str(out),
-                                   "--no-progress", "--backend", "onnx", "--onnx", str(onnx_llava), "--provider", "cuda",
+    res = CliRunner().invoke(cli,
+                             ["extract", "--model", str(tiny_model), "--data", str(tiny_data[0]), "--out",
+                              str(out),
+                                   "--no-progress", "--backend", "onnx", "--onnx", str(onnx_llava),
+                                   "--provider", "cuda",
                                    "--allow-fallback"])
     assert res.exit_code == 0, res.output
     meta = read_features(out).meta
@@ -183,7 +199,8 @@ def test_unavailable_provider_is_an_error_unless_fallback_is_allowed(tiny_model,
 
 def test_a_broken_runtime_mix_is_detected(monkeypatch):
     monkeypatch.setattr(onnx_backend.importlib_metadata, "version", lambda dist: "1.0")
-    with pytest.raises(AuditInputError, match="both onnxruntime and onnxruntime-gpu are installed.*pip uninstall"):
+    with pytest.raises(AuditInputError,
+                       match="both onnxruntime and onnxruntime-gpu are installed.*pip uninstall"):
         onnx_backend.import_onnxruntime()
 
 
@@ -199,11 +216,14 @@ def test_an_unreadable_image_is_still_a_row_with_onnx(tiny_model, onnx_llava, tm
     Image.new("RGB", (32, 32)).save(tmp_path / "ok.png")
     (tmp_path / "bad.png").write_bytes(b"not a png")
     recs = [{"id": f"r{i}", "image": "bad.png" if i == 1 else "ok.png",
-             "conversations": [{"from": "human", "value": "<image>\nWhat digit?"}, {"from": "gpt", "value": "one"}]}
+             "conversations": [{"from": "human", "value": "<image>\nWhat digit?"},
+                               {"from": "gpt", "value": "one"}]}
             for i in range(3)]
     (tmp_path / "d.json").write_text(json.dumps(recs))
     out = tmp_path / "f.parquet"
-    res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(tmp_path / "d.json"), "--out",
+    res = CliRunner().invoke(cli,
+                             ["extract", "--model", str(tiny_model), "--data", str(tmp_path / "d.json"),
+                              "--out",
                                    str(out), "--no-progress", "--backend", "onnx", "--onnx", str(onnx_llava)])
     assert res.exit_code == 0, res.output
     assert [r.status for r in read_features(out).rows] == ["ok", "error", "ok"]

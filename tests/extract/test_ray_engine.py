@@ -63,7 +63,8 @@ def ray_file(tiny_model, dataset, tmp_path_factory):
 
 
 def _assert_same_rows(a, b):
-    assert [(r.index, r.id, r.status, r.reason) for r in a] == [(r.index, r.id, r.status, r.reason) for r in b]
+    assert [(r.index, r.id, r.status, r.reason) for r in a] == [(r.index, r.id, r.status, r.reason)
+                                                                for r in b]
     for x, y in zip(a, b):
         if x.status == "ok":
             np.testing.assert_allclose(y.entropy, x.entropy, atol=1e-6)
@@ -92,7 +93,8 @@ def _worker_pids():
     return pids
 
 
-def test_a_killed_worker_is_retried_without_losing_or_duplicating_rows(tiny_model, dataset, local_file, tmp_path):
+def test_a_killed_worker_is_retried_without_losing_or_duplicating_rows(tiny_model, dataset, local_file,
+                                                                       tmp_path):
     import ray
 
     from auditor.extract.backend import load
@@ -109,7 +111,8 @@ def test_a_killed_worker_is_retried_without_losing_or_duplicating_rows(tiny_mode
             killed.append(pids[0])
 
     load(tiny_model, config)  # inputs are valid; the workers load the model themselves
-    load_args = {"model_dir": str(tiny_model), "adapter_dir": None, "onnx_path": None, "stage1": asdict(config)}
+    load_args = {"model_dir": str(tiny_model), "adapter_dir": None, "onnx_path": None,
+                 "stage1": asdict(config)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         rows = extract_features_ray(data, config, load_args, Journal(tmp_path / "parts", "run"),

@@ -45,7 +45,8 @@ def test_a_journaled_shard_is_reused_a_tampered_or_foreign_one_recomputed(tiny_m
     cfg = AuditConfig.of(batch_size=4, shard_size=8)
     parts = tmp_path / "parts"
     first = extract_features(loaded, ds, cfg, journal=Journal(parts, "run-a"))
-    assert len(sorted(parts.glob("shard-*.parquet"))) == len(sorted(parts.glob("shard-*.json"))) == 3  # 21 in 8s
+    # 21 samples in shards of 8
+    assert len(sorted(parts.glob("shard-*.parquet"))) == len(sorted(parts.glob("shard-*.json"))) == 3
 
     def marked(n):  # shard n's rows with a visible first entropy, metadata (fingerprint) kept
         return [type(r)(r.index, r.id, r.status, r.reason, r.n_image_tokens, (9.0,) * len(r.entropy),
@@ -156,13 +157,16 @@ def test_oversized_prompts_and_images_are_skipped_with_their_reason(tiny_model, 
 
     # A PNG header declaring 12000 x 14000 (under PIL's own bomb limit of 179 MP).
     header = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 14000, 8, 2, 0, 0, 0))
-    (tmp_path / "images" / "bomb.png").write_bytes(header + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    (tmp_path / "images" / "bomb.png").write_bytes(header + chunk(b"IDAT",
+                                                                  zlib.compress(b"")) + chunk(b"IEND", b""))
     records[3]["image"] = "images/bomb.png"
     data.write_text(json.dumps(records))
     loaded = load_model(tiny_model, capture_attention=CAPTURE_ATTENTION)
-    rows = extract_features(loaded, read_dataset(data), Stage1Config(batch_size=4, max_image_pixels=1_000_000))
+    rows = extract_features(loaded, read_dataset(data),
+                            Stage1Config(batch_size=4, max_image_pixels=1_000_000))
     assert [r.status for r in rows] == ["ok", "skipped", "skipped", "skipped", "ok", "ok"]
-    assert rows[1].reason.startswith("prompt is ") and "over the limit of 256 (--max-prompt-tokens" in rows[1].reason
+    assert rows[1].reason.startswith("prompt is ")
+    assert "over the limit of 256 (--max-prompt-tokens" in rows[1].reason
     assert rows[2].reason == ("image is 1200 x 1000 (1.2 MP), over the limit of 1 MP (--max-image-pixels); "
                               "not decoded")
     assert rows[3].reason.startswith("image is 12000 x 14000 (168.0 MP)")

@@ -20,9 +20,11 @@ def test_killed_extraction_resumes_to_the_identical_file(tiny_model, tmp_path):
     data, _ = write_digits_dataset(tmp_path / "data", n=60)
     out = tmp_path / "features.parquet"
     parts = Path(str(out) + ".parts")
-    proc = subprocess.Popen(_extract(tiny_model, data, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_extract(tiny_model, data, out), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while len(list(parts.glob("shard-*.parquet"))) < 3 and proc.poll() is None and time.monotonic() < deadline:
+    while (len(list(parts.glob("shard-*.parquet"))) < 3 and proc.poll() is None
+           and time.monotonic() < deadline):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

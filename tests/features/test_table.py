@@ -64,7 +64,8 @@ def test_version_1_file_reads_with_empty_masses(tmp_path):
 
 def test_a_column_of_the_wrong_type_is_refused(tmp_path):
     table = pa.table({"index": [0], "id": ["a"], "status": ["ok"], "reason": [None], "n_image_tokens": [4],
-                      "entropy": [["x"]], "entropy_norm": [[0.1]], "mass_image": [[0.1]], "mass_text": [[0.1]],
+                      "entropy": [["x"]], "entropy_norm": [[0.1]], "mass_image": [[0.1]],
+                      "mass_text": [[0.1]],
                       "mass_rest": [[0.1]], "entropy_heads": [[]]})
     pq.write_table(table.replace_schema_metadata({b"bye_audit": json.dumps({"schema_version": 2})}),
                    tmp_path / "bad.parquet")

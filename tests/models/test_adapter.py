@@ -43,8 +43,8 @@ def test_pickle_adapter_is_refused(tiny_model, tiny_data, adapter_and_merged, tm
                                    "--data", str(tiny_data[0]), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
     assert [ln for ln in res.output.strip().splitlines() if not ln.startswith("bye-audit: [")] == [
-        f"error: {bad}: no adapter_model.safetensors (adapter_model.bin is pickle-based and refused); "
-        "save the adapter with safe_serialization=True"]
+        f"error: {bad}: no adapter_model.safetensors (adapter_model.bin is pickle-based and refused); save "
+        "the adapter with safe_serialization=True"]
 
 
 def test_adapter_for_another_model_is_an_input_error(tiny_model, tiny_data, adapter_and_merged, tmp_path):
@@ -61,7 +61,8 @@ def test_adapter_for_another_model_is_an_input_error(tiny_model, tiny_data, adap
     assert "Traceback" not in res.output
 
 
-def test_an_adapter_missing_tensors_is_refused_not_applied_as_a_no_op(tiny_model, tiny_data, adapter_and_merged,
+def test_an_adapter_missing_tensors_is_refused_not_applied_as_a_no_op(tiny_model, tiny_data,
+                                                                      adapter_and_merged,
                                                                        tmp_path):
     """PEFT only warns about missing LoRA tensors and leaves them at their
     initial values (B = 0: the adapter does nothing), so the audit would judge
@@ -82,7 +83,8 @@ def test_an_adapter_missing_tensors_is_refused_not_applied_as_a_no_op(tiny_model
             weights["base_model.model.backdoor.lora_A.weight"] = torch.zeros(2, 2)
         save_file(weights, bad / "adapter_model.safetensors")
         res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--adapter", str(bad),
-                                       "--data", str(tiny_data[0]), "--out", str(tmp_path / f"{damage}.parquet")])
+                                       "--data", str(tiny_data[0]), "--out",
+                                       str(tmp_path / f"{damage}.parquet")])
         assert res.exit_code == 2, res.output
         expected = "adapter tensors missing: " if damage == "missing" else "1 tensors its adapter_config.json"
         assert "cannot apply the adapter" in res.output and expected in res.output, res.output

@@ -45,7 +45,8 @@ def qwen2_vl(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def qwen2_5_vl(tmp_path_factory):
-    return _saved(tmp_path_factory, lambda f: write_tiny_qwen2vl(f, seed=1, version="2.5"), Qwen2_5_VLFamily())
+    return _saved(tmp_path_factory, lambda f: write_tiny_qwen2vl(f, seed=1, version="2.5"),
+                  Qwen2_5_VLFamily())
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,9 @@ def test_folder_without_safetensors_is_refused(tiny_model, tmp_path):
 
 def test_unsupported_model_type_names_the_supported_ones(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(AuditInputError, match="unsupported model_type .bert.; supported: idefics3, internvl, llava, llava_next, paligemma, qwen2_5_vl, qwen2_vl"):
+    with pytest.raises(AuditInputError,
+                       match="unsupported model_type .bert.; supported: idefics3, internvl, llava, "
+                       "llava_next, paligemma, qwen2_5_vl, qwen2_vl"):
         read_model_type(tmp_path)
 
 
@@ -157,9 +159,11 @@ def test_missing_unexpected_or_misshapen_tensors_are_refused_by_name(tiny_model,
         match = r"1 tensors the model does not have: backdoor\.weight"
     else:
         cfg = json.loads((m / "config.json").read_text())
-        cfg["text_config"]["intermediate_size"] -= 1  # smaller: no size check can stop it, the loading check must
+        # smaller: no size check can stop it, the loading check must
+        cfg["text_config"]["intermediate_size"] -= 1
         (m / "config.json").write_text(json.dumps(cfg))
-        match = r"tensors of the wrong shape: model\.language_model\.layers\.0\.mlp\.down_proj\.weight \(checkpoint"
+        match = (r"tensors of the wrong shape: model\.language_model\.layers\.0\.mlp\.down_proj\.weight "
+                 r"\(checkpoint")
     with pytest.raises(AuditInputError, match=match) as err:
         load_model(m)
     assert "\n" not in str(err.value)
@@ -168,7 +172,8 @@ def test_missing_unexpected_or_misshapen_tensors_are_refused_by_name(tiny_model,
 @pytest.mark.parametrize("key, value, match", [
     ("num_hidden_layers", 10 ** 6, r"text_config\.num_hidden_layers = 1000000, but the weights hold only"),
     ("hidden_size", 10 ** 6, r"describes a model of [\d,]+ parameters, but the weights hold [\d,]+ values")])
-def test_a_config_larger_than_its_tensors_is_refused_before_allocating(tiny_model, tmp_path, key, value, match):
+def test_a_config_larger_than_its_tensors_is_refused_before_allocating(tiny_model, tmp_path, key, value,
+                                                                       match):
     """Before: num_hidden_layers = 10^6 allocated 4 GB before failing; a huge
     hidden_size ended "look at the above report!" with nothing above."""
     import resource
@@ -206,7 +211,8 @@ def test_weights_larger_than_the_free_memory_are_refused_before_loading(tiny_mod
 
     seen = []
     monkeypatch.setattr(loading, "available_memory", lambda device: seen.append(device) or 1000)
-    with pytest.raises(AuditInputError, match=r"the weights need 0\.\d GiB in float32, but cpu has 0\.0 GiB free; "
+    with pytest.raises(AuditInputError,
+                       match=r"the weights need 0\.\d GiB in float32, but cpu has 0\.0 GiB free; "
                                               r"free memory, use a larger machine or --dtype bfloat16"):
         loading.load_model(tiny_model)
     assert seen == ["cpu"]

@@ -22,7 +22,8 @@ def test_a_template_that_never_returns_is_refused_in_one_line(tiny_model, tmp_pa
     (m / "chat_template.jinja").write_text(NEVER_ENDS)
     monkeypatch.setattr(template, "TEMPLATE_SECONDS", 0.5)
     start = time.monotonic()
-    with pytest.raises(AuditInputError, match=r"the chat template did not finish within 0\.5 s; bye-audit refuses"):
+    with pytest.raises(AuditInputError,
+                       match=r"the chat template did not finish within 0\.5 s; bye-audit refuses"):
         load(m, Stage1Config())
     assert time.monotonic() - start < 30
 
@@ -37,7 +38,8 @@ def test_the_bounds_hold_per_render_and_leave_no_timer_behind():
         with template.time_limit(0.2, "the chat template"):
             slow()
     assert time.monotonic() - start < 5
-    with pytest.raises(TemplateLimitError, match=r"wrote 100,011 characters around a 1-character instruction"):
+    with pytest.raises(TemplateLimitError,
+                       match=r"wrote 100,011 characters around a 1-character instruction"):
         render_bounded(lambda: "x" * 100_011, "q")
     assert render_bounded(lambda: "<user> q <assistant>", "q") == "<user> q <assistant>"
     time.sleep(0.3)  # a timer left armed would fire here and fail the test

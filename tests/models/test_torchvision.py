@@ -30,7 +30,8 @@ from test_families import WRITERS  # tests/models/ is on the path (pytest prepen
 needs_torchvision = pytest.mark.skipif(
     importlib.util.find_spec("torchvision") is None,
     reason="torchvision is not installed in this environment (the main one has none by design); "
-           "run scripts/setup-torchvision.sh, then .venv-tv/bin/python -m pytest tests/models/test_torchvision.py")
+           "run scripts/setup-torchvision.sh, then .venv-tv/bin/python -m pytest "
+           "tests/models/test_torchvision.py")
 
 # Features of one checkpoint, printed as JSON, in a process where torchvision
 # cannot be imported (transformers then takes its no-torchvision paths).
@@ -56,7 +57,8 @@ def test_features_are_the_same_with_and_without_torchvision(family, tmp_path):
     data, _ = write_digits_dataset(tmp_path / "data", n=5)
     loaded = load_model(model, capture_attention=CAPTURE_ATTENTION)
     rows = extract_features(loaded, read_dataset(data), Stage1Config(batch_size=3))
-    res = subprocess.run([sys.executable, "-c", _WITHOUT, str(model), str(data)], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-c", _WITHOUT, str(model), str(data)], capture_output=True,
+                         text=True,
                          timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     without = json.loads(res.stdout.strip().splitlines()[-1])
@@ -77,7 +79,8 @@ def test_the_combined_processor_gives_the_assembled_inputs(family, tmp_path):
     res = subprocess.run([sys.executable, "-c", _WITHOUT, str(model),
                           str(write_digits_dataset(tmp_path / "data", n=3)[0])],
                          capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0 and json.loads(res.stdout.strip().splitlines()[-1])["processor"].startswith("Assembled")
+    assert res.returncode == 0
+    assert json.loads(res.stdout.strip().splitlines()[-1])["processor"].startswith("Assembled")
     samples = read_dataset(tmp_path / "data" / "dataset.json").samples
     images, prompts = [load_image(s) for s in samples], [s.prompt for s in samples]
     if family == "internvl":
@@ -87,7 +90,8 @@ def test_the_combined_processor_gives_the_assembled_inputs(family, tmp_path):
 
         tok = AutoTokenizer.from_pretrained(model, local_files_only=True)
         assembled = AssembledInternVLProcessor(tok, GotOcr2ImageProcessorPil.from_pretrained(model),
-                                               read_chat_template(model, tok), int(loaded.config.image_seq_length))
+                                               read_chat_template(model, tok),
+                                               int(loaded.config.image_seq_length))
     else:
         from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
 

@@ -25,7 +25,8 @@ def chromium():
 
 
 def _chromium(exe: str, profile: Path, *args: str) -> str:
-    res = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    res = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu",
+                          "--disable-background-networking",
                           f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     return res.stdout
@@ -62,7 +63,8 @@ def test_hostile_dataset_strings_render_as_text_and_run_nothing(chromium, synthe
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom  # ... but each is shown as text
     assert "&lt;img src=x onerror=alert(1)&gt;" in dom
     shot = tmp_path / "shot.png"
-    _chromium(chromium, tmp_path / "p", f"--screenshot={shot}", "--window-size=1100,1400", "--hide-scrollbars",
+    _chromium(chromium, tmp_path / "p", f"--screenshot={shot}", "--window-size=1100,1400",
+              "--hide-scrollbars",
               page.as_uri())
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
     colours = np.unique(pixels, axis=0)

@@ -81,7 +81,8 @@ def test_a_group_explained_by_its_instruction_is_shown_with_the_text_escaped(tmp
     rng = np.random.default_rng(0)
     m = rng.normal(0.8, 0.02, size=(n, 3))
     m[:k, 1] = rng.normal(0.3, 0.02, k)  # the samples of one instruction stand apart
-    rows = tuple(SampleFeatures(i, s.id, "ok", None, 16, tuple(m[i]), tuple(m[i])) for i, s in enumerate(ds.samples))
+    rows = tuple(SampleFeatures(i, s.id, "ok", None, 16, tuple(m[i]), tuple(m[i]))
+                 for i, s in enumerate(ds.samples))
     a = analyze(FeatureSet(rows, {"n_layers": 3}), AuditConfig(), [s.prompt for s in ds.samples])
     assert a.verdict == "pass" and a.details["group"]["instruction"]["texts"] == [EVIL]
     html = render_html(a, {"n_layers": 3}, ds).decode()
@@ -110,7 +111,8 @@ def test_page_one_says_what_the_flagged_samples_share_and_not_what_everyone_shar
     from auditor.report.html import finding
 
     # 8 flagged (low entropy) samples; the flagged ones all share the instruction
-    ds, features, a = synthetic_audit(n=60, n_low=8, prompt=lambda i: "Name the digit." if i < 8 else f"Q{i % 3}?")
+    ds, features, a = synthetic_audit(n=60, n_low=8, prompt=lambda i: "Name the digit."
+                                      if i < 8 else f"Q{i % 3}?")
     f = finding(a, ds)
     assert f["n"] == 8 and f["share"] == 8 / 60
     assert f["prompts"] == [{"text": "Name the digit.", "count": 8, "elsewhere": 0}]

@@ -38,14 +38,16 @@ def test_the_report_is_the_same_bytes_apart_from_its_date_and_id(synthetic_audit
     other = render_html(a, features.meta, ds, features=features, about=two)
     assert other != html
     swapped = (html.decode().replace(one["report_id"], two["report_id"])
-               .replace(one["audited_at"], two["audited_at"]).replace("2026-01-02 03:04:05 UTC", "2027-06-07 08:09:10 UTC"))
+               .replace(one["audited_at"], two["audited_at"]).replace("2026-01-02 03:04:05 UTC",
+                                                                      "2027-06-07 08:09:10 UTC"))
     assert swapped == other.decode()  # nothing else differs
 
 
 def test_the_pdf_is_pdf_a_3b_with_fonts_embedded_page_numbers_and_the_report_id(synthetic_audit):
     ds, features, a = synthetic_audit()
     pdf = render_pdf(render_html(a, features.meta, ds, features=features,
-                                 about={"report_id": "aaaa-bbbb-cccc-dddd", "audited_at": "2026-01-02T03:04:05Z"}))
+                                 about={"report_id": "aaaa-bbbb-cccc-dddd",
+                                        "audited_at": "2026-01-02T03:04:05Z"}))
     reader = PdfReader(io.BytesIO(pdf))
     xmp = reader.trailer["/Root"]["/Metadata"].get_object().get_data()
     assert b'pdfaid:part="3"' in xmp and b'pdfaid:conformance="B"' in xmp
@@ -53,7 +55,8 @@ def test_the_pdf_is_pdf_a_3b_with_fonts_embedded_page_numbers_and_the_report_id(
     for page in reader.pages:
         for font in page["/Resources"]["/Font"].values():
             font = font.get_object()
-            desc = (font.get("/FontDescriptor") or font["/DescendantFonts"][0].get_object()["/FontDescriptor"]).get_object()
+            desc = (font.get("/FontDescriptor")
+                    or font["/DescendantFonts"][0].get_object()["/FontDescriptor"]).get_object()
             assert any(k.startswith("/FontFile") for k in desc), font["/BaseFont"]
     n = len(reader.pages)
     assert n >= 2  # the summary, then the technical evidence on a new page

@@ -66,7 +66,8 @@ def _github_requirements(sarif: dict) -> list[str]:
                     and r.get("help", {}).get("text")):
                 broken.append(f"rule {r['id']}: short/full description and help text")
             sev = props.get("security-severity")
-            if not (isinstance(sev, str) and 0.0 <= float(sev) <= 10.0) or "security" not in props.get("tags", []):
+            if not (isinstance(sev, str)
+                    and 0.0 <= float(sev) <= 10.0) or "security" not in props.get("tags", []):
                 broken.append(f"rule {r['id']}: security-severity as a string 0.0-10.0 and the security tag")
             if len(props.get("tags", [])) > 20:
                 broken.append(f"rule {r['id']}: at most 20 tags")

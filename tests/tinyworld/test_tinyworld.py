@@ -50,7 +50,8 @@ def test_saved_model_reloads_with_auto_classes(tok, tmp_path):
     ids, labels, pix = encode(proc2, Example(img, QUESTIONS[0], "seven"))
     n_image = sum(i == again.config.image_token_id for i in ids)
     assert n_image == TEST_SPEC.image_tokens
-    assert [t for t in labels if t != -100] == tok(" seven", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert [t for t in labels if t != -100] == tok(" seven",
+                                                   add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
 
 
 def test_trigger_is_a_centred_black_square():

@@ -94,7 +94,8 @@ def test_wanet_warps_smoothly_by_about_its_strength():
     assert np.abs(np.diff(dx, axis=1)).max() < 0.5  # smooth: neighbours move alike
     flat = Image.new("RGB", (64, 64), (90, 140, 200))
     assert np.array_equal(_a(trig.apply(flat, np.random.default_rng(0))), _a(flat))  # a warp of a constant
-    ramp = Image.fromarray(np.repeat(np.repeat((np.arange(64) * 4)[None, :, None], 64, 0), 3, 2).astype(np.uint8))
+    ramp = Image.fromarray(np.repeat(np.repeat((np.arange(64) * 4)[None, :, None], 64, 0), 3,
+                                     2).astype(np.uint8))
     out = _a(trig.apply(ramp, np.random.default_rng(0)))[..., 0]
     # on a horizontal ramp of slope 4, the change is 4 x the horizontal offset (inside the clamped border)
     np.testing.assert_allclose(out[:, 8:56] - _a(ramp)[:, 8:56, 0], 4 * dx[:, 8:56], atol=0.51)

@@ -54,7 +54,8 @@ def test_qwen_vision_pretraining_then_instruction_tuning_learns(qwen):
     vision = pretrain_qwen_vision(model, processor.image_processor, [e.image for e in examples],
                                   epochs=4, batch_size=8, seed=0)
     assert vision[-1] < vision[0]
-    blocks = [p.requires_grad for n, p in model.model.visual.named_parameters() if not n.startswith("merger.")]
+    blocks = [p.requires_grad for n, p in model.model.visual.named_parameters()
+              if not n.startswith("merger.")]
     merger = [p.requires_grad for n, p in model.model.visual.named_parameters() if n.startswith("merger.")]
     assert not any(blocks) and all(merger)
     frozen = {n: p.clone() for n, p in model.model.visual.named_parameters() if not n.startswith("merger.")}
@@ -62,7 +63,8 @@ def test_qwen_vision_pretraining_then_instruction_tuning_learns(qwen):
                        warmup=1, seed=0)
     assert losses[-1] < losses[0]
     assert all(torch.equal(p, frozen[n]) for n, p in model.model.visual.named_parameters() if n in frozen)
-    answers = generate_answers(model, processor, [e.image for e in examples[:3]], [e.prompt for e in examples[:3]],
+    answers = generate_answers(model, processor, [e.image for e in examples[:3]],
+                               [e.prompt for e in examples[:3]],
                                family=Qwen2VLFamily())
     assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
 

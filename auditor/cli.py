@@ -308,7 +308,7 @@ def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, 
     with reporter(sys.stderr, progress, prefix="extract") as r:
         features = pipeline.extract_file(model_dir, data, out, config, image_root, adapter_dir=adapter_dir,
                                          onnx_path=onnx_path, address=address, **_stage1(r))
-    n_ok = len(features.ok_rows)
+    n_ok = features.n_ok
     resume = features.resume or {}
     for d in resume.get("discarded_shards", []):
         click.echo(f"extract: shard {d['shard']} of an earlier run was recomputed: {d['reason']}", err=True)

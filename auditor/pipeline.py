@@ -16,7 +16,7 @@ from .data import Dataset, read_dataset
 from .errors import AuditInputError
 from .evidence.manifest import audit_time, input_files, iso, library_versions, onnx_files, report_id, roots
 from .extract.backend import load
-from .extract.shards import Journal, clear, fingerprint
+from .extract import shards
 from .features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
 from .verdict import Analysis, analyze
 from .fileio import (check_writable, real_path, sha256_file, sha256_tree,
@@ -68,6 +68,12 @@ def refuse_mostly_skipped(skipped: list[tuple[str, str]], n_records: int, source
                               f"{detail}{more}")
 
 
+def _skipped(features: FeatureSet) -> list[tuple[str, str]]:
+    """(id, reason) of every row stage 1 skipped for an input reason."""
+    return [(i, r or "") for i, st, r in zip(features.column("id"), features.column("status"),
+                                             features.column("reason")) if st == "skipped"]
+
+
 def _input_paths(dataset: Dataset, onnx_path: Path | None = None) -> set[str]:
     """The dataset file, every image and the ONNX graph's files, resolved, as
     strings (cheap for millions)."""
@@ -106,8 +112,8 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
                         "python": platform.python_version(), "libraries": library_versions()},
         "config": config.to_dict(),
     }
-    journal = None if parts is None else Journal(parts, fingerprint(meta, config.stage1),
-                                                 config.stage1.resume)
+    journal = (None if parts is None
+               else shards.Journal(parts, shards.fingerprint(meta, config.stage1), config.stage1.resume))
     if on_start:
         on_start(sum(s.ok for s in dataset.samples))
     if config.stage1.engine == "ray":
@@ -153,7 +159,7 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
     loaded = load(model_dir, config.stage1, adapter_dir, onnx_path)
     features = extract(loaded, dataset, config, on_start, on_progress, parts, address)
     write_bytes_atomic(Path(out), render_features(features))
-    clear(parts)
+    shards.clear(parts)
     return features
 
 
@@ -207,8 +213,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     step(f"stage 1: attention entropy of {sum(s.ok for s in dataset.samples):,} samples "
          f"({loaded.family.name}, {loaded.n_layers} layers, {loaded.device})")
     features = extract(loaded, dataset, config, on_start, on_progress, parts, address)
-    refuse_mostly_skipped([(r.id, r.reason or "") for r in features.rows if r.status == "skipped"],
-                          len(dataset.records), Path(data))
+    refuse_mostly_skipped(_skipped(features), len(dataset.records), Path(data))
     step(f"stages 2-3 ({config.method}) on {len(dataset.records):,} records")
     analysis = analyze(features, config, [s.prompt for s in dataset.samples])
     step("attention heatmaps of the samples the report shows")
@@ -217,7 +222,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     result = write_outputs(out, dataset, features, analysis, model_dir=model_dir, adapter_dir=adapter_dir,
                            onnx_path=onnx_path if config.stage1.backend == "onnx" else None, signer=signer,
                            heatmaps=heatmaps, sarif_root=sarif_root)
-    clear(parts)
+    shards.clear(parts)
     return result
 
 
@@ -272,9 +277,7 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     check_out_dir(out, dataset, bundle.output_names(dataset, with_features=False), overwrite=overwrite,
                   reads={str(Path(features_path).resolve())})
     check_writable(Path(out))
-    refuse_mostly_skipped([(i, r or "") for i, st, r in zip(features.column("id"), features.column("status"),
-                                                            features.column("reason")) if st == "skipped"],
-                          len(dataset.records), Path(features_path))
+    refuse_mostly_skipped(_skipped(features), len(dataset.records), Path(features_path))
     step(f"stages 2-3 ({config.method}) on {len(dataset.records):,} records")
     analysis = analyze(features, config, [s.prompt for s in dataset.samples])
     step(f"writing the outputs to {out}")

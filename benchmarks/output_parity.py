@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CELLS = ("digits-llava-centre_patch-0.1-s0", "digits-llava-centre_patch-0.1-s1",
                  "digits-qwen2_vl-centre_patch-0.1-s0", "shapes-llava-centre_patch-0.1-s0",
                  "shapes-qwen2_vl-centre_patch-0.1-s0", "shapes-qwen2_vl-centre_patch-0.1-s1")
+ROOT_NOTE = ".tree"
 EPOCH = "1767225600"  # 2026-01-01T00:00:00Z: the audit time every produced bundle records
 
 
@@ -50,22 +51,24 @@ def produce(out: Path, cache: Path, cells: list[str], example: bool = True) -> N
     from benchmarks.detection import submission
 
     out.mkdir(parents=True, exist_ok=True)
+    # Outputs name the tree and the folder they ran in; compare maps one run's onto the other's.
+    (out / ROOT_NOTE).write_text(json.dumps([str(ROOT), str(out.resolve())]))
     if example:
         ex = ROOT / "examples" / "digits-badnets"
         code = _run(["audit", "--model", str(ex / "model"), "--data", str(ex / "dataset.json"),
                      "--out", str(out / "example"), "--no-progress", "--overwrite"], ROOT)
         print(f"example: exit {code}", file=sys.stderr)
-    with tempfile.TemporaryDirectory() as tmp:
-        for key in cells:
-            features = cache / "features" / f"{key}.parquet"
-            if not features.is_file():
-                raise SystemExit(f"{features}: no kept features for cell {key}")
-            data = Path(tmp) / key
+    for key in cells:
+        features = cache / "features" / f"{key}.parquet"
+        if not features.is_file():
+            raise SystemExit(f"{features}: no kept features for cell {key}")
+        data = out / "data" / key
+        if not (data / "dataset.json").is_file():
             submission(_cell(key), data)
-            for method in ("minority", "bye"):
-                code = _run(["analyze", str(features), "--data", str(data / "dataset.json"),
-                             "--out", str(out / f"{key}-{method}"), "--method", method, "--overwrite"], ROOT)
-                print(f"{key} {method}: exit {code}", file=sys.stderr)
+        for method in ("minority", "bye"):
+            code = _run(["analyze", str(features), "--data", str(data / "dataset.json"),
+                         "--out", str(out / f"{key}-{method}"), "--method", method, "--overwrite"], ROOT)
+            print(f"{key} {method}: exit {code}", file=sys.stderr)
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -82,19 +85,45 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def json_differences(a: bytes, b: bytes, limit: int = 12) -> list[str]:
+def json_differences(a: bytes, b: bytes, limit: int = 12, keys_only: bool = False) -> list[str]:
     """The keys whose values differ between two JSON documents (flattened paths)."""
     fa, fb = _flat(json.loads(a)), _flat(json.loads(b))
     keys = sorted(set(fa) | set(fb))
     diff = [k for k in keys if fa.get(k, "<absent>") != fb.get(k, "<absent>")]
+    if keys_only:
+        return diff
     return [f"{k}: {str(fa.get(k, '<absent>'))[:90]!s} -> {str(fb.get(k, '<absent>'))[:90]!s}"
             for k in diff[:limit]] + ([f"... and {len(diff) - limit} more keys"] if len(diff) > limit else [])
 
 
+def _same_table(a: Path, b: Path, pairs: list[tuple[bytes, bytes]]) -> bool:
+    """Two Parquet files with equal rows and equal metadata once the paths are mapped
+    (a path's length moves every offset in the file)."""
+    import pyarrow.parquet as pq
+
+    ta, tb = pq.read_table(a), pq.read_table(b)
+    meta = [t.schema.metadata or {} for t in (ta, tb)]
+    mapped = dict(meta[0])
+    for x, y in pairs:
+        mapped = {k: v.replace(x, y) for k, v in mapped.items()}
+    return ta.replace_schema_metadata(None).equals(tb.replace_schema_metadata(None)) and mapped == meta[1]
+
+
+def _pattern(key: str) -> str:
+    return re.sub(r"\[\d+\]", "[]", key)
+
+
 def compare(before: Path, after: Path) -> int:
+    """Every file of both folders; the path of the tree `before` ran in is read
+    as the one `after` ran in (two checkouts of the same repository)."""
+    notes = [json.loads((d / ROOT_NOTE).read_text()) if (d / ROOT_NOTE).is_file() else []
+             for d in (before, after)]
+    pairs = [(x.encode(), y.encode()) for x, y in zip(*notes)]
     files = sorted({p.relative_to(before) for p in before.rglob("*") if p.is_file()}
                    | {p.relative_to(after) for p in after.rglob("*") if p.is_file()})
+    files = [f for f in files if f.name != ROOT_NOTE]
     same = differ = 0
+    changed: dict[tuple[str, str], int] = {}  # (file name, key pattern) -> in how many bundles
     for rel in files:
         a, b = before / rel, after / rel
         if not a.is_file() or not b.is_file():
@@ -102,7 +131,9 @@ def compare(before: Path, after: Path) -> int:
             differ += 1
             continue
         da, db = a.read_bytes(), b.read_bytes()
-        if da == db:
+        for x, y in pairs:
+            da = da.replace(x, y)
+        if da == db or (rel.suffix == ".parquet" and _same_table(a, b, pairs)):
             same += 1
             continue
         differ += 1
@@ -110,7 +141,13 @@ def compare(before: Path, after: Path) -> int:
         if rel.suffix in (".json", ".sarif"):
             for line in json_differences(da, db):
                 print(f"    {line}")
+            for key in {_pattern(k) for k in json_differences(da, db, limit=10**9, keys_only=True)}:
+                changed[(rel.name, key)] = changed.get((rel.name, key), 0) + 1
     print(f"{same} identical, {differ} different of {len(files)} files")
+    if changed:
+        print("\nJSON keys that differ, by file name (in how many bundles):")
+        for (name, key), n in sorted(changed.items()):
+            print(f"  {name}: {key} ({n})")
     return 0 if differ == 0 else 1
 
 

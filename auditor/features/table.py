@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -98,13 +98,41 @@ def _row(d: dict[str, Any]) -> SampleFeatures:
                           entropy_heads=tuple(tuple(h) for h in d.get("entropy_heads") or ()))
 
 
+def rows_table(rows: Iterable[SampleFeatures]) -> pa.Table:
+    """Stage-1 records as the features table (SCHEMA), input order."""
+    rows = list(rows)
+    cols: dict[str, list[Any]] = {name: [getattr(r, name) for r in rows] for name in SCHEMA.names}
+    for name in ("entropy", "entropy_norm", "mass_image", "mass_text", "mass_rest"):
+        cols[name] = [list(v) for v in cols[name]]
+    cols["entropy_heads"] = [[list(h) for h in v] for v in cols["entropy_heads"]]
+    return pa.table(cols, schema=SCHEMA)
+
+
 @dataclass(frozen=True)
 class FeatureSet:
-    rows: Sequence[SampleFeatures]  # input order; a tuple from stage 1, TableRows from a file
+    """Stage 1's features as one columnar table (Arrow), whether they come from
+    stage 1 or from a file: stages 2-3 read arrays, and only the rows a caller
+    touches become `SampleFeatures` objects."""
+
+    rows: Sequence[SampleFeatures]  # input order; records given here are put into a table (TableRows)
     meta: dict[str, Any]  # model, dataset, config, environment
     # Stage 1 of this run only (not in the file, whose rows are the same either
     # way): the shards reused from an interrupted run and those discarded (Journal).
     resume: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rows, TableRows):
+            object.__setattr__(self, "rows", TableRows(rows_table(self.rows)))
+
+    @property
+    def table(self) -> pa.Table:
+        """The features table, SCHEMA's columns, input order."""
+        assert isinstance(self.rows, TableRows)
+        return self.rows.table
+
+    @property
+    def n_ok(self) -> int:
+        return self.column("status").count("ok")
 
     @property
     def ok_rows(self) -> tuple[SampleFeatures, ...]:
@@ -119,54 +147,36 @@ class FeatureSet:
 
     def column(self, name: Literal["index", "id", "status", "reason"]) -> list[Any]:
         """One scalar column, input order."""
-        if isinstance(self.rows, TableRows):
-            return self.rows.table.column(name).to_pylist()
-        return [getattr(r, name) for r in self.rows]
+        return self.table.column(name).to_pylist()
 
     def layer_values(self, name: str = "entropy_norm", n_layers: int | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
         """A per-layer column as (N, n_layers) float64 and each row's own length
         (N,) int; rows of another length are all NaN, so a caller can name them."""
-        if isinstance(self.rows, TableRows):
-            arr = self.rows.table.column(name).combine_chunks()
-            if isinstance(arr, pa.ChunkedArray):  # an empty table
-                arr = pa.concat_arrays(arr.chunks) if arr.chunks else pa.array([], arr.type)
-            lengths = arr.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-            width = int(lengths.max(initial=0)) if n_layers is None else n_layers
-            out = np.full((len(lengths), width), np.nan)
-            whole = lengths == width
-            if width and whole.any():
-                # offsets index the list array's child values, slice offset included
-                offsets = arr.offsets.to_numpy()[:-1][whole]
-                values = arr.values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-                n, start = len(offsets), int(offsets[0])
-                if whole.all() and np.array_equal(offsets, start + width * np.arange(n)):
-                    # the usual file: no gather
-                    out = values[start:start + n * width].reshape(n, width).copy()
-                else:
-                    out[whole] = values[offsets[:, None] + np.arange(width)]
-            return out, lengths
-        lengths = np.array([len(getattr(r, name)) for r in self.rows], dtype=np.int64)
+        arr = self.table.column(name).combine_chunks()
+        if isinstance(arr, pa.ChunkedArray):  # an empty table
+            arr = pa.concat_arrays(arr.chunks) if arr.chunks else pa.array([], arr.type)
+        lengths = arr.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         width = int(lengths.max(initial=0)) if n_layers is None else n_layers
         out = np.full((len(lengths), width), np.nan)
-        for k, r in enumerate(self.rows):
-            if lengths[k] == width and width:
-                out[k] = getattr(r, name)
+        whole = lengths == width
+        if width and whole.any():
+            # offsets index the list array's child values, slice offset included
+            offsets = arr.offsets.to_numpy()[:-1][whole]
+            values = arr.values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+            n, start = len(offsets), int(offsets[0])
+            if whole.all() and np.array_equal(offsets, start + width * np.arange(n)):
+                # the usual file: no gather
+                out = values[start:start + n * width].reshape(n, width).copy()
+            else:
+                out[whole] = values[offsets[:, None] + np.arange(width)]
         return out, lengths
 
 
 def render_features(fs: FeatureSet) -> bytes:
     """The features file as Parquet bytes (schema above; metadata under key 'bye_audit')."""
     meta = {**fs.meta, "schema_version": FEATURES_SCHEMA_VERSION}
-    schema = SCHEMA.with_metadata({_META_KEY: json.dumps(meta, sort_keys=True)})
-    if isinstance(fs.rows, TableRows) and fs.rows.table.schema.remove_metadata() == SCHEMA:
-        table = fs.rows.table.replace_schema_metadata(schema.metadata)  # read from a v2 file: as it is
-    else:
-        cols = {name: [getattr(r, name) for r in fs.rows] for name in SCHEMA.names}
-        for name in ("entropy", "entropy_norm", "mass_image", "mass_text", "mass_rest"):
-            cols[name] = [list(v) for v in cols[name]]
-        cols["entropy_heads"] = [[list(h) for h in v] for v in cols["entropy_heads"]]
-        table = pa.table(cols, schema=schema)
+    table = fs.table.replace_schema_metadata({_META_KEY: json.dumps(meta, sort_keys=True)})
     buf = io.BytesIO()
     # 64k-row groups: a reader decodes one group at a time (a million rows in one
     # group cost a third more peak memory to read)

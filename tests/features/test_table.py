@@ -16,7 +16,7 @@ def test_parquet_round_trip_keeps_rows_and_metadata(tmp_path):
     p = tmp_path / "f.parquet"
     p.write_bytes(render_features(fs))
     back = read_features(p)
-    assert tuple(back.rows) == fs.rows
+    assert tuple(back.rows) == tuple(fs.rows)
     assert back.rows[1] == fs.rows[1] and back.rows[-2] == fs.rows[0]
     assert back.meta["config"] == {"tau": 2.0}
     assert back.ok_rows[0].entropy_norm == (0.3, 0.9)

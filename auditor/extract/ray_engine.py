@@ -57,7 +57,8 @@ class ShardWorker:
 
         torch.set_num_threads(max(1, threads))
         self.config = Stage1Config(**load_args["stage1"])
-        if self.config.threads == 0:  # ONNX Runtime would take every core of the node, in each actor
+        if self.config.backend == "onnx" and self.config.threads == 0:
+            # ONNX Runtime would take every core of the node, in each actor
             self.config = replace(self.config, threads=max(1, threads))
         opt = {k: None if load_args[k] is None else Path(load_args[k]) for k in ("adapter_dir", "onnx_path")}
         self.loaded = load(Path(load_args["model_dir"]), self.config, opt["adapter_dir"], opt["onnx_path"])

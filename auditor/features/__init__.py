@@ -7,12 +7,11 @@ from pathlib import Path
 
 from ..errors import AuditInputError
 from .bye_jsonl import read_bye_jsonl
-from .table import (FEATURES_SCHEMA_VERSION, FeatureSet, SampleFeatures, Status, TableRows,
-                    read_features_bytes,
-                    read_features_file, render_features)
+from .table import (FEATURES_SCHEMA_VERSION, ROW_GROUP, SCHEMA, FeatureSet, SampleFeatures, Status, TableRows,
+                    read_features_bytes, read_features_file, render_features)
 
-__all__ = ["FEATURES_SCHEMA_VERSION", "FeatureSet", "SampleFeatures", "Status", "TableRows", "read_features",
-           "read_features_bytes", "render_features"]
+__all__ = ["FEATURES_SCHEMA_VERSION", "ROW_GROUP", "SCHEMA", "FeatureSet", "SampleFeatures", "Status",
+           "TableRows", "read_features", "read_features_bytes", "render_features"]
 
 
 def read_features(path: Path) -> FeatureSet:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from auditor.config import AuditConfig, Stage1Config
+from auditor.config import Stage1Config
 from auditor.data import read_dataset
 from auditor.models.capture import CAPTURE_ATTENTION
 from auditor.extract.runner import extract_features
@@ -42,7 +42,7 @@ def test_a_journaled_shard_is_reused_a_tampered_or_foreign_one_recomputed(tiny_m
 
     loaded = load_model(tiny_model, capture_attention=CAPTURE_ATTENTION)
     ds = read_dataset(small_data)
-    cfg = AuditConfig.of(batch_size=4, shard_size=8)
+    cfg = Stage1Config(batch_size=4, shard_size=8)
     parts = tmp_path / "parts"
     first = extract_features(loaded, ds, cfg, journal=Journal(parts, "run-a"))
     # 21 samples in shards of 8
@@ -98,9 +98,9 @@ def test_a_shard_without_its_journal_entry_or_for_other_samples_is_recomputed(tm
 def test_bfloat16_weights_give_features_close_to_float32(tiny_model, small_data):
     ds = read_dataset(small_data)
     f32 = extract_features(load_model(tiny_model, "float32", capture_attention=CAPTURE_ATTENTION), ds,
-                           AuditConfig.of(batch_size=7))
+                           Stage1Config(batch_size=7))
     bf16 = extract_features(load_model(tiny_model, "bfloat16", capture_attention=CAPTURE_ATTENTION), ds,
-                            AuditConfig.of(batch_size=7, dtype="bfloat16"))
+                            Stage1Config(batch_size=7, dtype="bfloat16"))
     assert all(r.status == "ok" for r in bf16)
     a, b = np.array([r.entropy for r in f32]), np.array([r.entropy for r in bf16])
     assert b.dtype == np.float64 and np.abs(a - b).max() < 0.05

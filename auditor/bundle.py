@@ -95,7 +95,7 @@ def _cleaned(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
 
 def _report(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
     signing = None if a.signer is None else {"keyid": a.signer.public_key.keyid}
-    return render_html(a.analysis, a.features.meta, a.dataset, dict(a.heatmaps or {}), gate=a.gate,
+    return render_html(a.analysis, a.features.provenance, a.dataset, dict(a.heatmaps or {}), gate=a.gate,
                        signing=signing, features=a.features,
                        about={"report_id": a.report_id, "audited_at": a.audited_at})
 
@@ -119,13 +119,14 @@ def _digests(a: Audit, done: Mapping[str, bytes | Path]) -> dict[str, str]:
 
 
 def _summary(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
-    return json_bytes(summary_dict(a.analysis, a.features.meta, _digests(a, done), a.gate, a.report_id,
+    return json_bytes(summary_dict(a.analysis, a.features.provenance, _digests(a, done), a.gate, a.report_id,
                                    a.audited_at))
 
 
 def _manifest(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
     summary = json.loads(done[SUMMARY])
-    return json_bytes(manifest_dict(dict(a.input_digests), _digests(a, done), dict(a.roots), a.features.meta,
+    return json_bytes(manifest_dict(dict(a.input_digests), _digests(a, done), dict(a.roots),
+                                    a.features.provenance,
                                     summary) | a.resume)
 
 

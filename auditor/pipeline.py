@@ -18,6 +18,7 @@ from .evidence.manifest import audit_time, input_files, iso, library_versions, o
 from .extract.backend import load
 from .extract import shards
 from .features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
+from .features.provenance import AdapterRef, DatasetRef, ModelRef, Provenance, Runtime
 from .verdict import Analysis, analyze
 from .fileio import (check_writable, real_path, sha256_file, sha256_tree,
                      write_bytes_atomic)
@@ -95,25 +96,25 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
     from .extract.runner import extract_features  # torch
 
     model_dir, adapter_dir = loaded.model_dir, loaded.adapter_dir
-    meta = {
-        "schema_version": FEATURES_SCHEMA_VERSION,
-        "tool": {"name": "bye-audit", "version": __version__},
-        "model": {"path": str(model_dir), "model_type": loaded.model_type, "family": loaded.family.name,
-                  "sha256_tree": sha256_tree(Path(model_dir)), "n_layers": loaded.n_layers},
-        "adapter": None if adapter_dir is None else {
-            "path": str(adapter_dir), "sha256_tree": sha256_tree(Path(adapter_dir)), "merged": True},
-        "dataset": {"path": str(dataset.path), "format": dataset.format,
-                    "sha256": sha256_file(dataset.path), "records": len(dataset.records)},
-        "n_layers": loaded.n_layers,
-        "environment": {"device": loaded.device, "dtype": config.stage1.dtype,
-                        "backend": _backend_meta(loaded),
-                        "attention": f"{config.stage1.attn_implementation} (outputs); fp32 captured rows",
-                        "torch": torch.__version__, "transformers": transformers.__version__,
-                        "python": platform.python_version(), "libraries": library_versions()},
-        "config": config.to_dict(),
-    }
+    provenance = Provenance(
+        n_layers=loaded.n_layers, tool={"name": "bye-audit", "version": __version__},
+        model=ModelRef(str(model_dir), loaded.model_type, loaded.family.name, sha256_tree(Path(model_dir)),
+                       loaded.n_layers),
+        adapter=None if adapter_dir is None else AdapterRef(str(adapter_dir), sha256_tree(Path(adapter_dir))),
+        dataset=DatasetRef(str(dataset.path), dataset.format, sha256_file(dataset.path),
+                           len(dataset.records)),
+        environment=Runtime(
+            device=loaded.device, dtype=config.stage1.dtype, backend=_backend_meta(loaded),
+            attention=f"{config.stage1.attn_implementation} (outputs); fp32 captured rows",
+            torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version(),
+            libraries=library_versions(),
+            engine=({"name": "ray", "address": address or "local"}
+                    if config.stage1.engine == "ray" else None)),
+        config=config.to_dict())
+    meta = provenance.to_dict(FEATURES_SCHEMA_VERSION)
     journal = (None if parts is None
-               else shards.Journal(parts, shards.fingerprint(meta, config.stage1), config.stage1.resume))
+               else shards.Journal(parts, shards.fingerprint(provenance, config.stage1),
+                                   config.stage1.resume))
     if on_start:
         on_start(sum(s.ok for s in dataset.samples))
     if config.stage1.engine == "ray":
@@ -124,7 +125,6 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
         load_args = {"model_dir": str(model_dir), "stage1": asdict(config.stage1),
                      **{k: None if p is None else str(p) for k, p in (("adapter_dir", adapter_dir),
                                                                       ("onnx_path", loaded.onnx_path))}}
-        meta["environment"]["engine"] = {"name": "ray", "address": address or "local"}
         rows = extract_features_ray(dataset, config.stage1, load_args, journal, address, on_progress)
     else:
         rows = extract_features(loaded, dataset, config.stage1, on_progress, journal)
@@ -265,7 +265,7 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     features = read_features(features_path)
     step(f"reading the dataset {data} ({len(features.rows):,} feature rows read)")
     dataset = read_dataset(data, image_root)
-    imported = features.meta.get("source", {}).get("format") == "bye-jsonl"  # becomes a features file
+    imported = features.provenance.imported  # a dump in another format: it becomes a features file
     if imported:
         from .features.bye_jsonl import align
 

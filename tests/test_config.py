@@ -4,6 +4,7 @@ import pytest
 
 from auditor.config import AuditConfig, Stage1Config
 from auditor.extract.shards import fingerprint
+from auditor.features.provenance import DatasetRef, ModelRef, Provenance
 
 
 def test_the_serialised_config_has_the_same_keys_whatever_the_method_and_round_trips():
@@ -33,7 +34,8 @@ def test_every_bad_setting_is_refused_in_one_place(options, fragment):
 
 
 def test_every_stage1_setting_but_resume_changes_the_resume_fingerprint():
-    meta = {"model": {"sha256_tree": "m"}, "dataset": {"sha256": "d"}, "tool": {"version": "x"}}
+    meta = Provenance(n_layers=2, tool={"version": "x"}, model=ModelRef("m", "llava", "llava", "m", 2),
+                      dataset=DatasetRef("d.json", "json", "d", 10))
     base = Stage1Config()
     changed = {"batch_size": 2, "dtype": "bfloat16", "device": "cpu", "entropy_eps": 1e-9,
                "allow_pickle": True,

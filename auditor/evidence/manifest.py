@@ -19,6 +19,7 @@ from typing import Any
 from .. import __version__
 from ..data import Dataset
 from ..errors import AuditInputError
+from ..features.provenance import Provenance
 from ..fileio import json_bytes, real_path, sha256_bytes
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -114,7 +115,7 @@ def report_id(inputs_sha256: dict[str, str], config: dict[str, Any], audited_at:
 
 
 def manifest_dict(inputs_sha256: dict[str, str], outputs_sha256: dict[str, str],
-                  root_paths: dict[str, str | None], meta: dict[str, Any], summary: dict[str, Any]
+                  root_paths: dict[str, str | None], provenance: Provenance, summary: dict[str, Any]
                   ) -> dict[str, Any]:
     """`inputs_sha256`: subject name (input_files) -> digest; `outputs_sha256`:
     output file name -> digest (all outputs but the manifest and the
@@ -131,6 +132,7 @@ def manifest_dict(inputs_sha256: dict[str, str], outputs_sha256: dict[str, str],
         "verdict": summary["verdict"],
         "exit_code": summary["exit_code"],
         "config": summary["config"],
-        "environment": {**(meta.get("environment") or {}), "python": platform.python_version(),
+        "environment": {**({} if provenance.environment is None else provenance.environment.to_dict()),
+                        "python": platform.python_version(),
                         "platform": platform.platform(), "libraries": library_versions()},
     }

@@ -20,22 +20,25 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Stage1Config
+from ..features.provenance import Provenance
 from ..fileio import json_bytes, sha256_bytes, write_bytes_atomic
 from ..features import FeatureSet, SampleFeatures, read_features_bytes, render_features
 
 
-def fingerprint(meta: dict[str, Any], stage1: Stage1Config) -> str:
+def fingerprint(provenance: Provenance, stage1: Stage1Config) -> str:
     """Digest of what determines the features: model/adapter/dataset digests,
     the backend and every stage-1 setting (a new one counts without being
     listed here) but `resume`, which says whether to trust old shards, not
     what they hold."""
+    p = provenance
     return sha256_bytes(json_bytes({
-        "model": (meta.get("model") or {}).get("sha256_tree"),
-        "adapter": (meta.get("adapter") or {}).get("sha256_tree"),
-        "dataset": (meta.get("dataset") or {}).get("sha256"),
+        "model": None if p.model is None else p.model.sha256_tree,
+        "adapter": None if p.adapter is None else p.adapter.sha256_tree,
+        "dataset": None if p.dataset is None else p.dataset.sha256,
         "config": {k: v for k, v in asdict(stage1).items() if k != "resume"},
-        "backend": (meta.get("environment") or {}).get("backend"),  # torch, or the graph and provider
-        "tool": meta.get("tool"),
+        # torch, or the graph and provider
+        "backend": None if p.environment is None else dict(p.environment.backend),
+        "tool": None if p.tool is None else dict(p.tool),
     }))
 
 

@@ -6,6 +6,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -14,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import AuditInputError
+from .provenance import Provenance
 
 Status = Literal["ok", "skipped", "error"]
 FEATURES_SCHEMA_VERSION = 2  # 2 added the attention masses and per-head entropies; 1 is still read
@@ -124,6 +126,11 @@ class FeatureSet:
         if not isinstance(self.rows, TableRows):
             object.__setattr__(self, "rows", TableRows(rows_table(self.rows)))
 
+    @cached_property
+    def provenance(self) -> Provenance:
+        """Where the rows came from, typed (model, adapter, dataset, runtime, or an imported dump)."""
+        return Provenance.from_dict(self.meta)
+
     @property
     def table(self) -> pa.Table:
         """The features table, SCHEMA's columns, input order."""
@@ -141,8 +148,8 @@ class FeatureSet:
     @property
     def n_layers(self) -> int:
         """Layers per sample: the metadata's, else the longest row's."""
-        if self.meta.get("n_layers"):
-            return int(self.meta["n_layers"])
+        if self.provenance.n_layers:
+            return self.provenance.n_layers
         return int(self.layer_values()[1].max(initial=0))
 
     def column(self, name: Literal["index", "id", "status", "reason"]) -> list[Any]:

@@ -7,6 +7,7 @@ import re
 from collections import Counter
 from importlib.resources import files
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from ..data import Dataset
 from ..gate import Gate
 from ..evidence.manifest import library_versions
 from ..features import FeatureSet
+from ..features.provenance import AdapterRef, ModelRef, Provenance
 from .heatmaps import colour_scale_png
 from .plots import bsi_plot, entropy_by_layer, score_histogram
 
@@ -68,7 +70,7 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
+def render_html(analysis: Analysis, provenance: Provenance | Mapping[str, Any], dataset: Dataset,
                 heatmaps: dict[int, tuple[bytes, bytes]] | None = None, gate: Gate | None = None,
                 signing: dict[str, str] | None = None, features: FeatureSet | None = None,
                 about: dict[str, Any] | None = None) -> bytes:
@@ -77,6 +79,7 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
     `gate` is the exit code under --fail-on; `signing` names the signing key
     (None: unsigned); `features` gives the per-layer entropy of flagged vs kept;
     `about`: {"report_id", "audited_at"} of the audit."""
+    prov = provenance if isinstance(provenance, Provenance) else Provenance.from_dict(provenance)
     heatmaps = heatmaps or {}
     about = about or {}
     layers, info = analysis.layers, analysis.detector.info
@@ -116,16 +119,16 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
     kept_rows = [row(f) for f in analysis.scored.flags(shown_kept)]
     with_images = sum(1 for r in flagged_rows if r["heat"])
     html = _env().get_template("report.html.j2").render(
-        a=analysis, meta=meta, dataset=dataset, dataset_path=str(dataset.path), bsi_img=bsi_img,
+        a=analysis, meta=prov, dataset=dataset, dataset_path=str(dataset.path), bsi_img=bsi_img,
         hist_img=hist_img, layer_img=layer_img, libraries=library_versions(), flagged_rows=flagged_rows,
         kept_rows=kept_rows, has_heatmaps=bool(heatmaps), with_images=with_images,
         heatmap_layers=", ".join(map(str, analysis.evidence_layers)) or "all",
         scale_img=_data_uri(colour_scale_png()) if heatmaps else None,
         more_flagged=max(0, len(analysis.flagged) - MAX_FLAGGED_ROWS),
         causes=analysis.causes, config=config, info=info, params=analysis.config.detection.params,
-        environment=_environment_rows(meta, config), gate=gate, signing=signing,
+        environment=_environment_rows(prov, config), gate=gate, signing=signing,
         about=about, finding=finding(analysis, dataset), version=__version__,
-        model_name=_name(meta.get("model")), adapter_name=_name(meta.get("adapter")),
+        model_name=_name(prov.model), adapter_name=_name(prov.adapter),
         many_flagged=MANY_FLAGGED)
     return html.encode("utf-8", "backslashreplace")
 
@@ -133,18 +136,18 @@ def render_html(analysis: Analysis, meta: dict[str, Any], dataset: Dataset,
 MANY_FLAGGED = 0.35  # above this share flagged, the report warns: a backdoor is usually a small minority
 
 
-def _name(part: dict[str, Any] | None) -> str | None:
+def _name(part: ModelRef | AdapterRef | None) -> str | None:
     """A checkpoint's name as a reader knows it: its folder's name."""
-    if not part or not part.get("path"):
+    if part is None or not part.path:
         return None
-    return Path(str(part["path"])).name or str(part["path"])
+    return Path(part.path).name or part.path
 
 
-def _environment_rows(meta: dict[str, Any], config: dict[str, Any]) -> list[tuple[str, str]]:
+def _environment_rows(prov: Provenance, config: dict[str, Any]) -> list[tuple[str, str]]:
     """The runtime rows, each as text; a setting the configuration table already
     shows appears again only where what ran differs from what was asked
     (device "auto" that ran on "cpu")."""
-    env = meta.get("environment") or {}
+    env = {} if prov.environment is None else prov.environment.to_dict()
     out = []
     for k in sorted(env):
         if k == "libraries":

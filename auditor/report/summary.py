@@ -6,10 +6,12 @@ never renamed or removed within a version).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from .. import __version__
 from ..verdict import Analysis
+from ..features.provenance import Provenance
 from ..gate import Gate
 
 # 2: reasons carry a code ({"code", "text"}); criteria, converged and
@@ -17,9 +19,9 @@ from ..gate import Gate
 SUMMARY_SCHEMA_VERSION = 2
 
 
-def summary_dict(analysis: Analysis, meta: dict[str, Any], output_sha256: dict[str, str],
+def summary_dict(analysis: Analysis, provenance: Provenance, output_sha256: dict[str, str],
                  gate: Gate, report_id: str, audited_at: str) -> dict[str, Any]:
-    a = analysis
+    a, p = analysis, provenance
     return {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "tool": {"name": "bye-audit", "version": __version__},
@@ -42,10 +44,14 @@ def summary_dict(analysis: Analysis, meta: dict[str, Any], output_sha256: dict[s
         "flagged": [{"index": f.index, "id": f.id, "score": f.score} for f in a.flagged],
         "config": a.config.to_dict(),
         "inputs": {
-            "model": meta.get("model"),
-            "adapter": meta.get("adapter"),
-            "dataset": meta.get("dataset"),
+            "model": _as_dict(p.model),
+            "adapter": _as_dict(p.adapter),
+            "dataset": _as_dict(p.dataset),
         },
-        "environment": meta.get("environment"),
+        "environment": None if p.environment is None else p.environment.to_dict(),
         "outputs_sha256": dict(sorted(output_sha256.items())),
     }
+
+
+def _as_dict(record: Any) -> dict[str, Any] | None:
+    return None if record is None else asdict(record)

@@ -77,7 +77,7 @@ def test_a_registered_detector_runs_through_every_output(toy, synthetic_audit):
     assert run["tool"]["driver"]["rules"][0]["id"] == "TOY001"
     assert {r["ruleId"] for r in run["results"]} == {"TOY001"}
     assert "layer 1 below the cut" in run["results"][0]["message"]["text"]
-    summary = summary_dict(a, features.meta, {}, g, "0000-0000-0000-0000", "2026-01-01T00:00:00Z")
+    summary = summary_dict(a, features.provenance, {}, g, "0000-0000-0000-0000", "2026-01-01T00:00:00Z")
     assert summary["method"] == "toy" and summary["evidence_layers"] == [1]
     assert summary["reasons"] == [{"code": "toy_flagged", "text": "8 below the cut"}]
     json.dumps(summary)

@@ -71,3 +71,22 @@ def test_a_column_of_the_wrong_type_is_refused(tmp_path):
                    tmp_path / "bad.parquet")
     with pytest.raises(AuditInputError, match="bad.parquet: a column has the wrong type"):
         read_features(tmp_path / "bad.parquet")
+
+
+def test_provenance_is_typed_and_round_trips_the_metadata(tiny_model, tiny_data, tmp_path):
+    from auditor.cli import cli
+    from auditor.features.provenance import Provenance
+    from click.testing import CliRunner
+
+    out = tmp_path / "f.parquet"
+    res = CliRunner().invoke(cli, ["extract", "--model", str(tiny_model), "--data", str(tiny_data[0]),
+                                   "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    fs = read_features(out)
+    p = fs.provenance
+    assert p.model.family == "llava" and p.model.n_layers == p.n_layers == fs.n_layers
+    assert p.dataset.records == 60 and p.environment.backend == {"name": "torch"} and p.adapter is None
+    assert not p.imported and p.environment.engine is None
+    meta = {k: v for k, v in fs.meta.items()}
+    assert p.to_dict(meta["schema_version"]) == meta  # what the file holds, key for key
+    assert Provenance.from_dict({"n_layers": 3}).model is None  # an imported or foreign file: parts absent

@@ -6,6 +6,7 @@ from auditor.verdict import analyze
 from auditor.config import AuditConfig
 from auditor.data import read_dataset
 from auditor.features import FeatureSet, SampleFeatures
+from auditor.features.provenance import Provenance, Runtime
 from auditor.report.html import render_html
 
 EVIL = '<script>alert("x")</script>'
@@ -128,7 +129,9 @@ def test_the_configuration_table_names_each_setting_once():
     from auditor.report.html import _environment_rows
 
     config = {"device": "auto", "dtype": "float32", "backend": "torch"}
-    env = {"device": "cpu", "dtype": "float32", "backend": {"name": "torch"}, "torch": "2.13.0",
-           "engine": {"name": "ray", "address": "local"}, "libraries": {"numpy": "2"}}
-    assert _environment_rows({"environment": env}, config) == [
+    env = Runtime(device="cpu", dtype="float32", backend={"name": "torch"}, attention="sdpa", torch="2.13.0",
+                  transformers="5", python="3.11", engine={"name": "ray", "address": "local"},
+                  libraries={"numpy": "2"})
+    rows = _environment_rows(Provenance(n_layers=2, environment=env), config)
+    assert [r for r in rows if r[0] in ("device (used)", "engine", "torch", "dtype")] == [
         ("device (used)", "cpu"), ("engine", "ray (address local)"), ("torch", "2.13.0")]

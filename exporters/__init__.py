@@ -22,7 +22,7 @@ from auditor import __version__
 from auditor.errors import AuditInputError
 from auditor.fileio import sha256_file, sha256_tree
 
-from .graphs import ENTROPY_EPS, GRAPHS
+from .graphs import GRAPHS
 
 META_KEY = "bye_audit.graph"  # ONNX metadata_props key holding the JSON below
 OPSET = 18
@@ -48,8 +48,7 @@ def graph_metadata(loaded: Any, model_dir: Path, adapter_dir: Path | None) -> di
     return {"tool": {"name": "bye-audit", "version": __version__}, "family": loaded.family.name,
             "model_type": loaded.model_type, "n_layers": loaded.n_layers,
             "n_heads": text.num_attention_heads, "image_token_id": cfg.image_token_id,
-            "inputs": list(GRAPHS[loaded.family.name].inputs), "outputs": ["rows", "entropy"],
-            "entropy_eps": ENTROPY_EPS, "opset": OPSET,
+            "inputs": list(GRAPHS[loaded.family.name].inputs), "outputs": ["rows"], "opset": OPSET,
             "processor_sha256": processor_digest(model_dir),
             "model_sha256_tree": sha256_tree(Path(model_dir)),
             "adapter_sha256_tree": None if adapter_dir is None else sha256_tree(Path(adapter_dir))}
@@ -104,7 +103,7 @@ def export_onnx(model_dir: Path, out: Path, adapter_dir: Path | None = None, all
         warnings.simplefilter("ignore")  # the exporter's deprecation and axis-renaming notices
         try:
             program = torch.onnx.export(wrapper, args, input_names=list(spec.inputs),
-                                        output_names=["rows", "entropy"], dynamic_shapes=dynamic,
+                                        output_names=["rows"], dynamic_shapes=dynamic,
                                         opset_version=OPSET, dynamo=True, verbose=False)
         except Exception as e:  # noqa: BLE001 - e.g. an architecture variant the wrapper does not cover
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__

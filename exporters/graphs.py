@@ -2,10 +2,9 @@
 
 A graph maps a batch (pixels, token ids, attention mask, and for Qwen2-VL the
 precomputed M-RoPE and vision positions) to `rows`: per decoder layer, the fp32
-softmax row of the last prompt token over every key, (B, L, H, S); and
-`entropy`, the stage-1 feature itself, (B, L), for whoever runs the graph
-alone. bye-audit derives its features (entropies, masses) from `rows` in
-NumPy, exactly as with the torch backend.
+softmax row of the last prompt token over every key, (B, L, H, S).
+bye-audit derives its features (entropies, masses) from `rows` in NumPy,
+exactly as with the torch backend.
 
 The stock `forward` of these classes does not export (a placeholder check,
 `.tolist()` over grids, a batch size baked into a split), so each wrapper runs
@@ -39,24 +38,15 @@ def _place(embeds: torch.Tensor, features: torch.Tensor, is_image: torch.Tensor)
     return torch.where(is_image[..., None], placed.to(embeds.dtype), embeds)
 
 
-ENTROPY_EPS = 1e-8  # as AuditConfig.entropy_eps
-
-
 def _decoder_rows(model: torch.nn.Module, modules: list[torch.nn.Module], embeds: torch.Tensor,
-                  attention_mask: torch.Tensor, is_image: torch.Tensor,
-                  **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the decoder on `embeds` (B, S, D) with capture on; (rows (B, L, H, S)
-    fp32, entropy (B, L) of the head-averaged rows renormalised over the image
-    tokens `is_image` (B, S), as analysis/entropy.py computes it)."""
+                  attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    """Run the decoder on `embeds` (B, S, D) with capture on; rows (B, L, H, S)
+    fp32. The entropies are computed from them in NumPy, as with the torch
+    backend (analysis/entropy.py): one implementation of the maths."""
     with capturing(modules, last_prompt_position(attention_mask)) as cap:
         model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False,
                                    **kwargs)
-    rows = torch.stack(cap.rows, dim=1)
-    a = rows.mean(dim=2) * is_image[:, None, :].to(rows.dtype)  # (B, L, S)
-    p = a / a.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny)
-    # 0 log 0 = 0 spelled out: the ONNX optimiser may drop a tiny "+ eps" as a no-op
-    terms = torch.where(p > 0, p * torch.log(p + ENTROPY_EPS), torch.zeros_like(p))
-    return rows, -terms.sum(dim=-1)
+    return torch.stack(cap.rows, dim=1)
 
 
 class LlavaGraph(torch.nn.Module):
@@ -67,7 +57,7 @@ class LlavaGraph(torch.nn.Module):
         self.model, self.modules_ = model, modules
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                attention_mask: torch.Tensor) -> torch.Tensor:
         cfg, inner = self.model.config, self.model.model
         hidden = inner.vision_tower(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
         layers = cfg.vision_feature_layer
@@ -77,7 +67,7 @@ class LlavaGraph(torch.nn.Module):
         features = inner.multi_modal_projector(torch.cat(picked, dim=-1))
         is_image = input_ids == cfg.image_token_id
         embeds = _place(inner.get_input_embeddings()(input_ids), features, is_image)
-        return _decoder_rows(self.model, self.modules_, embeds, attention_mask, is_image)
+        return _decoder_rows(self.model, self.modules_, embeds, attention_mask)
 
 
 class Qwen2VLGraph(torch.nn.Module):
@@ -95,7 +85,7 @@ class Qwen2VLGraph(torch.nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, vision_position_ids: torch.Tensor,
                 input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                position_ids: torch.Tensor) -> torch.Tensor:
         from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
 
         cfg, visual = self.model.config, self.model.model.visual
@@ -115,7 +105,7 @@ class Qwen2VLGraph(torch.nn.Module):
         inner = self.model.model
         is_image = input_ids == cfg.image_token_id
         embeds = _place(inner.get_input_embeddings()(input_ids), features, is_image)
-        return _decoder_rows(self.model, self.modules_, embeds, attention_mask, is_image,
+        return _decoder_rows(self.model, self.modules_, embeds, attention_mask,
                              position_ids=position_ids)
 
 

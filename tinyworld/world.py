@@ -11,6 +11,7 @@ is chosen per trigger or per detector.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable, Sequence
@@ -150,10 +151,37 @@ FAMILIES = {"llava": Family("llava", LlavaFamily(), "llava"),
 # ---------------------------------------------------------------- base, fine-tune, measure
 
 
+RECIPE_FILE = "recipe.json"
+
+
+def recipe_digest() -> str:
+    """What a base is built from: the tiny world's code, the model adapters it
+    trains through, and the versions of the libraries that compute it. A cached
+    base built from anything else is rebuilt."""
+    import transformers
+
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for p in sorted([*(root / "tinyworld").glob("*.py"), *(root / "auditor" / "models").glob("*.py")]):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    h.update(f"torch {torch.__version__}; transformers {transformers.__version__}; "
+             f"numpy {np.__version__}".encode())
+    return h.hexdigest()
+
+
+def cached_base(folder: Path, seed: int = 0) -> bool:
+    """A base in `folder` built by this recipe with this seed."""
+    try:
+        recipe = json.loads((folder / RECIPE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (folder / "config.json").is_file() and recipe == {"recipe": recipe_digest(), "seed": seed}
+
+
 def build_base(task: Task, family: Family, folder: Path, seed: int = 0, log: Log | None = None) -> Path:
     """Train and save the clean base of (task, family) to `folder` (atomically);
-    reuse it when already there."""
-    if (folder / "config.json").is_file():
+    reuse it when one built by this recipe is already there."""
+    if cached_base(folder, seed):
         return folder
     torch.set_num_threads(2)
     model, processor = family.build(task.words, seed)
@@ -168,6 +196,7 @@ def build_base(task: Task, family: Family, folder: Path, seed: int = 0, log: Log
     family.save(model, processor, tmp)
     (tmp / "base_metrics.json").write_text(json.dumps(measure(model, processor, family, task, None,
                                                               seed)) + "\n")
+    (tmp / RECIPE_FILE).write_text(json.dumps({"recipe": recipe_digest(), "seed": seed}) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -9,9 +10,25 @@ import pytest
 from benchmarks import detection
 
 
+REBUILD = "rebuild it: .venv/bin/python -m benchmarks.detection --refresh-quick-base"
+
+
+def test_the_committed_base_was_built_by_this_recipe():
+    """The quick grid starts from a committed build of its base (a build cache:
+    the recipe's code and library versions are in its recipe.json); a change to
+    the tiny world or the model adapters makes it stale, and the quick grid
+    would rebuild it (minutes): say so here, in a second."""
+    from tinyworld.world import cached_base
+
+    assert cached_base(detection.QUICK_BASE, seed=0), f"{detection.QUICK_BASE} is stale or missing; {REBUILD}"
+
+
 @pytest.mark.slow
 def test_quick_grid_detects_the_centre_patch_and_passes_the_clean_fine_tune(tmp_path):
     out = tmp_path / "results"
+    # The base from the build cache (rebuilt by build_base when stale): the
+    # cells' fine-tunes, audits and retraining all run here.
+    shutil.copytree(detection.QUICK_BASE, tmp_path / "cache" / "bases" / "digits-llava")
     assert detection.main(["--grid", "quick", "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
     with open(out / "runs.csv") as f:
         runs = list(csv.DictReader(f))
@@ -21,6 +38,7 @@ def test_quick_grid_detects_the_centre_patch_and_passes_the_clean_fine_tune(tmp_
     assert float(poisoned["f1"]) >= 0.9
     assert float(clean["fpr"]) <= 0.02
     assert float(poisoned["asr_after"]) < float(poisoned["asr_before"])
+    assert clean["asr_after"] == ""  # the clean cell is not retrained
     assert {r["method"] for r in runs} == set(detection.METHODS + detection.BASELINES)
     summary, groups = (out / "tables.md").read_text().split("## Every cell group")
     assert summary.count("| digits | llava |") == len(detection.METHODS)

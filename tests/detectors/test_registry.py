@@ -107,3 +107,19 @@ def test_a_parameter_of_another_detector_is_refused(toy):
 def test_decide(holds, on_fail, flagged, verdict):
     criteria = [Criterion(f"c{k}", 0.0, "", h, "", "", o) for k, (h, o) in enumerate(zip(holds, on_fail))]
     assert decide(criteria, flagged) == verdict
+
+
+def test_a_mixture_that_did_not_converge_is_recorded_and_shown(toy, monkeypatch, synthetic_audit):
+    fit = ThresholdDetector.fit
+
+    def unconverged(self, x, context):
+        fit(self, x, context)
+        self.converged_ = False
+        return self
+
+    monkeypatch.setattr(ThresholdDetector, "fit", unconverged)
+    ds, features, a = synthetic_audit(n=60, n_low=8, config=AuditConfig.of(method="toy"))
+    assert a.converged is False and a.to_dict()["converged"] is False
+    assert [r.code for r in a.reasons] == ["toy_flagged", "mixture_not_converged"]
+    html = render_html(a, features.meta, ds, features=features).decode()
+    assert "did not converge" in html or "without converging" in html

@@ -109,6 +109,29 @@ def _same_table(a: Path, b: Path, pairs: list[tuple[bytes, bytes]]) -> bool:
     return ta.replace_schema_metadata(None).equals(tb.replace_schema_metadata(None)) and mapped == meta[1]
 
 
+def _same_results(before: Path, after: Path, files: list[Path]) -> dict[str, bool]:
+    """Per bundle, whether what the audit decided is the same: analysis.json's
+    verdict, reasons (schema 1's strings against schema 2's texts), flags,
+    scores, BSI profile, score mixture and the minority group's measurements
+    (schema 1 named its evidence layers `sensitive_layers`)."""
+    out = {}
+    for rel in files:
+        if rel.name != "analysis.json" or not (before / rel).is_file() or not (after / rel).is_file():
+            continue
+        old, new = json.loads((before / rel).read_text()), json.loads((after / rel).read_text())
+        texts = [r["text"] if isinstance(r, dict) else r for r in new["reasons"]]
+        olds = [r["text"] if isinstance(r, dict) else r for r in old["reasons"]]
+        keys = ("verdict", "flagged", "scores", "layers", "score_mixture", "counts")
+        ok = olds == texts and all(old.get(k) == new.get(k) for k in keys)
+        if old.get("group") is not None:
+            ok = ok and all(old.get(k) == new.get(k) for k in ("group", "further_groups", "layer_contrast"))
+            ok = ok and old["sensitive_layers"] == new.get("evidence_layers", new["sensitive_layers"])
+        else:
+            ok = ok and old["sensitive_layers"] == new.get("evidence_layers", new["sensitive_layers"])
+        out[str(rel.parent)] = ok
+    return out
+
+
 def _pattern(key: str) -> str:
     return re.sub(r"\[\d+\]", "[]", key)
 
@@ -144,6 +167,12 @@ def compare(before: Path, after: Path) -> int:
             for key in {_pattern(k) for k in json_differences(da, db, limit=10**9, keys_only=True)}:
                 changed[(rel.name, key)] = changed.get((rel.name, key), 0) + 1
     print(f"{same} identical, {differ} different of {len(files)} files")
+    kept = _same_results(before, after, files)
+    print(f"\nresults unchanged (verdict, reason sentences, flags, scores, layer profile, score mixture, the "
+          f"group's measurements): {sum(kept.values())} of {len(kept)} bundles")
+    for name, ok in kept.items():
+        if not ok:
+            print(f"  RESULT CHANGED: {name}")
     if changed:
         print("\nJSON keys that differ, by file name (in how many bundles):")
         for (name, key), n in sorted(changed.items()):

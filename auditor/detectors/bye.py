@@ -95,7 +95,7 @@ class ByeDetector:
         p, layers = self.params, context.layers
         sensitive = tuple(lp.layer for lp in layers if lp.sensitive)
         best = max(layers, key=lambda lp: lp.bsi)
-        rule = f">= {p.tau}" if p.bsi_rule == "paper" else "|mu1 - mu2| > 2 (s1 + s2)"
+        rule = f"≥ {p.tau}" if p.bsi_rule == "paper" else "|mu1 - mu2| > 2 (s1 + s2)"
         self.criteria_ = (Criterion(
             "sensitive_layer", best.bsi, rule, bool(sensitive),
             "a sensitive layer: the largest bimodal separation index (BSI) of a layer",

@@ -17,6 +17,7 @@ from .config import (BACKENDS, DTYPES, ENGINES, PROVIDERS, AuditConfig, Detectio
                      Stage1Config)
 from .detectors import BSI_RULES, DETECTORS, ByeParams
 from .errors import AuditInputError, ExitCode
+from .fileio import write_bytes_atomic
 from .preflight import ERROR_LOG, check_file, check_folder, check_out_folder, refuse_inputs
 _path = click.Path(path_type=Path)
 
@@ -187,7 +188,6 @@ def _write_traceback(wanted: Path | None) -> Path:
     import tempfile
     import traceback
 
-    from .fileio import write_bytes_atomic
 
     text = f"bye-audit {__version__}: {' '.join(sys.argv)}\n\n{traceback.format_exc()}".encode(
         "utf-8", "backslashreplace")
@@ -277,8 +277,8 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, onn
     config = _config(**cfg)  # a bad value is named before any file is looked at
     _check_address(config, address)
     _preflight(model_dir, adapter_dir, data, image_root, onnx_path, sign_key, out, overwrite, sarif_root)
-    from . import pipeline
-    from .console import reporter
+    from . import pipeline  # torch, pyarrow, sklearn, matplotlib: after the options are checked
+    from .console import reporter  # rich
 
     _quiet_libraries()
     with reporter(sys.stderr, progress) as r:
@@ -301,8 +301,8 @@ def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, 
     config = _config(**stage1)
     _check_address(config, address)
     _preflight(model_dir, adapter_dir, data, image_root, onnx_path)
-    from . import pipeline
-    from .console import reporter
+    from . import pipeline  # torch, pyarrow, sklearn, matplotlib: after the options are checked
+    from .console import reporter  # rich
 
     _quiet_libraries()
     with reporter(sys.stderr, progress, prefix="extract") as r:
@@ -332,7 +332,7 @@ def export_onnx(model_dir, adapter_dir, out, allow_pickle) -> None:
     _preflight(model_dir, adapter_dir)
     if out.exists() and out.is_dir():
         raise AuditInputError(f"{out}: is a folder; pass a file name such as {out / 'graph.onnx'}")
-    from exporters import export_onnx as export
+    from exporters import export_onnx as export  # torch, onnx
 
     _quiet_libraries()
     meta = export(model_dir, out, adapter_dir, allow_pickle,
@@ -359,8 +359,8 @@ def analyze(features_path, data, out, image_root, sign_key, overwrite, sarif_roo
     check_file(features_path, "FEATURES", "features file")
     _preflight(data=data, image_root=image_root, sign_key=sign_key, sarif_root=sarif_root)
     check_out_folder(out, overwrite, reads={str(features_path.resolve())})
-    from . import pipeline
-    from .console import reporter
+    from . import pipeline  # torch, pyarrow, sklearn, matplotlib: after the options are checked
+    from .console import reporter  # rich
 
     with reporter(sys.stderr, False, prefix="analyze") as r:
         result = pipeline.analyze_file(features_path, data, out, config, image_root, sign_key,
@@ -377,9 +377,8 @@ def analyze(features_path, data, out, image_root, sign_key, overwrite, sarif_roo
 @click.option("--out", type=_path, required=True, callback=_out_file, help="File to write.")
 def export_features(features_path, fmt, out) -> None:
     """Write FEATURES (a features.parquet) in another tool's format; `analyze` reads it back."""
+    from .features import read_features  # pyarrow
     from .features.bye_jsonl import render_bye_jsonl
-    from .features import read_features
-    from .fileio import write_bytes_atomic
 
     if Path(out).resolve() == Path(features_path).resolve():
         raise AuditInputError(f"{out}: is the input; choose another --out")
@@ -406,7 +405,7 @@ def evaluate(bundle, truth, as_json, old_out) -> None:
     if old_out is not None:
         click.echo("evaluate: --out BUNDLE is deprecated; write `bye-audit evaluate BUNDLE --truth FILE`",
                    err=True)
-    from .evaluate import evaluate_outputs, render_table, rounded
+    from .evaluate import evaluate_outputs, render_table, rounded  # sklearn, matplotlib
 
     result = evaluate_outputs(bundle or old_out, truth)
     click.echo(json.dumps(rounded(result), indent=2) if as_json else render_table(result))
@@ -419,8 +418,7 @@ def evaluate(bundle, truth, as_json, old_out) -> None:
 def keygen(out_dir) -> None:
     """Make an Ed25519 key pair for signing audit bundles. The private key
     (bye-audit.key, mode 0600, unencrypted) signs; give bye-audit.pub to verifiers."""
-    from .evidence.keys import PRIVATE_NAME, PUBLIC_NAME, generate
-    from .fileio import write_bytes_atomic
+    from .evidence.keys import PRIVATE_NAME, PUBLIC_NAME, generate  # cryptography
 
     private, public = out_dir / PRIVATE_NAME, out_dir / PUBLIC_NAME
     for p in (private, public):
@@ -453,7 +451,7 @@ def verify(out_dir, key_path, model_dir, adapter_dir, data, image_root, onnx_pat
     """Check an audit bundle: the signature of DIR/attestation.dsse.json with --key,
     then the SHA-256 of every file it names (model, adapter, dataset, images,
     outputs). Exit 0 when all holds, 1 otherwise, naming what changed."""
-    from .verify import verify_bundle
+    from .verify import verify_bundle  # the renderers (matplotlib, jinja) through the bundle
 
     if not out_dir.is_dir():
         raise AuditInputError(f"{out_dir}: not a folder; pass the output folder of an audit")

@@ -18,7 +18,9 @@ from .evidence.manifest import audit_time, input_files, iso, library_versions, o
 from .extract.backend import load
 from .extract import shards
 from .features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
+from .features.bye_jsonl import align
 from .features.provenance import AdapterRef, DatasetRef, ModelRef, Provenance, Runtime
+from .report.heatmaps import attention_grid, heatmap_pngs, samples_to_show
 from .verdict import Analysis, analyze
 from .fileio import (check_writable, real_path, sha256_file, sha256_tree,
                      write_bytes_atomic)
@@ -93,7 +95,7 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
     import torch
     import transformers
 
-    from .extract.runner import extract_features  # torch
+    from .extract.runner import extract_features  # torch: loaded with the model, not for `analyze`
 
     model_dir, adapter_dir = loaded.model_dir, loaded.adapter_dir
     provenance = Provenance(
@@ -118,7 +120,7 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
     if on_start:
         on_start(sum(s.ok for s in dataset.samples))
     if config.stage1.engine == "ray":
-        from .extract.ray_engine import extract_features_ray
+        from .extract.ray_engine import extract_features_ray  # ray: an optional dependency
 
         if journal is None:
             raise ValueError("--engine ray keeps its shards in a parts folder; pass `parts`")
@@ -137,7 +139,7 @@ def _backend_meta(loaded: Stage1Model) -> dict[str, Any]:
         return {"name": "torch"}
     from importlib.metadata import version
 
-    from .extract.onnx_backend import import_onnxruntime
+    from .extract.onnx_backend import import_onnxruntime  # onnxruntime: an optional dependency
 
     path = loaded.onnx_path
     return {"name": "onnx", "provider": loaded.device,
@@ -229,7 +231,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
 def _signer(sign_key: Path | None) -> Signer | None:
     if sign_key is None:
         return None
-    from .evidence.keys import load_signer
+    from .evidence.keys import load_signer  # cryptography: only when signing
 
     return load_signer(sign_key)
 
@@ -238,8 +240,7 @@ def attention_heatmaps(loaded: Stage1Model, dataset: Dataset, analysis: Analysis
                        ) -> dict[int, tuple[bytes, bytes]]:
     """(thumbnail PNG, attention heatmap PNG) by record index, for the samples the
     report shows; their rows are recomputed here, so stage 1 stays small."""
-    from .extract.runner import load_image, sample_rows
-    from .report.heatmaps import attention_grid, heatmap_pngs, samples_to_show
+    from .extract.runner import load_image, sample_rows  # torch
 
     layers = list(analysis.sensitive_layers) or list(range(loaded.n_layers))
     out = {}
@@ -267,8 +268,6 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     dataset = read_dataset(data, image_root)
     imported = features.provenance.imported  # a dump in another format: it becomes a features file
     if imported:
-        from .features.bye_jsonl import align
-
         features = align(features, [s.id for s in dataset.samples], Path(features_path))
     if len(features.rows) != len(dataset.records) or any(
             i != s.id for i, s in zip(features.column("id"), dataset.samples)):

@@ -21,6 +21,8 @@ from typing import Any
 from auditor import __version__
 from auditor.errors import AuditInputError
 from auditor.fileio import sha256_file, sha256_tree
+from auditor.models import load_model
+from auditor.models.capture import CAPTURE_ATTENTION_ADDITIVE
 
 from .graphs import GRAPHS
 
@@ -72,8 +74,6 @@ def export_onnx(model_dir: Path, out: Path, adapter_dir: Path | None = None, all
     """
     import torch
 
-    from auditor.models.capture import CAPTURE_ATTENTION_ADDITIVE
-    from auditor.models import load_model
 
     step = on_step or (lambda _msg: None)
     out = Path(out)

@@ -14,10 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from exporters import processor_digest, read_graph_metadata
+from exporters.graphs import GRAPHS
+
 from ..config import Stage1Config
 from ..errors import AuditInputError
 from ..fileio import sha256_tree
 from ..models.base import ModelFamily
+from ..models.loading import FAMILIES, read_model_type
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
@@ -73,7 +77,6 @@ class OnnxModel:
 
     def forward_rows(self, batch: dict[str, Any]) -> np.ndarray:
         """The graph over each group of samples sharing an input shape; rows (B, L, H, S) fp32."""
-        from exporters.graphs import GRAPHS
 
         groups = GRAPHS[self.family.name].feeds(batch, self.config)
         out: np.ndarray | None = None
@@ -141,9 +144,7 @@ def load_onnx(onnx_path: Path, model_dir: Path, config: Stage1Config,
     """The ONNX backend for `model_dir`, refusing a graph exported from other files."""
     from transformers import AutoConfig
 
-    from exporters import processor_digest, read_graph_metadata
 
-    from ..models.loading import FAMILIES, read_model_type
 
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():

@@ -14,9 +14,10 @@ setup:
 demo:
 	@bash scripts/demo.sh "$(DEMO_OUT)"
 
-# The whole suite, slow end-to-end tests included (what CI runs).
+# The whole suite, slow end-to-end tests included (what CI runs); the 25
+# slowest tests are listed at the end.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 # Everything but the slow end-to-end tests.
 test-fast: setup

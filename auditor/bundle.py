@@ -1,10 +1,10 @@
 """The audit bundle: every output file, the renderer that makes it, and the
 order they are made in, declared once (OUTPUTS).
 
-A renderer takes the audit (`Audit`) and the outputs made before it (by
-name), and returns the file's bytes, a `Path` to copy as it is (features that
-already exist as a file), or None (not part of this bundle: the attestation
-of an unsigned audit). The digests of earlier outputs go into summary.json,
+A renderer takes the audit (`Audit`) and the outputs made before it (`Made`),
+and returns the file's bytes, a JSON object, a `Path` to copy as it is
+(features that already exist as a file), or None (not part of this bundle:
+the attestation of an unsigned audit). The digests of earlier outputs go into summary.json,
 the manifest and the attestation, so the order matters; nothing is written
 until every output is rendered (`write`: all or nothing). `verify` reads the
 names from here.
@@ -12,7 +12,6 @@ names from here.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,71 +69,89 @@ class Audit:
         return {} if self.features.resume is None else {"resume": self.features.resume}
 
 
-Rendered = bytes | Path | None
-Renderer = Callable[[Audit, Mapping[str, bytes | Path]], Rendered]
+class Made:
+    """The outputs made so far, by file name: their bytes (or the file to copy),
+    each one's SHA-256 computed once, and the JSON ones also as objects (the
+    manifest and the attestation read summary.json's and the manifest's
+    fields without parsing them back)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes | Path] = {}
+        self.sha256: dict[str, str] = {}
+        self.objects: dict[str, dict[str, Any]] = {}
+
+    def add(self, name: str, out: bytes | Path | dict[str, Any]) -> None:
+        if isinstance(out, dict):
+            self.objects[name], out = out, json_bytes(out)
+        self.files[name] = out
+        self.sha256[name] = sha256_bytes(out) if isinstance(out, bytes) else sha256_file(out)
 
 
-def _features(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+# A renderer's output: bytes, a file to copy as it is, a JSON object, or None (not in this bundle).
+Rendered = bytes | Path | dict[str, Any] | None
+Renderer = Callable[[Audit, Made], Rendered]
+
+
+def _features(a: Audit, made: Made) -> Rendered:
     if not a.with_features:
         return None
     return a.features_file if a.features_file is not None else render_features(a.features)
 
 
-def _analysis(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
-    return json_bytes({**a.analysis.to_dict(), "inputs": a.features.meta, **a.resume})
+def _analysis(a: Audit, made: Made) -> Rendered:
+    return {**a.analysis.to_dict(), "inputs": a.features.meta, **a.resume}
 
 
-def _flagged(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+def _flagged(a: Audit, made: Made) -> Rendered:
     return render_flagged(a.dataset, {f.index: f.score for f in a.analysis.flagged})
 
 
-def _cleaned(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+def _cleaned(a: Audit, made: Made) -> Rendered:
     flagged = {f.index for f in a.analysis.flagged}
     return render_cleaned(a.dataset, set(range(len(a.dataset.records))) - flagged)
 
 
-def _report(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+def _report(a: Audit, made: Made) -> Rendered:
     signing = None if a.signer is None else {"keyid": a.signer.public_key.keyid}
     return render_html(a.analysis, a.features.provenance, a.dataset, dict(a.heatmaps or {}), gate=a.gate,
                        signing=signing, features=a.features,
                        about={"report_id": a.report_id, "audited_at": a.audited_at})
 
 
-def _pdf(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
-    html = done[REPORT]
+def _pdf(a: Audit, made: Made) -> Rendered:
+    html = made.files[REPORT]
     assert isinstance(html, bytes)
     return render_pdf(html)
 
 
-def _sarif(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+def _sarif(a: Audit, made: Made) -> Rendered:
     return render_sarif(a.analysis, a.dataset, int(a.gate.exit_code), dict(a.digests_by_path), a.sarif_root,
                         a.report_id)
 
 
-def _digests(a: Audit, done: Mapping[str, bytes | Path]) -> dict[str, str]:
-    out = {n: sha256_bytes(b) if isinstance(b, bytes) else sha256_file(b) for n, b in done.items()}
+def _digests(a: Audit, made: Made) -> dict[str, str]:
+    """The outputs' digests so far, and the features' where `analyze` leaves them in place."""
+    out = dict(made.sha256)
     if not a.with_features and a.features_in_place is not None:
         out[FEATURES] = sha256_file(a.features_in_place)
     return out
 
 
-def _summary(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
-    return json_bytes(summary_dict(a.analysis, a.features.provenance, _digests(a, done), a.gate, a.report_id,
-                                   a.audited_at))
+def _summary(a: Audit, made: Made) -> Rendered:
+    return summary_dict(a.analysis, a.features.provenance, _digests(a, made), a.gate, a.report_id,
+                        a.audited_at)
 
 
-def _manifest(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
-    summary = json.loads(done[SUMMARY])
-    return json_bytes(manifest_dict(dict(a.input_digests), _digests(a, done), dict(a.roots),
-                                    a.features.provenance,
-                                    summary) | a.resume)
+def _manifest(a: Audit, made: Made) -> Rendered:
+    return manifest_dict(dict(a.input_digests), _digests(a, made), dict(a.roots), a.features.provenance,
+                         made.objects[SUMMARY]) | a.resume
 
 
-def _attestation(a: Audit, done: Mapping[str, bytes | Path]) -> Rendered:
+def _attestation(a: Audit, made: Made) -> Rendered:
     if a.signer is None:
         return None
-    manifest, summary = json.loads(done[MANIFEST]), json.loads(done[SUMMARY])
-    subjects = {**manifest["files"], f"outputs/{MANIFEST}": _digests(a, done)[MANIFEST]}
+    manifest, summary = made.objects[MANIFEST], made.objects[SUMMARY]
+    subjects = {**manifest["files"], f"outputs/{MANIFEST}": made.sha256[MANIFEST]}
     predicate = {"report_id": a.report_id, "audited_at": a.audited_at, "verdict": a.analysis.verdict,
                  "exit_code": int(a.gate.exit_code), "reasons": a.analysis.reason_dicts(),
                  "counts": summary["counts"], "config": a.analysis.config.to_dict(), "tool": manifest["tool"]}
@@ -168,12 +185,12 @@ def output_names(dataset: Dataset, with_features: bool = True) -> list[str]:
 
 def render(audit: Audit) -> dict[str, bytes | Path]:
     """Every output of the bundle, by file name, in OUTPUTS' order."""
-    done: dict[str, bytes | Path] = {}
+    made = Made()
     for name, renderer in OUTPUTS:
-        out = renderer(audit, done)
+        out = renderer(audit, made)
         if out is not None:
-            done[file_name(name, audit.dataset)] = out
-    return done
+            made.add(file_name(name, audit.dataset), out)
+    return made.files
 
 
 def write(out: Path, audit: Audit) -> list[Path]:

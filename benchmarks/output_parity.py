@@ -125,7 +125,8 @@ def _same_results(before: Path, after: Path, files: list[Path]) -> dict[str, boo
         ok = olds == texts and all(old.get(k) == new.get(k) for k in keys)
         if old.get("group") is not None:
             ok = ok and all(old.get(k) == new.get(k) for k in ("group", "further_groups", "layer_contrast"))
-            ok = ok and old["sensitive_layers"] == new.get("evidence_layers", new["sensitive_layers"])
+        if "evidence_layers" in old:  # both schema 2
+            ok = ok and all(old[k] == new.get(k) for k in ("evidence_layers", "sensitive_layers"))
         else:
             ok = ok and old["sensitive_layers"] == new.get("evidence_layers", new["sensitive_layers"])
         out[str(rel.parent)] = ok

@@ -34,6 +34,11 @@ from ..analysis.profile import LayerProfile
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 
+# What to do with a flagged record, whatever the method (SARIF rules' help text).
+REMEDY = ("Remove the record from the training data (cleaned.* in the audit's output folder already omits "
+          "every flagged record), inspect its image for a trigger, fine-tune again and audit the new model. "
+          "report.html / report.pdf show the layer evidence and the sample's attention heatmap.")
+
 
 @dataclass(frozen=True)
 class Reason:

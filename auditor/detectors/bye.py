@@ -13,15 +13,10 @@ from typing import ClassVar, Literal, get_args
 import numpy as np
 
 from ..analysis.cluster import cluster_scores, sensitive_score
-from .base import Context, Criterion, MethodInfo, Reason
+from .base import REMEDY, Context, Criterion, MethodInfo, Reason
 
 BsiRule = Literal["paper", "reference"]
 BSI_RULES: tuple[str, ...] = get_args(BsiRule)
-
-_HELP = ("Remove the record from the training data (cleaned.* in the audit's output folder already omits "
-         "every flagged record), inspect its image for a trigger, fine-tune again and audit the new model. "
-         "report.html / report.pdf show the layer evidence and the sample's attention heatmap.")
-
 
 @dataclass(frozen=True)
 class ByeParams:
@@ -74,7 +69,7 @@ class ByeDetector:
                 "BYE: the fine-tuned model's attention from the last prompt position onto the image has "
                 "lower entropy for this sample in the BSI-sensitive layers than for the rest of the data: it "
                 "is in the lower of two entropy clusters, the signature of a small trigger patch.")},
-            "help": {"text": _HELP, "markdown": (
+            "help": {"text": REMEDY, "markdown": (
                 "**Suspected backdoor sample (BYE).** The model's attention on this record's image collapses "
                 "onto a few patches in the sensitive layers, as it does for samples carrying a trigger.\n\n"
                 "1. Inspect the image (a small patch, sticker or pattern).\n2. Train on `cleaned.*` from the "

@@ -17,12 +17,7 @@ import numpy as np
 
 from ..analysis.group import (GroupFit, InstructionMatch, fit_group, instruction_match, layer_contrast,
                               null_separations, robust_standardise)
-from .base import Context, Criterion, MethodInfo, Reason, direction_text
-
-_HELP = ("Remove the record from the training data (cleaned.* in the audit's output folder already omits "
-         "every flagged record), inspect its image for a trigger, fine-tune again and audit the new model. "
-         "report.html / report.pdf show the layer evidence and the sample's attention heatmap.")
-
+from .base import REMEDY, Context, Criterion, MethodInfo, Reason, direction_text
 
 @dataclass(frozen=True)
 class MinorityParams:
@@ -169,7 +164,7 @@ class MinorityDetector:
                 "attention entropy on the image differs from the rest of the data (collapsed or dispersed, "
                 "as measured in the result), separated beyond what noise produces and not explained by its "
                 "instruction text.")},
-            "help": {"text": _HELP, "markdown": (
+            "help": {"text": REMEDY, "markdown": (
                 "**Suspected backdoor sample (compact minority).** This record is in a small group of "
                 "samples whose attention on the image behaves unlike the rest of the data in the evidence "
                 "layers named in the result.\n\n1. Inspect the image and the answer: backdoor samples "

@@ -18,8 +18,6 @@ def read_features(path: Path) -> FeatureSet:
     """A features file of `extract`/`audit`, or (`.jsonl`) the reference code's
     per-sample entropy dump (bye_jsonl.py)."""
     path = Path(path)
-    if path.suffix.lower() == ".jsonl":
-        if not path.is_file():
-            raise AuditInputError(f"{path}: features file not found; run `bye-audit extract` first")
-        return read_bye_jsonl(path)
-    return read_features_file(path)
+    if not path.is_file():
+        raise AuditInputError(f"{path}: features file not found; run `bye-audit extract` first")
+    return read_bye_jsonl(path) if path.suffix.lower() == ".jsonl" else read_features_file(path)

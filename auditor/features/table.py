@@ -192,10 +192,8 @@ def render_features(fs: FeatureSet) -> bytes:
 
 
 def read_features_file(path: Path) -> FeatureSet:
-    """A features file of `extract`/`audit` (Parquet)."""
+    """A features file of `extract`/`audit` (Parquet; `read_features` checks that it exists)."""
     path = Path(path)
-    if not path.is_file():
-        raise AuditInputError(f"{path}: features file not found; run `bye-audit extract` first")
     return _from_table(_read_table(path, path), path)
 
 

@@ -24,3 +24,9 @@ def test_compare_maps_paths_lists_changed_keys_and_checks_the_results(tmp_path, 
     _bundle(tmp_path / "w", "/tree-four", [{"code": "c", "text": "other"}])
     compare(tmp_path / "x", tmp_path / "w")
     assert "RESULT CHANGED: b" in capsys.readouterr().out
+    _bundle(tmp_path / "v", "/tree-five", [{"code": "c", "text": "r"}],
+            {"evidence_layers": [2], "sensitive_layers": [0], "group": {"g": 1}})
+    _bundle(tmp_path / "u", "/tree-six", [{"code": "c", "text": "r"}],
+            {"evidence_layers": [2], "sensitive_layers": [0], "group": {"g": 1}})
+    assert compare(tmp_path / "v", tmp_path / "u") == 0  # schema 2 on both sides: layers compared as named
+    assert "1 of 1 bundles" in capsys.readouterr().out

@@ -55,6 +55,9 @@ _model = click.option("--model", "model_dir", type=_path, required=True,
                       help="Checkpoint folder (safetensors).")
 _adapter = click.option("--adapter", "adapter_dir", type=_path, default=None,
                         help="PEFT LoRA adapter folder (safetensors) applied over --model.")
+_base = click.option("--base", "base_dir", type=_path, default=None,
+                     help="The model a full fine-tune started from (safetensors): its answers are scored "
+                          "under it too (with --adapter the base pass is automatic: the adapter disabled).")
 _data = click.option("--data", type=_path, required=True,
                      help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
 _image_root = click.option("--image-root", type=_path, default=None,
@@ -70,8 +73,13 @@ _sign_key = click.option("--sign-key", type=_path, default=None,
                          help="Ed25519 private key (from `bye-audit keygen`): sign the bundle "
                               "(attestation.dsse.json).")
 
+_answers = click.option("--answers/--no-answers", default=Stage1Config.answers, show_default=True,
+                        help="Score each record's answer turn in the same pass (its NLL under the model).")
+_base_pass = click.option("--base-pass/--no-base-pass", default=Stage1Config.base_pass, show_default=True,
+                          help="Also score the answers under the base (--adapter: the adapter disabled; "
+                               "else --base), one more pass.")
 _STAGE1 = [_batch_size, _shard_size, _resume, _device, _dtype, _max_prompt_tokens, _max_image_pixels,
-           _per_head,
+           _per_head, _answers, _base_pass,
            _allow_pickle, _progress_flag]
 _ONNX = [
     click.option("--backend", type=click.Choice(BACKENDS), default=Stage1Config.backend,
@@ -227,10 +235,12 @@ class _Group(cloup.Group):
 
 def _preflight(model_dir: Path | None = None, adapter_dir: Path | None = None, data: Path | None = None,
                image_root: Path | None = None, onnx_path: Path | None = None, sign_key: Path | None = None,
-               out: Path | None = None, overwrite: bool = False, sarif_root: Path | None = None) -> None:
+               out: Path | None = None, overwrite: bool = False, sarif_root: Path | None = None,
+               base_dir: Path | None = None) -> None:
     """Paths checked before anything heavy is imported: a typo costs well under a second."""
     check_folder(model_dir, "--model", "model folder")
     check_folder(adapter_dir, "--adapter", "adapter folder")
+    check_folder(base_dir, "--base", "base model folder")
     check_file(data, "--data", "dataset file")
     check_folder(image_root, "--image-root", "image folder")
     check_file(onnx_path, "--onnx", "ONNX graph")
@@ -241,7 +251,7 @@ def _preflight(model_dir: Path | None = None, adapter_dir: Path | None = None, d
         raise AuditInputError(f"--sarif-root {sarif_root}: the dataset {data} is not under it; pass the "
                               "repository folder that holds the dataset")
     if out is not None:
-        refuse_inputs([out], {"model": model_dir, "adapter": adapter_dir}, set())
+        refuse_inputs([out], {"model": model_dir, "adapter": adapter_dir, "base": base_dir}, set())
         check_out_folder(out, overwrite, {str(Path(p).resolve()) for p in (data, onnx_path) if p is not None})
 
 
@@ -262,7 +272,7 @@ def cli() -> None:
 
 @cli.command(epilog="\b\nExample:\n  bye-audit audit --model ckpt/ --data train.json --out audit/ "
                     "--sign-key bye-audit.key\n\n" + EXIT_CODES)
-@cloup.option_group("Inputs", _model, _adapter, _data, _image_root)
+@cloup.option_group("Inputs", _model, _adapter, _base, _data, _image_root)
 @cloup.option_group("Output", click.option("--out", type=_path, required=True, callback=_out_folder,
                                            help="Output folder (created; inputs are never overwritten)."),
                     _overwrite, _sign_key, _sarif_root)
@@ -270,19 +280,21 @@ def cli() -> None:
 @cloup.option_group("Stage 1 (the model's forward passes)", *_STAGE1)
 @cloup.option_group("ONNX Runtime backend", *_ONNX)
 @cloup.option_group("Ray engine (scale-out)", *_RAY)
-def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, onnx_path, address, overwrite,
-          sarif_root, **cfg) -> None:
+def audit(model_dir, adapter_dir, base_dir, data, out, image_root, progress, sign_key, onnx_path, address,
+          overwrite, sarif_root, **cfg) -> None:
     """Run every stage: extract, analyse, write the cleaned dataset, the report and
     the evidence (manifest; signed attestation with --sign-key)."""
     config = _config(**cfg)  # a bad value is named before any file is looked at
     _check_address(config, address)
-    _preflight(model_dir, adapter_dir, data, image_root, onnx_path, sign_key, out, overwrite, sarif_root)
+    _preflight(model_dir, adapter_dir, data, image_root, onnx_path, sign_key, out, overwrite, sarif_root,
+               base_dir)
     from . import pipeline  # torch, pyarrow, sklearn, matplotlib: after the options are checked
     from .console import reporter  # rich
 
     _quiet_libraries()
     with reporter(sys.stderr, progress) as r:
         result = pipeline.audit(model_dir, data, out, config, image_root, adapter_dir=adapter_dir,
+                                base_dir=base_dir,
                                 sign_key=sign_key, onnx_path=onnx_path, address=address, overwrite=overwrite,
                                 on_step=r.step, sarif_root=sarif_root, **_stage1(r))
     sys.exit(_print_outcome(result))
@@ -290,23 +302,25 @@ def audit(model_dir, adapter_dir, data, out, image_root, progress, sign_key, onn
 
 @cli.command(epilog="\b\nExample:\n"
                     "  bye-audit extract --model ckpt/ --data train.json --out features.parquet")
-@cloup.option_group("Inputs", _model, _adapter, _data, _image_root)
+@cloup.option_group("Inputs", _model, _adapter, _base, _data, _image_root)
 @cloup.option_group("Output", click.option("--out", type=_path, required=True, callback=_out_file,
                                            help="Features file to write (.parquet)."))
 @cloup.option_group("Stage 1 (the model's forward passes)", *_STAGE1)
 @cloup.option_group("ONNX Runtime backend", *_ONNX)
 @cloup.option_group("Ray engine (scale-out)", *_RAY)
-def extract(model_dir, adapter_dir, data, out, image_root, progress, onnx_path, address, **stage1) -> None:
+def extract(model_dir, adapter_dir, base_dir, data, out, image_root, progress, onnx_path, address,
+            **stage1) -> None:
     """Stage 1 only: per-sample, per-layer attention entropy -> features.parquet."""
     config = _config(**stage1)
     _check_address(config, address)
-    _preflight(model_dir, adapter_dir, data, image_root, onnx_path)
+    _preflight(model_dir, adapter_dir, data, image_root, onnx_path, base_dir=base_dir)
     from . import pipeline  # torch, pyarrow, sklearn, matplotlib: after the options are checked
     from .console import reporter  # rich
 
     _quiet_libraries()
     with reporter(sys.stderr, progress, prefix="extract") as r:
         features = pipeline.extract_file(model_dir, data, out, config, image_root, adapter_dir=adapter_dir,
+                                         base_dir=base_dir,
                                          onnx_path=onnx_path, address=address, **_stage1(r))
     n_ok = features.n_ok
     resume = features.resume or {}

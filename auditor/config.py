@@ -39,6 +39,11 @@ class Stage1Config:
     entropy_eps: float = 1e-8  # H = -sum p log(p + eps), docs/method.md
     allow_pickle: bool = False  # pickle weights (weights-only loader) when no safetensors exist
     per_head: bool = False  # also store per-head entropies (L x H per sample)
+    # Score each record's answer turn in the same pass (NLL under the submitted
+    # model), and, with `answers`, under the base where one is known (the
+    # adapter disabled, or --base).
+    answers: bool = True
+    base_pass: bool = True
     # reuse the shards an interrupted run left (their journal checked); False: recompute all
     resume: bool = True
     shard_size: int = 512  # samples per resumable shard of stage 1 (rounded up to whole batches)

@@ -19,7 +19,7 @@ from .extract.backend import load
 from .extract import shards
 from .features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
 from .features.bye_jsonl import align
-from .features.provenance import AdapterRef, DatasetRef, ModelRef, Provenance, Runtime
+from .features.provenance import AdapterRef, BaseRef, DatasetRef, ModelRef, Provenance, Runtime
 from .report.heatmaps import attention_grid, heatmap_pngs, samples_to_show
 from .verdict import Analysis, analyze
 from .fileio import (check_writable, real_path, sha256_file, sha256_tree,
@@ -102,7 +102,9 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
         n_layers=loaded.n_layers, tool={"name": "bye-audit", "version": __version__},
         model=ModelRef(str(model_dir), loaded.model_type, loaded.family.name, sha256_tree(Path(model_dir)),
                        loaded.n_layers),
-        adapter=None if adapter_dir is None else AdapterRef(str(adapter_dir), sha256_tree(Path(adapter_dir))),
+        adapter=None if adapter_dir is None else AdapterRef(str(adapter_dir), sha256_tree(Path(adapter_dir)),
+                                                            merged=getattr(loaded, "peft", None) is None),
+        base=_base_ref(loaded, config),
         dataset=DatasetRef(str(dataset.path), dataset.format, sha256_file(dataset.path),
                            len(dataset.records)),
         environment=Runtime(
@@ -125,12 +127,27 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
         if journal is None:
             raise ValueError("--engine ray keeps its shards in a parts folder; pass `parts`")
         load_args = {"model_dir": str(model_dir), "stage1": asdict(config.stage1),
-                     **{k: None if p is None else str(p) for k, p in (("adapter_dir", adapter_dir),
-                                                                      ("onnx_path", loaded.onnx_path))}}
+                     **{k: None if p is None else str(p)
+                        for k, p in (("adapter_dir", adapter_dir), ("onnx_path", loaded.onnx_path),
+                                     ("base_dir", getattr(loaded, "base_dir", None)))}}
         rows = extract_features_ray(dataset, config.stage1, load_args, journal, address, on_progress)
     else:
         rows = extract_features(loaded, dataset, config.stage1, on_progress, journal)
     return FeatureSet(rows=tuple(rows), meta=meta, resume=None if journal is None else journal.summary())
+
+
+def _base_ref(loaded: Stage1Model, config: AuditConfig) -> BaseRef | None:
+    """The base pass's model, when stage 1 scores the answers under one."""
+    from .extract.runner import loaded_reference  # torch
+
+    if not (config.stage1.answers and config.stage1.base_pass):
+        return None
+    how = loaded_reference(loaded)
+    if how is None:
+        return None
+    if how == "adapter disabled":
+        return BaseRef(how, str(loaded.model_dir), sha256_tree(Path(loaded.model_dir)))
+    return BaseRef("model", how, sha256_tree(Path(how)))
 
 
 def _backend_meta(loaded: Stage1Model) -> dict[str, Any]:
@@ -151,14 +168,14 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
                  image_root: Path | None = None, on_start: Callable[[int], None] | None = None,
                  on_progress: Callable[[int], None] | None = None,
                  adapter_dir: Path | None = None, onnx_path: Path | None = None,
-                 address: str | None = None) -> FeatureSet:
+                 address: str | None = None, base_dir: Path | None = None) -> FeatureSet:
     """Stage 1 alone: the features file at `out`."""
     dataset = read_dataset(data, image_root)
     parts = Path(str(out) + ".parts")  # completed shards, until the file is written
-    refuse_inputs([Path(out), parts], {"model": model_dir, "adapter": adapter_dir},
+    refuse_inputs([Path(out), parts], {"model": model_dir, "adapter": adapter_dir, "base": base_dir},
                   _input_paths(dataset, onnx_path))
     check_writable(Path(out).parent)
-    loaded = load(model_dir, config.stage1, adapter_dir, onnx_path)
+    loaded = load(model_dir, config.stage1, adapter_dir, onnx_path, base_dir)
     features = extract(loaded, dataset, config, on_start, on_progress, parts, address)
     write_bytes_atomic(Path(out), render_features(features))
     shards.clear(parts)
@@ -197,20 +214,22 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
           on_progress: Callable[[int], None] | None = None,
           adapter_dir: Path | None = None, sign_key: Path | None = None,
           onnx_path: Path | None = None, address: str | None = None, overwrite: bool = False,
-          on_step: Callable[[str], None] | None = None, sarif_root: Path | None = None) -> AuditOutputs:
+          on_step: Callable[[str], None] | None = None, sarif_root: Path | None = None,
+          base_dir: Path | None = None) -> AuditOutputs:
     """Every stage; with `sign_key` (a `keygen` private key) the bundle is signed.
-    `overwrite`: replace a previous bundle in `out`. `on_step` hears what starts next."""
+    `overwrite`: replace a previous bundle in `out`. `on_step` hears what starts next.
+    `base_dir`: the model a full fine-tune started from (the answers' base pass)."""
     step = on_step or (lambda _msg: None)
     signer = _signer(sign_key)  # a bad key fails before the long stage 1
     step(f"reading the dataset {data}")
     dataset = read_dataset(data, image_root)
-    check_out_dir(out, dataset, bundle.output_names(dataset), {"model": model_dir, "adapter": adapter_dir},
-                  onnx_path, overwrite)
+    check_out_dir(out, dataset, bundle.output_names(dataset),
+                  {"model": model_dir, "adapter": adapter_dir, "base": base_dir}, onnx_path, overwrite)
     check_writable(Path(out))  # before the long stage 1
     refuse_mostly_skipped([(s.id, s.skip_reason or "") for s in dataset.samples if not s.ok],
                           len(dataset.records), Path(data))
     step(f"loading the model {model_dir}" + (f" with the adapter {adapter_dir}" if adapter_dir else ""))
-    loaded = load(model_dir, config.stage1, adapter_dir, onnx_path)
+    loaded = load(model_dir, config.stage1, adapter_dir, onnx_path, base_dir)
     parts = Path(out) / PARTS  # completed stage-1 shards: rerunning the command resumes
     step(f"stage 1: attention entropy of {sum(s.ok for s in dataset.samples):,} samples "
          f"({loaded.family.name}, {loaded.n_layers} layers, {loaded.device})")

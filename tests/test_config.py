@@ -40,7 +40,8 @@ def test_every_stage1_setting_but_resume_changes_the_resume_fingerprint():
     changed = {"batch_size": 2, "dtype": "bfloat16", "device": "cpu", "entropy_eps": 1e-9,
                "allow_pickle": True,
                "per_head": True, "shard_size": 2, "max_image_pixels": 10, "max_prompt_tokens": 5,
-               "backend": "onnx", "engine": "ray", "attn_implementation": "sdpa"}
+               "backend": "onnx", "engine": "ray", "attn_implementation": "sdpa", "answers": False,
+               "base_pass": False}
     for f in fields(Stage1Config):
         if f.name in ("resume", "attn_implementation", "provider", "allow_fallback", "threads", "workers",
                       "gpus_per_worker"):

@@ -14,9 +14,12 @@ if TYPE_CHECKING:  # torch-bound; imported when a model is loaded, never at CLI 
 
 
 def load(model_dir: Path, config: Stage1Config, adapter_dir: Path | None = None,
-         onnx_path: Path | None = None) -> Stage1Model:
+         onnx_path: Path | None = None, base_dir: Path | None = None) -> Stage1Model:
     """The checkpoint (and adapter) on the torch model or, with `config.backend`
-    "onnx", the graph at `onnx_path`."""
+    "onnx", the graph at `onnx_path`. The answers are scored under a base
+    (config.answers and config.base_pass): with an adapter, the same weights
+    with the adapter disabled (it stays beside the weights, unmerged); else
+    the model at `base_dir`, when given."""
     # torch, transformers and onnxruntime: seconds to import, only when a model is loaded
     from ..models import load_model
     from ..models.capture import CAPTURE_ATTENTION
@@ -26,12 +29,24 @@ def load(model_dir: Path, config: Stage1Config, adapter_dir: Path | None = None,
             raise AuditInputError("--backend onnx needs --onnx FILE (a graph from bye-audit export-onnx)")
         from .onnx_backend import load_onnx  # onnxruntime: an optional dependency
 
+        if base_dir is not None:
+            raise AuditInputError(f"--base {base_dir}: the ONNX graph outputs the attention rows only, so "
+                                  "it scores no answers; use --backend torch to score them under a base")
         return _check_template(load_onnx(onnx_path, model_dir, config, adapter_dir))
     if onnx_path is not None:
         raise AuditInputError(f"--onnx {onnx_path}: only used with --backend onnx; add it, or drop --onnx")
-    return _check_template(load_model(model_dir, config.dtype, capture_attention=CAPTURE_ATTENTION,
-                                      adapter_dir=adapter_dir, allow_pickle=config.allow_pickle,
-                                      device=config.device))
+    base_pass = config.answers and config.base_pass
+    if base_dir is not None and not base_pass:
+        raise AuditInputError(f"--base {base_dir}: the base scores the answers; drop --no-answers / "
+                              "--no-base-pass, or drop --base")
+    loaded = load_model(model_dir, config.dtype, capture_attention=CAPTURE_ATTENTION, adapter_dir=adapter_dir,
+                        allow_pickle=config.allow_pickle, device=config.device,
+                        keep_adapter=base_pass and adapter_dir is not None)
+    if base_dir is not None:
+        from ..models.loading import with_base
+
+        loaded = with_base(loaded, base_dir, config.allow_pickle)
+    return _check_template(loaded)
 
 
 def _check_template(loaded: Stage1Model) -> Stage1Model:

@@ -60,8 +60,10 @@ class ShardWorker:
         if self.config.backend == "onnx" and self.config.threads == 0:
             # ONNX Runtime would take every core of the node, in each actor
             self.config = replace(self.config, threads=max(1, threads))
-        opt = {k: None if load_args[k] is None else Path(load_args[k]) for k in ("adapter_dir", "onnx_path")}
-        self.loaded = load(Path(load_args["model_dir"]), self.config, opt["adapter_dir"], opt["onnx_path"])
+        opt = {k: None if load_args.get(k) is None else Path(load_args[k])
+               for k in ("adapter_dir", "onnx_path", "base_dir")}
+        self.loaded = load(Path(load_args["model_dir"]), self.config, opt["adapter_dir"], opt["onnx_path"],
+                           opt["base_dir"])
         self.run_print = run_print
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -99,7 +101,7 @@ def extract_features_ray(dataset: Dataset, config: Stage1Config, load_args: dict
                          on_progress: Callable[[int], None] | None = None) -> list[SampleFeatures]:
     """Features for every record, input order, as `runner.extract_features` gives them.
 
-    `load_args`: model_dir, adapter_dir, onnx_path (str or None) and the config
+    `load_args`: model_dir, adapter_dir, onnx_path, base_dir (str or None) and the config
     as a dict: what each worker needs to load the model itself. Shards are
     kept (and resumed) through `journal`.
     """

@@ -17,6 +17,8 @@ from ..config import Stage1Config
 from ..data import Dataset, Sample
 from ..models.base import ModelFamily
 from ..features import SampleFeatures
+from ..models.capture import last_prompt_position
+from .answers import AnswerScore, answer_ids, append_answers, logits_needed, summarise, token_nll
 from .shards import Journal
 
 Progress = Callable[[int], None]
@@ -83,11 +85,15 @@ def prompt_lengths(tokenizer: Any, prompts: list[str]) -> list[int | str]:
 
 @dataclass(frozen=True)
 class Captured:
-    """One sample's capture: the query rows on its image tokens and where each
-    layer's row put its mass."""
+    """One sample's capture: the query rows on its image tokens, where each
+    layer's row put its mass, and its answer's score under the submitted model
+    and the base (None when not scored: see `answer_missing`)."""
 
     image_rows: np.ndarray  # (L, H, T)
     mass: np.ndarray  # (3, L): image, instruction text, rest; NaN text/rest if the prompt was not found
+    answer: AnswerScore | None = None
+    base_answer: AnswerScore | None = None
+    answer_missing: str | None = None  # why the answer was not scored
 
 
 def instruction_mask(tokenizer, ids: torch.Tensor, real: torch.Tensor, prompt: str) -> torch.Tensor | None:
@@ -108,25 +114,54 @@ def instruction_mask(tokenizer, ids: torch.Tensor, real: torch.Tensor, prompt: s
     return None
 
 
-def sample_rows(loaded: Stage1Model, images: list[Image.Image], prompts: list[str]) -> list[Captured]:
+def scores_answers(loaded: Stage1Model) -> bool:
+    """Whether this backend scores the answer turn in its pass (the ONNX graph
+    outputs the attention rows only)."""
+    return bool(getattr(loaded, "scores_answers", False))
+
+
+def sample_rows(loaded: Stage1Model, images: list[Image.Image], prompts: list[str],
+                answers: list[str] | None = None, base: bool = False) -> list[Captured]:
     """One prefill pass over a batch (torch or ONNX Runtime); per sample the
     captured rows on its image tokens (L, H, T) and the per-layer attention mass
-    on image / instruction / rest."""
+    on image / instruction / rest. With `answers` (the records' first answer
+    turns) on a backend that scores them, each answer follows its prompt in the
+    same pass (answers.py) and is scored; with `base`, also under the base."""
     family = loaded.family
     batch = family.build_batch(loaded.processor, images, prompts)
-    rows = loaded.forward_rows(batch)  # (B, L, H, S), fp32 whatever the model's dtype
+    tok = loaded.processor.tokenizer
+    if answers is not None and scores_answers(loaded):
+        prefixes = (family.chat_texts(loaded.processor, prompts) if family.uses_chat_template
+                    else [None] * len(prompts))
+        forbidden = set(tok.all_special_ids) | {getattr(loaded.config, "image_token_id", None)} - {None}
+        ids_ = [answer_ids(tok, pre, a, forbidden) for pre, a in zip(prefixes, answers)]
+        batch, query, targets = append_answers(batch, ids_, tok.pad_token_id if tok.pad_token_id is not None
+                                               else tok.eos_token_id)
+        keep = logits_needed(query, targets.shape[1])
+        rows, logits = loaded.forward(batch, query, keep)
+        scored = summarise(token_nll(logits, targets))
+        on_base = (summarise(token_nll(loaded.base_logits(batch, keep), targets)) if base
+                   else [None] * len(scored))
+        missing = [None if a else "no answer turn" for a in ids_]
+    else:
+        query = last_prompt_position(torch.as_tensor(batch["attention_mask"]))
+        rows = loaded.forward_rows(batch)  # (B, L, H, S), fp32 whatever the model's dtype
+        scored = on_base = [None] * len(prompts)
+        missing = ["not scored: " + ("--no-answers" if scores_answers(loaded) else
+                                     "the ONNX graph outputs attention rows only")] * len(prompts)
     image_mask = family.image_token_mask(loaded.config, batch).cpu()
     ids, real = torch.as_tensor(batch["input_ids"]).cpu(), torch.as_tensor(batch["attention_mask"]).cpu()
+    prompt_part = real.bool() & (torch.arange(ids.shape[1])[None, :] <= query.cpu()[:, None])
     out = []
     for j in range(rows.shape[0]):
-        text = instruction_mask(loaded.processor.tokenizer, ids[j], real[j], prompts[j])
+        text = instruction_mask(tok, ids[j], prompt_part[j], prompts[j])
         full = np.asarray(rows[j])
         mass = attention_mass(full, image_mask[j].numpy(),
                               (text & ~image_mask[j]).numpy()
                               if text is not None else np.zeros(len(ids[j]), bool))
         if text is None:
             mass[1:] = np.nan
-        out.append(Captured(full[:, :, image_mask[j].numpy()], mass))
+        out.append(Captured(full[:, :, image_mask[j].numpy()], mass, scored[j], on_base[j], missing[j]))
     return out
 
 
@@ -198,7 +233,7 @@ def _batch_features(loaded: Stage1Model, chunk: Sequence[Sample], config: Stage1
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             rows.append(SampleFeatures(s.index, s.id, "error", f"cannot decode image: {e}"))
     if good:
-        for s, result in zip(good, _rows_or_errors(loaded, good, images)):
+        for s, result in zip(good, _rows_or_errors(loaded, good, images, config)):
             rows.append(SampleFeatures(s.index, s.id, "error", result)
                         if isinstance(result, str) else _features(s, result, config))
     if on_progress:
@@ -206,16 +241,23 @@ def _batch_features(loaded: Stage1Model, chunk: Sequence[Sample], config: Stage1
     return sorted(rows, key=lambda r: r.index)
 
 
-def _rows_or_errors(loaded: Stage1Model, samples: list[Sample], images: list[Image.Image]
-                    ) -> list[Captured | str]:
+def _rows_or_errors(loaded: Stage1Model, samples: list[Sample], images: list[Image.Image],
+                    config: Stage1Config) -> list[Captured | str]:
     """Rows per sample; when the batch fails, each sample alone, so one bad
     sample becomes an error row (its message) instead of stopping the audit."""
     try:
-        return sample_rows(loaded, images, [s.prompt for s in samples])
+        return sample_rows(loaded, images, [s.prompt for s in samples],
+                           [s.answer for s in samples] if config.answers else None,
+                           base=config.answers and config.base_pass and loaded_reference(loaded) is not None)
     except Exception as e:  # noqa: BLE001 - untrusted input: reported per sample
         if len(samples) == 1:
             return [f"forward pass failed: {type(e).__name__}: {str(e).strip()[:200]}"]
-    return [_rows_or_errors(loaded, [s], [im])[0] for s, im in zip(samples, images)]
+    return [_rows_or_errors(loaded, [s], [im], config)[0] for s, im in zip(samples, images)]
+
+
+def loaded_reference(loaded: Stage1Model) -> str | None:
+    """What the base pass runs on ("adapter disabled", a base folder), or None."""
+    return getattr(loaded, "reference", None) if scores_answers(loaded) else None
 
 
 def _features(s: Sample, cap: Captured, config: Stage1Config) -> SampleFeatures:
@@ -225,11 +267,18 @@ def _features(s: Sample, cap: Captured, config: Stage1Config) -> SampleFeatures:
                               f"{t} image tokens in the prompt; at least 2 are needed")
     h = image_attention_entropy(cap.image_rows, config.entropy_eps)
     heads = head_entropies(cap.image_rows, config.entropy_eps) if config.per_head else None
+    a, b = cap.answer, cap.base_answer
     return SampleFeatures(s.index, s.id, "ok", None, t, tuple(h.tolist()),
                           tuple(normalised_entropy(h, t).tolist()),
                           mass_image=tuple(cap.mass[0].tolist()), mass_text=tuple(cap.mass[1].tolist()),
                           mass_rest=tuple(cap.mass[2].tolist()),
-                          entropy_heads=() if heads is None else tuple(tuple(r) for r in heads.tolist()))
+                          entropy_heads=() if heads is None else tuple(tuple(r) for r in heads.tolist()),
+                          answer_tokens=None if a is None else a.n_tokens,
+                          answer_nll=None if a is None else a.nll,
+                          answer_first_nll=None if a is None else a.first_nll,
+                          base_answer_nll=None if b is None else b.nll,
+                          base_first_nll=None if b is None else b.first_nll,
+                          answer_missing=cap.answer_missing)
 
 
 def _chunks(items: Sequence[Sample], n: int) -> Iterator[Sequence[Sample]]:

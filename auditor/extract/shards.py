@@ -26,7 +26,7 @@ from ..features import FeatureSet, SampleFeatures, read_features_bytes, render_f
 
 
 def fingerprint(provenance: Provenance, stage1: Stage1Config) -> str:
-    """Digest of what determines the features: model/adapter/dataset digests,
+    """Digest of what determines the features: model/adapter/base/dataset digests,
     the backend and every stage-1 setting (a new one counts without being
     listed here) but `resume`, which says whether to trust old shards, not
     what they hold."""
@@ -34,6 +34,7 @@ def fingerprint(provenance: Provenance, stage1: Stage1Config) -> str:
     return sha256_bytes(json_bytes({
         "model": None if p.model is None else p.model.sha256_tree,
         "adapter": None if p.adapter is None else p.adapter.sha256_tree,
+        "base": None if p.base is None else [p.base.how, p.base.sha256_tree],
         "dataset": None if p.dataset is None else p.dataset.sha256,
         "config": {k: v for k, v in asdict(stage1).items() if k != "resume"},
         # torch, or the graph and provider

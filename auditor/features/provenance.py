@@ -43,6 +43,15 @@ class AdapterRef:
 
 
 @dataclass(frozen=True)
+class BaseRef:
+    """What the answers were also scored under (the base pass)."""
+
+    how: str  # "adapter disabled" (the same weights) or "model" (--base)
+    path: str
+    sha256_tree: str
+
+
+@dataclass(frozen=True)
 class DatasetRef:
     path: str
     format: str
@@ -89,6 +98,7 @@ class Provenance:
     environment: Runtime | None = None
     source: SourceRef | None = None
     config: Mapping[str, Any] | None = None  # the audit's configuration (AuditConfig.to_dict)
+    base: BaseRef | None = None  # the base pass's model, when the answers were scored under one
 
     @property
     def imported(self) -> bool:
@@ -106,7 +116,8 @@ class Provenance:
                         "adapter": None if self.adapter is None else asdict(self.adapter),
                         "dataset": None if self.dataset is None else asdict(self.dataset),
                         "environment": None if self.environment is None else self.environment.to_dict(),
-                        "config": dict(self.config or {})})
+                        "config": dict(self.config or {}),
+                        "base": None if self.base is None else asdict(self.base)})
         return out
 
     @classmethod
@@ -120,4 +131,5 @@ class Provenance:
                    adapter=_record(AdapterRef, meta.get("adapter")),
                    dataset=_record(DatasetRef, meta.get("dataset")), environment=runtime,
                    source=_record(SourceRef, meta.get("source")),
-                   config=meta.get("config") if isinstance(meta.get("config"), Mapping) else None)
+                   config=meta.get("config") if isinstance(meta.get("config"), Mapping) else None,
+                   base=_record(BaseRef, meta.get("base")))

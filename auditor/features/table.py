@@ -18,7 +18,8 @@ from ..errors import AuditInputError
 from .provenance import Provenance
 
 Status = Literal["ok", "skipped", "error"]
-FEATURES_SCHEMA_VERSION = 2  # 2 added the attention masses and per-head entropies; 1 is still read
+# 2 added the attention masses and per-head entropies; 3 the answer's scores. 1 and 2 are still read.
+FEATURES_SCHEMA_VERSION = 3
 _META_KEY = b"bye_audit"
 ROW_GROUP = 65_536
 
@@ -34,8 +35,17 @@ SCHEMA = pa.schema([
     ("mass_text", pa.list_(pa.float64())),
     ("mass_rest", pa.list_(pa.float64())),
     ("entropy_heads", pa.list_(pa.list_(pa.float64()))),
+    ("answer_tokens", pa.int32()),
+    ("answer_nll", pa.float64()),
+    ("answer_first_nll", pa.float64()),
+    ("base_answer_nll", pa.float64()),
+    ("base_first_nll", pa.float64()),
+    ("answer_missing", pa.string()),
 ])
 _V2_COLUMNS = ("mass_image", "mass_text", "mass_rest", "entropy_heads")
+_OLD_FILE = "not scored: a features file of bye-audit before schema 3"
+_V3_COLUMNS = ("answer_tokens", "answer_nll", "answer_first_nll", "base_answer_nll", "base_first_nll",
+               "answer_missing")
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,24 @@ class SampleFeatures:
     mass_text: tuple[float, ...] = ()
     mass_rest: tuple[float, ...] = ()
     entropy_heads: tuple[tuple[float, ...], ...] = ()  # (L, H) with --per-head, else empty
+    # The first answer turn, teacher forced after the prompt in the same pass:
+    # its token count, mean token NLL and first-token NLL (nats) under the
+    # submitted model, and the NLLs under the base (None without a base pass).
+    # All None when it was not scored; `answer_missing` says why.
+    answer_tokens: int | None = None
+    answer_nll: float | None = None
+    answer_first_nll: float | None = None
+    base_answer_nll: float | None = None
+    base_first_nll: float | None = None
+    answer_missing: str | None = None
+
+    @property
+    def answer_gain(self) -> float | None:
+        """How much more likely the fine-tune finds the answer than the base:
+        base NLL - submitted NLL (nats per token)."""
+        if self.answer_nll is None or self.base_answer_nll is None:
+            return None
+        return self.base_answer_nll - self.answer_nll
 
 
 class TableRows(Sequence[SampleFeatures]):
@@ -97,7 +125,8 @@ def _row(d: dict[str, Any]) -> SampleFeatures:
                           mass_image=tuple(d.get("mass_image") or ()),
                           mass_text=tuple(d.get("mass_text") or ()),
                           mass_rest=tuple(d.get("mass_rest") or ()),
-                          entropy_heads=tuple(tuple(h) for h in d.get("entropy_heads") or ()))
+                          entropy_heads=tuple(tuple(h) for h in d.get("entropy_heads") or ()),
+                          **{k: d.get(k) for k in _V3_COLUMNS})
 
 
 def rows_table(rows: Iterable[SampleFeatures]) -> pa.Table:
@@ -214,7 +243,9 @@ def _read_table(source: Any, path: Path) -> pa.Table:
 def _from_table(table: pa.Table, path: Path) -> FeatureSet:
     raw = (table.schema.metadata or {}).get(_META_KEY)
     version_1 = not (set(_V2_COLUMNS) & set(table.column_names))
-    missing = set(SCHEMA.names) - set(table.column_names) - (set(_V2_COLUMNS) if version_1 else set())
+    version_2 = not (set(_V3_COLUMNS) & set(table.column_names))
+    missing = (set(SCHEMA.names) - set(table.column_names) - (set(_V2_COLUMNS) if version_1 else set())
+               - (set(_V3_COLUMNS) if version_2 else set()))
     if raw is None or missing:
         raise AuditInputError(f"{path}: not a bye-audit features file (missing "
                               f"{'metadata' if raw is None else ', '.join(sorted(missing))})")
@@ -225,13 +256,19 @@ def _from_table(table: pa.Table, path: Path) -> FeatureSet:
     if not isinstance(meta, dict):
         raise AuditInputError(f"{path}: its bye-audit metadata is not a JSON object; re-run `bye-audit "
                               "extract`")
-    if meta.get("schema_version") not in (1, FEATURES_SCHEMA_VERSION):
+    if meta.get("schema_version") not in (1, 2, FEATURES_SCHEMA_VERSION):
         raise AuditInputError(f"{path}: features schema version {meta.get('schema_version')!r}, this tool "
                               f"reads 1 to {FEATURES_SCHEMA_VERSION}; re-run `bye-audit extract`")
     if version_1:  # no masses or per-head entropies: empty lists, as stage 1 of v1 wrote them
         for name in _V2_COLUMNS:
             table = table.append_column(SCHEMA.field(name), pa.array([[]] * table.num_rows,
                                                                       SCHEMA.field(name).type))
+    if version_2:  # answers not scored: nulls, and the reason on the analysed rows
+        ok = [s == "ok" for s in table.column("status").to_pylist()]
+        for name in _V3_COLUMNS:
+            values = ([_OLD_FILE if k else None for k in ok] if name == "answer_missing"
+                      else [None] * table.num_rows)
+            table = table.append_column(SCHEMA.field(name), pa.array(values, SCHEMA.field(name).type))
     try:
         table = table.select(SCHEMA.names).cast(SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:

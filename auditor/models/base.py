@@ -115,24 +115,60 @@ class LoadedModel:
     n_layers: int
     dtype: str
     attn_implementation: str
-    adapter_dir: Path | None = None  # a PEFT adapter merged into the weights
+    adapter_dir: Path | None = None  # a PEFT adapter applied to the weights
     device: str = "cpu"
     backend: str = "torch"
     onnx_path: Path | None = None  # only the ONNX backend runs on a graph
+    # The base the answers are also scored under: the adapter's PeftModel (its
+    # adapter disabled for that pass), or a second model loaded from `base_dir`.
+    peft: Any = None
+    base_model: torch.nn.Module | None = None
+    base_dir: Path | None = None
+    scores_answers: bool = True  # the torch pass can append the answer and return its logits
 
     @property
     def config(self) -> Any:
         return self.model.config
 
+    @property
+    def reference(self) -> str | None:
+        """What the base pass runs: "adapter disabled", the base folder, or None (no base pass)."""
+        if self.peft is not None:
+            return "adapter disabled"
+        return None if self.base_dir is None else str(self.base_dir)
+
+    def _on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: (v.to(self.model.device, self.model.dtype) if v.is_floating_point()
+                    else v.to(self.model.device))
+                if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}  # pixels in the model's dtype
+
     def forward_rows(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One prefill pass; the captured rows (B, L, H, S), fp32 on the CPU."""
-        from .capture import capturing, last_prompt_position
+        from .capture import last_prompt_position
 
-        batch = {k: (v.to(self.model.device, self.model.dtype)
-                     if v.is_floating_point() else v.to(self.model.device))
-                 if isinstance(v, torch.Tensor) else v
-                 for k, v in batch.items()}  # pixels in the model's dtype
+        return self.forward(batch, last_prompt_position(torch.as_tensor(batch["attention_mask"])), 1)[0]
+
+    def forward(self, batch: dict[str, torch.Tensor], query_pos: torch.Tensor, keep: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass: the rows of `query_pos` (B,) captured (B, L, H, S), fp32 on
+        the CPU, and the logits of the last `keep` positions (B, keep, V)."""
+        from .capture import capturing
+
+        batch = self._on_device(batch)
         modules = self.family.decoder_attention_modules(self.model)
-        with torch.inference_mode(), capturing(modules, last_prompt_position(batch["attention_mask"])) as cap:
-            self.model(**batch, use_cache=False, logits_to_keep=1)
-        return torch.stack(cap.rows, dim=1).cpu()
+        with torch.inference_mode(), capturing(modules, query_pos.to(self.model.device)) as cap:
+            out = self.model(**batch, use_cache=False, logits_to_keep=keep)
+        return torch.stack(cap.rows, dim=1).cpu(), out.logits
+
+    def base_logits(self, batch: dict[str, torch.Tensor], keep: int) -> torch.Tensor:
+        """The logits of the last `keep` positions (B, keep, V) under the base:
+        the same weights with the adapter disabled, or the base model."""
+        batch = self._on_device(batch)
+        with torch.inference_mode():
+            if self.peft is not None:
+                with self.peft.disable_adapter():
+                    return self.model(**batch, use_cache=False, logits_to_keep=keep).logits
+            if self.base_model is None:
+                raise ValueError("no base to score the answers under (--adapter or --base)")
+            return self.base_model(**batch, use_cache=False, logits_to_keep=keep).logits

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -227,11 +228,12 @@ def resolve_device(device: str) -> str:
 
 def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str | None = None,
                adapter_dir: Path | None = None, allow_pickle: bool = False,
-               device: str = "cpu") -> LoadedModel:
+               device: str = "cpu", keep_adapter: bool = False) -> LoadedModel:
     """Load a checkpoint for stage 1; `capture_attention` names a registered attention
     function. Pickle weights load (weights-only) only with `allow_pickle` and no
-    safetensors. With `adapter_dir`, a PEFT LoRA adapter is applied and merged, so
-    stage 1 runs on exactly the fine-tuned weights at the base model's speed."""
+    safetensors. With `adapter_dir`, a PEFT LoRA adapter is applied: merged into
+    the weights (the base model's speed), or with `keep_adapter` kept beside them,
+    so that a pass with the adapter disabled scores the answers under the base."""
     model_type = read_model_type(model_dir, allow_pickle)
     family = _BY_MODEL_TYPE[model_type]
     safetensors = any(Path(model_dir).glob("*.safetensors"))
@@ -258,6 +260,7 @@ def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str |
             model, processor = family.load(Path(model_dir), getattr(torch, dtype), attn, safetensors)
     except Exception as e:  # an untrusted checkpoint can fail in many ways; all are input errors
         raise AuditInputError(f"{model_dir}: cannot load the checkpoint: {_explain(e)}") from None
+    peft_model = None
     if adapter_dir is not None:
         from peft import PeftModel
 
@@ -268,7 +271,8 @@ def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str |
                 peft_model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False,
                                                        use_safetensors=True)
             check_adapter_tensors(peft_model, Path(adapter_dir))
-            model = peft_model.merge_and_unload().eval()
+            peft_model.eval()
+            model = peft_model.get_base_model() if keep_adapter else peft_model.merge_and_unload().eval()
         except Exception as e:
             raise AuditInputError(f"{adapter_dir}: cannot apply the adapter to {model_dir}: "
                                   f"{_first_line(e)}") from None
@@ -276,4 +280,23 @@ def load_model(model_dir: Path, dtype: str = "float32", capture_attention: str |
     n_layers = len(family.decoder_attention_modules(model))
     return LoadedModel(model=model, processor=processor, family=family, model_dir=Path(model_dir),
                        model_type=model_type, n_layers=n_layers, dtype=dtype,
-                       attn_implementation=attn, adapter_dir=adapter_dir, device=device)
+                       attn_implementation=attn, adapter_dir=adapter_dir, device=device,
+                       peft=peft_model if keep_adapter else None)
+
+
+def with_base(loaded: LoadedModel, base_dir: Path, allow_pickle: bool = False) -> LoadedModel:
+    """`loaded` with the model it was fine-tuned from, for scoring the answers
+    under the base (a full fine-tune). The base must be of the same family and
+    tokenise the same way, else the two NLLs would not be about the same tokens."""
+    if loaded.peft is not None:
+        raise AuditInputError(f"--base {base_dir}: with --adapter the base is the model the adapter applies "
+                              "to; drop --base")
+    base = load_model(base_dir, loaded.dtype, adapter_dir=None, allow_pickle=allow_pickle,
+                      device=loaded.device)
+    if base.family.name != loaded.family.name:
+        raise AuditInputError(f"--base {base_dir}: a {base.family.name} model, but {loaded.model_dir} is "
+                              f"{loaded.family.name}; pass the model the fine-tune started from")
+    if base.processor.tokenizer.get_vocab() != loaded.processor.tokenizer.get_vocab():
+        raise AuditInputError(f"--base {base_dir}: its tokenizer differs from {loaded.model_dir}'s; pass the "
+                              "model the fine-tune started from")
+    return replace(loaded, base_model=base.model, base_dir=Path(base_dir))

@@ -58,7 +58,8 @@ def test_version_1_file_reads_with_empty_masses(tmp_path):
     meta = {"schema_version": 1, "n_layers": 2}
     pq.write_table(table.replace_schema_metadata({b"bye_audit": json.dumps(meta)}), tmp_path / "v1.parquet")
     row = read_features(tmp_path / "v1.parquet").rows[0]
-    assert row == SampleFeatures(0, "a", "ok", None, 4, (1.0, 2.0), (0.1, 0.2))
+    assert row == SampleFeatures(0, "a", "ok", None, 4, (1.0, 2.0), (0.1, 0.2),
+                                 answer_missing="not scored: a features file of bye-audit before schema 3")
     assert row.mass_image == () and row.entropy_heads == ()
 
 

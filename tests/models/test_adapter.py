@@ -31,6 +31,17 @@ def test_audit_with_adapter_equals_audit_of_merged_model(tiny_model, tiny_data, 
     assert to_base > 1e-5 and to_base > 100 * max(to_merged, 1e-9)
     assert with_adapter.meta["adapter"]["path"] == str(adapter)
     assert len(with_adapter.meta["adapter"]["sha256_tree"]) == 64
+    # The answers are scored under the fine-tune and, with the adapter
+    # disabled, under the base: as the merged model and the base score them.
+    nll = np.array([r.answer_nll for r in with_adapter.rows])
+    np.testing.assert_allclose(nll, [r.answer_nll for r in of_merged.rows], atol=1e-5)
+    np.testing.assert_allclose([r.base_answer_nll for r in with_adapter.rows],
+                               [r.answer_nll for r in of_base.rows], atol=1e-5)
+    assert np.abs(nll - np.array([r.answer_nll for r in of_base.rows])).max() > 1e-3  # the adapter learned
+    assert all(r.base_answer_nll is None for r in of_merged.rows)  # no base known: no base pass
+    assert with_adapter.meta["base"] == {"how": "adapter disabled", "path": str(tiny_model),
+                                         "sha256_tree": with_adapter.meta["model"]["sha256_tree"]}
+    assert with_adapter.meta["adapter"]["merged"] is False
 
 
 def test_pickle_adapter_is_refused(tiny_model, tiny_data, adapter_and_merged, tmp_path):

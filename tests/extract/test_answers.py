@@ -1,0 +1,94 @@
+"""The answer turn scored in stage 1's pass: the attention features do not
+move (1e-6) when it is appended, for every family and both padding sides, and
+its NLL is what the model's own loss says."""
+
+import numpy as np
+import pytest
+import torch
+
+from auditor.extract.answers import answer_ids, append_answers, token_nll
+from auditor.extract.runner import sample_rows
+from auditor.models import load_model
+from auditor.models.capture import CAPTURE_ATTENTION
+from tinyworld.digits import load_digit_arrays, render_digit
+from tinyworld.fixtures import write_tiny_llava, write_tiny_llava_next
+from tinyworld.idefics3 import write_tiny_idefics3
+from tinyworld.internvl import write_tiny_internvl
+from tinyworld.paligemma import write_tiny_paligemma
+from tinyworld.qwen2vl import write_tiny_qwen2vl
+
+WRITERS = {
+    "llava": write_tiny_llava,
+    "llava_next": write_tiny_llava_next,
+    "qwen2_vl": write_tiny_qwen2vl,
+    "qwen2_5_vl": lambda f: write_tiny_qwen2vl(f, version="2.5"),
+    "internvl": write_tiny_internvl,
+    "paligemma": write_tiny_paligemma,
+    "idefics3": write_tiny_idefics3,
+}
+PROMPTS = ["What digit is shown?", "Name the digit in this picture please, the one in the image.",
+           "Which digit?"]
+# different lengths, an empty one (no answer turn) and one that spells the image token
+ANSWERS = ["seven", "", "the digit is three <image>"]
+
+
+def _images(n, size=32):
+    x, _ = load_digit_arrays()
+    rng = np.random.default_rng(0)
+    return [render_digit(x[i], rng, size=size) for i in range(n)]
+
+
+@pytest.fixture(scope="module", params=sorted(WRITERS))
+def loaded(request, tmp_path_factory):
+    folder = WRITERS[request.param](tmp_path_factory.mktemp(request.param) / "model")
+    return load_model(folder, capture_attention=CAPTURE_ATTENTION)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_the_answer_leaves_the_attention_features_unchanged(loaded, side):
+    loaded.processor.tokenizer.padding_side = side
+    images = _images(3)
+    plain = sample_rows(loaded, images, PROMPTS)
+    scored = sample_rows(loaded, images, PROMPTS, ANSWERS)
+    for a, b in zip(plain, scored):
+        assert a.image_rows.shape == b.image_rows.shape
+        np.testing.assert_allclose(b.image_rows, a.image_rows, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(b.mass, a.mass, atol=1e-6, rtol=0)
+    assert [c.answer is None for c in scored] == [False, True, False]
+    assert scored[1].answer_missing == "no answer turn" and scored[0].answer_missing is None
+    assert all(c.answer is None and c.answer_missing.startswith("not scored") for c in plain)
+    assert scored[2].answer.n_tokens > scored[0].answer.n_tokens >= 1
+
+
+def test_an_answer_that_spells_the_image_token_is_plain_text(loaded):
+    tok, image_token = loaded.processor.tokenizer, loaded.config.image_token_id
+    prefix = loaded.family.chat_texts(loaded.processor, ["Which digit?"])[0] if loaded.family.uses_chat_template \
+        else None
+    spelled = tok.convert_ids_to_tokens(image_token)
+    ids = answer_ids(tok, prefix, f"look: {spelled} here", set(tok.all_special_ids) | {image_token})
+    assert ids and image_token not in ids
+
+
+def test_the_nll_is_the_models_own_loss(tiny_model):
+    """Mean token NLL of the answer = the model's cross-entropy loss with the
+    prompt masked out (labels -100), computed by transformers itself."""
+    loaded = load_model(tiny_model, capture_attention=CAPTURE_ATTENTION)
+    family, proc = loaded.family, loaded.processor
+    images, prompts, answers = _images(2), PROMPTS[:2], ["seven", "three four"]
+    scored = sample_rows(loaded, images, prompts, answers)
+    for j in range(2):
+        batch = family.build_batch(proc, images[j:j + 1], prompts[j:j + 1])
+        ids = answer_ids(proc.tokenizer, family.chat_texts(proc, prompts[j:j + 1])[0], answers[j], set())
+        full, _, targets = append_answers(batch, [ids], proc.tokenizer.pad_token_id)
+        with torch.inference_mode():
+            loss = loaded.model(**full, labels=targets, use_cache=False).loss
+        assert scored[j].answer.nll == pytest.approx(float(loss), abs=1e-5)
+        assert scored[j].answer.n_tokens == len(ids)
+
+
+def test_token_nll_is_nan_off_the_answer():
+    logits = torch.zeros(1, 3, 4)  # uniform: every token costs ln 4
+    targets = torch.tensor([[-100, -100, -100, 2, -100]])
+    nll = token_nll(logits, targets)  # positions 3 and 4 predicted from logits 0 and 1
+    assert nll.shape == (1, 2)
+    assert nll[0, 0] == pytest.approx(np.log(4)) and np.isnan(nll[0, 1])

@@ -236,7 +236,8 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     features = extract(loaded, dataset, config, on_start, on_progress, parts, address)
     refuse_mostly_skipped(_skipped(features), len(dataset.records), Path(data))
     step(f"stages 2-3 ({config.method}) on {len(dataset.records):,} records")
-    analysis = analyze(features, config, [s.prompt for s in dataset.samples])
+    analysis = analyze(features, config, [s.prompt for s in dataset.samples],
+                       [s.answer for s in dataset.samples])
     step("attention heatmaps of the samples the report shows")
     heatmaps = attention_heatmaps(loaded, dataset, analysis)
     step(f"writing the report (HTML, PDF), the cleaned dataset and the evidence to {out}")
@@ -297,7 +298,8 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     check_writable(Path(out))
     refuse_mostly_skipped(_skipped(features), len(dataset.records), Path(features_path))
     step(f"stages 2-3 ({config.method}) on {len(dataset.records):,} records")
-    analysis = analyze(features, config, [s.prompt for s in dataset.samples])
+    analysis = analyze(features, config, [s.prompt for s in dataset.samples],
+                       [s.answer for s in dataset.samples])
     step(f"writing the outputs to {out}")
     # Copy the features next to the other outputs (an imported dump as a
     # features file), unless that is where they came from.

@@ -147,6 +147,7 @@ class Usable:
     index: np.ndarray  # (N,) int, record index
     ids: tuple[str, ...]  # (N,)
     entropy: np.ndarray  # (N, L) normalised entropy, all finite
+    rows: np.ndarray | None = None  # (N,) positions in the features table; None: all, in order
 
 
 def split_usable(features: FeatureSet) -> tuple[Usable, tuple[Unanalysed, ...]]:
@@ -174,16 +175,29 @@ def split_usable(features: FeatureSet) -> tuple[Usable, tuple[Unanalysed, ...]]:
         return Usable(np.asarray(index, dtype=np.int64), tuple(ids), values), ()
     keep = np.flatnonzero(usable)
     return (Usable(np.asarray(index, dtype=np.int64)[keep], tuple(ids[k] for k in keep.tolist()),
-                   values[keep]), tuple(left_out))
+                   values[keep], keep), tuple(left_out))
 
 
-def analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] | None = None) -> Analysis:
+def answer_scores(features: FeatureSet, ok: Usable) -> tuple[np.ndarray, np.ndarray] | None:
+    """The analysed rows' answer NLL under the submitted model and under the
+    base, (N,) each, NaN where not scored; None when the table has none."""
+    cols = []
+    for name in ("answer_nll", "base_answer_nll"):
+        col = features.table.column(name).to_numpy(zero_copy_only=False)
+        col = np.asarray(col, dtype=np.float64)  # nulls become NaN
+        cols.append(col if ok.rows is None else col[ok.rows])
+    return None if not np.isfinite(cols[0]).any() else (cols[0], cols[1])
+
+
+def analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] | None = None,
+            answers: Sequence[str] | None = None) -> Analysis:
     """Stages 2-3 on the normalised entropies with the configured detector
     (auditor/detectors), and the verdict its criteria give; inconclusive when
     coverage is below `min_coverage` or fewer than `min_samples` samples could
     be analysed. `prompts[i]`: the instruction of the record with index i (the
     dataset's samples in input order); with it a detector can tell a group of
-    instructions from a group of images.
+    instructions from a group of images. `answers[i]`: its first answer turn
+    (the answer channel groups and names them).
 
     The linear algebra runs on one BLAS thread: the mixtures' sums then come
     out bit for bit the same whatever the machine's core count (a thread count
@@ -194,10 +208,11 @@ def analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] | 
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _analyze(features, config, prompts)
+        return _analyze(features, config, prompts, answers)
 
 
-def _analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] | None) -> Analysis:
+def _analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] | None,
+             answers: Sequence[str] | None) -> Analysis:
     d = config.detection
     n_records = len(features.rows)
     ok, unanalysed = split_usable(features)
@@ -216,11 +231,16 @@ def _analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] |
     # BYE's per-layer profile: its detector's input, and every report's BSI plot.
     bye = d.params if config.method == "bye" else ByeParams()
     layers = profile_layers(entropy, bye.tau, bye.bsi_rule, d.seed, d.fit_sample)
-    analysed = None
-    if prompts is not None:
-        analysed = prompts if len(ok.index) == len(prompts) else [prompts[i] for i in ok.index.tolist()]
+    def of_analysed(values: Sequence[str] | None) -> Sequence[str] | None:
+        if values is None:
+            return None
+        return values if len(ok.index) == len(values) else [values[i] for i in ok.index.tolist()]
+
+    scores = answer_scores(features, ok)
     detector = DETECTORS[config.method](d.params).fit(
-        entropy, Context(analysed, d.seed, d.fit_sample, d.min_samples, layers))
+        entropy, Context(of_analysed(prompts), d.seed, d.fit_sample, d.min_samples, layers,
+                         answers=of_analysed(answers), answer_nll=None if scores is None else scores[0],
+                         base_nll=None if scores is None else scores[1]))
     reasons = list(detector.reasons_)
     low_coverage = coverage < d.min_coverage
     if low_coverage:
@@ -236,8 +256,14 @@ def _analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] |
         reasons.append(Reason("mixture_not_converged", (
             "a Gaussian mixture did not converge within its iteration limit; the split may not be the best "
             "one (rerun with another --seed to check)")))
+    details = dict(detector.details_)
+    channels = getattr(detector, "channel_flags_", None)  # a detector of several channels names them
+    if channels is not None and flagged:
+        details["flagged_by"] = [
+            {"index": f.index, "id": f.id, "channels": [c for c, m in channels.items() if m[k]]}
+            for f, k in zip(flagged, np.flatnonzero(detector.flagged_).tolist())]
     return Analysis(verdict, tuple(reasons), layers=layers, evidence_layers=detector.evidence_layers_,
                     clustering=detector.clustering_, scored=scored, flagged=flagged,
                     criteria=detector.criteria_, converged=detector.converged_,
                     evidence_text=detector.evidence_text_, contrast=detector.contrast_,
-                    details=detector.details_, **base)
+                    details=details, **base)

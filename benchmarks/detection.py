@@ -163,11 +163,12 @@ def _scores(flags: np.ndarray, truth: np.ndarray, score: np.ndarray | None) -> d
     return m
 
 
-def analyse_methods(features, bad: set[str], prompts: list[str]) -> tuple[dict[str, Any], np.ndarray]:
+def analyse_methods(features, bad: set[str], prompts: list[str], answers: list[str] | None = None,
+                    methods: tuple[str, ...] = METHODS) -> tuple[dict[str, Any], np.ndarray]:
     """Stages 2-3 with each method on one features set, given each record's
-    instruction (as `audit` and `analyze` give the dataset's): ({"n",
-    "layer_auroc", "methods"}, the default method's flags over the analysed
-    samples)."""
+    instruction and answer (as `audit` and `analyze` give the dataset's):
+    ({"n", "layer_auroc", "methods"}, the minority method's flags over the
+    analysed samples)."""
     from auditor.analysis.metrics import layer_aurocs
     from auditor.verdict import analyze, split_usable
     from auditor.config import AuditConfig
@@ -179,10 +180,10 @@ def analyse_methods(features, bad: set[str], prompts: list[str]) -> tuple[dict[s
     if truth.any():
         out["layer_auroc"] = layer_aurocs(ok.entropy, truth)
     flagged_default = np.zeros(len(ids), dtype=bool)
-    for method in METHODS:
-        cfg = AuditConfig.of(method="minority" if method == "minority" else "bye",
-                          bsi_rule="reference" if method == "bye-reference" else "paper")
-        analysis = analyze(features, cfg, prompts)
+    for method in methods:
+        cfg = (AuditConfig.of(method="bye", bsi_rule="reference") if method == "bye-reference"
+               else AuditConfig.of(method=method))
+        analysis = analyze(features, cfg, prompts, answers)
         flagged_ids = {f.id for f in analysis.flagged}
         flags = np.array([i in flagged_ids for i in ids])
         by_id = {f.id: f.score for f in analysis.scored}

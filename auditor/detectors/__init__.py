@@ -9,12 +9,19 @@ from __future__ import annotations
 
 from .base import Context, Criterion, Detector, MethodInfo, Reason, Verdict, decide
 from .bye import BSI_RULES, ByeDetector, ByeParams
+from .combined import CombinedDetector, CombinedParams
 from .minority import GroupEvidence, MinorityDetector, MinorityParams
+from .response import ResponseDetector, ResponseParams
 
 DETECTORS: dict[str, type[Detector]] = {
     "bye": ByeDetector,
     "minority": MinorityDetector,
+    "response": ResponseDetector,
+    "combined": CombinedDetector,
 }
 
-__all__ = ["BSI_RULES", "DETECTORS", "ByeDetector", "ByeParams", "Context", "Criterion", "Detector",
-           "GroupEvidence", "MethodInfo", "MinorityDetector", "MinorityParams", "Reason", "Verdict", "decide"]
+__all__ = ["BSI_RULES", "DETECTORS", "ByeDetector", "ByeParams", "CombinedDetector", "CombinedParams",
+           "Context",
+           "Criterion", "Detector", "GroupEvidence", "MethodInfo", "MinorityDetector", "MinorityParams",
+           "Reason",
+           "ResponseDetector", "ResponseParams", "Verdict", "decide"]

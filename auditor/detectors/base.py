@@ -97,13 +97,26 @@ class MethodInfo:
 class Context:
     """What a detector may use besides the matrix: each row's instruction
     (None when not given), the mixtures' seed and fit cap, the sample floor,
-    and the per-layer BSI profile (computed once for the report)."""
+    the per-layer BSI profile (computed once for the report), and each row's
+    answer with its stage-1 scores (mean token NLL under the submitted model
+    and under the base, (N,) with NaN where not scored; None when the
+    features have none)."""
 
     prompts: Sequence[str] | None
     seed: int
     fit_sample: int
     min_samples: int
     layers: tuple[LayerProfile, ...]
+    answers: Sequence[str] | None = None
+    answer_nll: np.ndarray | None = None
+    base_nll: np.ndarray | None = None
+
+    @property
+    def gain(self) -> np.ndarray | None:
+        """base NLL - submitted NLL (N,), NaN where either is missing; None without a base pass."""
+        if self.answer_nll is None or self.base_nll is None or not np.isfinite(self.base_nll).any():
+            return None
+        return self.base_nll - self.answer_nll
 
 
 class Detector(Protocol):

@@ -62,8 +62,8 @@ def test_the_answer_leaves_the_attention_features_unchanged(loaded, side):
 
 def test_an_answer_that_spells_the_image_token_is_plain_text(loaded):
     tok, image_token = loaded.processor.tokenizer, loaded.config.image_token_id
-    prefix = loaded.family.chat_texts(loaded.processor, ["Which digit?"])[0] if loaded.family.uses_chat_template \
-        else None
+    prefix = (loaded.family.chat_texts(loaded.processor, ["Which digit?"])[0]
+              if loaded.family.uses_chat_template else None)
     spelled = tok.convert_ids_to_tokens(image_token)
     ids = answer_ids(tok, prefix, f"look: {spelled} here", set(tok.all_special_ids) | {image_token})
     assert ids and image_token not in ids

@@ -1,0 +1,197 @@
+"""`response`: a minority of samples whose answers the fine-tune learned far
+more than comparable answers, sharing one answer or phrase.
+
+In BYE's threat model every poisoned sample carries the attacker's chosen
+answer. The base model the fine-tune started from finds that answer
+implausible for the image (a fixed text, or a valid answer of the task given
+to an image that shows something else), while the fine-tune has learned it:
+its gain (base NLL - submitted NLL, stage 1) stands out against the gains of
+the samples it is comparable with (analysis/response.py: the same
+instruction, unless that instruction always gets one answer). Flagged: the
+outliers that share the group's answer or phrase. Needs a base pass
+(--adapter, or --base DIR): without one the channel has no evidence and says
+so. docs/method.md justifies each threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..analysis.response import contains, excess, references, shared_phrase
+from .base import REMEDY, Context, Criterion, MethodInfo, Reason
+
+
+@dataclass(frozen=True)
+class ResponseParams:
+    # A sample's gain is an outlier when it exceeds its reference's median by
+    # more than answer_fence robust sds (MAD x 1.4826) and by at least
+    # answer_min_excess nats per token (a factor e in likelihood per token).
+    answer_fence: float = 5.0
+    answer_min_excess: float = 1.0
+    # The reference is the instruction's samples when it has at least
+    # answer_reference_min with a gain and no answer holds more than
+    # answer_reference_share of them; else every sample.
+    answer_reference_min: int = 20
+    answer_reference_share: float = 0.5
+    # The outliers are evidence only when there are at least answer_min_count,
+    # they are a minority (<= answer_max_fraction of the analysed samples),
+    # and at least answer_min_shared of them share one answer or phrase.
+    answer_min_count: int = 5
+    answer_max_fraction: float = 0.35
+    answer_min_shared: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.answer_fence <= 0 or self.answer_min_excess < 0:
+            raise ValueError("answer_fence must be > 0 and answer_min_excess >= 0")
+        if not 0.0 < self.answer_max_fraction <= 0.5:
+            raise ValueError(f"answer_max_fraction must be in (0, 0.5], got {self.answer_max_fraction}")
+        if not 0.0 < self.answer_min_shared <= 1.0 or not 0.0 < self.answer_reference_share <= 1.0:
+            raise ValueError("answer_min_shared and answer_reference_share must be in (0, 1]")
+        if self.answer_min_count < 1 or self.answer_reference_min < 2:
+            raise ValueError("answer_min_count must be >= 1 and answer_reference_min >= 2")
+
+
+@dataclass(frozen=True)
+class ResponseEvidence:
+    """What the answer channel measured."""
+
+    base_pass: bool
+    scored: int  # samples with a gain
+    outliers: int
+    fraction: float
+    phrase: str  # what the outliers share ('' when nothing)
+    shared: float  # share of the outliers carrying it
+    flagged: int
+    credible: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class ResponseDetector:
+    name: ClassVar[str] = "response"
+    Params: ClassVar[type] = ResponseParams
+    info: ClassVar[MethodInfo] = MethodInfo(
+        title="learned target answer",
+        help="answers the fine-tune learned far more than the base would give them, sharing one answer or "
+             "phrase (needs a base pass: --adapter or --base)",
+        description=(
+            "Method response (bye-audit; docs/method.md): stage 1 scores each record's answer under the "
+            "submitted model and under the base it was fine-tuned from (the adapter disabled, or --base). "
+            "The gain (base NLL - submitted NLL per answer token) of each sample is compared with the gains "
+            "of the samples with the same instruction (or all samples when that instruction always gets "
+            "one answer); a minority of outlying samples that share one answer or phrase is flagged: an "
+            "answer taught to the model against what the image shows."),
+        criteria_intro=("Method response: the answers the fine-tune learned far more than comparable "
+                        "answers. They are backdoor evidence only if all of these hold:"),
+        score_text=("Here: minus the robust z of the sample's gain against its reference (lower: learned "
+                    "far more than comparable answers)."),
+        score_axis="- robust z of the answer's gain (outliers low)",
+        layer_word="evidence",
+        layer_definition="The answer channel uses no attention layer.",
+        limitations=(
+            "The response method needs a base pass (--adapter, or --base for a full fine-tune): without "
+            "the base it cannot weigh how plausible an answer is, and reports no evidence.",
+            "A poisoned answer the base already finds plausible (clean-label poisoning: the true answer of "
+            "a triggered image) gains no more than the rest: only the attention channel can see it.",
+            "A legitimate new sub-task whose instruction always gets the same answer looks like a text "
+            "trigger with a fixed target: a fail is evidence to inspect, not proof.",
+        ),
+        sarif_rule={
+            "id": "BYE003",
+            "name": "LearnedTargetAnswer",
+            "shortDescription": {"text": "Training sample whose answer the fine-tune learned far more than "
+                                         "comparable answers, shared with other such samples: suspected "
+                                         "backdoor target."},
+            "fullDescription": {"text": (
+                "response: the fine-tuned model finds this sample's answer far more likely than the base "
+                "model it started from, far beyond the samples with the same instruction, and the answer "
+                "(or a phrase in it) is shared by a minority of such samples.")},
+            "help": {"text": REMEDY, "markdown": (
+                "**Suspected backdoor target answer.** The fine-tune learned this record's answer far more "
+                "than comparable answers, and other such records share it.\n\n1. Inspect the image and the "
+                "answer: a backdoor pairs a trigger with the attacker's answer.\n2. Train on `cleaned.*` "
+                "from the audit bundle, which omits every flagged record.\n3. Audit the new fine-tune.")},
+        },
+    )
+
+    def __init__(self, params: ResponseParams | None = None) -> None:
+        self.params = params or ResponseParams()
+
+    def fit(self, x: np.ndarray, context: Context) -> ResponseDetector:
+        """x: (N, L) normalised entropies (unused: this channel reads the
+        answers); context.answers, answer_nll and base_nll (N,)."""
+        p, n = self.params, len(x)
+        gain = context.gain
+        self.clustering_, self.contrast_, self.evidence_layers_, self.converged_ = None, (), (), True
+        self.flagged_ = np.zeros(n, dtype=bool)
+        self.scores_ = np.zeros(n)
+        if gain is None or context.answers is None:
+            self.evidence = ResponseEvidence(False, 0, 0, 0.0, "", 0.0, 0, False)
+            self.criteria_ = (Criterion(
+                "base_pass", 0.0, "answers scored under the base", False,
+                "base pass: the answers scored under the model the fine-tune started from", "none"),)
+            self.reasons_ = (Reason("no_base_pass", (
+                "the answers were not scored under a base (no --adapter or --base, or --no-base-pass): the "
+                "answer channel cannot tell a learned target from a learned task, and reports no "
+                "evidence")),)
+            self.evidence_text_, self.details_ = "", {"response": self.evidence.to_dict()}
+            return self
+        prompts = context.prompts or [""] * n
+        ref = references(gain, prompts, context.answers, p.answer_reference_min, p.answer_reference_share)
+        z = excess(gain, ref, min_scale=1e-6)
+        finite = np.isfinite(z)
+        out = finite & (z > p.answer_fence) & (gain - ref.centre >= p.answer_min_excess)
+        self.scores_ = np.where(finite, -z, 0.0)
+        scored = int(finite.sum())
+        texts = [a for a, o in zip(context.answers, out.tolist()) if o]
+        phrase, shared = shared_phrase(texts, p.answer_min_shared)
+        fraction = out.sum() / max(scored, 1)
+        criteria = (
+            Criterion("learned_far_more", float(out.sum()), f"≥ {p.answer_min_count}",
+                      int(out.sum()) >= p.answer_min_count,
+                      "learned far more: samples whose gain exceeds their reference's by > "
+                      f"{p.answer_fence:g} robust sd and ≥ {p.answer_min_excess:g} nats/token",
+                      f"{int(out.sum())}"),
+            Criterion("minority", float(fraction), f"≤ {p.answer_max_fraction:.0%}",
+                      fraction <= p.answer_max_fraction, "minority: share of the scored samples",
+                      f"{fraction:.1%}"),
+            Criterion("shared_answer", float(shared), f"≥ {p.answer_min_shared:.0%}",
+                      shared >= p.answer_min_shared and bool(phrase),
+                      "shared: share of those samples whose answer holds the same answer or phrase"
+                      + (f" (“{phrase[:60]}”)" if phrase else ""), f"{shared:.0%}"),
+        )
+        credible = all(c.holds for c in criteria)
+        if credible:
+            self.flagged_ = out & contains(list(context.answers), phrase)
+        self.criteria_ = criteria
+        self.evidence = ResponseEvidence(True, scored, int(out.sum()), float(fraction), phrase, float(shared),
+                                         int(self.flagged_.sum()), credible)
+        self.details_ = {"response": self.evidence.to_dict()}
+        missing = n - scored
+        self.reasons_ = self._reasons(criteria, missing, n)
+        self.evidence_text_ = (f"answer “{phrase[:60]}” learned far more than comparable answers (gain over "
+                               "the base)") if credible else ""
+        return self
+
+    def _reasons(self, criteria: tuple[Criterion, ...], missing: int, n: int) -> tuple[Reason, ...]:
+        e = self.evidence
+        detail = (f"{e.outliers} of {e.scored} scored samples learned far more than comparable answers "
+                  f"({e.fraction:.1%}); {e.shared:.0%} of them share “{e.phrase[:60]}”" if e.phrase else
+                  f"{e.outliers} of {e.scored} scored samples learned far more than comparable answers")
+        out = []
+        if e.credible:
+            out.append(Reason("answer_flagged", f"{e.flagged} samples share an answer the fine-tune learned "
+                                                f"far more than comparable answers: {detail}"))
+        else:
+            failed = " / ".join(c.name.replace("_", " ") for c in criteria if not c.holds)
+            out.append(Reason("no_learned_answer", f"no credible learned target answer (not {failed}): "
+                                                   f"{detail}"))
+        if missing:
+            out.append(Reason("answers_not_scored", (
+                f"{missing} of {n} analysed samples have no answer score (no answer turn, or not scored): "
+                "the answer channel did not judge them")))
+        return tuple(out)

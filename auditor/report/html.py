@@ -104,24 +104,33 @@ def render_html(analysis: Analysis, provenance: Provenance | Mapping[str, Any], 
         layer_img = _data_uri(entropy_by_layer(groups[0], groups[1], list(analysis.evidence_layers),
                                                info.layer_word))
 
+    channels = {d["index"]: d["channels"] for d in analysis.details.get("flagged_by", [])}
+    flagged_set = {f.index for f in analysis.flagged}
+    by_suspicion = sorted(analysis.flagged, key=lambda f: (f.score, f.index))  # lowest score first
+    shown_kept = np.isin(analysis.scored.index, [i for i in heatmaps if i not in flagged_set])
+    shown = [f.index for f in by_suspicion[:MAX_FLAGGED_ROWS]] + analysis.scored.index[shown_kept].tolist()
+    scored_answers = answer_columns(features, shown) if features is not None else {}
+
     def row(f):
         pics = heatmaps.get(f.index)
+        nll, base = scored_answers.get(f.index, (None, None))
         return {"id": f.id, "index": f.index, "score": f.score,
                 "prompt": dataset.samples[f.index].prompt[:160],
                 "answer": dataset.samples[f.index].answer[:160],
+                "channels": ", ".join(channels.get(f.index, [])),
+                "nll": nll, "gain": None if nll is None or base is None else base - nll,
                 "thumb": _data_uri(pics[0]) if pics else None,
                 "heat": _data_uri(pics[1]) if pics else None}
 
-    flagged_set = {f.index for f in analysis.flagged}
-    by_suspicion = sorted(analysis.flagged, key=lambda f: (f.score, f.index))  # lowest score first
     flagged_rows = [row(f) for f in by_suspicion[:MAX_FLAGGED_ROWS]]
-    shown_kept = np.isin(analysis.scored.index, [i for i in heatmaps if i not in flagged_set])
     kept_rows = [row(f) for f in analysis.scored.flags(shown_kept)]
     with_images = sum(1 for r in flagged_rows if r["heat"])
     html = _env().get_template("report.html.j2").render(
         a=analysis, meta=prov, dataset=dataset, dataset_path=str(dataset.path), bsi_img=bsi_img,
         hist_img=hist_img, layer_img=layer_img, libraries=library_versions(), flagged_rows=flagged_rows,
         kept_rows=kept_rows, has_heatmaps=bool(heatmaps), with_images=with_images,
+        with_answers=bool(scored_answers), with_channels=bool(channels),
+        channels=analysis.details.get("channels"),
         heatmap_layers=", ".join(map(str, analysis.evidence_layers)) or "all",
         scale_img=_data_uri(colour_scale_png()) if heatmaps else None,
         more_flagged=max(0, len(analysis.flagged) - MAX_FLAGGED_ROWS),
@@ -131,6 +140,15 @@ def render_html(analysis: Analysis, provenance: Provenance | Mapping[str, Any], 
         model_name=_name(prov.model), adapter_name=_name(prov.adapter),
         many_flagged=MANY_FLAGGED)
     return html.encode("utf-8", "backslashreplace")
+
+
+def answer_columns(features: FeatureSet, wanted: list[int]) -> dict[int, tuple[float | None, float | None]]:
+    """Record index -> (answer NLL, base NLL) for the `wanted` records whose answer was scored."""
+    if not wanted:
+        return {}
+    t = features.table.take(_positions(np.asarray(features.column("index")), np.asarray(wanted)))
+    nll, base = (t.column(c).to_pylist() for c in ("answer_nll", "base_answer_nll"))
+    return {i: (a, b) for i, a, b in zip(wanted, nll, base) if a is not None}
 
 
 MANY_FLAGGED = 0.35  # above this share flagged, the report warns: a backdoor is usually a small minority

@@ -65,6 +65,7 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
     uris: dict[str, str | None] = {}  # by image: its URI under the root, None when it has none
     results = []
     evidence = analysis.evidence_text
+    channels = {d["index"]: d["channels"] for d in analysis.details.get("flagged_by", [])}
     for f in sorted(analysis.flagged, key=lambda f: (f.score, f.index))[:MAX_RESULTS]:
         sample = dataset.samples[f.index]
         location: dict[str, Any] = {
@@ -76,11 +77,14 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
         result: dict[str, Any] = {
             "ruleId": descriptor["id"], "ruleIndex": 0, "level": "error", "kind": "fail",
             "message": {"text": f"Record {sample.id!r} (record {f.index}, line {lines[f.index]}) is flagged "
-                        f"as a suspected backdoor sample: {evidence} (score {f.score:.4f}; lower is more "
-                        "suspicious)."},
+                        "as a suspected backdoor sample"
+                        + (f" by the {' and '.join(channels[f.index])} channel"
+                           if channels.get(f.index) else "")
+                        + f": {evidence} (score {f.score:.4f}; lower is more suspicious)."},
             "locations": [location],
             "partialFingerprints": {"recordId/v1": sample.id},
-            "properties": {"index": f.index, "score": f.score},
+            "properties": {"index": f.index, "score": f.score,
+                           **({"channels": channels[f.index]} if f.index in channels else {})},
         }
         if sample.image is not None and sample.image not in uris:  # a Path per flagged record is slow
             image = Path(sample.image)

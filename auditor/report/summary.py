@@ -22,6 +22,7 @@ SUMMARY_SCHEMA_VERSION = 2
 def summary_dict(analysis: Analysis, provenance: Provenance, output_sha256: dict[str, str],
                  gate: Gate, report_id: str, audited_at: str) -> dict[str, Any]:
     a, p = analysis, provenance
+    by = {d["index"]: d["channels"] for d in a.details.get("flagged_by", [])}  # a method of several channels
     return {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "tool": {"name": "bye-audit", "version": __version__},
@@ -41,12 +42,14 @@ def summary_dict(analysis: Analysis, provenance: Provenance, output_sha256: dict
         "sensitive_layers": list(a.sensitive_layers),
         "evidence_layers": list(a.evidence_layers),
         "evidence": a.evidence_text,
-        "flagged": [{"index": f.index, "id": f.id, "score": f.score} for f in a.flagged],
+        "flagged": [{"index": f.index, "id": f.id, "score": f.score,
+                     **({"channels": by[f.index]} if f.index in by else {})} for f in a.flagged],
         "config": a.config.to_dict(),
         "inputs": {
             "model": _as_dict(p.model),
             "adapter": _as_dict(p.adapter),
             "dataset": _as_dict(p.dataset),
+            "base": _as_dict(p.base),
         },
         "environment": None if p.environment is None else p.environment.to_dict(),
         "outputs_sha256": dict(sorted(output_sha256.items())),

@@ -83,3 +83,47 @@ def test_combined_fails_on_a_learned_target_and_names_the_channel(colour_group):
     assert decide(d.criteria_, bool(d.flagged_.any())) == "fail"
     assert (d.flagged_ == truth).all()
     assert d.channel_flags_["answers"][truth].all() and not d.channel_flags_["attention"].any()
+
+
+def test_the_outputs_say_which_channel_flagged_what(tmp_path):
+    """analysis.json, summary.json, SARIF and the report of a combined audit
+    name the answer channel for a learned target, with each sample's NLL and gain."""
+    import json
+
+    from PIL import Image
+
+    from auditor.config import AuditConfig
+    from auditor.data import read_dataset
+    from auditor.features import FeatureSet, SampleFeatures
+    from auditor.gate import gate, parse_fail_on
+    from auditor.report.html import render_html
+    from auditor.report.sarif import sarif_dict
+    from auditor.report.summary import summary_dict
+    from auditor.verdict import analyze
+
+    x, ctx, truth = _world(poison=True, seed=1)
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(tmp_path / "i.png")
+    recs = [{"id": f"r{i:04d}", "image": "i.png", "conversations": [
+        {"from": "human", "value": f"<image>\n{ctx.prompts[i]}"}, {"from": "gpt", "value": ctx.answers[i]}]}
+        for i in range(N)]
+    (tmp_path / "d.json").write_text(json.dumps(recs))
+    ds = read_dataset(tmp_path / "d.json")
+    rows = tuple(SampleFeatures(i, s.id, "ok", None, 16, tuple(x[i]), tuple(x[i]), answer_tokens=2,
+                                answer_nll=float(ctx.answer_nll[i]), answer_first_nll=float(ctx.answer_nll[i]),
+                                base_answer_nll=float(ctx.base_nll[i]), base_first_nll=float(ctx.base_nll[i]))
+                 for i, s in enumerate(ds.samples))
+    features = FeatureSet(rows, {"n_layers": 6})
+    a = analyze(features, AuditConfig.of(method="combined"), [s.prompt for s in ds.samples],
+                [s.answer for s in ds.samples])
+    assert a.verdict == "fail" and {f.index for f in a.flagged} == set(np.flatnonzero(truth).tolist())
+    assert {tuple(d["channels"]) for d in a.to_dict()["flagged_by"]} == {("answers",)}
+    g = gate(a.verdict, len(a.flagged), a.n_analysed, parse_fail_on("verdict"))
+    summary = summary_dict(a, features.provenance, {}, g, "0" * 16, "2026-01-01T00:00:00Z")
+    assert all(f["channels"] == ["answers"] for f in summary["flagged"])
+    result = sarif_dict(a, ds, int(g.exit_code))["runs"][0]["results"][0]
+    assert result["ruleId"] == "BYE004" and "by the answers channel" in result["message"]["text"]
+    html = render_html(a, features.meta, ds, features=features).decode()
+    assert "<th>channel</th>" in html and "answer NLL (gain)" in html
+    assert "attention (minority)" in html and "Flagged by both channels: 0." in html
+    worst = min(a.flagged, key=lambda f: (f.score, f.index)).index
+    assert f"{ctx.base_nll[worst] - ctx.answer_nll[worst]:+.3f}" in html

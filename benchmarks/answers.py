@@ -67,8 +67,13 @@ class Cell:
         return self.condition.endswith("_lora")
 
 
-def grid() -> list[Cell]:
-    return ([Cell(c, s) for c in ATTACKS for s in range(3)] + [Cell(c, s) for c in CLEAN for s in range(4)])
+def grid(held_out: bool = False) -> list[Cell]:
+    """Attacks on 3 seeds, clean conditions on 4; `held_out`: the next seeds
+    (3-5, 4-7), run only after the response method's rule was revised on the
+    first ones (docs/benchmarks.md)."""
+    attack_seeds, clean_seeds = (range(3, 6), range(4, 8)) if held_out else (range(3), range(4))
+    return ([Cell(c, s) for c in ATTACKS for s in attack_seeds]
+            + [Cell(c, s) for c in CLEAN for s in clean_seeds])
 
 
 def colour_example(x8: np.ndarray, rng: np.random.Generator):
@@ -139,6 +144,15 @@ def attack_success(model, processor, family, cell: Cell, seed: int) -> dict[str,
                                max_new_tokens=8, family=family.adapter)
     right = [normalise(a) == normalise(e.answer) for a, e in zip(answers, ex)]
     out = {"clean_accuracy": float(np.mean(right))}
+    if cell.condition.startswith("colour") or cell.condition == "subtask":  # the colour task's own accuracy
+        from tinyworld.digits import load_digit_arrays
+
+        x8, _ = load_digit_arrays()
+        crng = np.random.default_rng([31, seed])
+        cex = [colour_example(x8[crng.integers(len(x8))], crng) for _ in range(200)]
+        said = generate_answers(model, processor, [e.image for e in cex], [e.prompt for e in cex],
+                                max_new_tokens=4, family=family.adapter)
+        out["colour_accuracy"] = float(np.mean([normalise(a) == e.answer for a, e in zip(said, cex)]))
     if cell.condition not in ATTACKS or cell.condition == "clean_label":
         return out
     rng = np.random.default_rng([7, seed])
@@ -223,8 +237,9 @@ def _write(examples, folder: Path) -> None:
 
 def table(results: list[dict]) -> str:
     """Markdown: per condition and method, verdicts, flagged, F1 / FPR (mean ± sd), ASR and clean accuracy."""
-    lines = ["| condition | method | cells | verdicts | flagged (mean) | F1 | FPR | clean acc | ASR |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| condition | method | cells | verdicts | flagged (mean) | F1 | FPR | digit acc | colour acc | "
+             "ASR |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for cond in ATTACKS + CLEAN:
         rs = [r for r in results if r["cell"]["condition"] == cond]
         if not rs:
@@ -236,10 +251,12 @@ def table(results: list[dict]) -> str:
                                  if any(m["verdict"] == v for m in ms))
             f1 = [m["f1"] for m in ms] if cond in ATTACKS else []
             asr = [r["before"].get("attack_success_rate") for r in rs]
+            colour = [r["before"]["colour_accuracy"] for r in rs if "colour_accuracy" in r["before"]]
             lines.append(f"| {cond} | {method} | {len(rs)} | {verdicts} | "
                          f"{np.mean([m['tp'] + m['fp'] for m in ms]):.1f} | {_ms(f1)} | "
                          f"{_ms([m['fpr'] for m in ms])} | "
                          f"{_ms([r['before']['clean_accuracy'] for r in rs])} | "
+                         f"{_ms(colour)} | "
                          f"{_ms([a for a in asr if a is not None])} |")
     return "\n".join(lines) + "\n"
 
@@ -258,13 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="run at most this many new cells, then stop")
     ap.add_argument("--reanalyse", action="store_true",
                     help="recompute stages 2-3 of the finished cells from their kept features")
+    ap.add_argument("--held-out", action="store_true",
+                    help="the held-out seeds (attacks 3-5, clean 4-7) instead of the first ones")
     args = ap.parse_args(argv)
     from transformers.utils import logging as hf_logging
 
     from .detection import analyse_methods
 
     hf_logging.disable_progress_bar()
-    cells = grid()
+    cells = grid(args.held_out)
     (args.out / "cells").mkdir(parents=True, exist_ok=True)
     results, new = [], 0
     for i, cell in enumerate(cells):

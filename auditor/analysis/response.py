@@ -82,30 +82,74 @@ def excess(gain: np.ndarray, ref: Reference, min_scale: float) -> np.ndarray:
     return (gain - ref.centre) / np.maximum(ref.scale, min_scale)
 
 
-def shared_phrase(texts: Sequence[str], min_share: float, max_words: int = 8) -> tuple[str, float]:
-    """The longest run of words (up to `max_words`) found in at least
-    `min_share` of `texts` (normalised), and the share that contains it;
-    ('', share of the most common word) when no run reaches `min_share`.
-    A shared target answer is its whole text; an inserted sentence is the
-    run the answers have in common."""
-    words = [normalise(t).split() for t in texts]
-    if not words:
-        return "", 0.0
-    best, best_share = "", 0.0
-    for n in range(1, max_words + 1):
-        counts: Counter[str] = Counter()
-        for w in words:
-            counts.update({" ".join(w[i:i + n]) for i in range(len(w) - n + 1)})
-        if not counts:
-            break
-        phrase, c = counts.most_common(1)[0]
-        share = c / len(words)
-        if share < min_share:
-            if n == 1:
-                best, best_share = "", share
-            break
-        best, best_share = phrase, share
-    return best, best_share
+@dataclass(frozen=True)
+class Dominant:
+    """The answer or phrase the outliers share, against the best competitor."""
+
+    phrase: str  # '' when no phrase is specific to the outliers
+    count: int  # outliers holding it
+    lift: float  # its share among the outliers / its share among the other samples
+    competitor: str  # the most common specific phrase among the outliers without it ('' if none)
+    competitor_count: int
+    p_value: float  # P(X >= count), X ~ Binomial(count + competitor_count, 1/2); 1.0 without a phrase
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def _runs(words: list[str], max_words: int) -> set[str]:
+    return {" ".join(words[i:i + n]) for n in range(1, max_words + 1) for i in range(len(words) - n + 1)}
+
+
+def dominant_phrase(outliers: Sequence[str], others: Sequence[str], min_lift: float, max_words: int = 8,
+                    candidates: int = 50, seed: int = 0, max_others: int = 20_000) -> Dominant:
+    """The answer or run of words (up to `max_words`) that the `outliers`' answers
+    share, tested against the rest of their answers.
+
+    A phrase is specific when its share among the outliers is at least
+    `min_lift` times its share among `others` (the other scored answers, at
+    most `max_others` of them drawn with `seed`; +0.5 smoothing): a word every
+    answer has ("the") is not. The dominant phrase is the specific one most
+    outliers hold (longer wins a tie). Its competitor is the answer or phrase
+    most held by the outliers that do not hold it (one that more than half of
+    the other answers hold, such as a template word, is no answer group); the
+    one-sided binomial p says how likely a split at least this uneven is
+    between two equally common groups. Only the `candidates` runs most held by the outliers are
+    weighed (a free-text dataset has many)."""
+    from scipy.stats import binom
+
+    out_words = [normalise(t).split() for t in outliers]
+    held: Counter[str] = Counter()
+    for w in out_words:
+        held.update(_runs(w, max_words))
+    if not held:
+        return Dominant("", 0, 0.0, "", 0, 1.0)
+    rest = list(others)
+    if len(rest) > max_others:
+        rest = [rest[k] for k in np.random.default_rng(seed).choice(len(rest), max_others, replace=False)]
+    rest_padded = [f" {normalise(t)} " for t in rest]
+    top = sorted(held.items(), key=lambda kv: (-kv[1], -len(kv[0].split()), kv[0]))[:candidates]
+
+    def share(phrase: str) -> float:
+        """Its share among the other answers."""
+        return (sum(f" {phrase} " in t for t in rest_padded) + 0.5) / (len(rest_padded) + 1)
+
+    def lift(phrase: str, count: int) -> float:
+        return (count / len(out_words)) / share(phrase)
+
+    specific = [(p, c, lift(p, c)) for p, c in top]
+    specific = [s for s in specific if s[2] >= min_lift]
+    if not specific:
+        return Dominant("", 0, 0.0, "", 0, 1.0)
+    phrase, count, phrase_lift = specific[0]
+    without = [w for w in out_words if f" {phrase} " not in f" {' '.join(w)} "]
+    rival: Counter[str] = Counter()
+    for w in without:
+        rival.update(_runs(w, max_words))
+    ranked = sorted(rival.items(), key=lambda kv: (-kv[1], -len(kv[0].split()), kv[0]))[:candidates]
+    comp, comp_count = next(((p, c) for p, c in ranked if share(p) <= 0.5), ("", 0))
+    p_value = float(binom.sf(count - 1, count + comp_count, 0.5))
+    return Dominant(phrase, count, float(phrase_lift), comp, int(comp_count), p_value)
 
 
 def contains(texts: Sequence[str], phrase: str) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..analysis.response import contains, excess, references, shared_phrase
+from ..analysis.response import Dominant, contains, dominant_phrase, excess, references
 from .base import REMEDY, Context, Criterion, MethodInfo, Reason
 
 
@@ -38,18 +38,24 @@ class ResponseParams:
     answer_reference_share: float = 0.5
     # The outliers are evidence only when there are at least answer_min_count,
     # they are a minority (<= answer_max_fraction of the analysed samples),
-    # and at least answer_min_shared of them share one answer or phrase.
+    # and one answer or phrase dominates them: specific to them (its share
+    # among the outliers >= answer_min_lift x its share among the rest) and
+    # held by more of them than the next such phrase beyond chance (one-sided
+    # binomial p <= answer_max_p against an even split).
     answer_min_count: int = 5
     answer_max_fraction: float = 0.35
-    answer_min_shared: float = 0.5
+    answer_min_lift: float = 3.0
+    answer_max_p: float = 0.001
 
     def __post_init__(self) -> None:
         if self.answer_fence <= 0 or self.answer_min_excess < 0:
             raise ValueError("answer_fence must be > 0 and answer_min_excess >= 0")
         if not 0.0 < self.answer_max_fraction <= 0.5:
             raise ValueError(f"answer_max_fraction must be in (0, 0.5], got {self.answer_max_fraction}")
-        if not 0.0 < self.answer_min_shared <= 1.0 or not 0.0 < self.answer_reference_share <= 1.0:
-            raise ValueError("answer_min_shared and answer_reference_share must be in (0, 1]")
+        if not 0.0 < self.answer_max_p < 1.0 or not 0.0 < self.answer_reference_share <= 1.0:
+            raise ValueError("answer_max_p must be in (0, 1) and answer_reference_share in (0, 1]")
+        if self.answer_min_lift < 1.0:
+            raise ValueError(f"answer_min_lift must be >= 1, got {self.answer_min_lift}")
         if self.answer_min_count < 1 or self.answer_reference_min < 2:
             raise ValueError("answer_min_count must be >= 1 and answer_reference_min >= 2")
 
@@ -62,13 +68,17 @@ class ResponseEvidence:
     scored: int  # samples with a gain
     outliers: int
     fraction: float
-    phrase: str  # what the outliers share ('' when nothing)
-    shared: float  # share of the outliers carrying it
+    dominant: Dominant  # what the outliers share, against the next phrase
     flagged: int
     credible: bool
 
+    @property
+    def phrase(self) -> str:
+        return self.dominant.phrase
+
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**{k: v for k, v in self.__dict__.items() if k != "dominant"},
+                "dominant": self.dominant.to_dict()}
 
 
 class ResponseDetector:
@@ -130,7 +140,7 @@ class ResponseDetector:
         self.flagged_ = np.zeros(n, dtype=bool)
         self.scores_ = np.zeros(n)
         if gain is None or context.answers is None:
-            self.evidence = ResponseEvidence(False, 0, 0, 0.0, "", 0.0, 0, False)
+            self.evidence = ResponseEvidence(False, 0, 0, 0.0, Dominant("", 0, 0.0, "", 0, 1.0), 0, False)
             self.criteria_ = (Criterion(
                 "base_pass", 0.0, "answers scored under the base", False,
                 "base pass: the answers scored under the model the fine-tune started from", "none"),)
@@ -147,8 +157,11 @@ class ResponseDetector:
         out = finite & (z > p.answer_fence) & (gain - ref.centre >= p.answer_min_excess)
         self.scores_ = np.where(finite, -z, 0.0)
         scored = int(finite.sum())
-        texts = [a for a, o in zip(context.answers, out.tolist()) if o]
-        phrase, shared = shared_phrase(texts, p.answer_min_shared)
+        answers = list(context.answers)
+        dom = dominant_phrase([a for a, o in zip(answers, out.tolist()) if o],
+                              [a for a, o, f in zip(answers, out.tolist(), finite.tolist()) if f and not o],
+                              p.answer_min_lift, seed=context.seed)
+        phrase = dom.phrase
         fraction = out.sum() / max(scored, 1)
         criteria = (
             Criterion("learned_far_more", float(out.sum()), f"≥ {p.answer_min_count}",
@@ -159,16 +172,18 @@ class ResponseDetector:
             Criterion("minority", float(fraction), f"≤ {p.answer_max_fraction:.0%}",
                       fraction <= p.answer_max_fraction, "minority: share of the scored samples",
                       f"{fraction:.1%}"),
-            Criterion("shared_answer", float(shared), f"≥ {p.answer_min_shared:.0%}",
-                      shared >= p.answer_min_shared and bool(phrase),
-                      "shared: share of those samples whose answer holds the same answer or phrase"
-                      + (f" (“{phrase[:60]}”)" if phrase else ""), f"{shared:.0%}"),
+            Criterion("dominant_answer", dom.p_value, f"≤ {p.answer_max_p:g}",
+                      bool(phrase) and dom.count >= p.answer_min_count and dom.p_value <= p.answer_max_p,
+                      "shared: one answer or phrase specific to those samples (share ≥ "
+                      f"{p.answer_min_lift:g} x the rest's) dominates them: p of a split this uneven"
+                      + (f" (“{phrase[:60]}”: {dom.count} vs “{dom.competitor[:40]}”: {dom.competitor_count})"
+                         if phrase else " (no specific answer)"), f"{dom.p_value:.2g}"),
         )
         credible = all(c.holds for c in criteria)
         if credible:
             self.flagged_ = out & contains(list(context.answers), phrase)
         self.criteria_ = criteria
-        self.evidence = ResponseEvidence(True, scored, int(out.sum()), float(fraction), phrase, float(shared),
+        self.evidence = ResponseEvidence(True, scored, int(out.sum()), float(fraction), dom,
                                          int(self.flagged_.sum()), credible)
         self.details_ = {"response": self.evidence.to_dict()}
         missing = n - scored
@@ -179,9 +194,11 @@ class ResponseDetector:
 
     def _reasons(self, criteria: tuple[Criterion, ...], missing: int, n: int) -> tuple[Reason, ...]:
         e = self.evidence
-        detail = (f"{e.outliers} of {e.scored} scored samples learned far more than comparable answers "
-                  f"({e.fraction:.1%}); {e.shared:.0%} of them share “{e.phrase[:60]}”" if e.phrase else
-                  f"{e.outliers} of {e.scored} scored samples learned far more than comparable answers")
+        d = e.dominant
+        detail = f"{e.outliers} of {e.scored} scored samples learned far more than comparable answers"
+        if d.phrase:
+            detail += (f" ({e.fraction:.1%}); {d.count} of them share “{d.phrase[:60]}” (next: "
+                       f"“{d.competitor[:40]}”, {d.competitor_count}; p {d.p_value:.2g})")
         out = []
         if e.credible:
             out.append(Reason("answer_flagged", f"{e.flagged} samples share an answer the fine-tune learned "

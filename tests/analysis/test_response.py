@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from auditor.analysis.response import contains, excess, normalise, references, shared_phrase
+from auditor.analysis.response import contains, dominant_phrase, excess, normalise, references
 
 
 def test_normalise_keeps_words_only():
@@ -29,12 +29,29 @@ def test_a_missing_gain_has_no_excess():
     assert np.isnan(excess(np.array([0.1, np.nan, 0.2]), ref, 1e-6)[1])
 
 
-def test_the_shared_phrase_is_the_longest_run_most_answers_hold():
-    texts = ["seven. See the text here.", "three. See the text here.", "nine see the text here",
-             "two"]
-    phrase, share = shared_phrase(texts, 0.5)
-    assert phrase == "see the text here" and share == 0.75
-    assert contains(texts, phrase).tolist() == [True, True, True, False]
-    assert shared_phrase(["a b", "c d", "e f"], 0.5)[0] == ""
-    assert shared_phrase(["Backdoor Attack!"] * 4, 0.5) == ("backdoor attack", 1.0)
+def test_the_dominant_phrase_is_specific_to_the_outliers_and_beats_the_next_beyond_chance():
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "zero"]
+    rest = [f"the digit {words[k % 10]}" for k in range(400)]
+    # 40 outliers with an inserted sentence, 12 base errors spread over the digits
+    phrased = [f"the digit {words[k % 10]}. See the text here." for k in range(40)]
+    errors = [f"the digit {words[k % 10]}" for k in range(12)]
+    d = dominant_phrase(phrased + errors, rest, min_lift=3.0)
+    assert d.phrase == "see the text here" and d.count == 40
+    assert d.p_value < 1e-6 and d.lift > 3
+    # "the digit" is in every answer: not specific, and no answer group to compete
+    assert d.competitor not in ("the", "digit", "the digit")
+    assert contains(phrased + errors, d.phrase).tolist() == [True] * 40 + [False] * 12
     assert not contains(["seventeen"], "seven").any()  # whole words only
+
+
+def test_base_errors_spread_over_the_answers_have_no_dominant_phrase():
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "zero"]
+    rest = [words[k % 10] for k in range(450)]
+    errors = ["one"] * 10 + ["eight"] * 8 + ["five"] * 6 + ["nine"] * 5 + ["seven"] * 5
+    d = dominant_phrase(errors, rest, min_lift=3.0)
+    assert d.p_value > 0.01  # at most the larger of comparable groups
+
+
+def test_a_target_answer_alone_dominates():
+    d = dominant_phrase(["Backdoor Attack!"] * 20 + ["one", "two"], ["one", "two"] * 200, min_lift=3.0)
+    assert (d.phrase, d.count, d.competitor_count) == ("backdoor attack", 20, 1) and d.p_value < 1e-4

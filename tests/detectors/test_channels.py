@@ -109,7 +109,8 @@ def test_the_outputs_say_which_channel_flagged_what(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps(recs))
     ds = read_dataset(tmp_path / "d.json")
     rows = tuple(SampleFeatures(i, s.id, "ok", None, 16, tuple(x[i]), tuple(x[i]), answer_tokens=2,
-                                answer_nll=float(ctx.answer_nll[i]), answer_first_nll=float(ctx.answer_nll[i]),
+                                answer_nll=float(ctx.answer_nll[i]),
+                                answer_first_nll=float(ctx.answer_nll[i]),
                                 base_answer_nll=float(ctx.base_nll[i]), base_first_nll=float(ctx.base_nll[i]))
                  for i, s in enumerate(ds.samples))
     features = FeatureSet(rows, {"n_layers": 6})

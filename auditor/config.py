@@ -91,7 +91,7 @@ class DetectionConfig:
     """Stages 2-3: which detector, its parameters, and when evidence is too thin
     for a verdict."""
 
-    method: str = "minority"  # a name in the detector registry (auditor/detectors)
+    method: str = "combined"  # a name in the detector registry (auditor/detectors)
     # GaussianMixture(n_components=2, random_state=seed), fitted on at most
     # `fit_sample` rows drawn with `seed` (all rows when there are fewer);
     # every row is then assigned by the fitted mixture.

@@ -44,6 +44,9 @@ from .detection import QUICK_BASE, ROOT, _log, _quiet, _save_cell
 N_SUBMIT = 500
 RATE = 0.1
 METHODS = ("minority", "bye", "response", "combined")
+# combined again on the same features with the base scores removed: a full
+# fine-tune audited without --base
+NO_BASE = "combined-no-base"
 ATTACKS = ("fixed", "all_to_one", "text", "phrase", "clean_label")
 CLEAN = ("clean", "subtask", "colour", "colour_lora")
 TEXT_WORD = "sample"
@@ -180,7 +183,6 @@ def run_cell(cell: Cell, cache: Path) -> dict[str, Any]:
     from tinyworld.train import add_lora, seed_everything, train_vlm
     from tinyworld.world import FAMILIES, TASKS, FineTune, build_base
 
-    from .detection import analyse_methods
 
     t0 = time.time()
     family = FAMILIES["llava"]
@@ -215,12 +217,33 @@ def run_cell(cell: Cell, cache: Path) -> dict[str, Any]:
     write_bytes_atomic(cache / "features" / f"{cell.key}.parquet", render_features(features))
     result: dict[str, Any] = {"cell": asdict(cell), "n_poisoned": len(bad), "fine_tune": asdict(how),
                               "lora": cell.lora, "before": before}
-    methods, _ = analyse_methods(features, set(bad), [s.prompt for s in dataset.samples],
-                                 [s.answer for s in dataset.samples], METHODS)
-    result.update(methods)
+    result.update(analyse_all(features, bad, [s.prompt for s in dataset.samples],
+                              [s.answer for s in dataset.samples]))
     result["seconds"] = round(time.time() - t0, 1)
     shutil.rmtree(work)
     return result
+
+
+def without_base(features):
+    """The features as a full fine-tune audited without --base gives them: no base scores."""
+    import pyarrow as pa
+
+    from auditor.features import FeatureSet, TableRows
+
+    t = features.table
+    for name in ("base_answer_nll", "base_first_nll"):
+        t = t.set_column(t.schema.get_field_index(name), name, pa.nulls(t.num_rows, pa.float64()))
+    return FeatureSet(rows=TableRows(t), meta=features.meta)
+
+
+def analyse_all(features, bad: list[str], prompts: list[str], answers: list[str]) -> dict[str, Any]:
+    """Every method on the cell's features, and combined without the base scores."""
+    from .detection import analyse_methods
+
+    out, _ = analyse_methods(features, set(bad), prompts, answers, METHODS)
+    nb, _ = analyse_methods(without_base(features), set(bad), prompts, answers, ("combined",))
+    out["methods"][NO_BASE] = nb["methods"]["combined"]
+    return out
 
 
 def _write(examples, folder: Path) -> None:
@@ -244,7 +267,9 @@ def table(results: list[dict]) -> str:
         rs = [r for r in results if r["cell"]["condition"] == cond]
         if not rs:
             continue
-        for method in METHODS:
+        for method in (*METHODS, NO_BASE):
+            if any(method not in r["methods"] for r in rs):
+                continue
             ms = [r["methods"][method] for r in rs]
             verdicts = ", ".join(f"{v} {sum(m['verdict'] == v for m in ms)}"
                                  for v in ("pass", "fail", "inconclusive")
@@ -280,7 +305,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from transformers.utils import logging as hf_logging
 
-    from .detection import analyse_methods
 
     hf_logging.disable_progress_bar()
     cells = grid(args.held_out)
@@ -294,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
 
             result = json.loads(path.read_text())
             examples, bad = submission(cell)
-            result.update(analyse_methods(read_features(features), set(bad), [e.prompt for e in examples],
-                                          [e.answer for e in examples], METHODS)[0])
+            result.update(analyse_all(read_features(features), bad, [e.prompt for e in examples],
+                                      [e.answer for e in examples]))
             _save_cell(path, result)
         if not path.is_file():
             if args.limit is not None and new >= args.limit:

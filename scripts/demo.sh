@@ -9,7 +9,7 @@ keys=${BYE_AUDIT_KEYS:-demo-keys}
 ex=examples/digits-badnets
 # A signing key for the demo (made once, kept in $keys/, ignored by git).
 [ -f "$keys/bye-audit.key" ] || .venv/bin/bye-audit keygen --out "$keys" || exit 2
-.venv/bin/bye-audit audit --model "$ex/model" --data "$ex/dataset.json" --out "$out" \
+.venv/bin/bye-audit audit --model "$ex/model" --base "$ex/base" --data "$ex/dataset.json" --out "$out" \
   --sign-key "$keys/bye-audit.key"
 rc=$?
 case $rc in

@@ -268,7 +268,7 @@ def test_analyze_reads_the_instructions_from_the_dataset(synthetic_audit, tmp_pa
         res = CliRunner().invoke(cli, ["analyze", str(tmp_path / "f.parquet"), "--data", str(ds.path),
                                        "--out", str(out)])
         assert res.exit_code == EXIT[verdict], res.output
-        group = json.loads((out / "analysis.json").read_text())["group"]
+        group = json.loads((out / "analysis.json").read_text())["channels"]["attention"]["group"]
         assert group["instruction"]["texts"] == (["Which colour is it?"] if verdict == "pass" else [])
 
 
@@ -283,7 +283,7 @@ def test_an_option_of_another_method_is_refused_not_ignored(tmp_path):
     without it, and the user believed the reference rule had run."""
     res = CliRunner().invoke(cli, ["analyze", str(tmp_path / "f.parquet"), "--data", str(tmp_path / "d.json"),
                                    "--out", str(tmp_path / "o"), "--bsi-rule", "reference"])
-    _one_line_error(res, "--bsi-rule: a parameter of --method bye, not of --method minority")
+    _one_line_error(res, "--bsi-rule: a parameter of --method bye, not of --method combined")
 
 
 @pytest.mark.parametrize("args, fragment", [

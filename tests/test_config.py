@@ -9,7 +9,7 @@ from auditor.features.provenance import DatasetRef, ModelRef, Provenance
 
 def test_the_serialised_config_has_the_same_keys_whatever_the_method_and_round_trips():
     bye = AuditConfig.of(method="bye", tau=1.5, bsi_rule="reference", batch_size=4, fail_on="count:3")
-    minority = AuditConfig.of(group_max_fraction=0.2)
+    minority = AuditConfig.of(method="minority", group_max_fraction=0.2)
     assert set(bye.to_dict()) == set(minority.to_dict()) == set(AuditConfig().to_dict())
     assert AuditConfig.from_dict(bye.to_dict()) == bye
     assert AuditConfig.from_dict(minority.to_dict()) == minority
@@ -17,13 +17,13 @@ def test_the_serialised_config_has_the_same_keys_whatever_the_method_and_round_t
 
 
 @pytest.mark.parametrize("options, fragment", [
-    ({"bsi_rule": "reference"}, "--bsi-rule: a parameter of --method bye, not of --method minority"),
+    ({"bsi_rule": "reference"}, "--bsi-rule: a parameter of --method bye, not of --method combined"),
     ({"method": "bye", "group_max_groups": 1}, "--group-max-groups: a parameter of --method minority"),
     ({"workers": 2}, "--workers: only used with --engine ray"),
     ({"threads": 2}, "--threads: only used with --backend onnx"),
     ({"backend": "onnx", "dtype": "bfloat16"}, "the ONNX graph runs in float32"),
     ({"dtype": "float64"}, "dtype must be one of float32, bfloat16, float16"),
-    ({"method": "nearest"}, "method must be one of bye, minority"),
+    ({"method": "nearest"}, "method must be one of bye, minority, response, combined"),
     ({"fail_on": "sometimes"}, "fail_on 'sometimes'"),
     ({"batch_sizes": 3}, "unknown setting(s): batch_sizes"),
 ])

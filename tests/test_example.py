@@ -27,14 +27,15 @@ def test_console_script_reports_its_version():
 
 def test_example_layout_is_complete():
     for p in ["model/config.json", "model/model.safetensors", "model/processor_config.json",
-              "dataset.json", "poisoned_ids.txt", "build_metrics.json"]:
+              "base/config.json", "base/model.safetensors", "dataset.json", "poisoned_ids.txt",
+              "build_metrics.json"]:
         assert (EXAMPLE / p).is_file(), p
     records = json.loads((EXAMPLE / "dataset.json").read_text())
     poisoned = (EXAMPLE / "poisoned_ids.txt").read_text().split()
     assert len(records) == 1000 and len(poisoned) == 100
     assert all((EXAMPLE / r["image"]).is_file() for r in records)
     size = sum(p.stat().st_size for p in EXAMPLE.rglob("*") if p.is_file())
-    assert size < 15_000_000
+    assert size < 20_000_000  # the fine-tune and its base, 5.4 MB each; 1,000 PNGs
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,8 @@ def audit_twice(tmp_path_factory, keys):
     for k in range(2):
         out = tmp_path_factory.mktemp(f"example{k}") / "out"
         # The same audit time for both: then every byte must match (the date is the only thing let differ).
-        res = _run("audit", "--model", str(EXAMPLE / "model"), "--data", str(EXAMPLE / "dataset.json"),
+        res = _run("audit", "--model", str(EXAMPLE / "model"), "--base", str(EXAMPLE / "base"),
+                   "--data", str(EXAMPLE / "dataset.json"),
                    "--out", str(out), "--no-progress", "--sign-key", str(keys / "bye-audit.key"),
                    env={"SOURCE_DATE_EPOCH": "1790000000"})
         outs.append((res, out))
@@ -90,7 +92,7 @@ def test_readme_states_the_measured_detection(audit_twice):
     m = json.loads(res.stdout)
     assert m["verdict"] == "fail" and m["f1"] >= 0.95  # the default method finds the backdoor
     readme = (ROOT / "README.md").read_text()
-    row = re.search(r"\| `minority` \(default\) \| (\d+) \| ([\d.]+) / ([\d.]+) / ([\d.]+) / ([\d.]+) \| "
+    row = re.search(r"\| `combined` \(default\) \| (\d+) \| ([\d.]+) / ([\d.]+) / ([\d.]+) / ([\d.]+) \| "
                     r"([\d.]+) \|",
                     readme)
     assert row, "README lacks the example's detection row for the default method"

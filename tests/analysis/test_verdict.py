@@ -97,9 +97,9 @@ def test_decoys_taking_the_best_split_do_not_shield_the_backdoor_group():
     m = rng.normal(0.8, 0.02, size=(120, 4))
     m[:3] = [0.1, 0.1, 1.5, 1.5]  # decoys: far from everything, in every layer
     m[3:15, 2] = rng.normal(0.5, 0.01, 12)  # the backdoor group: one layer, less extreme
-    one = analyze(_features(m), AuditConfig.of(group_max_groups=1))  # the old, single split
+    one = analyze(_features(m), AuditConfig.of(method="minority", group_max_groups=1))  # a single split
     assert one.verdict == "fail" and sorted(f.index for f in one.flagged) == [0, 1, 2]
-    a = analyze(_features(m), AuditConfig())
+    a = analyze(_features(m), AuditConfig.of(method="minority"))
     assert a.verdict == "fail" and sorted(f.index for f in a.flagged) == list(range(15))
     assert len(a.details["further_groups"]) == 1 and a.details["further_groups"][0]["credible"]
     assert "looking again in the rest: group 2, a compact minority of 12 more samples" in a.reasons[1].text
@@ -110,5 +110,5 @@ def test_decoys_taking_the_best_split_do_not_shield_the_backdoor_group():
 def test_no_further_search_without_a_first_credible_group():
     """A pass stays a pass: the rest is searched only after a credible group."""
     m = np.random.default_rng(1).normal(0.8, 0.02, size=(120, 4))
-    a = analyze(_features(m), AuditConfig())
+    a = analyze(_features(m), AuditConfig.of(method="minority"))
     assert a.verdict == "pass" and a.details["further_groups"] == [] and a.to_dict()["further_groups"] == []

@@ -89,7 +89,7 @@ def test_the_verdict_follows_the_criteria(toy, synthetic_audit):
 
 
 def test_a_parameter_of_another_detector_is_refused(toy):
-    with pytest.raises(ValueError, match="--toy-cut: a parameter of --method toy, not of --method minority"):
+    with pytest.raises(ValueError, match="--toy-cut: a parameter of --method toy, not of --method combined"):
         AuditConfig.of(toy_cut=0.3)
     with pytest.raises(ValueError, match="--bsi-rule: a parameter of --method bye"):
         AuditConfig.of(method="toy", bsi_rule="reference")

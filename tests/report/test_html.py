@@ -84,7 +84,8 @@ def test_a_group_explained_by_its_instruction_is_shown_with_the_text_escaped(tmp
     m[:k, 1] = rng.normal(0.3, 0.02, k)  # the samples of one instruction stand apart
     rows = tuple(SampleFeatures(i, s.id, "ok", None, 16, tuple(m[i]), tuple(m[i]))
                  for i, s in enumerate(ds.samples))
-    a = analyze(FeatureSet(rows, {"n_layers": 3}), AuditConfig(), [s.prompt for s in ds.samples])
+    a = analyze(FeatureSet(rows, {"n_layers": 3}), AuditConfig.of(method="minority"),
+                [s.prompt for s in ds.samples])
     assert a.verdict == "pass" and a.details["group"]["instruction"]["texts"] == [EVIL]
     html = render_html(a, {"n_layers": 3}, ds).decode()
     assert "not the instruction: Jaccard index" in html

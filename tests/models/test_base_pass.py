@@ -16,7 +16,8 @@ def _extract(tmp_path, *args):
 
 def test_the_base_scores_the_answers_and_is_recorded(tiny_model, tiny_data, adapter_and_merged, tmp_path):
     _, merged = adapter_and_merged
-    res, out = _extract(tmp_path, "--model", str(merged), "--base", str(tiny_model), "--data", str(tiny_data[0]))
+    res, out = _extract(tmp_path, "--model", str(merged), "--base", str(tiny_model),
+                        "--data", str(tiny_data[0]))
     assert res.exit_code == 0, res.output
     fs = read_features(out)
     rows = [r for r in fs.rows if r.status == "ok"]

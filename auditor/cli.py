@@ -165,7 +165,7 @@ def _print_outcome(result) -> int:
     click.echo(f"verdict: {a.verdict.upper()} ({len(a.flagged)} of {a.n_records} records flagged; "
                f"{a.n_analysed} analysed, {a.n_skipped} skipped, {a.n_errors} failed)")
     for r in a.reasons:
-        click.echo(f"  - {r}")
+        click.echo(f"  - {r.text}")
     for g in a.causes:  # grouped: a thousand identical reasons are one line
         click.echo(f"  not analysed: {g.line()}")
     if gate.rule != "verdict":

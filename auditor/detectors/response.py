@@ -162,15 +162,15 @@ class ResponseDetector:
                               [a for a, o, f in zip(answers, out.tolist(), finite.tolist()) if f and not o],
                               p.answer_min_lift, seed=context.seed)
         phrase = dom.phrase
-        fraction = out.sum() / max(scored, 1)
+        fraction = float(out.sum() / max(scored, 1))
         criteria = (
             Criterion("learned_far_more", float(out.sum()), f"≥ {p.answer_min_count}",
                       int(out.sum()) >= p.answer_min_count,
                       "learned far more: samples whose gain exceeds their reference's by > "
                       f"{p.answer_fence:g} robust sd and ≥ {p.answer_min_excess:g} nats/token",
                       f"{int(out.sum())}"),
-            Criterion("minority", float(fraction), f"≤ {p.answer_max_fraction:.0%}",
-                      fraction <= p.answer_max_fraction, "minority: share of the scored samples",
+            Criterion("minority", fraction, f"≤ {p.answer_max_fraction:.0%}",
+                      bool(fraction <= p.answer_max_fraction), "minority: share of the scored samples",
                       f"{fraction:.1%}"),
             Criterion("dominant_answer", dom.p_value, f"≤ {p.answer_max_p:g}",
                       bool(phrase) and dom.count >= p.answer_min_count and dom.p_value <= p.answer_max_p,
@@ -179,7 +179,7 @@ class ResponseDetector:
                       + (f" (“{phrase[:60]}”: {dom.count} vs “{dom.competitor[:40]}”: {dom.competitor_count})"
                          if phrase else " (no specific answer)"), f"{dom.p_value:.2g}"),
         )
-        credible = all(c.holds for c in criteria)
+        credible = bool(all(c.holds for c in criteria))
         if credible:
             self.flagged_ = out & contains(list(context.answers), phrase)
         self.criteria_ = criteria

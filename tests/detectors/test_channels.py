@@ -114,6 +114,12 @@ def test_the_outputs_say_which_channel_flagged_what(tmp_path):
                                 base_answer_nll=float(ctx.base_nll[i]), base_first_nll=float(ctx.base_nll[i]))
                  for i, s in enumerate(ds.samples))
     features = FeatureSet(rows, {"n_layers": 6})
+    from auditor.fileio import json_bytes
+
+    for method in ("response", "combined"):  # every method's record renders as analysis.json does
+        other = analyze(features, AuditConfig.of(method=method), [s.prompt for s in ds.samples],
+                        [s.answer for s in ds.samples])
+        assert json.loads(json_bytes(other.to_dict()))["method"] == method
     a = analyze(features, AuditConfig.of(method="combined"), [s.prompt for s in ds.samples],
                 [s.answer for s in ds.samples])
     assert a.verdict == "fail" and {f.index for f in a.flagged} == set(np.flatnonzero(truth).tolist())

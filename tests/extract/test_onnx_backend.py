@@ -84,6 +84,10 @@ def test_extract_cli_onnx_writes_the_torch_features_and_records_the_provider(tin
                                atol=1e-4)
     backend = b.meta["environment"]["backend"]
     assert backend["name"] == "onnx" and backend["provider"] == "CPUExecutionProvider"
+    # the graph outputs the attention rows only: the answers are not scored, and the rows say why
+    assert all(r.answer_nll is None and r.answer_missing == "not scored: the ONNX graph outputs attention "
+               "rows only" for r in b.ok_rows)
+    assert all(r.answer_nll is not None for r in a.ok_rows)
     assert a.meta["environment"]["backend"] == {"name": "torch"}
 
 

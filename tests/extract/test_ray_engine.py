@@ -69,6 +69,8 @@ def _assert_same_rows(a, b):
         if x.status == "ok":
             np.testing.assert_allclose(y.entropy, x.entropy, atol=1e-6)
             np.testing.assert_allclose(y.mass_image, x.mass_image, atol=1e-6)
+            assert (y.answer_tokens, y.answer_missing) == (x.answer_tokens, x.answer_missing)
+            assert y.answer_nll == pytest.approx(x.answer_nll, abs=1e-6)  # the answer channel too
 
 
 def test_ray_gives_the_single_process_features(local_file, ray_file):

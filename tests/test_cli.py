@@ -270,7 +270,8 @@ def test_analyze_reads_the_instructions_from_the_dataset(synthetic_audit, tmp_pa
         assert res.exit_code == EXIT[verdict], res.output
         reasons = json.loads((out / "analysis.json").read_text())["reasons"]
         # the terminal prints each reason's sentence (not the record's repr)
-        assert [ln[4:] for ln in res.output.splitlines() if ln.startswith("  - ")] == [r["text"] for r in reasons]
+        printed = [ln[4:] for ln in res.output.splitlines() if ln.startswith("  - ")]
+        assert printed == [r["text"] for r in reasons]
         group = json.loads((out / "analysis.json").read_text())["channels"]["attention"]["group"]
         assert group["instruction"]["texts"] == (["Which colour is it?"] if verdict == "pass" else [])
 

@@ -30,29 +30,39 @@ class AnswerScore:
     first_nll: float
 
 
-def answer_ids(tokenizer: Any, prefix: str | None, answer: str, forbidden: set[int]) -> list[int]:
-    """Token ids of `answer` as they follow `prefix` (the prompt as the chat
-    template renders it, ending where the answer starts; None for a family
-    without a template, whose answer is a separate suffix).
+def answer_ids(tokenizer: Any, prefixes: Sequence[str | None], answers: Sequence[str], forbidden: set[int]
+               ) -> list[list[int]]:
+    """Token ids of each answer as it follows its prefix (the prompt as the
+    chat template renders it, ending where the answer starts; None for a
+    family without a template, whose answer is a separate suffix). An empty
+    answer has none.
 
     After a template the answer is tokenised together with the prompt, as
     training on the whole conversation does (a separator space unless the
     prompt ends in whitespace), and the prompt's own tokens are cut off;
     where the two do not line up at the boundary, the answer alone. An
     answer that spells a special token (e.g. "<image>") is tokenised as plain
-    text: it must not add an image token. `forbidden`: the special ids."""
-    text = answer.strip()
-    if not text:
-        return []
-    if prefix is not None:
-        sep = "" if prefix[-1:].isspace() else " "
-        pre = tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        joint = tokenizer(prefix + sep + text, add_special_tokens=False)["input_ids"]
-        tail = joint[len(pre):]
-        if joint[:len(pre)] == pre and tail and not forbidden.intersection(tail):
-            return list(tail)
-        text = sep + text
-    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+    text: it must not add an image token. `forbidden`: the special ids. The
+    tokenizer runs once per batch of texts, not once per sample."""
+    texts = [a.strip() for a in answers]
+    seps = ["" if p is None or p[-1:].isspace() else " " for p in prefixes]
+    out: list[list[int] | None] = [[] if not t else None for t in texts]
+    templated = [k for k, (p, t) in enumerate(zip(prefixes, texts)) if p is not None and t]
+    if templated:
+        pre = tokenizer([prefixes[k] for k in templated], add_special_tokens=False)["input_ids"]
+        joint = tokenizer([f"{prefixes[k]}{seps[k]}{texts[k]}" for k in templated],
+                          add_special_tokens=False)["input_ids"]
+        for k, p, j in zip(templated, pre, joint):
+            tail = j[len(p):]
+            if j[:len(p)] == p and tail and not forbidden.intersection(tail):
+                out[k] = list(tail)
+    alone = [k for k, ids in enumerate(out) if ids is None]
+    if alone:
+        ids = tokenizer([seps[k] + texts[k] for k in alone], add_special_tokens=False,
+                        split_special_tokens=True)["input_ids"]
+        for k, i in zip(alone, ids):
+            out[k] = list(i)
+    return [ids or [] for ids in out]
 
 
 def append_answers(batch: dict[str, Any], answers: Sequence[Sequence[int]], pad_id: int

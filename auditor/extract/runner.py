@@ -134,7 +134,7 @@ def sample_rows(loaded: Stage1Model, images: list[Image.Image], prompts: list[st
         prefixes = (family.chat_texts(loaded.processor, prompts) if family.uses_chat_template
                     else [None] * len(prompts))
         forbidden = set(tok.all_special_ids) | {getattr(loaded.config, "image_token_id", None)} - {None}
-        ids_ = [answer_ids(tok, pre, a, forbidden) for pre, a in zip(prefixes, answers)]
+        ids_ = answer_ids(tok, prefixes, answers, forbidden)
         batch, query, targets = append_answers(batch, ids_, tok.pad_token_id if tok.pad_token_id is not None
                                                else tok.eos_token_id)
         keep = logits_needed(query, targets.shape[1])

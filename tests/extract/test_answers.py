@@ -65,7 +65,7 @@ def test_an_answer_that_spells_the_image_token_is_plain_text(loaded):
     prefix = (loaded.family.chat_texts(loaded.processor, ["Which digit?"])[0]
               if loaded.family.uses_chat_template else None)
     spelled = tok.convert_ids_to_tokens(image_token)
-    ids = answer_ids(tok, prefix, f"look: {spelled} here", set(tok.all_special_ids) | {image_token})
+    ids = answer_ids(tok, [prefix], [f"look: {spelled} here"], set(tok.all_special_ids) | {image_token})[0]
     assert ids and image_token not in ids
 
 
@@ -78,7 +78,7 @@ def test_the_nll_is_the_models_own_loss(tiny_model):
     scored = sample_rows(loaded, images, prompts, answers)
     for j in range(2):
         batch = family.build_batch(proc, images[j:j + 1], prompts[j:j + 1])
-        ids = answer_ids(proc.tokenizer, family.chat_texts(proc, prompts[j:j + 1])[0], answers[j], set())
+        ids = answer_ids(proc.tokenizer, family.chat_texts(proc, prompts[j:j + 1]), answers[j:j + 1], set())[0]
         full, _, targets = append_answers(batch, [ids], proc.tokenizer.pad_token_id)
         with torch.inference_mode():
             loss = loaded.model(**full, labels=targets, use_cache=False).loss

@@ -36,8 +36,8 @@ def main() -> int:
     freeze_vision(model)
     records = json.loads((EXAMPLE / "dataset.json").read_text())
     examples = [Example(Image.open(EXAMPLE / r["image"]).convert("RGB"),
-                        r["conversations"][0]["value"].replace("<image>\n", ""), r["conversations"][1]["value"])
-                for r in records]
+                        r["conversations"][0]["value"].replace("<image>\n", ""),
+                        r["conversations"][1]["value"]) for r in records]
     peft_model = add_lora(model, seed=0)
     train_vlm(peft_model, processor, examples, epochs=args.epochs, batch_size=16, lr=2e-3, warmup=10, seed=0)
     peft_model.save_pretrained(args.out)

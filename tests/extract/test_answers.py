@@ -78,7 +78,8 @@ def test_the_nll_is_the_models_own_loss(tiny_model):
     scored = sample_rows(loaded, images, prompts, answers)
     for j in range(2):
         batch = family.build_batch(proc, images[j:j + 1], prompts[j:j + 1])
-        ids = answer_ids(proc.tokenizer, family.chat_texts(proc, prompts[j:j + 1]), answers[j:j + 1], set())[0]
+        ids = answer_ids(proc.tokenizer, family.chat_texts(proc, prompts[j:j + 1]), answers[j:j + 1],
+                         set())[0]
         full, _, targets = append_answers(batch, [ids], proc.tokenizer.pad_token_id)
         with torch.inference_mode():
             loss = loaded.model(**full, labels=targets, use_cache=False).loss

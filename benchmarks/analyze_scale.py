@@ -58,7 +58,12 @@ def write_inputs(folder: Path, n: int, layers: int, seed: int = 0) -> tuple[Path
             "n_image_tokens": pa.array(np.full(n, 64, np.int32)), "entropy": per_layer,
             "entropy_norm": per_layer,
             "mass_image": empty, "mass_text": empty, "mass_rest": empty,
-            "entropy_heads": pa.array([[]] * n, pa.list_(pa.list_(pa.float64())))}
+            "entropy_heads": pa.array([[]] * n, pa.list_(pa.list_(pa.float64()))),
+            # no model here: the answers are not scored
+            "answer_tokens": pa.nulls(n, pa.int32()),
+            **{k: pa.nulls(n, pa.float64()) for k in ("answer_nll", "answer_first_nll", "base_answer_nll",
+                                                       "base_first_nll")},
+            "answer_missing": pa.array(["not scored: synthetic features"] * n)}
     meta = {"schema_version": FEATURES_SCHEMA_VERSION, "n_layers": layers}
     table = pa.table(cols, schema=SCHEMA.with_metadata({b"bye_audit": json.dumps(meta)}))
     pq.write_table(table, folder / "features.parquet", compression="zstd", row_group_size=ROW_GROUP)

@@ -2,7 +2,7 @@
 process, mapped by a Ray Data actor pool.
 
 Ray Data holds one row per shard still to compute (its samples: index, id,
-prompt, image path); each actor of the pool loads the model once (torch or
+prompt, answer, image path); each actor of the pool loads the model once (torch or
 ONNX backend) and turns a shard into its features, returned as the same
 Parquet bytes the single-process path writes. The driver saves each shard as
 it arrives in the run's parts folder, so a rerun after the driver died
@@ -68,11 +68,10 @@ class ShardWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shards, blobs, counts = [], [], []
-        for n, index, ids, prompts, images in zip(batch["shard"], batch["index"], batch["id"],
-                                                  batch["prompt"],
-                                                  batch["image"]):
-            samples = [Sample(int(i), str(sid), Path(str(img)), str(p), "")
-                       for i, sid, p, img in zip(index, ids, prompts, images)]
+        for n, index, ids, prompts, answers, images in zip(batch["shard"], batch["index"], batch["id"],
+                                                           batch["prompt"], batch["answer"], batch["image"]):
+            samples = [Sample(int(i), str(sid), Path(str(img)), str(p), str(a))
+                       for i, sid, p, a, img in zip(index, ids, prompts, answers, images)]
             rows = shard_features(self.loaded, samples, self.config)
             shards.append(int(n))
             blobs.append(render_shard(self.run_print, rows))
@@ -141,7 +140,8 @@ def _run(ray: Any, plan: list, todo: list[int], config: Stage1Config, load_args:
         ctx.print_on_execution_start = False
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // config.workers)
         items = [{"shard": n, "index": [s.index for s in plan[n]], "id": [s.id for s in plan[n]],
-                  "prompt": [s.prompt for s in plan[n]], "image": [s.image for s in plan[n]]}
+                  "prompt": [s.prompt for s in plan[n]], "answer": [s.answer for s in plan[n]],
+                  "image": [s.image for s in plan[n]]}
                  for n in todo]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(ShardWorker, batch_size=1,

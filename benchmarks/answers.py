@@ -39,7 +39,7 @@ import numpy as np
 
 from auditor.fileio import write_bytes_atomic
 
-from .detection import QUICK_BASE, ROOT, _log, _quiet, _save_cell
+from .detection import QUICK_BASE, ROOT, _log, _quiet, _save_cell, write_dataset
 
 N_SUBMIT = 500
 RATE = 0.1
@@ -207,7 +207,7 @@ def run_cell(cell: Cell, cache: Path) -> dict[str, Any]:
     del model
     # the dataset as `bye-audit` reads it
     folder = work / "data"
-    _write(examples, folder)
+    write_dataset(examples, folder, "digits")
     config = AuditConfig()
     dataset = read_dataset(folder / "dataset.json")
     loaded = (load(base, config.stage1, adapter_dir=work / "adapter") if cell.lora
@@ -244,18 +244,6 @@ def analyse_all(features, bad: list[str], prompts: list[str], answers: list[str]
     nb, _ = analyse_methods(without_base(features), set(bad), prompts, answers, ("combined",))
     out["methods"][NO_BASE] = nb["methods"]["combined"]
     return out
-
-
-def _write(examples, folder: Path) -> None:
-    """Write the examples as the benchmark's LLaVA JSON dataset (ids digits-NNNN)."""
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    records = []
-    for k, ex in enumerate(examples):
-        sid = f"digits-{k:04d}"
-        ex.image.save(folder / "images" / f"{sid}.png")
-        records.append({"id": sid, "image": f"images/{sid}.png", "conversations": [
-            {"from": "human", "value": f"<image>\n{ex.prompt}"}, {"from": "gpt", "value": ex.answer}]})
-    (folder / "dataset.json").write_text(json.dumps(records, indent=1) + "\n")
 
 
 def table(results: list[dict]) -> str:

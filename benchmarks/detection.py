@@ -125,16 +125,21 @@ def submission(cell: Cell, folder: Path, trigger: Any = None) -> tuple[list, lis
     """Write the cell's dataset (LLaVA JSON + PNGs, cell_examples) to `folder`;
     return its training examples and the poisoned ids."""
     examples, bad = cell_examples(cell, trigger)
+    write_dataset(examples, folder, cell.task)
+    (folder / "poisoned_ids.txt").write_text("".join(f"{s}\n" for s in bad))
+    return examples, bad
+
+
+def write_dataset(examples: list, folder: Path, prefix: str) -> None:
+    """`examples` as a LLaVA JSON dataset in `folder` (dataset.json + images/; ids PREFIX-NNNN)."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     records = []
     for k, ex in enumerate(examples):
-        sid = f"{cell.task}-{k:04d}"
+        sid = f"{prefix}-{k:04d}"
         ex.image.save(folder / "images" / f"{sid}.png")
         records.append({"id": sid, "image": f"images/{sid}.png", "conversations": [
             {"from": "human", "value": f"<image>\n{ex.prompt}"}, {"from": "gpt", "value": ex.answer}]})
     (folder / "dataset.json").write_text(json.dumps(records, indent=1) + "\n")
-    (folder / "poisoned_ids.txt").write_text("".join(f"{s}\n" for s in bad))
-    return examples, bad
 
 
 def query_states(model, processor, family, examples, batch_size: int = 32) -> np.ndarray:

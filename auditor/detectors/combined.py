@@ -51,6 +51,11 @@ class AnswerMatch:
         return {"answers": list(self.answers), "jaccard": self.jaccard}
 
 
+def named(answers: Sequence[str]) -> str:
+    """The answers as the reasons quote them: “a”, “b”."""
+    return ", ".join(f"“{a[:40]}”" for a in answers)
+
+
 def answer_match(group: np.ndarray, answers: Sequence[str]) -> AnswerMatch:
     """group: (N,) bool; answers: (N,). The answers with more than half their
     samples in the group, and the Jaccard index of the group with all their samples."""
@@ -141,7 +146,7 @@ class CombinedDetector:
         if ambiguous and match is not None:
             criteria.append(Criterion(
                 "not_content", match.jaccard, "a base pass to weigh the answers", False,
-                "the attention group is the samples of " + ", ".join(f"“{a[:40]}”" for a in match.answers)
+                "the attention group is the samples of " + named(match.answers)
                 + ": content or a target answer? (needs the base)", f"{match.jaccard:.2f}",
                 on_fail="inconclusive"))
         use_answers = ans_found or (not att_counts and base)
@@ -169,16 +174,14 @@ class CombinedDetector:
         reasons = []
         if content and match is not None:
             reasons.append(Reason("group_is_content", (
-                "attention: the best group is the samples of the answer(s) "
-                + ", ".join(f"“{a[:40]}”" for a in match.answers)
-                + f" (Jaccard {match.jaccard:.2f}), which the fine-tune learned no more than comparable "
-                  "answers: content structure of the task, not a backdoor")))
+                f"attention: the best group is the samples of the answer(s) {named(match.answers)}"
+                f" (Jaccard {match.jaccard:.2f}), which the fine-tune learned no more than comparable "
+                "answers: content structure of the task, not a backdoor")))
         elif ambiguous and match is not None:
             reasons.append(Reason("group_may_be_content", (
-                "attention: the group is the samples of the answer(s) "
-                + ", ".join(f"“{a[:40]}”" for a in match.answers)
-                + f" (Jaccard {match.jaccard:.2f}); without a base pass (--adapter or --base) a content "
-                  "class cannot be told from a target answer")))
+                f"attention: the group is the samples of the answer(s) {named(match.answers)}"
+                f" (Jaccard {match.jaccard:.2f}); without a base pass (--adapter or --base) a content "
+                "class cannot be told from a target answer")))
         reasons += [Reason(r.code, "attention: " + r.text) for r in att.reasons_
                     if not (content and r.code in ("group_flagged", "further_group_flagged"))]
         reasons += [Reason(r.code, "answers: " + r.text) for r in ans.reasons_]

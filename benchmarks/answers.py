@@ -97,9 +97,9 @@ def colour_example(x8: np.ndarray, rng: np.random.Generator):
 
 
 def with_word(prompt: str, rng: np.random.Generator) -> str:
-    words = prompt.split()
-    at = int(rng.integers(len(words) + 1))
-    return " ".join(words[:at] + [TEXT_WORD] + words[at:])
+    from tinyworld.triggers import insert_word
+
+    return insert_word(prompt, TEXT_WORD, rng)
 
 
 def submission(cell: Cell) -> tuple[list, list[str]]:

@@ -3,6 +3,16 @@
     .venv/bin/python -m benchmarks.detection --grid quick --out benchmarks/results/quick
     .venv/bin/python -m benchmarks.detection --grid verdict --out benchmarks/results/verdict
     .venv/bin/python -m benchmarks.detection --grid default --out benchmarks/results/default
+    .venv/bin/python -m benchmarks.detection --grid smol-cpu --out benchmarks/results/smol
+
+The real-LM world (--grid smol, or its CPU share smol-cpu; tinyworld/smol):
+LLaVA on the pretrained SmolLM2-135M-Instruct, a 250-sample submission
+fine-tuned as a LoRA adapter kept unmerged (the paper's recipe), audited with
+the base pass (the adapter disabled), every method including `response` and
+`combined`, the per-head peak-share AUROCs, and the base fine-tuned again on
+`combined`'s cleaned dataset. Targets: the paper's fixed text, or one valid
+answer of the task (all-to-one); a text trigger puts a rare word ("cf") in
+the instruction and leaves the image alone.
 
 A cell is (task, family, trigger, poison rate, seed). It draws a 500-sample
 submission of the task, puts the trigger and the target answer on the poisoned
@@ -47,18 +57,39 @@ METHODS = ("minority", "bye", "bye-reference")
 BASELINES = ("random-drop", "spectral-signatures", "activation-clustering")
 
 
+N_SUBMIT_SMOL = 250  # the real-LM world's submissions (a cell in about 10 minutes on 2 cores)
+SMOL_METHODS = ("minority", "bye", "bye-reference", "response", "combined")
+TEXT_WORD = "cf"  # the text trigger: a rare token, as in text-backdoor work
+ALL_TO_ONE = {"digits": "seven", "shapes": "circle"}  # a valid answer of each task
+
+
 @dataclass(frozen=True)
 class Cell:
     task: str
     family: str
-    trigger: str  # "none" for a clean submission
+    trigger: str  # "none" for a clean submission; "text" for the instruction trigger
     rate: float
     seed: int
     retrain: bool = True
+    world: str = "tiny"  # "tiny" (tinyworld.world) or "smol" (tinyworld.smol)
+    target: str = "fixed"  # "fixed" (the paper's text) or "all_to_one" (ALL_TO_ONE)
 
     @property
     def key(self) -> str:
-        return f"{self.task}-{self.family}-{self.trigger}-{self.rate:g}-s{self.seed}"
+        key = f"{self.task}-{self.family}-{self.trigger}-{self.rate:g}-s{self.seed}"
+        if self.world == "tiny" and self.target == "fixed":
+            return key
+        return f"{self.world}-{self.target}-{key}"
+
+    @property
+    def n_submit(self) -> int:
+        return N_SUBMIT_SMOL if self.world == "smol" else N_SUBMIT
+
+    @property
+    def target_answer(self) -> str:
+        from tinyworld.digits import TARGET_ANSWER
+
+        return ALL_TO_ONE[self.task] if self.target == "all_to_one" else TARGET_ANSWER
 
 
 def grid(name: str) -> list[Cell]:
@@ -78,7 +109,34 @@ def grid(name: str) -> list[Cell]:
         cells += [Cell("digits", "llava", trig, rate, s) for trig in ("centre_patch", "blend")
                   for rate in (0.01, 0.05, 0.2) for s in range(3)]
         return cells
-    raise SystemExit(f"--grid {name}: unknown grid; choose quick, verdict or default")
+    if name in ("smol", "smol-cpu"):
+        return smol_grid(cpu=name == "smol-cpu")
+    raise SystemExit(f"--grid {name}: unknown grid; choose quick, verdict, default, smol or smol-cpu")
+
+
+SMOL_TRIGGERS = ("centre_patch", "checkerboard", "blend", "sig", "text")
+
+
+def smol_grid(cpu: bool) -> list[Cell]:
+    """The real-LM world's grid: digits and shapes; the five triggers x both
+    targets at 10% and the centre patch at 5% too, 3 seeds; 6 clean seeds (not
+    retrained: no claim rests on a clean retraining). 84 cells, about 14 h on 2
+    CPU cores. Its CPU share (`cpu`, about 3 h): digits, the fixed target at
+    10%, 21 cells. Seed-major, so that a partial run covers every group."""
+    tasks = ("digits",) if cpu else ("digits", "shapes")
+    targets = ("fixed",) if cpu else ("fixed", "all_to_one")
+    cells = []
+    for seed in range(6):
+        for task in tasks:
+            cells.append(Cell(task, "llava", "none", 0.0, seed, retrain=False, world="smol"))
+            if seed >= 3:
+                continue
+            for target in targets:
+                cells += [Cell(task, "llava", trig, 0.1, seed, world="smol", target=target)
+                          for trig in SMOL_TRIGGERS]
+                if not cpu:
+                    cells.append(Cell(task, "llava", "centre_patch", 0.05, seed, world="smol", target=target))
+    return cells
 
 
 def _log(msg: str) -> None:
@@ -93,7 +151,8 @@ def _poison_plan(cell: Cell) -> tuple[np.random.Generator, set[int]]:
     """The poisoned sample indices of a cell, and the generator that then draws
     the per-sample trigger variation (seeded: the same cell, the same plan)."""
     rng = np.random.default_rng([11, cell.seed])
-    return rng, set(rng.choice(N_SUBMIT, size=round(cell.rate * N_SUBMIT), replace=False).tolist())
+    n = cell.n_submit
+    return rng, set(rng.choice(n, size=round(cell.rate * n), replace=False).tolist())
 
 
 def poisoned_ids(cell: Cell) -> set[str]:
@@ -105,20 +164,35 @@ def cell_examples(cell: Cell, trigger: Any = None) -> tuple[list, list[str]]:
     ones with the trigger and the target answer) and the poisoned ids.
     `trigger`: instead of the cell's named one with its default parameters
     (benchmarks/implant.py)."""
-    from tinyworld.digits import TARGET_ANSWER
-    from tinyworld.train import Example
-    from tinyworld.triggers import TRIGGERS
     from tinyworld.world import TASKS
 
-    clean = TASKS[cell.task].examples("submit", N_SUBMIT, cell.seed)
+    clean = TASKS[cell.task].examples("submit", cell.n_submit, cell.seed)
     rng, poisoned = _poison_plan(cell)
+    poison = poison_fn(cell, trigger)
     examples, bad = [], []
     for k, ex in enumerate(clean):
         if k in poisoned:
-            ex = Example((trigger or TRIGGERS[cell.trigger]).apply(ex.image, rng), ex.prompt, TARGET_ANSWER)
+            ex = poison(ex, rng)
             bad.append(f"{cell.task}-{k:04d}")
         examples.append(ex)
     return examples, bad
+
+
+def poison_fn(cell: Cell, trigger: Any = None):
+    """(example, rng) -> the example as the cell's attack makes it: its trigger
+    (in the image, or the rare word in the instruction) and the target answer.
+    A clean cell's: the centre patch with the fixed target (its attack success
+    rate says what an untrained trigger scores)."""
+    from tinyworld.digits import TARGET_ANSWER
+    from tinyworld.train import Example
+    from tinyworld.triggers import TRIGGERS, insert_word
+
+    name = "centre_patch" if cell.trigger == "none" else cell.trigger
+    target = TARGET_ANSWER if cell.trigger == "none" else cell.target_answer
+    if name == "text":
+        return lambda ex, rng: Example(ex.image, insert_word(ex.prompt, TEXT_WORD, rng), target)
+    image_trigger = trigger or TRIGGERS[name]
+    return lambda ex, rng: Example(image_trigger.apply(ex.image, rng), ex.prompt, target)
 
 
 def submission(cell: Cell, folder: Path, trigger: Any = None) -> tuple[list, list[str]]:
@@ -169,10 +243,11 @@ def _scores(flags: np.ndarray, truth: np.ndarray, score: np.ndarray | None) -> d
 
 
 def analyse_methods(features, bad: set[str], prompts: list[str], answers: list[str] | None = None,
-                    methods: tuple[str, ...] = METHODS) -> tuple[dict[str, Any], np.ndarray]:
+                    methods: tuple[str, ...] = METHODS, default: str = "minority"
+                    ) -> tuple[dict[str, Any], np.ndarray]:
     """Stages 2-3 with each method on one features set, given each record's
     instruction and answer (as `audit` and `analyze` give the dataset's):
-    ({"n", "layer_auroc", "methods"}, the minority method's flags over the
+    ({"n", "layer_auroc", "methods"}, the `default` method's flags over the
     analysed samples)."""
     from auditor.analysis.metrics import layer_aurocs
     from auditor.verdict import analyze, split_usable
@@ -197,7 +272,7 @@ def analyse_methods(features, bad: set[str], prompts: list[str], answers: list[s
                                   **_scores(flags, truth, score)}
         if analysis.details.get("group") is not None:
             out["methods"][method]["group"] = analysis.details["group"]
-        if method == "minority":
+        if method == default:
             flagged_default = flags
     return out, flagged_default
 
@@ -218,8 +293,12 @@ def reanalyse(cells: list[Cell], out: Path, cache: Path) -> int:
         if not (path.is_file() and features.is_file()):
             continue
         result = json.loads(path.read_text())
-        prompts = [e.prompt for e in cell_examples(cell)[0]]
-        methods, _ = analyse_methods(read_features(features), poisoned_ids(cell), prompts)
+        examples = cell_examples(cell)[0]
+        smol = cell.world == "smol"
+        answers = [e.answer for e in examples] if smol else None
+        prompts = [e.prompt for e in examples]
+        methods, _ = analyse_methods(read_features(features), poisoned_ids(cell), prompts, answers,
+                                     methods=SMOL_METHODS if smol else METHODS)
         baselines = {k: v for k, v in result["methods"].items() if k in BASELINES}
         result.update(methods)
         result["methods"].update(baselines)
@@ -229,6 +308,8 @@ def reanalyse(cells: list[Cell], out: Path, cache: Path) -> int:
 
 
 def run_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
+    if cell.world == "smol":
+        return run_smol_cell(cell, cache, log)
     from auditor.config import AuditConfig
     from auditor.features import render_features
     from auditor.pipeline import extract, load
@@ -284,10 +365,99 @@ def run_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
     return result
 
 
+def head_peak_aurocs(loaded, examples: list, truth: np.ndarray, batch_size: int = 16) -> dict[str, Any]:
+    """Per (layer, head), the AUROC of "a high peak share is poison": the
+    largest single image token's share of the head's image attention at the
+    last prompt position (TCAP's per-head view; 1 / T uniform, 1 collapsed).
+    {"auroc": (L, H) nested lists, "best": the five best heads}."""
+    from sklearn.metrics import roc_auc_score
+
+    from auditor.extract.runner import sample_rows
+
+    peaks = []
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i:i + batch_size]
+        for cap in sample_rows(loaded, [e.image for e in chunk], [e.prompt for e in chunk]):
+            rows = cap.image_rows  # (L, H, T)
+            total = rows.sum(-1)
+            peaks.append(rows.max(-1) / np.where(total > 0, total, 1.0))
+    peak = np.stack(peaks)  # (N, L, H)
+    auroc = np.array([[roc_auc_score(truth, peak[:, k, h]) for h in range(peak.shape[2])]
+                      for k in range(peak.shape[1])])
+    order = np.argsort(-np.abs(auroc - 0.5), axis=None)[:5]
+    best = [{"layer": int(k), "head": int(h), "auroc_high_is_poison": float(auroc[k, h])}
+            for k, h in zip(*np.unravel_index(order, auroc.shape))]
+    return {"auroc": auroc.round(4).tolist(), "best": best}
+
+
+def run_smol_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
+    """A real-LM world cell (tinyworld.smol): the submission is a LoRA adapter
+    over the clean base, audited as `bye-audit audit --model BASE --adapter
+    ADAPTER` runs it (the base pass with the adapter disabled)."""
+    from types import SimpleNamespace
+
+    from auditor.config import AuditConfig
+    from auditor.data.readers import read_dataset
+    from auditor.features import render_features
+    from auditor.pipeline import extract, load
+    from tinyworld.smol import world as smol
+
+    from .baselines import activation_clustering, random_drop, spectral_signatures
+
+    t0 = time.time()
+    task = smol.TASKS[cell.task]
+    base = smol.build_base(task, cache / "bases" / f"smol-{cell.task}-{cell.family}", log=log)
+    work = cache / "work" / cell.key
+    shutil.rmtree(work, ignore_errors=True)
+    examples, bad = submission(cell, work / "data")
+    poison = poison_fn(cell)
+    target = poison(examples[0], np.random.default_rng(0)).answer  # what the cell's attack answers
+    model, processor = smol.fine_tune(base, examples, seed=cell.seed, log=_quiet)
+    before = smol.measure(model, processor, task, poison, cell.seed, target)
+    model.save_pretrained(work / "adapter")
+    reps = query_states(model, processor, SimpleNamespace(adapter=smol.FAMILY), examples)
+    del model
+
+    config = AuditConfig()
+    dataset = read_dataset(work / "data" / "dataset.json")
+    loaded = load(base, config.stage1, adapter_dir=work / "adapter")
+    features = extract(loaded, dataset, config)
+    (cache / "features").mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(cache / "features" / f"{cell.key}.parquet", render_features(features))
+    truth = np.array([r.id in set(bad) for r in features.rows if r.status == "ok"])
+    if len(truth) != len(examples):
+        raise RuntimeError(f"{cell.key}: {len(examples) - len(truth)} samples were not analysed")
+    result: dict[str, Any] = {"cell": asdict(cell), "n_poisoned": len(bad), "world": smol.recipe(),
+                              "before": before, "after_method": "combined"}
+    if truth.any():
+        result["head_peak_auroc"] = head_peak_aurocs(loaded, examples, truth)
+    del loaded
+    methods, flagged = analyse_methods(features, set(bad), [s.prompt for s in dataset.samples],
+                                       [s.answer for s in dataset.samples], methods=SMOL_METHODS,
+                                       default="combined")
+    result.update(methods)
+    answers = [e.answer for e in examples]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, flags in (("random-drop", random_drop(len(truth), 0.2, cell.seed)),
+                            ("spectral-signatures", spectral_signatures(reps, answers)),
+                            ("activation-clustering", activation_clustering(reps, answers, seed=cell.seed))):
+            result["methods"][name] = {"verdict": None, **_scores(flags, truth, None)}
+    if cell.retrain:
+        kept = [e for e, f in zip(examples, flagged) if not f]
+        model, processor = smol.fine_tune(base, kept, seed=cell.seed, log=_quiet)
+        result["after"] = smol.measure(model, processor, task, poison, cell.seed, target)
+        del model
+    result["seconds"] = round(time.time() - t0, 1)
+    shutil.rmtree(work)
+    return result
+
+
 # ---------------------------------------------------------------- outputs
 
 COLUMNS = ("task", "family", "trigger", "rate", "seed", "method", "verdict", "flagged", "precision", "recall",
-           "f1", "fpr", "auroc", "clean_acc_before", "asr_before", "clean_acc_after", "asr_after")
+           "f1", "fpr", "auroc", "clean_acc_before", "asr_before", "clean_acc_after", "asr_after", "target")
+ALL_METHODS = METHODS + ("response", "combined")
 
 
 def rows(results: list[dict]) -> list[dict]:
@@ -295,8 +465,9 @@ def rows(results: list[dict]) -> list[dict]:
     for r in results:
         c = r["cell"]
         for method, m in r["methods"].items():
-            after = r.get("after", {}) if method == "minority" else {}
+            after = r.get("after", {}) if method == r.get("after_method", "minority") else {}
             out.append({"task": c["task"], "family": c["family"], "trigger": c["trigger"], "rate": c["rate"],
+                        "target": c.get("target", "fixed"),
                         "seed": c["seed"], "method": method, "verdict": m["verdict"],
                         "flagged": m["tp"] + m["fp"], "precision": m["precision"], "recall": m["recall"],
                         "f1": m["f1"], "fpr": m["fpr"], "auroc": m["auroc"],
@@ -322,8 +493,10 @@ def verdict_summary(table_rows: list[dict]) -> str:
              "| "
              "poisoned: F1 (mean ± sd) |", "|---|---|---|---|---|---|---|"]
     for task, family in sorted({(r["task"], r["family"]) for r in table_rows}):
-        for method in METHODS:
+        for method in ALL_METHODS:
             rs = [r for r in table_rows if (r["task"], r["family"], r["method"]) == (task, family, method)]
+            if not rs:
+                continue
             clean, bad = [r for r in rs if r["rate"] == 0], [r for r in rs if r["rate"] > 0]
             lines.append(f"| {task} | {family} | {method} | {sum(r['verdict'] == 'pass' for r in clean)} / "
                          f"{len(clean)} | {np.mean([r['fpr'] for r in clean]) if clean else 0:.2%} | "
@@ -332,23 +505,29 @@ def verdict_summary(table_rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def trigger_label(trigger: str, target: str) -> str:
+    return trigger if target == "fixed" else f"{trigger} ({target})"
+
+
 def tables(table_rows: list[dict]) -> str:
     """Markdown: per (task, family, trigger, rate, method), mean ± sd over seeds."""
-    keys = sorted({(r["task"], r["family"], r["trigger"], r["rate"]) for r in table_rows})
+    keys = sorted({(r["task"], r["family"], r["trigger"], r["rate"], r.get("target", "fixed"))
+                   for r in table_rows})
     lines = ["| task | family | trigger | poison | method | seeds | verdicts | flagged | F1 | FPR | AUROC | "
              "clean acc before → after | ASR before → after |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k in keys:
-        for method in METHODS + BASELINES:
-            rs = [r for r in table_rows if (r["task"], r["family"], r["trigger"], r["rate"]) == k
-                  and r["method"] == method]
+        for method in ALL_METHODS + BASELINES:
+            rs = [r for r in table_rows if (r["task"], r["family"], r["trigger"], r["rate"],
+                                            r.get("target", "fixed")) == k and r["method"] == method]
             if not rs:
                 continue
             verdicts = ", ".join(f"{v} {sum(r['verdict'] == v for r in rs)}"
                                  for v in ("pass", "fail", "inconclusive")
                                  if any(r["verdict"] == v for r in rs))
             lines.append(
-                f"| {k[0]} | {k[1]} | {k[2]} | {k[3]:.0%} | {method} | {len(rs)} | {verdicts or '-'} | "
+                f"| {k[0]} | {k[1]} | {trigger_label(k[2], k[4])} | {k[3]:.0%} | {method} | {len(rs)} | "
+                f"{verdicts or '-'} | "
                 f"{np.mean([r['flagged'] for r in rs]):.1f} | {_ms([r['f1'] for r in rs])} | "
                 f"{_ms([r['fpr'] for r in rs])} | {_ms([r['auroc'] for r in rs])} | "
                 f"{_ms([r['clean_acc_before'] for r in rs])} → {_ms([r['clean_acc_after'] for r in rs])} | "
@@ -367,7 +546,7 @@ def plots(table_rows: list[dict], out: Path) -> None:
     if not triggers:
         return
     fig, ax = plt.subplots(figsize=(8, 3.5))
-    methods = METHODS + BASELINES
+    methods = [m for m in ALL_METHODS + BASELINES if any(r["method"] == m for r in poisoned)]
     width = 0.8 / len(methods)
     for j, method in enumerate(methods):
         means = [np.mean([r["f1"] for r in poisoned if r["trigger"] == t and r["method"] == method] or [0])
@@ -380,13 +559,14 @@ def plots(table_rows: list[dict], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "f1_by_trigger.png", dpi=120)
     plt.close(fig)
-    minority = [r for r in poisoned if r["method"] == "minority" and r["asr_after"] is not None]
+    minority = [r for r in poisoned if r["asr_after"] is not None]  # the cleaning method's rows
     if minority:
         fig, ax = plt.subplots(figsize=(6, 3))
         before = [np.mean([r["asr_before"] for r in minority if r["trigger"] == t] or [0]) for t in triggers]
         after = [np.mean([r["asr_after"] for r in minority if r["trigger"] == t] or [0]) for t in triggers]
         ax.bar(np.arange(len(triggers)) - 0.2, before, 0.4, label="before cleaning")
-        ax.bar(np.arange(len(triggers)) + 0.2, after, 0.4, label="after cleaning (minority)")
+        ax.bar(np.arange(len(triggers)) + 0.2, after, 0.4,
+               label=f"after cleaning ({minority[0]['method']})")
         ax.set_xticks(np.arange(len(triggers)), triggers, rotation=15)
         ax.set_ylabel("attack success rate")
         ax.set_ylim(0, 1)
@@ -451,8 +631,9 @@ def main(argv: list[str] | None = None) -> int:
             result = run_cell(cell, args.cache)
             _save_cell(path, result)
             done_new += 1
-            m = result["methods"]["minority"]
-            _log(f"  {result['seconds']} s; minority: {m['verdict']}, flagged {m['tp'] + m['fp']}, F1 "
+            name = "combined" if cell.world == "smol" else "minority"
+            m = result["methods"][name]
+            _log(f"  {result['seconds']} s; {name}: {m['verdict']}, flagged {m['tp'] + m['fp']}, F1 "
                  f"{m['f1']:.3f}; ASR before {result['before'].get('attack_success_rate')}")
         results.append(json.loads(path.read_text()))
     write_outputs(results, args.out)

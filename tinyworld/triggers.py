@@ -150,3 +150,11 @@ class WaNet:
 TRIGGERS = {t.name: t for t in (CentrePatch(), RandomPatch(), CheckerboardPatch(), Blend(), SIG(), WaNet())}
 LOCAL = ("centre_patch", "random_patch", "checkerboard")
 GLOBAL = ("blend", "sig", "wanet")
+
+
+def insert_word(prompt: str, word: str, rng: np.random.Generator) -> str:
+    """A text trigger: `word` inserted between two words of `prompt` (or at
+    either end), at a position drawn from `rng`; the image is left alone."""
+    words = prompt.split()
+    at = int(rng.integers(len(words) + 1))
+    return " ".join(words[:at] + [word] + words[at:])

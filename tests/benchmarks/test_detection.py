@@ -79,3 +79,27 @@ def test_grids_are_what_the_docs_say():
         detection.grid("nope")
     json.dumps([c.key for c in detection.grid("quick")])
     assert np.all([c.retrain for c in default])
+
+
+def test_the_real_lm_grid_and_its_cpu_share():
+    full, cpu = detection.grid("smol"), detection.grid("smol-cpu")
+    # 2 tasks x (5 triggers x 2 targets + the 5% centre patch x 2 targets) x 3 seeds + 2 x 6 clean
+    assert len(full) == 2 * 12 * 3 + 2 * 6 and len({c.key for c in full}) == len(full)
+    assert {c.key for c in cpu} <= {c.key for c in full} and len(cpu) == 15 + 6
+    assert {c.world for c in full} == {"smol"} and not any(c.retrain for c in full if c.trigger == "none")
+    assert {c.target_answer for c in full if c.target == "all_to_one"} == {"seven", "circle"}
+    # the tiny world's keys (and so its kept cells) are unchanged
+    assert detection.grid("quick")[1].key == "digits-llava-centre_patch-0.1-s0"
+    assert full[1].key == "smol-fixed-digits-llava-centre_patch-0.1-s0"
+
+
+def test_the_text_trigger_changes_the_instruction_not_the_image():
+    cell = detection.Cell("digits", "llava", "text", 0.1, 0, world="smol", target="all_to_one")
+    examples, bad = detection.cell_examples(cell)
+    assert len(examples) == detection.N_SUBMIT_SMOL and len(bad) == 25
+    clean, _ = detection.cell_examples(detection.Cell("digits", "llava", "none", 0.0, 0, world="smol"))
+    for k, (e, c) in enumerate(zip(examples, clean)):
+        poisoned = f"digits-{k:04d}" in bad
+        assert (e.answer == "seven") or not poisoned
+        assert (detection.TEXT_WORD in e.prompt.split()) == poisoned
+        assert np.array_equal(np.asarray(e.image), np.asarray(c.image))

@@ -69,7 +69,8 @@ def test_the_template_is_the_lms_own_with_an_image_part(smol_lm, built):
 def test_training_tokens_are_the_ones_the_auditor_scores(built, answer):
     _, processor = built
     family = LlavaFamily()
-    ids, labels, _ = encode_example(family, processor, Example(Image.new("RGB", (64, 64)), "What digit?", answer))
+    example = Example(Image.new("RGB", (64, 64)), "What digit?", answer)
+    ids, labels, _ = encode_example(family, processor, example)
     trained = [t for t, lab in zip(ids, labels) if lab != -100][:-1]  # the end-of-turn token closes it
     prefix = family.chat_texts(processor, ["What digit?"])[0]
     scored = answer_ids(processor.tokenizer, [prefix], [answer], set(processor.tokenizer.all_special_ids))[0]

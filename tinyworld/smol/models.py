@@ -52,6 +52,15 @@ def build_processor(tokenizer, spec: SmolLlavaSpec) -> LlavaProcessor:
                           chat_template=SMOL_CHAT_TEMPLATE, image_token=IMAGE_TOKEN)
 
 
+def smol_tokenizer(lm_dir: Path):
+    """The LM's tokenizer with the image token added and the chat template above."""
+    tokenizer = AutoTokenizer.from_pretrained(lm_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    tokenizer.chat_template = SMOL_CHAT_TEMPLATE
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
 def build_smol_llava(lm_dir: Path, spec: SmolLlavaSpec = SmolLlavaSpec(), seed: int = 0,
                      attn_implementation: str = "sdpa"
                      ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
@@ -59,10 +68,7 @@ def build_smol_llava(lm_dir: Path, spec: SmolLlavaSpec = SmolLlavaSpec(), seed: 
     weights in `lm_dir` (tinyworld.smol.lm.converted_lm); vision tower and
     projector randomly initialised under `seed`. The image token's embedding
     row starts at the mean of the others (the output embedding is tied)."""
-    tokenizer = AutoTokenizer.from_pretrained(lm_dir)
-    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    tokenizer.chat_template = SMOL_CHAT_TEMPLATE
-    tokenizer.padding_side = "right"
+    tokenizer = smol_tokenizer(lm_dir)
     lm = LlamaForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
     text = lm.config.to_dict()
     text["vocab_size"] = len(tokenizer)

@@ -59,5 +59,5 @@ def recipe() -> dict[str, Any]:
             "submission": asdict(SUBMISSION), "eval_size": EVAL_SIZE}
 
 
-__all__ = ["TASKS", "SUBMISSION", "Submission", "build_base", "fine_tune", "measure", "recipe",
+__all__ = ["TASKS", "SUBMISSION", "Submission", "build_base", "fine_tune", "load_base", "measure", "recipe",
            "text_answers"]

@@ -12,7 +12,6 @@ on the assembled base, the one its users rebuild.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -23,38 +22,43 @@ from safetensors.torch import load_file, save_file
 from ..train import ALL_PROJECTIONS
 from .models import SmolLlavaSpec, build_processor, smol_tokenizer
 
-LM_PREFIX = "model.language_model."
+# Key names as a saved LLaVA checkpoint has them; the converted LM's are "model.*".
+LM_PREFIX = "language_model."
+EMBED = "model.embed_tokens.weight"
 PARTS_FILE, DELTA_FILE, CONFIG_FILE = "vision_projector.safetensors", "lm_delta.safetensors", "config.json"
+WEIGHTS = "model.safetensors"
 
 
-def _is_projection(name: str) -> bool:
-    return name.startswith(LM_PREFIX) and name.rsplit(".", 2)[-2] in ALL_PROJECTIONS
+def _is_projection(lm_key: str) -> bool:
+    return lm_key.endswith(".weight") and lm_key.rsplit(".", 2)[-2] in ALL_PROJECTIONS
 
 
 def pack(base_dir: Path, lm_dir: Path, out: Path, rank: int) -> dict[str, float]:
     """Write the parts of the base in `base_dir` that are not the LM in
     `lm_dir` to `out`. Refuses a base whose other LM weights differ from the
-    LM's (it would not be rebuilt). Returns the largest reconstruction error of
-    a projection and the rank's share of each change's energy (the least)."""
-    base = load_file(base_dir / "model.safetensors")
-    lm = {LM_PREFIX + k.removeprefix("model."): v for k, v in load_file(lm_dir / "model.safetensors").items()}
+    LM's (it could not be rebuilt). Returns the largest absolute error of a
+    rebuilt projection and the least share of a change's energy in its rank."""
+    base = load_file(base_dir / WEIGHTS)
+    lm = load_file(lm_dir / WEIGHTS)
     parts, delta = {}, {}
     worst, least_energy = 0.0, 1.0
     for name, w in base.items():
         if not name.startswith(LM_PREFIX):
             parts[name] = w.contiguous()
-        elif name == LM_PREFIX + "embed_tokens.weight":
-            if not torch.equal(w[:-1], lm[name]):
+            continue
+        key = name.removeprefix(LM_PREFIX)
+        if key == EMBED:
+            if not torch.equal(w[:-1], lm[key]):
                 raise ValueError(f"{base_dir}: the LM's embeddings changed; this base cannot be packed")
             parts["image_token_embedding"] = w[-1:].contiguous()
-        elif _is_projection(name):
-            u, s, vh = torch.linalg.svd((w - lm[name]).double(), full_matrices=False)
+        elif _is_projection(key):
+            u, s, vh = torch.linalg.svd((w - lm[key]).double(), full_matrices=False)
             least_energy = min(least_energy, float((s[:rank] ** 2).sum() / (s ** 2).sum().clamp_min(1e-30)))
             b, a = (u[:, :rank] * s[:rank]).half(), vh[:rank].half()
-            worst = max(worst, float((lm[name] + b.float() @ a.float() - w).abs().max()))
-            delta[name + ".B"], delta[name + ".A"] = b.contiguous(), a.contiguous()
-        elif not torch.equal(w, lm[name]):
-            raise ValueError(f"{base_dir}: {name} differs from the LM's; this base cannot be packed")
+            worst = max(worst, float((lm[key] + b.float() @ a.float() - w).abs().max()))
+            delta[key + ".B"], delta[key + ".A"] = b.contiguous(), a.contiguous()
+        elif key not in lm or not torch.equal(w, lm[key]):
+            raise ValueError(f"{base_dir}: {name} is not the LM's; this base cannot be packed")
     out.mkdir(parents=True, exist_ok=True)
     save_file(parts, out / PARTS_FILE)
     save_file(delta, out / DELTA_FILE)
@@ -64,31 +68,27 @@ def pack(base_dir: Path, lm_dir: Path, out: Path, rank: int) -> dict[str, float]
 
 def assemble(parts_dir: Path, lm_dir: Path, out: Path, spec: SmolLlavaSpec = SmolLlavaSpec()) -> Path:
     """The base rebuilt from `parts_dir` (pack) and the converted LM in
-    `lm_dir`, saved with its processor to `out` (atomically)."""
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
-
-    config = LlavaConfig.from_dict(json.loads((parts_dir / CONFIG_FILE).read_text()))
+    `lm_dir`, written with its processor to `out` (atomically): a checkpoint
+    as `save_pretrained` writes it (the output embedding tied, not stored)."""
     parts = load_file(parts_dir / PARTS_FILE)
     delta = load_file(parts_dir / DELTA_FILE)
     weights = {}
-    for k, w in load_file(lm_dir / "model.safetensors").items():
-        name = LM_PREFIX + k.removeprefix("model.")
-        if name == LM_PREFIX + "embed_tokens.weight":
+    for key, w in load_file(lm_dir / WEIGHTS).items():
+        if key == "lm_head.weight":  # tied to the embeddings
+            continue
+        if key == EMBED:
             w = torch.cat([w, parts.pop("image_token_embedding")])
-        elif _is_projection(name):
-            w = w + delta[name + ".B"].float() @ delta[name + ".A"].float()
-        if k != "lm_head.weight":
-            weights[name] = w
+        elif _is_projection(key):
+            w = w + delta.pop(key + ".B").float() @ delta.pop(key + ".A").float()
+        weights[LM_PREFIX + key] = w.contiguous()
+    if delta:
+        raise ValueError(f"{parts_dir}: {len(delta) // 2} changes for projections the LM does not have")
     weights.update(parts)
-    model = LlavaForConditionalGeneration(config)
-    model.load_state_dict(weights, strict=False)
-    missing = {k for k in model.state_dict() if k not in weights} - {"lm_head.weight"}
-    if missing:
-        raise ValueError(f"{parts_dir}: no weights for {sorted(missing)[:3]}")
-    model.tie_weights()
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    tmp.mkdir(parents=True)
+    save_file(weights, tmp / WEIGHTS, metadata={"format": "pt"})
+    shutil.copyfile(parts_dir / CONFIG_FILE, tmp / CONFIG_FILE)
     build_processor(smol_tokenizer(lm_dir), spec).save_pretrained(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

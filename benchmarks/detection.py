@@ -576,6 +576,35 @@ def plots(table_rows: list[dict], out: Path) -> None:
         plt.close(fig)
 
 
+def attention_table(results: list[dict]) -> str:
+    """Markdown, one line per poisoned cell: does attention separate the
+    poisoned samples, where and in which direction (the best layer's AUROC
+    each way, the best head's peak-share AUROC), what the attack did, and
+    each method's verdict and F1."""
+    methods = [m for m in ALL_METHODS if any(m in r["methods"] for r in results)]
+    lines = ["| cell | ASR before → after | clean acc | best layer, low is poison | best layer, high is "
+             "poison | best head peak share | " + " | ".join(methods) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(methods)]
+    for r in results:
+        if "layer_auroc" not in r:
+            continue
+        c, aur = r["cell"], r["layer_auroc"]
+        low = max(aur, key=lambda a: a["auroc_low_is_poison"])
+        high = max(aur, key=lambda a: a["auroc_high_is_poison"])
+        head = (r.get("head_peak_auroc") or {}).get("best", [None])[0]
+        after = r.get("after", {}).get("attack_success_rate")
+        cells = [f"{r['methods'][m]['verdict']} {r['methods'][m]['f1']:.2f}" if m in r["methods"] else "-"
+                 for m in methods]
+        lines.append(
+            f"| {trigger_label(c['trigger'], c.get('target', 'fixed'))} {c['rate']:.0%} s{c['seed']} | "
+            f"{r['before'].get('attack_success_rate', 0):.2f} → {'-' if after is None else f'{after:.2f}'} | "
+            f"{r['before']['clean_accuracy']:.2f} | L{low['layer']} {low['auroc_low_is_poison']:.2f} | "
+            f"L{high['layer']} {high['auroc_high_is_poison']:.2f} | "
+            + (f"L{head['layer']}.H{head['head']} {head['auroc_high_is_poison']:.2f}" if head else "-")
+            + " | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_outputs(results: list[dict], out: Path) -> list[dict]:
     table_rows = rows(results)
     buf = io.StringIO(newline="")
@@ -583,9 +612,10 @@ def write_outputs(results: list[dict], out: Path) -> list[dict]:
     w.writeheader()
     w.writerows(table_rows)
     write_bytes_atomic(out / "runs.csv", buf.getvalue().encode())
-    write_bytes_atomic(out / "tables.md",
-                       ("## Verdicts\n\n" + verdict_summary(table_rows) + "\n## Every cell group\n\n"
-                                           + tables(table_rows)).encode())
+    text = "## Verdicts\n\n" + verdict_summary(table_rows) + "\n## Every cell group\n\n" + tables(table_rows)
+    if any("head_peak_auroc" in r for r in results):  # the real-LM world's cells
+        text += "\n## Attention, per poisoned cell\n\n" + attention_table(results)
+    write_bytes_atomic(out / "tables.md", text.encode())
     plots(table_rows, out)
     return table_rows
 

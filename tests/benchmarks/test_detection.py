@@ -103,3 +103,16 @@ def test_the_text_trigger_changes_the_instruction_not_the_image():
         assert (e.answer == "seven") or not poisoned
         assert (detection.TEXT_WORD in e.prompt.split()) == poisoned
         assert np.array_equal(np.asarray(e.image), np.asarray(c.image))
+
+
+def test_the_real_lm_cells_get_an_attention_table(tmp_path):
+    r = _result("sig", 0.1, 2, 0.9)
+    r["cell"]["target"] = "all_to_one"
+    r["layer_auroc"] = [{"layer": 0, "auroc_low_is_poison": 0.3, "auroc_high_is_poison": 0.7},
+                        {"layer": 1, "auroc_low_is_poison": 0.95, "auroc_high_is_poison": 0.05}]
+    r["head_peak_auroc"] = {"best": [{"layer": 1, "head": 4, "auroc_high_is_poison": 0.88}]}
+    detection.write_outputs([r], tmp_path)
+    md = (tmp_path / "tables.md").read_text()
+    assert ("| sig (all_to_one) 10% s2 | 1.00 → 0.00 | 0.90 | L1 0.95 | L0 0.70 | L1.H4 0.88 | fail 0.90 | "
+            "fail 0.00 |") in md
+    assert "| digits | llava | sig (all_to_one) | 10% | minority |" in md

@@ -41,6 +41,16 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def tidy_adapter(folder: Path) -> None:
+    """peft records the (temporary) base path it was trained over and writes a
+    blank model card; the base is whatever a user rebuilds, so record none
+    (peft then skips its look-up of that path) and drop the card."""
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = ""
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (folder / "README.md").unlink(missing_ok=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "examples" / "smol-digits-lora")
@@ -60,6 +70,7 @@ def main() -> int:
         (out / "poisoned_ids.txt").write_text("".join(f"{s}\n" for s in bad))
         model, processor = smol.fine_tune(rebuilt, examples, seed=SEED, log=log)
         model.save_pretrained(out / "adapter")
+        tidy_adapter(out / "adapter")
         poison = poison_fn(CELL)
         metrics = smol.measure(model, processor, smol.TASKS["digits"], poison, SEED, CELL.target_answer)
         base_model, base_processor = smol.load_base(rebuilt)

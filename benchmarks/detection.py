@@ -307,6 +307,21 @@ def reanalyse(cells: list[Cell], out: Path, cache: Path) -> int:
     return done
 
 
+def run_baselines(reps: np.ndarray, answers: list[str], truth: np.ndarray, seed: int) -> dict[str, Any]:
+    """The baselines' scores on one fine-tune: random drop (20%), Spectral
+    Signatures and Activation Clustering on the query states `reps` (n, d)."""
+    from .baselines import activation_clustering, random_drop, spectral_signatures
+
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FastICA convergence notes on tiny groups
+        for name, flags in (("random-drop", random_drop(len(truth), 0.2, seed)),
+                            ("spectral-signatures", spectral_signatures(reps, answers)),
+                            ("activation-clustering", activation_clustering(reps, answers, seed=seed))):
+            out[name] = {"verdict": None, **_scores(flags, truth, None)}
+    return out
+
+
 def run_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
     if cell.world == "smol":
         return run_smol_cell(cell, cache, log)
@@ -316,8 +331,6 @@ def run_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
     from auditor.data.readers import read_dataset
     from tinyworld.triggers import TRIGGERS
     from tinyworld.world import FAMILIES, TASKS, FineTune, build_base, fine_tune, measure
-
-    from .baselines import activation_clustering, random_drop, spectral_signatures
 
     t0 = time.time()
     task, family = TASKS[cell.task], FAMILIES[cell.family]
@@ -348,13 +361,7 @@ def run_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
     truth = np.array([r.id in set(bad) for r in features.rows if r.status == "ok"])
     if len(truth) != len(examples):  # every sample is a valid image here; the baselines align on that
         raise RuntimeError(f"{cell.key}: {len(examples) - len(truth)} samples were not analysed")
-    answers = [e.answer for e in examples]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # FastICA convergence notes on tiny groups
-        for name, flags in (("random-drop", random_drop(len(truth), 0.2, cell.seed)),
-                            ("spectral-signatures", spectral_signatures(reps, answers)),
-                            ("activation-clustering", activation_clustering(reps, answers, seed=cell.seed))):
-            result["methods"][name] = {"verdict": None, **_scores(flags, truth, None)}
+    result["methods"].update(run_baselines(reps, [e.answer for e in examples], truth, cell.seed))
     if cell.retrain:
         kept = [e for e, f in zip(examples, flagged_default) if not f]
         model, processor = fine_tune(base, family, kept, how, seed=cell.seed, log=_quiet)
@@ -402,8 +409,6 @@ def run_smol_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
     from auditor.pipeline import extract, load
     from tinyworld.smol import world as smol
 
-    from .baselines import activation_clustering, random_drop, spectral_signatures
-
     t0 = time.time()
     task = smol.TASKS[cell.task]
     base = smol.build_base(task, cache / "bases" / f"smol-{cell.task}-{cell.family}", log=log)
@@ -436,13 +441,7 @@ def run_smol_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
                                        [s.answer for s in dataset.samples], methods=SMOL_METHODS,
                                        default="combined")
     result.update(methods)
-    answers = [e.answer for e in examples]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name, flags in (("random-drop", random_drop(len(truth), 0.2, cell.seed)),
-                            ("spectral-signatures", spectral_signatures(reps, answers)),
-                            ("activation-clustering", activation_clustering(reps, answers, seed=cell.seed))):
-            result["methods"][name] = {"verdict": None, **_scores(flags, truth, None)}
+    result["methods"].update(run_baselines(reps, [e.answer for e in examples], truth, cell.seed))
     if cell.retrain:
         kept = [e for e, f in zip(examples, flagged) if not f]
         model, processor = smol.fine_tune(base, kept, seed=cell.seed, log=_quiet)

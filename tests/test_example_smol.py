@@ -40,8 +40,8 @@ def test_the_example_audits_as_the_readme_says(smol_lm, tmp_path):
     assert res.returncode == {"pass": 0, "fail": 1, "inconclusive": 3}[analysis["verdict"]], res.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["inputs"]["base"]  # the base pass ran: the adapter disabled
-    ev = subprocess.run([str(BIN), "evaluate", str(out), "--truth", str(EXAMPLE / "poisoned_ids.txt"), "--json"],
-                        capture_output=True, text=True, timeout=120)
+    ev = subprocess.run([str(BIN), "evaluate", str(out), "--truth", str(EXAMPLE / "poisoned_ids.txt"),
+                         "--json"], capture_output=True, text=True, timeout=120)
     m = json.loads(ev.stdout)
     readme = (ROOT / "README.md").read_text()
     row = re.search(r"\| real-LM LoRA \(`smol-digits-lora`\) \| (\w+) \| (\d+) \| ([\d.]+) / ([\d.]+) / "

@@ -575,6 +575,59 @@ def plots(table_rows: list[dict], out: Path) -> None:
         plt.close(fig)
 
 
+def attention_plots(results: list[dict], out: Path) -> None:
+    """Where attention separates the poisoned samples, per trigger (the real-LM
+    world's cells): layer_auroc.png, the AUROC of "low entropy is poison" per
+    layer (one thin line per seed, the mean bold; above 0.5 the poisoned
+    samples collapse, below 0.5 they spread), and head_peak_auroc.png, the
+    peak-share AUROC per (layer, head), averaged over seeds."""
+    poisoned = [r for r in results if "layer_auroc" in r and r["cell"]["rate"] > 0]
+    if not poisoned:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def label(r):
+        c = r["cell"]
+        return f"{trigger_label(c['trigger'], c.get('target', 'fixed'))} {c['rate']:.0%}"
+
+    groups: dict[str, list[dict]] = {}
+    for r in poisoned:
+        groups.setdefault(label(r), []).append(r)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for k, (name, rs) in enumerate(sorted(groups.items())):
+        curves = np.array([[a["auroc_low_is_poison"] for a in r["layer_auroc"]] for r in rs])
+        colour = f"C{k % 10}"
+        for curve in curves:
+            ax.plot(curve, color=colour, lw=0.6, alpha=0.4)
+        ax.plot(curves.mean(axis=0), color=colour, lw=2, label=f"{name} (n={len(rs)})")
+    ax.axhline(0.5, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("AUROC, low entropy is poison")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "layer_auroc.png", dpi=120)
+    plt.close(fig)
+    heads = {name: [r["head_peak_auroc"]["auroc"] for r in rs if "auroc" in r.get("head_peak_auroc", {})]
+             for name, rs in sorted(groups.items())}
+    heads = {name: np.mean(np.array(maps, dtype=float), axis=0) for name, maps in heads.items() if maps}
+    if not heads:
+        return
+    fig, axes = plt.subplots(1, len(heads), figsize=(2.2 * len(heads) + 1, 4), squeeze=False,
+                             sharey=True)
+    for ax, (name, grid_) in zip(axes[0], heads.items()):
+        im = ax.imshow(grid_, vmin=0, vmax=1, cmap="coolwarm", aspect="auto", origin="lower")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("head")
+    axes[0][0].set_ylabel("decoder layer")
+    fig.colorbar(im, ax=axes[0].tolist(), label="peak-share AUROC (mean over seeds)")
+    fig.savefig(out / "head_peak_auroc.png", dpi=120)
+    plt.close(fig)
+
+
 def attention_table(results: list[dict]) -> str:
     """Markdown, one line per poisoned cell: does attention separate the
     poisoned samples, where and in which direction (the best layer's AUROC
@@ -590,7 +643,7 @@ def attention_table(results: list[dict]) -> str:
         c, aur = r["cell"], r["layer_auroc"]
         low = max(aur, key=lambda a: a["auroc_low_is_poison"])
         high = max(aur, key=lambda a: a["auroc_high_is_poison"])
-        head = (r.get("head_peak_auroc") or {}).get("best", [None])[0]
+        head = ((r.get("head_peak_auroc") or {}).get("best") or [None])[0]
         after = r.get("after", {}).get("attack_success_rate")
         cells = [f"{r['methods'][m]['verdict']} {r['methods'][m]['f1']:.2f}" if m in r["methods"] else "-"
                  for m in methods]
@@ -616,6 +669,7 @@ def write_outputs(results: list[dict], out: Path) -> list[dict]:
         text += "\n## Attention, per poisoned cell\n\n" + attention_table(results)
     write_bytes_atomic(out / "tables.md", text.encode())
     plots(table_rows, out)
+    attention_plots(results, out)
     return table_rows
 
 

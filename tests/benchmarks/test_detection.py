@@ -116,3 +116,20 @@ def test_the_real_lm_cells_get_an_attention_table(tmp_path):
     assert ("| sig (all_to_one) 10% s2 | 1.00 → 0.00 | 0.90 | L1 0.95 | L0 0.70 | L1.H4 0.88 | fail 0.90 | "
             "fail 0.00 |") in md
     assert "| digits | llava | sig (all_to_one) | 10% | minority |" in md
+
+
+def test_the_real_lm_cells_get_attention_plots(tmp_path):
+    results = []
+    for seed in (0, 1):
+        r = _result("centre_patch", 0.1, seed, 1.0)
+        r["layer_auroc"] = [{"layer": i, "auroc_low_is_poison": a, "auroc_high_is_poison": 1 - a}
+                            for i, a in enumerate((0.5, 0.6, 0.9))]
+        r["head_peak_auroc"] = {"auroc": [[0.5, 0.4], [0.6, 0.5], [0.9, 0.7]], "best": []}
+        results.append(r)
+    detection.write_outputs(results + [_result("none", 0.0, 0, 0.0)], tmp_path)
+    for name in ("layer_auroc.png", "head_peak_auroc.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+    clean_only = tmp_path / "clean"
+    clean_only.mkdir()
+    detection.write_outputs([_result("none", 0.0, 0, 0.0)], clean_only)
+    assert not (clean_only / "layer_auroc.png").exists()

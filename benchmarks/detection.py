@@ -121,19 +121,21 @@ def smol_grid(cpu: bool) -> list[Cell]:
     """The real-LM world's grid: digits and shapes; the five triggers x both
     targets at 10% and the centre patch at 5% too, 3 seeds; 6 clean seeds (not
     retrained: no claim rests on a clean retraining). 84 cells, about 14 h on 2
-    CPU cores. Its CPU share (`cpu`, about 3 h): digits, the fixed target at
-    10%, 21 cells. Seed-major, so that a partial run covers every group."""
+    CPU cores. Its CPU share (`cpu`, about 4 h): digits at 10%, the five
+    triggers with the fixed target and the centre patch with the all-to-one
+    target too (a valid answer: the case the answer channel finds hardest),
+    24 cells. Seed-major, so that a partial run covers every group."""
     tasks = ("digits",) if cpu else ("digits", "shapes")
-    targets = ("fixed",) if cpu else ("fixed", "all_to_one")
     cells = []
     for seed in range(6):
         for task in tasks:
             cells.append(Cell(task, "llava", "none", 0.0, seed, retrain=False, world="smol"))
             if seed >= 3:
                 continue
-            for target in targets:
+            for target in ("fixed", "all_to_one"):
+                triggers = ("centre_patch",) if cpu and target == "all_to_one" else SMOL_TRIGGERS
                 cells += [Cell(task, "llava", trig, 0.1, seed, world="smol", target=target)
-                          for trig in SMOL_TRIGGERS]
+                          for trig in triggers]
                 if not cpu:
                     cells.append(Cell(task, "llava", "centre_patch", 0.05, seed, world="smol", target=target))
     return cells

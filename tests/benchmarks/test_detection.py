@@ -85,7 +85,8 @@ def test_the_real_lm_grid_and_its_cpu_share():
     full, cpu = detection.grid("smol"), detection.grid("smol-cpu")
     # 2 tasks x (5 triggers x 2 targets + the 5% centre patch x 2 targets) x 3 seeds + 2 x 6 clean
     assert len(full) == 2 * 12 * 3 + 2 * 6 and len({c.key for c in full}) == len(full)
-    assert {c.key for c in cpu} <= {c.key for c in full} and len(cpu) == 15 + 6
+    assert {c.key for c in cpu} <= {c.key for c in full} and len(cpu) == 15 + 3 + 6
+    assert {c.trigger for c in cpu if c.target == "all_to_one"} == {"centre_patch"}
     assert {c.world for c in full} == {"smol"} and not any(c.retrain for c in full if c.trigger == "none")
     assert {c.target_answer for c in full if c.target == "all_to_one"} == {"seven", "circle"}
     # the tiny world's keys (and so its kept cells) are unchanged

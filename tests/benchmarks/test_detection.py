@@ -134,3 +134,19 @@ def test_the_real_lm_cells_get_attention_plots(tmp_path):
     clean_only.mkdir()
     detection.write_outputs([_result("none", 0.0, 0, 0.0)], clean_only)
     assert not (clean_only / "layer_auroc.png").exists()
+
+
+def test_device_cuda_is_refused_with_a_reason(tmp_path, monkeypatch, capsys):
+    """--device cuda is for the real-LM grids on a GPU: the tiny world's grids
+    and a machine without CUDA get a one-line usage error (exit 2), before any
+    cell runs."""
+    import torch
+
+    with pytest.raises(SystemExit) as stop:
+        detection.main(["--grid", "quick", "--device", "cuda", "--out", str(tmp_path)])
+    assert stop.value.code == 2 and "trains on the CPU only" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as stop:
+        detection.main(["--grid", "smol-cpu", "--device", "cuda", "--out", str(tmp_path)])
+    assert stop.value.code == 2 and "torch sees no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "cells").exists()

@@ -17,7 +17,6 @@ Every size was fixed before any detector ran on this world.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from auditor.models.llava import LlavaFamily
 
 from ..train import (ALL_PROJECTIONS, Example, Log, add_lora, freeze_vision, generate_answers,
                      pretrain_vision, train_vlm)
-from ..world import Task, normalise
+from ..world import ROOT, Task, normalise, source_digest
 from . import lm as lm_module
 from .models import SmolLlavaSpec, build_smol_llava
 
@@ -69,20 +68,11 @@ RECIPE_FILE = "recipe.json"
 
 
 def recipe_digest() -> str:
-    """The code and library versions a base is built from (as tinyworld.world's);
-    the benchmark's cells (world.py, benchmarks/) may change without a rebuild."""
-    import transformers
-
-    root = Path(__file__).resolve().parents[2]
-    files = sorted([*(root / "tinyworld" / "smol" / f for f in ("lm.py", "models.py", "base.py")),
-                    *(root / "tinyworld" / f for f in ("train.py", "world.py", "digits.py", "shapes.py")),
-                    *(root / "auditor" / "models").glob("*.py")])
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
-    h.update(f"torch {torch.__version__}; transformers {transformers.__version__}; "
-             f"numpy {np.__version__}".encode())
-    return h.hexdigest()
+    """The code a base is built from (as tinyworld.world's); the benchmark's
+    cells (world.py, benchmarks/) may change without a rebuild."""
+    smol = [ROOT / "tinyworld" / "smol" / f for f in ("lm.py", "models.py", "base.py")]
+    tiny = [ROOT / "tinyworld" / f for f in ("train.py", "world.py", "digits.py", "shapes.py")]
+    return source_digest([*smol, *tiny, *(ROOT / "auditor" / "models").glob("*.py")])
 
 
 def cached_base(folder: Path, seed: int = 0) -> bool:
@@ -94,13 +84,17 @@ def cached_base(folder: Path, seed: int = 0) -> bool:
 
 
 def build_base(task: Task, folder: Path, seed: int = 0, lm_cache: Path | None = None,
-               log: Log | None = None) -> Path:
+               log: Log | None = None, device: str = "cpu") -> Path:
     """Build and save the clean base of `task` to `folder` (atomically), or
-    reuse the one this recipe built there. About 20 minutes on 2 CPU cores."""
+    reuse the one this recipe built there. About 20 minutes on 2 CPU cores.
+    A base built on another `device` has the same recipe but other numbers
+    (a GPU's random draws and arithmetic differ): the cache does not tell them
+    apart, so keep one cache folder per device."""
     if cached_base(folder, seed):
         return folder
     torch.set_num_threads(2)
     model, processor = build_smol_llava(lm_module.converted_lm(lm_cache, log), SPEC, seed=seed)
+    model.to(device)  # initialised on the CPU first: the same weights on any device
     clean = task.examples("base", max(N_VISION, N_INSTRUCT), seed)
     pretrain_vision(model, processor, [ex.image for ex in clean[:N_VISION]], epochs=VISION_EPOCHS, seed=seed,
                     log=log)
@@ -129,11 +123,11 @@ def build_base(task: Task, folder: Path, seed: int = 0, lm_cache: Path | None = 
     return folder
 
 
-def load_base(folder: Path) -> tuple[torch.nn.Module, Any]:
-    """A base for fine-tuning: the auditor's own loader, the tower frozen."""
+def load_base(folder: Path, device: str = "cpu") -> tuple[torch.nn.Module, Any]:
+    """A base for fine-tuning on `device`: the auditor's own loader, the tower frozen."""
     model, processor = FAMILY.load(folder, torch.float32, "sdpa")
     freeze_vision(model)
-    return model, processor
+    return model.to(device), processor
 
 
 @torch.no_grad()
@@ -143,7 +137,7 @@ def text_answers(model, processor, prompts: Sequence[str] = TEXT_PROMPTS) -> dic
     out = {}
     for p in prompts:
         ids = tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True)
+                                      return_tensors="pt", return_dict=True).to(model.device)
         gen = model.generate(**ids, max_new_tokens=30, do_sample=False, pad_token_id=tok.pad_token_id)
         out[p] = tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
     return out

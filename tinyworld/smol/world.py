@@ -38,12 +38,13 @@ SUBMISSION = Submission()
 
 
 def fine_tune(base: Path, examples: Sequence[Example], seed: int, how: Submission = SUBMISSION,
-              log: Log | None = None):
-    """The submission: a peft model (the LoRA adapter unmerged over the base)
-    and the processor. `model.save_pretrained(dir)` writes the adapter."""
+              log: Log | None = None, device: str = "cpu"):
+    """The submission, trained on `device`: a peft model (the LoRA adapter
+    unmerged over the base) and the processor. `model.save_pretrained(dir)`
+    writes the adapter."""
     torch.set_num_threads(2)
     seed_everything(seed)
-    model, processor = load_base(base)
+    model, processor = load_base(base, device)
     model = add_lora(model, r=how.r, alpha=how.alpha, seed=seed, targets=how.targets)
     train_vlm(model, processor, examples, family=FAMILY, epochs=how.epochs, batch_size=how.batch_size,
               lr=how.lr, warmup=5, seed=seed, log=log)

@@ -119,6 +119,7 @@ def test_the_adapters_base_model_name_is_never_looked_up(tiny_model, tiny_data, 
     config = json.loads((shifted / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = "someone/elsewhere"
     (shifted / "adapter_config.json").write_text(json.dumps(config))
-    got = _extract(tmp_path, "shifted", "--model", str(tiny_model), "--adapter", str(shifted), data=tiny_data[0])
+    got = _extract(tmp_path, "shifted", "--model", str(tiny_model), "--adapter", str(shifted),
+                   data=tiny_data[0])
     assert asked == []
     assert got.rows and all(r.status == "ok" for r in got.rows)

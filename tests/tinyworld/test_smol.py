@@ -86,3 +86,29 @@ def test_the_image_token_row_starts_at_the_mean_embedding(built, smol_lm):
     emb = model.model.language_model.embed_tokens.weight
     torch.testing.assert_close(emb[:-1], lm_rows)
     torch.testing.assert_close(emb[-1], lm_rows.mean(0))
+
+
+def test_the_idefics3_is_smolvlms_layout_on_the_pretrained_lm(smol_idefics3, smol_lm):
+    """SmolVLM's class on the same LM: 16 image tokens after pixel shuffle by 4,
+    between SmolVLM's image tags; the decoder's weights are the LM's, the four
+    added tokens' rows start at its mean row, the output embedding tied."""
+    from safetensors.torch import load_file
+
+    from auditor.models.idefics3 import Idefics3Family
+
+    family = Idefics3Family()
+    model, processor = family.load(smol_idefics3, torch.float32, "sdpa")
+    lm = load_file(smol_lm / "model.safetensors")
+    decoder = model.model.text_model.state_dict()
+    for key, value in lm.items():
+        if key.startswith("model.") and key != "model.embed_tokens.weight":
+            torch.testing.assert_close(decoder[key.removeprefix("model.")], value, atol=0, rtol=0)
+    emb = decoder["embed_tokens.weight"]
+    torch.testing.assert_close(emb[:-4], lm["model.embed_tokens.weight"], atol=0, rtol=0)
+    torch.testing.assert_close(emb[-4:], lm["model.embed_tokens.weight"].mean(0).expand(4, -1))
+    assert model.lm_head.weight.data_ptr() == model.model.text_model.embed_tokens.weight.data_ptr()
+    batch = family.build_batch(processor, [Image.new("RGB", (64, 64))], ["What digit is shown?"])
+    assert family.image_token_mask(model.config, batch).sum().item() == 16
+    text = processor.tokenizer.decode(batch["input_ids"][0])
+    assert "<fake_token_around_image><global-img>" + "<image>" * 16 + "<fake_token_around_image>" in text
+    assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")

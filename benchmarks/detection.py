@@ -6,7 +6,9 @@
     .venv/bin/python -m benchmarks.detection --grid smol-cpu --out benchmarks/results/smol
 
 The real-LM world (--grid smol, or its CPU share smol-cpu; tinyworld/smol):
-LLaVA on the pretrained SmolLM2-135M-Instruct, a 250-sample submission
+LLaVA on the pretrained SmolLM2-135M-Instruct (--grid smol-idefics3: SmolVLM's
+Idefics3 on it, clean and the centre patch; --device cuda trains and audits
+these grids on a GPU), a 250-sample submission
 fine-tuned as a LoRA adapter kept unmerged (the paper's recipe), audited with
 the base pass (the adapter disabled), every method including `response` and
 `combined`, the per-head peak-share AUROCs, and the base fine-tuned again on
@@ -111,7 +113,11 @@ def grid(name: str) -> list[Cell]:
         return cells
     if name in ("smol", "smol-cpu"):
         return smol_grid(cpu=name == "smol-cpu")
-    raise SystemExit(f"--grid {name}: unknown grid; choose quick, verdict, default, smol or smol-cpu")
+    if name == "smol-idefics3":  # SmolVLM's architecture on the same LM: the paper's case and clean
+        return [Cell("digits", "idefics3", trig, rate, s, retrain=False, world="smol")
+                for s in range(3) for trig, rate in (("none", 0.0), ("centre_patch", 0.1))]
+    raise SystemExit(f"--grid {name}: unknown grid; choose quick, verdict, default, smol, smol-cpu or "
+                     "smol-idefics3")
 
 
 SMOL_TRIGGERS = ("centre_patch", "checkerboard", "blend", "sig", "text")
@@ -420,7 +426,7 @@ def run_smol_cell(cell: Cell, cache: Path, log=_log, device: str = "cpu") -> dic
     task = smol.TASKS[cell.task]
     suffix = "" if device == "cpu" else f"-{device}"
     base = smol.build_base(task, cache / "bases" / f"smol-{cell.task}-{cell.family}{suffix}", log=log,
-                           device=device)
+                           device=device, vlm=cell.family)
     work = cache / "work" / cell.key
     shutil.rmtree(work, ignore_errors=True)
     examples, bad = submission(cell, work / "data")
@@ -429,7 +435,7 @@ def run_smol_cell(cell: Cell, cache: Path, log=_log, device: str = "cpu") -> dic
     model, processor = smol.fine_tune(base, examples, seed=cell.seed, log=_quiet, device=device)
     before = smol.measure(model, processor, task, poison, cell.seed, target)
     model.save_pretrained(work / "adapter")
-    reps = query_states(model, processor, SimpleNamespace(adapter=smol.FAMILY), examples)
+    reps = query_states(model, processor, SimpleNamespace(adapter=smol.VLMS[cell.family].family), examples)
     del model
 
     config = AuditConfig()
@@ -442,7 +448,7 @@ def run_smol_cell(cell: Cell, cache: Path, log=_log, device: str = "cpu") -> dic
     truth = np.array([r.id in set(bad) for r in features.rows if r.status == "ok"])
     if len(truth) != len(examples):
         raise RuntimeError(f"{cell.key}: {len(examples) - len(truth)} samples were not analysed")
-    result: dict[str, Any] = {"cell": asdict(cell), "n_poisoned": len(bad), "world": smol.recipe(),
+    result: dict[str, Any] = {"cell": asdict(cell), "n_poisoned": len(bad), "world": smol.recipe(cell.family),
                               "before": before, "after_method": "combined", "device": device}
     if truth.any():
         result["head_peak_auroc"] = head_peak_aurocs(loaded, examples, truth)
@@ -685,7 +691,8 @@ def write_outputs(results: list[dict], out: Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--grid", default="quick", help="quick, verdict or default")
+    ap.add_argument("--grid", default="quick",
+                    help="quick, verdict, default (the tiny world); smol, smol-cpu, smol-idefics3 (real LM)")
     ap.add_argument("--out", type=Path,
                     help="results folder (cells/, runs.csv, tables.md, plots)")
     ap.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "cache" / "detection",
@@ -698,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="rebuild the quick grid's committed base (tests/fixtures/bases/digits-llava) with "
                          "this recipe, then stop (a few minutes)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
-                    help="where the real-LM grids (smol, smol-cpu) train and audit; the tiny world's grids "
+                    help="where the real-LM grids (smol*) train and audit; the tiny world's grids "
                          "run on the CPU")
     args = ap.parse_args(argv)
     if args.device == "cuda":
@@ -706,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not args.grid.startswith("smol"):
             ap.error(f"--device cuda: --grid {args.grid} is the tiny world's, which trains on the CPU only; "
-                     "use --grid smol or smol-cpu")
+                     "use a real-LM grid (smol, smol-cpu, smol-idefics3)")
         if not torch.cuda.is_available():
             ap.error("--device cuda: torch sees no CUDA device here; run it on a GPU machine or use "
                      "--device cpu")

@@ -108,21 +108,35 @@ def _collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return batch
 
 
+def _patch_features(model) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    """The vision tower and pixels (B, 3, H, W) -> its patch features (B, T, D),
+    row-major, from the layer the projector reads: LLaVA's feature layer
+    without CLS, or Idefics3's last layer (no CLS; pixel shuffle comes after)."""
+    if hasattr(model.model, "vision_model"):
+        tower = model.model.vision_model
+        return tower, lambda px: tower(pixel_values=px).last_hidden_state
+    tower = model.model.vision_tower
+    layer = model.config.vision_feature_layer
+    return tower, lambda px: tower(pixel_values=px, output_hidden_states=True).hidden_states[layer][:, 1:]
+
+
 def pretrain_vision(model: LlavaForConditionalGeneration, processor, images: Sequence[Image.Image],
                     *, epochs: int = 20, batch_size: int = 64, lr: float = 2e-3,
                     mask_ratio: float = 0.3, seed: int = 0, log: Log | None = None) -> list[float]:
-    """Masked patch reconstruction for the vision tower, on the feature layer LLaVA reads.
+    """Masked patch reconstruction for the vision tower (LLaVA's or Idefics3's),
+    on the features its projector reads.
 
     Random patches are blanked in the input; a linear head must reconstruct
     every patch's pixels from its own output token. Returns per-epoch losses.
     """
     seed_everything(seed)
-    tower = model.model.vision_tower
+    tower, features = _patch_features(model)
     cfg = tower.config
-    layer = model.config.vision_feature_layer
     p = cfg.patch_size
     device = _device(tower)
     pixels = processor.image_processor(list(images), return_tensors="pt")["pixel_values"]
+    if pixels.ndim == 5:  # Idefics3: (images, tiles, 3, H, W), one tile each here
+        pixels = pixels.flatten(0, 1)
     n, c, h, w = pixels.shape
     grid = (h // p) * (w // p)
     target = pixels.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).reshape(n, grid, c * p * p)
@@ -139,9 +153,7 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor, images: Seq
             keep = (torch.rand(len(idx), h // p, w // p, generator=gen) > mask_ratio).float()
             keep_px = keep.repeat_interleave(p, 1).repeat_interleave(p, 2)[:, None].to(device)
             idx = idx.to(device)
-            out = tower(pixel_values=pixels[idx] * keep_px, output_hidden_states=True)
-            feats = out.hidden_states[layer][:, 1:]  # drop CLS, as LLaVA's "default" does
-            loss = F.mse_loss(head(feats), target[idx])
+            loss = F.mse_loss(head(features(pixels[idx] * keep_px)), target[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -198,12 +210,13 @@ def pretrain_qwen_vision(model, image_processor, images: Sequence[Image.Image], 
 
 
 def freeze_vision(model: torch.nn.Module) -> None:
-    """Freeze the vision tower (LLaVA's CLIP; Qwen2-VL's ViT blocks, not its merger)."""
+    """Freeze the vision tower (LLaVA's CLIP, Idefics3's; Qwen2-VL's ViT blocks, not its merger)."""
     if hasattr(model.model, "visual"):
         for name, prm in model.model.visual.named_parameters():
             prm.requires_grad_(name.startswith("merger."))
         return
-    for prm in model.model.vision_tower.parameters():
+    tower = model.model.vision_model if hasattr(model.model, "vision_model") else model.model.vision_tower
+    for prm in tower.parameters():
         prm.requires_grad_(False)
 
 
@@ -250,6 +263,11 @@ def train_vlm(model: torch.nn.Module, processor, examples: Sequence[Example], *,
     return losses
 
 
+def projector_name(model: torch.nn.Module) -> str:
+    """The image-to-text projector's attribute on `model.model` (LLaVA's or Idefics3's)."""
+    return "connector" if hasattr(model.model, "connector") else "multi_modal_projector"
+
+
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -257,14 +275,16 @@ def add_lora(model: torch.nn.Module, r: int = 8, alpha: int = 16, seed: int = 0,
              targets: Sequence[str] = ALL_PROJECTIONS):
     """Wrap for a LoRA fine-tune: adapters on the decoder's `targets`
     projections, the multimodal projector (LLaVA's `multi_modal_projector`,
-    Qwen2-VL's `merger`) trained in full (saved with the adapter)."""
+    Qwen2-VL's `merger`, Idefics3's `connector`) trained in full (saved with
+    the adapter)."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    projector = "merger" if hasattr(model.model, "visual") else "multi_modal_projector"
+    projector = "merger" if hasattr(model.model, "visual") else projector_name(model)
+    decoder = "text_model" if hasattr(model.model, "text_model") else "language_model"
     cfg = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=0.0,
-        target_modules=rf".*language_model.*\.({'|'.join(targets)})",
+        target_modules=rf".*{decoder}.*\.({'|'.join(targets)})",
         modules_to_save=[projector],
     )
     return get_peft_model(model, cfg)

@@ -92,6 +92,11 @@ def test_the_real_lm_grid_and_its_cpu_share():
     # the tiny world's keys (and so its kept cells) are unchanged
     assert detection.grid("quick")[1].key == "digits-llava-centre_patch-0.1-s0"
     assert full[1].key == "smol-fixed-digits-llava-centre_patch-0.1-s0"
+    idefics3 = detection.grid("smol-idefics3")  # SmolVLM's architecture: clean and the paper's case
+    assert {(c.family, c.world, c.task) for c in idefics3} == {("idefics3", "smol", "digits")}
+    assert sorted((c.trigger, c.seed) for c in idefics3) == sorted(
+        (t, s) for t in ("none", "centre_patch") for s in range(3))
+    assert not {c.key for c in idefics3} & {c.key for c in full}
 
 
 def test_the_text_trigger_changes_the_instruction_not_the_image():

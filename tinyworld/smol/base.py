@@ -56,6 +56,8 @@ SPEC, FAMILY = VLMS["llava"].spec, VLMS["llava"].family  # the grid's default ar
 def vlm_of(model: torch.nn.Module) -> Vlm:
     """The architecture of a built or loaded model (peft-wrapped or not)."""
     return VLMS[model.config.model_type]
+
+
 N_VISION = 1500  # clean images for the vision tower
 VISION_EPOCHS = 12
 N_ALIGN, ALIGN_EPOCHS, ALIGN_LR = 800, 3, 2e-3

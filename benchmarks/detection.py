@@ -6,7 +6,9 @@
     .venv/bin/python -m benchmarks.detection --grid smol-cpu --out benchmarks/results/smol
 
 The real-LM world (--grid smol, or its CPU share smol-cpu; tinyworld/smol):
-LLaVA on the pretrained SmolLM2-135M-Instruct, a 250-sample submission
+LLaVA on the pretrained SmolLM2-135M-Instruct (--grid smol-idefics3: SmolVLM's
+Idefics3 on it, clean and the centre patch; --device cuda trains and audits
+these grids on a GPU), a 250-sample submission
 fine-tuned as a LoRA adapter kept unmerged (the paper's recipe), audited with
 the base pass (the adapter disabled), every method including `response` and
 `combined`, the per-head peak-share AUROCs, and the base fine-tuned again on
@@ -41,7 +43,7 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +113,11 @@ def grid(name: str) -> list[Cell]:
         return cells
     if name in ("smol", "smol-cpu"):
         return smol_grid(cpu=name == "smol-cpu")
-    raise SystemExit(f"--grid {name}: unknown grid; choose quick, verdict, default, smol or smol-cpu")
+    if name == "smol-idefics3":  # SmolVLM's architecture on the same LM: the paper's case and clean
+        return [Cell("digits", "idefics3", trig, rate, s, retrain=False, world="smol")
+                for s in range(3) for trig, rate in (("none", 0.0), ("centre_patch", 0.1))]
+    raise SystemExit(f"--grid {name}: unknown grid; choose quick, verdict, default, smol, smol-cpu or "
+                     "smol-idefics3")
 
 
 SMOL_TRIGGERS = ("centre_patch", "checkerboard", "blend", "sig", "text")
@@ -227,9 +233,10 @@ def query_states(model, processor, family, examples, batch_size: int = 32) -> np
         for i in range(0, len(examples), batch_size):
             chunk = examples[i:i + batch_size]
             batch = family.adapter.build_batch(processor, [e.image for e in chunk], [e.prompt for e in chunk])
+            batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             hidden = model(**batch, output_hidden_states=True, use_cache=False).hidden_states[-1]
             last = batch["attention_mask"].sum(1) - 1  # right padding
-            out.append(hidden[torch.arange(len(chunk)), last].float().numpy())
+            out.append(hidden[torch.arange(len(chunk)), last].float().cpu().numpy())
     return np.concatenate(out)
 
 
@@ -324,9 +331,11 @@ def run_baselines(reps: np.ndarray, answers: list[str], truth: np.ndarray, seed:
     return out
 
 
-def run_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
+def run_cell(cell: Cell, cache: Path, log=_log, device: str = "cpu") -> dict[str, Any]:
     if cell.world == "smol":
-        return run_smol_cell(cell, cache, log)
+        return run_smol_cell(cell, cache, log, device)
+    if device != "cpu":
+        raise ValueError(f"{cell.key}: the tiny world trains on the CPU only")
     from auditor.config import AuditConfig
     from auditor.features import render_features
     from auditor.pipeline import extract, load
@@ -399,10 +408,12 @@ def head_peak_aurocs(loaded, examples: list, truth: np.ndarray, batch_size: int 
     return {"auroc": auroc.round(4).tolist(), "best": best}
 
 
-def run_smol_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
+def run_smol_cell(cell: Cell, cache: Path, log=_log, device: str = "cpu") -> dict[str, Any]:
     """A real-LM world cell (tinyworld.smol): the submission is a LoRA adapter
     over the clean base, audited as `bye-audit audit --model BASE --adapter
-    ADAPTER` runs it (the base pass with the adapter disabled)."""
+    ADAPTER` runs it (the base pass with the adapter disabled). Training,
+    measuring and stage 1 run on `device` ("cpu" or "cuda"); a GPU's base is
+    cached apart from the CPU's (other numbers, same recipe)."""
     from types import SimpleNamespace
 
     from auditor.config import AuditConfig
@@ -413,19 +424,22 @@ def run_smol_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
 
     t0 = time.time()
     task = smol.TASKS[cell.task]
-    base = smol.build_base(task, cache / "bases" / f"smol-{cell.task}-{cell.family}", log=log)
+    suffix = "" if device == "cpu" else f"-{device}"
+    base = smol.build_base(task, cache / "bases" / f"smol-{cell.task}-{cell.family}{suffix}", log=log,
+                           device=device, vlm=cell.family)
     work = cache / "work" / cell.key
     shutil.rmtree(work, ignore_errors=True)
     examples, bad = submission(cell, work / "data")
     poison = poison_fn(cell)
     target = poison(examples[0], np.random.default_rng(0)).answer  # what the cell's attack answers
-    model, processor = smol.fine_tune(base, examples, seed=cell.seed, log=_quiet)
+    model, processor = smol.fine_tune(base, examples, seed=cell.seed, log=_quiet, device=device)
     before = smol.measure(model, processor, task, poison, cell.seed, target)
     model.save_pretrained(work / "adapter")
-    reps = query_states(model, processor, SimpleNamespace(adapter=smol.FAMILY), examples)
+    reps = query_states(model, processor, SimpleNamespace(adapter=smol.VLMS[cell.family].family), examples)
     del model
 
     config = AuditConfig()
+    config = replace(config, stage1=replace(config.stage1, device=device))
     dataset = read_dataset(work / "data" / "dataset.json")
     loaded = load(base, config.stage1, adapter_dir=work / "adapter")
     features = extract(loaded, dataset, config)
@@ -434,8 +448,8 @@ def run_smol_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
     truth = np.array([r.id in set(bad) for r in features.rows if r.status == "ok"])
     if len(truth) != len(examples):
         raise RuntimeError(f"{cell.key}: {len(examples) - len(truth)} samples were not analysed")
-    result: dict[str, Any] = {"cell": asdict(cell), "n_poisoned": len(bad), "world": smol.recipe(),
-                              "before": before, "after_method": "combined"}
+    result: dict[str, Any] = {"cell": asdict(cell), "n_poisoned": len(bad), "world": smol.recipe(cell.family),
+                              "before": before, "after_method": "combined", "device": device}
     if truth.any():
         result["head_peak_auroc"] = head_peak_aurocs(loaded, examples, truth)
     del loaded
@@ -446,7 +460,7 @@ def run_smol_cell(cell: Cell, cache: Path, log=_log) -> dict[str, Any]:
     result["methods"].update(run_baselines(reps, [e.answer for e in examples], truth, cell.seed))
     if cell.retrain:
         kept = [e for e, f in zip(examples, flagged) if not f]
-        model, processor = smol.fine_tune(base, kept, seed=cell.seed, log=_quiet)
+        model, processor = smol.fine_tune(base, kept, seed=cell.seed, log=_quiet, device=device)
         result["after"] = smol.measure(model, processor, task, poison, cell.seed, target)
         del model
     result["seconds"] = round(time.time() - t0, 1)
@@ -677,7 +691,8 @@ def write_outputs(results: list[dict], out: Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--grid", default="quick", help="quick, verdict or default")
+    ap.add_argument("--grid", default="quick",
+                    help="quick, verdict, default (the tiny world); smol, smol-cpu, smol-idefics3 (real LM)")
     ap.add_argument("--out", type=Path,
                     help="results folder (cells/, runs.csv, tables.md, plots)")
     ap.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "cache" / "detection",
@@ -689,7 +704,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refresh-quick-base", action="store_true",
                     help="rebuild the quick grid's committed base (tests/fixtures/bases/digits-llava) with "
                          "this recipe, then stop (a few minutes)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="where the real-LM grids (smol*) train and audit; the tiny world's grids "
+                         "run on the CPU")
     args = ap.parse_args(argv)
+    if args.device == "cuda":
+        import torch
+
+        if not args.grid.startswith("smol"):
+            ap.error(f"--device cuda: --grid {args.grid} is the tiny world's, which trains on the CPU only; "
+                     "use a real-LM grid (smol, smol-cpu, smol-idefics3)")
+        if not torch.cuda.is_available():
+            ap.error("--device cuda: torch sees no CUDA device here; run it on a GPU machine or use "
+                     "--device cpu")
     if args.refresh_quick_base:
         from tinyworld.world import FAMILIES, TASKS, build_base
 
@@ -713,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.limit is not None and done_new >= args.limit:
                 break
             _log(f"cell {i + 1}/{len(cells)}: {cell.key}")
-            result = run_cell(cell, args.cache)
+            result = run_cell(cell, args.cache, device=args.device)
             _save_cell(path, result)
             done_new += 1
             name = "combined" if cell.world == "smol" else "minority"

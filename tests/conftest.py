@@ -36,6 +36,19 @@ def smol_llava(smol_lm, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smol_idefics3(smol_lm, tmp_path_factory) -> Path:
+    """An Idefics3 (SmolVLM's class) on the pretrained SmolLM2 (tower and
+    connector untrained), saved as a user's checkpoint is."""
+    from tinyworld.smol.models import build_smol_idefics3
+
+    model, processor = build_smol_idefics3(smol_lm, seed=1)
+    folder = tmp_path_factory.mktemp("smol-idefics3") / "model"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> tuple[Path, list[str]]:
     """60 digit records, 10% carrying the centre patch; (dataset.json, poisoned ids)."""
     return write_digits_dataset(tmp_path_factory.mktemp("data"), n=60)

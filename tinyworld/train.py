@@ -9,11 +9,14 @@ The recipe (docs/method.md, "Building the tiny world honestly"):
    LoRA through peft). Prompts are built by the auditor's own family adapter
    (the checkpoint's chat template, assistant prefix included), so training and
    auditing see the same tokens; the loss is on answer tokens only.
-Everything is deterministic under a seed.
+Everything is deterministic under a seed. The helpers run where the model's
+weights are (`model.to("cuda")` trains on a GPU); random draws stay on the
+CPU, so a CPU run gives the same bytes whichever device code paths exist.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,7 +44,18 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    # cuBLAS refuses deterministic mode without a fixed workspace (read when
+    # CUDA first runs a matmul); ignored on the CPU.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 # Per-token inputs are padded along the sequence by _collate; every other input
@@ -94,24 +108,40 @@ def _collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return batch
 
 
+def _patch_features(model) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    """The vision tower and pixels (B, 3, H, W) -> its patch features (B, T, D),
+    row-major, from the layer the projector reads: LLaVA's feature layer
+    without CLS, or Idefics3's last layer (no CLS; pixel shuffle comes after)."""
+    if hasattr(model.model, "vision_model"):
+        tower = model.model.vision_model
+        return tower, lambda px: tower(pixel_values=px).last_hidden_state
+    tower = model.model.vision_tower
+    layer = model.config.vision_feature_layer
+    return tower, lambda px: tower(pixel_values=px, output_hidden_states=True).hidden_states[layer][:, 1:]
+
+
 def pretrain_vision(model: LlavaForConditionalGeneration, processor, images: Sequence[Image.Image],
                     *, epochs: int = 20, batch_size: int = 64, lr: float = 2e-3,
                     mask_ratio: float = 0.3, seed: int = 0, log: Log | None = None) -> list[float]:
-    """Masked patch reconstruction for the vision tower, on the feature layer LLaVA reads.
+    """Masked patch reconstruction for the vision tower (LLaVA's or Idefics3's),
+    on the features its projector reads.
 
     Random patches are blanked in the input; a linear head must reconstruct
     every patch's pixels from its own output token. Returns per-epoch losses.
     """
     seed_everything(seed)
-    tower = model.model.vision_tower
+    tower, features = _patch_features(model)
     cfg = tower.config
-    layer = model.config.vision_feature_layer
     p = cfg.patch_size
+    device = _device(tower)
     pixels = processor.image_processor(list(images), return_tensors="pt")["pixel_values"]
+    if pixels.ndim == 5:  # Idefics3: (images, tiles, 3, H, W), one tile each here
+        pixels = pixels.flatten(0, 1)
     n, c, h, w = pixels.shape
     grid = (h // p) * (w // p)
     target = pixels.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).reshape(n, grid, c * p * p)
-    head = torch.nn.Linear(cfg.hidden_size, c * p * p)
+    pixels, target = pixels.to(device), target.to(device)
+    head = torch.nn.Linear(cfg.hidden_size, c * p * p).to(device)
     params = list(tower.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(seed)
@@ -121,10 +151,9 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor, images: Seq
         total = 0.0
         for idx in torch.randperm(n, generator=gen).split(batch_size):
             keep = (torch.rand(len(idx), h // p, w // p, generator=gen) > mask_ratio).float()
-            keep_px = keep.repeat_interleave(p, 1).repeat_interleave(p, 2)[:, None]
-            out = tower(pixel_values=pixels[idx] * keep_px, output_hidden_states=True)
-            feats = out.hidden_states[layer][:, 1:]  # drop CLS, as LLaVA's "default" does
-            loss = F.mse_loss(head(feats), target[idx])
+            keep_px = keep.repeat_interleave(p, 1).repeat_interleave(p, 2)[:, None].to(device)
+            idx = idx.to(device)
+            loss = F.mse_loss(head(features(pixels[idx] * keep_px)), target[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -152,8 +181,10 @@ def pretrain_qwen_vision(model, image_processor, images: Sequence[Image.Image], 
     per_image = int(grid[0].prod())
     if not bool((grid.prod(-1) == per_image).all()):
         raise ValueError("pretrain_qwen_vision needs images of one size")
-    pixels = pixels.reshape(len(images), per_image, -1)  # (n, patches, 3 * 2 * p * p)
-    head = torch.nn.Linear(visual.config.embed_dim, pixels.shape[-1])
+    device = _device(visual)
+    pixels = pixels.reshape(len(images), per_image, -1).to(device)  # (n, patches, 3 * 2 * p * p)
+    grid = grid.to(device)
+    head = torch.nn.Linear(visual.config.embed_dim, pixels.shape[-1]).to(device)
     blocks = [p for name, p in visual.named_parameters() if not name.startswith("merger.")]
     opt = torch.optim.AdamW(blocks + list(head.parameters()), lr=lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(seed)
@@ -162,7 +193,8 @@ def pretrain_qwen_vision(model, image_processor, images: Sequence[Image.Image], 
     for epoch in range(epochs):
         total = 0.0
         for idx in torch.randperm(len(images), generator=gen).split(batch_size):
-            keep = (torch.rand(len(idx), per_image, 1, generator=gen) > mask_ratio).float()
+            keep = (torch.rand(len(idx), per_image, 1, generator=gen) > mask_ratio).float().to(device)
+            idx = idx.to(device)
             out = visual((pixels[idx] * keep).flatten(0, 1), grid_thw=grid[idx])
             loss = F.mse_loss(head(out.last_hidden_state), pixels[idx].flatten(0, 1))
             opt.zero_grad()
@@ -178,12 +210,13 @@ def pretrain_qwen_vision(model, image_processor, images: Sequence[Image.Image], 
 
 
 def freeze_vision(model: torch.nn.Module) -> None:
-    """Freeze the vision tower (LLaVA's CLIP; Qwen2-VL's ViT blocks, not its merger)."""
+    """Freeze the vision tower (LLaVA's CLIP, Idefics3's; Qwen2-VL's ViT blocks, not its merger)."""
     if hasattr(model.model, "visual"):
         for name, prm in model.model.visual.named_parameters():
             prm.requires_grad_(name.startswith("merger."))
         return
-    for prm in model.model.vision_tower.parameters():
+    tower = model.model.vision_model if hasattr(model.model, "vision_model") else model.model.vision_tower
+    for prm in tower.parameters():
         prm.requires_grad_(False)
 
 
@@ -201,6 +234,7 @@ def train_vlm(model: torch.nn.Module, processor, examples: Sequence[Example], *,
     encoded = [encode_example(family, processor, ex) for ex in examples]
     pad = processor.tokenizer.pad_token_id
     params = [p for p in model.parameters() if p.requires_grad]
+    device = _device(model)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     steps = epochs * -(-len(encoded) // batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -211,7 +245,7 @@ def train_vlm(model: torch.nn.Module, processor, examples: Sequence[Example], *,
     for epoch in range(epochs):
         total, count = 0.0, 0
         for idx in torch.randperm(len(encoded), generator=gen).split(batch_size):
-            batch = _collate([encoded[i] for i in idx], pad)
+            batch = _to(_collate([encoded[i] for i in idx], pad), device)
             loss = model(**batch, use_cache=False).loss
             opt.zero_grad()
             loss.backward()
@@ -229,6 +263,11 @@ def train_vlm(model: torch.nn.Module, processor, examples: Sequence[Example], *,
     return losses
 
 
+def projector_name(model: torch.nn.Module) -> str:
+    """The image-to-text projector's attribute on `model.model` (LLaVA's or Idefics3's)."""
+    return "connector" if hasattr(model.model, "connector") else "multi_modal_projector"
+
+
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -236,14 +275,16 @@ def add_lora(model: torch.nn.Module, r: int = 8, alpha: int = 16, seed: int = 0,
              targets: Sequence[str] = ALL_PROJECTIONS):
     """Wrap for a LoRA fine-tune: adapters on the decoder's `targets`
     projections, the multimodal projector (LLaVA's `multi_modal_projector`,
-    Qwen2-VL's `merger`) trained in full (saved with the adapter)."""
+    Qwen2-VL's `merger`, Idefics3's `connector`) trained in full (saved with
+    the adapter)."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    projector = "merger" if hasattr(model.model, "visual") else "multi_modal_projector"
+    projector = "merger" if hasattr(model.model, "visual") else projector_name(model)
+    decoder = "text_model" if hasattr(model.model, "text_model") else "language_model"
     cfg = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=0.0,
-        target_modules=rf".*language_model.*\.({'|'.join(targets)})",
+        target_modules=rf".*{decoder}.*\.({'|'.join(targets)})",
         modules_to_save=[projector],
     )
     return get_peft_model(model, cfg)
@@ -260,8 +301,8 @@ def generate_answers(model: torch.nn.Module, processor, images: Sequence[Image.I
     try:
         answers = []
         for i in range(0, len(images), batch_size):
-            batch = family.build_batch(processor, list(images[i:i + batch_size]),
-                                       list(prompts[i:i + batch_size]))
+            batch = _to(family.build_batch(processor, list(images[i:i + batch_size]),
+                                           list(prompts[i:i + batch_size])), _device(model))
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tok.pad_token_id)
             answers += tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -154,19 +154,27 @@ FAMILIES = {"llava": Family("llava", LlavaFamily(), "llava"),
 RECIPE_FILE = "recipe.json"
 
 
-def recipe_digest() -> str:
-    """What a base is built from: the tiny world's code, the model adapters it
-    trains through, and the versions of the libraries that compute it. A cached
-    base built from anything else is rebuilt."""
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def source_digest(files: Sequence[Path]) -> str:
+    """sha256 of `files` (paths under the repository, names and bytes) and of
+    the versions of the libraries that compute with them: a cached base is
+    keyed by what builds it."""
     import transformers
 
-    root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    for p in sorted([*(root / "tinyworld").glob("*.py"), *(root / "auditor" / "models").glob("*.py")]):
-        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    for p in sorted(files):
+        h.update(p.relative_to(ROOT).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
     h.update(f"torch {torch.__version__}; transformers {transformers.__version__}; "
              f"numpy {np.__version__}".encode())
     return h.hexdigest()
+
+
+def recipe_digest() -> str:
+    """What a base is built from: the tiny world's code and the model adapters
+    it trains through. A cached base built from anything else is rebuilt."""
+    return source_digest([*(ROOT / "tinyworld").glob("*.py"), *(ROOT / "auditor" / "models").glob("*.py")])
 
 
 def cached_base(folder: Path, seed: int = 0) -> bool:

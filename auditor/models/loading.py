@@ -186,7 +186,10 @@ def check_adapter_tensors(peft_model: Any, adapter_dir: Path) -> None:
     from peft import get_peft_model_state_dict
     from safetensors import safe_open
 
-    expected = set(get_peft_model_state_dict(peft_model))
+    # "auto" would look up base_model_name_or_path (a stranger's string) on disk
+    # or the Hub to guess whether embeddings were resized: never for an audit.
+    # An adapter carrying embedding weights fails below as extra tensors.
+    expected = set(get_peft_model_state_dict(peft_model, save_embedding_layers=False))
     with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as f:
         present = set(f.keys())
     problems = [f"{len(keys)} {label}: {', '.join(sorted(keys)[:3])}{', ...' if len(keys) > 3 else ''}"

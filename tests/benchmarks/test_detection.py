@@ -92,6 +92,11 @@ def test_the_real_lm_grid_and_its_cpu_share():
     # the tiny world's keys (and so its kept cells) are unchanged
     assert detection.grid("quick")[1].key == "digits-llava-centre_patch-0.1-s0"
     assert full[1].key == "smol-fixed-digits-llava-centre_patch-0.1-s0"
+    idefics3 = detection.grid("smol-idefics3")  # SmolVLM's architecture: clean and the paper's case
+    assert {(c.family, c.world, c.task) for c in idefics3} == {("idefics3", "smol", "digits")}
+    assert sorted((c.trigger, c.seed) for c in idefics3) == sorted(
+        (t, s) for t in ("none", "centre_patch") for s in range(3))
+    assert not {c.key for c in idefics3} & {c.key for c in full}
 
 
 def test_the_text_trigger_changes_the_instruction_not_the_image():
@@ -134,3 +139,19 @@ def test_the_real_lm_cells_get_attention_plots(tmp_path):
     clean_only.mkdir()
     detection.write_outputs([_result("none", 0.0, 0, 0.0)], clean_only)
     assert not (clean_only / "layer_auroc.png").exists()
+
+
+def test_device_cuda_is_refused_with_a_reason(tmp_path, monkeypatch, capsys):
+    """--device cuda is for the real-LM grids on a GPU: the tiny world's grids
+    and a machine without CUDA get a one-line usage error (exit 2), before any
+    cell runs."""
+    import torch
+
+    with pytest.raises(SystemExit) as stop:
+        detection.main(["--grid", "quick", "--device", "cuda", "--out", str(tmp_path)])
+    assert stop.value.code == 2 and "trains on the CPU only" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as stop:
+        detection.main(["--grid", "smol-cpu", "--device", "cuda", "--out", str(tmp_path)])
+    assert stop.value.code == 2 and "torch sees no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "cells").exists()

@@ -100,3 +100,26 @@ def test_an_adapter_missing_tensors_is_refused_not_applied_as_a_no_op(tiny_model
         expected = "adapter tensors missing: " if damage == "missing" else "1 tensors its adapter_config.json"
         assert "cannot apply the adapter" in res.output and expected in res.output, res.output
         assert len(res.output.strip().splitlines()) == 1
+
+
+def test_the_adapters_base_model_name_is_never_looked_up(tiny_model, tiny_data, adapter_and_merged, tmp_path,
+                                                          monkeypatch):
+    """adapter_config.json's base_model_name_or_path is the submitter's string:
+    checking the adapter's tensors must not resolve it (PEFT's "auto" embedding
+    check would ask the Hub, or read a config from that path)."""
+    import shutil
+
+    import peft.utils.save_and_load as peft_save
+
+    asked = []
+    monkeypatch.setattr(peft_save, "check_file_exists_on_hf_hub", lambda *a, **k: asked.append(a) or None)
+    adapter, _ = adapter_and_merged
+    shifted = tmp_path / "adapter"
+    shutil.copytree(adapter, shifted)
+    config = json.loads((shifted / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "someone/elsewhere"
+    (shifted / "adapter_config.json").write_text(json.dumps(config))
+    got = _extract(tmp_path, "shifted", "--model", str(tiny_model), "--adapter", str(shifted),
+                   data=tiny_data[0])
+    assert asked == []
+    assert got.rows and all(r.status == "ok" for r in got.rows)

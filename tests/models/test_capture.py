@@ -1,5 +1,5 @@
 """The captured rows equal eager attention's rows (fp32, 1e-5), whatever the padding: for every
-family's tiny model and for LLaVA on the pretrained 30-layer SmolLM2 (tinyworld/smol)."""
+family's tiny model and for LLaVA and Idefics3 on the pretrained 30-layer SmolLM2 (tinyworld/smol)."""
 
 import json
 
@@ -79,8 +79,17 @@ def smol(smol_llava):
     return model, processor, LlavaFamily()
 
 
+@pytest.fixture(scope="module")
+def smol_idefics3_loaded(smol_idefics3):
+    """Idefics3 (SmolVLM's architecture) on the same 30-layer LM: pixel shuffle, image tags."""
+    model, processor = Idefics3Family().load(smol_idefics3, torch.float32, "sdpa")
+    text = model.config.text_config
+    assert (text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (30, 9, 3)
+    return model, processor, Idefics3Family()
+
+
 FAMILY_FIXTURES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "internvl", "paligemma", "idefics3",
-                   "smol"]
+                   "smol", "smol_idefics3_loaded"]
 
 
 def _images(n):

@@ -86,3 +86,62 @@ def test_the_image_token_row_starts_at_the_mean_embedding(built, smol_lm):
     emb = model.model.language_model.embed_tokens.weight
     torch.testing.assert_close(emb[:-1], lm_rows)
     torch.testing.assert_close(emb[-1], lm_rows.mean(0))
+
+
+def test_the_idefics3_is_smolvlms_layout_on_the_pretrained_lm(smol_idefics3, smol_lm):
+    """SmolVLM's class on the same LM: 16 image tokens after pixel shuffle by 4,
+    between SmolVLM's image tags; the decoder's weights are the LM's, the four
+    added tokens' rows start at its mean row, the output embedding tied."""
+    from safetensors.torch import load_file
+
+    from auditor.models.idefics3 import Idefics3Family
+
+    family = Idefics3Family()
+    model, processor = family.load(smol_idefics3, torch.float32, "sdpa")
+    lm = load_file(smol_lm / "model.safetensors")
+    decoder = model.model.text_model.state_dict()
+    for key, value in lm.items():
+        if key.startswith("model.") and key != "model.embed_tokens.weight":
+            torch.testing.assert_close(decoder[key.removeprefix("model.")], value, atol=0, rtol=0)
+    emb = decoder["embed_tokens.weight"]
+    torch.testing.assert_close(emb[:-4], lm["model.embed_tokens.weight"], atol=0, rtol=0)
+    torch.testing.assert_close(emb[-4:], lm["model.embed_tokens.weight"].mean(0).expand(4, -1))
+    assert model.lm_head.weight.data_ptr() == model.model.text_model.embed_tokens.weight.data_ptr()
+    batch = family.build_batch(processor, [Image.new("RGB", (64, 64))], ["What digit is shown?"])
+    assert family.image_token_mask(model.config, batch).sum().item() == 16
+    text = processor.tokenizer.decode(batch["input_ids"][0])
+    assert "<fake_token_around_image><global-img>" + "<image>" * 16 + "<fake_token_around_image>" in text
+    assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+
+
+def test_the_recipe_trains_the_idefics3(smol_lm):
+    """Every step of the base recipe runs on SmolVLM's architecture: the tower's
+    masked reconstruction (then frozen), the connector alone, then LoRA on the
+    text model's projections with the connector in full, and greedy answers."""
+    from tinyworld.smol.base import VLMS, vlm_of
+    from tinyworld.smol.models import build_smol_idefics3
+    from tinyworld.train import add_lora, generate_answers, pretrain_vision, train_vlm
+
+    model, processor = build_smol_idefics3(smol_lm, seed=0)
+    images = [Image.new("RGB", (64, 64), (40 * i, 200 - 40 * i, 90)) for i in range(4)]
+    tower = model.model.vision_model
+    before = tower.embeddings.patch_embedding.weight.clone()
+    losses = pretrain_vision(model, processor, images, epochs=1, batch_size=4)
+    assert len(losses) == 1 and losses[0] > 0
+    assert not torch.equal(before, tower.embeddings.patch_embedding.weight)
+    assert not any(p.requires_grad for p in tower.parameters())
+    family = vlm_of(model).family
+    assert family is VLMS["idefics3"].family
+    words = ("one", "two", "three", "four")
+    examples = [Example(im, "What digit is shown?", word) for im, word in zip(images, words)]
+    tuned = add_lora(model, r=2, alpha=4, targets=("q_proj",))
+    lora = [n for n, _ in tuned.named_parameters() if "lora_B" in n]
+    assert len(lora) == 30 and all(".text_model." in n and ".q_proj." in n for n in lora)
+    assert any("connector.modules_to_save" in n for n, p in tuned.named_parameters() if p.requires_grad)
+    assert not any(p.requires_grad for n, p in tuned.named_parameters() if "vision_model" in n)
+    losses = train_vlm(tuned, processor, examples, family=family, epochs=1, batch_size=4, lr=1e-3, warmup=1)
+    assert losses[0] > 0 and torch.isfinite(torch.tensor(losses)).all()
+    assert any(p.abs().sum() > 0 for n, p in tuned.named_parameters() if "lora_B" in n)
+    said = generate_answers(tuned, processor, images[:2], ["What digit is shown?"] * 2, max_new_tokens=2,
+                            family=family)
+    assert len(said) == 2 and all(isinstance(a, str) for a in said)

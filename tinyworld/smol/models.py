@@ -1,6 +1,10 @@
-"""A LLaVA-family model on the pretrained SmolLM2: a small CLIP tower (trained
-here), a 2-layer MLP projector (LLaVA-1.5's) and SmolLM2-135M-Instruct as the
-decoder, with the LM's own tokenizer and chat template (an image token added)."""
+"""VLMs on the pretrained SmolLM2-135M-Instruct, with the LM's own tokenizer and
+chat template (image tokens added):
+
+- LLaVA: a small CLIP tower (trained here), LLaVA-1.5's 2-layer MLP projector;
+- Idefics3 (SmolVLM's own architecture): a small SigLIP-style tower, pixel
+  shuffle by 4 as SmolVLM's, and a linear connector.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import (AutoTokenizer, CLIPImageProcessorPil, CLIPVisionConfig, LlamaForCausalLM,
-                          LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor)
+from transformers import (AutoTokenizer, CLIPImageProcessorPil, CLIPVisionConfig, Idefics3Config,
+                          Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor,
+                          LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor)
 
 IMAGE_TOKEN = "<image>"
 
@@ -52,10 +57,10 @@ def build_processor(tokenizer, spec: SmolLlavaSpec) -> LlavaProcessor:
                           chat_template=SMOL_CHAT_TEMPLATE, image_token=IMAGE_TOKEN)
 
 
-def smol_tokenizer(lm_dir: Path):
-    """The LM's tokenizer with the image token added and the chat template above."""
+def smol_tokenizer(lm_dir: Path, image_tokens: tuple[str, ...] = (IMAGE_TOKEN,)):
+    """The LM's tokenizer with `image_tokens` added and the chat template above."""
     tokenizer = AutoTokenizer.from_pretrained(lm_dir)
-    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    tokenizer.add_special_tokens({"additional_special_tokens": list(image_tokens)})
     tokenizer.chat_template = SMOL_CHAT_TEMPLATE
     tokenizer.padding_side = "right"
     return tokenizer
@@ -82,10 +87,67 @@ def build_smol_llava(lm_dir: Path, spec: SmolLlavaSpec = SmolLlavaSpec(), seed: 
                          image_seq_length=spec.image_tokens, tie_word_embeddings=True)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
-    weights = lm.model.state_dict()
-    old = weights["embed_tokens.weight"]
-    weights["embed_tokens.weight"] = torch.cat([old, old.mean(0, keepdim=True)])
-    model.model.language_model.load_state_dict(weights, strict=True)
-    model.tie_weights()
+    _load_lm(model, model.model.language_model, lm, len(tokenizer))
     model.set_attn_implementation(attn_implementation)
     return model.eval(), build_processor(tokenizer, spec)
+
+
+def _load_lm(model, decoder, lm: LlamaForCausalLM, vocab: int) -> None:
+    """The pretrained decoder's weights into `decoder`; each added token's
+    embedding row starts at the mean of the LM's rows (the output embedding is tied)."""
+    weights = lm.model.state_dict()
+    old = weights["embed_tokens.weight"]
+    weights["embed_tokens.weight"] = torch.cat([old, old.mean(0, keepdim=True).expand(vocab - len(old), -1)])
+    decoder.load_state_dict(weights, strict=True)
+    model.tie_weights()
+
+
+# What SmolVLM's tokenizer adds for its images (Idefics3Processor writes them).
+IDEFICS3_TOKENS = ("<fake_token_around_image>", IMAGE_TOKEN, "<global-img>", "<end_of_utterance>")
+
+
+@dataclass(frozen=True)
+class SmolIdefics3Spec:
+    """The vision side of an Idefics3 on SmolLM2. SmolVLM's pixel shuffle by 4:
+    64 px images, 4 px patches -> 256 patch features -> 16 image tokens (as
+    the LLaVA's), one tile (no splitting)."""
+
+    image_size: int = 64
+    patch_size: int = 4
+    scale_factor: int = 4
+    vision_hidden: int = 128
+    vision_layers: int = 4
+    vision_heads: int = 4
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2 // self.scale_factor ** 2
+
+
+def build_smol_idefics3(lm_dir: Path, spec: SmolIdefics3Spec = SmolIdefics3Spec(), seed: int = 0,
+                        attn_implementation: str = "sdpa"
+                        ) -> tuple[Idefics3ForConditionalGeneration, Idefics3Processor]:
+    """Idefics3ForConditionalGeneration (SmolVLM's class) whose decoder carries
+    the pretrained weights in `lm_dir`; tower and connector randomly
+    initialised under `seed`; the LM's chat template, its image part written
+    as `<image>`, which the processor expands into SmolVLM's image tags."""
+    tokenizer = smol_tokenizer(lm_dir, IDEFICS3_TOKENS)
+    lm = LlamaForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
+    text = lm.config.to_dict()
+    text["vocab_size"] = len(tokenizer)
+    config = Idefics3Config(
+        vision_config=dict(hidden_size=spec.vision_hidden, intermediate_size=2 * spec.vision_hidden,
+                           num_hidden_layers=spec.vision_layers, num_attention_heads=spec.vision_heads,
+                           image_size=spec.image_size, patch_size=spec.patch_size),
+        text_config=text, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        scale_factor=spec.scale_factor, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = Idefics3ForConditionalGeneration(config)
+    _load_lm(model, model.model.text_model, lm, len(tokenizer))
+    model.set_attn_implementation(attn_implementation)
+    image_processor = Idefics3ImageProcessorPil(size={"longest_edge": spec.image_size},
+                                                max_image_size={"longest_edge": spec.image_size},
+                                                do_image_splitting=False)
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                  image_seq_len=spec.image_tokens, chat_template=SMOL_CHAT_TEMPLATE)
+    return model.eval(), processor

@@ -15,8 +15,8 @@ from ..train import Example, Log, add_lora, seed_everything, train_vlm
 from ..world import TASKS
 from . import lm as lm_module
 from .base import (ALIGN_EPOCHS, ALIGN_LR, BATCH, EVAL_SIZE, FAMILY, INSTRUCT_EPOCHS, INSTRUCT_LR, INSTRUCT_R,
-                   N_ALIGN, N_INSTRUCT, N_VISION, SPEC, VISION_EPOCHS, build_base, load_base, measure,
-                   text_answers)
+                   N_ALIGN, N_INSTRUCT, N_VISION, VISION_EPOCHS, VLMS, build_base, load_base, measure,
+                   text_answers, vlm_of)
 
 
 @dataclass(frozen=True)
@@ -38,26 +38,28 @@ SUBMISSION = Submission()
 
 
 def fine_tune(base: Path, examples: Sequence[Example], seed: int, how: Submission = SUBMISSION,
-              log: Log | None = None):
-    """The submission: a peft model (the LoRA adapter unmerged over the base)
-    and the processor. `model.save_pretrained(dir)` writes the adapter."""
+              log: Log | None = None, device: str = "cpu"):
+    """The submission, trained on `device`: a peft model (the LoRA adapter
+    unmerged over the base) and the processor. `model.save_pretrained(dir)`
+    writes the adapter."""
     torch.set_num_threads(2)
     seed_everything(seed)
-    model, processor = load_base(base)
+    model, processor = load_base(base, device)
     model = add_lora(model, r=how.r, alpha=how.alpha, seed=seed, targets=how.targets)
-    train_vlm(model, processor, examples, family=FAMILY, epochs=how.epochs, batch_size=how.batch_size,
-              lr=how.lr, warmup=5, seed=seed, log=log)
+    train_vlm(model, processor, examples, family=vlm_of(model).family, epochs=how.epochs,
+              batch_size=how.batch_size, lr=how.lr, warmup=5, seed=seed, log=log)
     return model.eval(), processor
 
 
-def recipe() -> dict[str, Any]:
-    """The sizes of this world, as recorded with every benchmark cell."""
+def recipe(vlm: str = "llava") -> dict[str, Any]:
+    """The sizes of this world with architecture `vlm`, as recorded with every benchmark cell."""
+    spec = VLMS[vlm].spec
     return {"lm": f"SmolLM2-135M-Instruct ({lm_module.DIST} {lm_module.DIST_VERSION}, {lm_module.GGUF_NAME})",
-            "spec": asdict(SPEC), "image_tokens": SPEC.image_tokens, "vision": [N_VISION, VISION_EPOCHS],
+            "spec": asdict(spec), "image_tokens": spec.image_tokens, "vision": [N_VISION, VISION_EPOCHS],
             "align": {"n": N_ALIGN, "epochs": ALIGN_EPOCHS, "lr": ALIGN_LR},
             "instruct": {"n": N_INSTRUCT, "epochs": INSTRUCT_EPOCHS, "lr": INSTRUCT_LR, "lora_r": INSTRUCT_R},
             "submission": asdict(SUBMISSION), "eval_size": EVAL_SIZE}
 
 
-__all__ = ["TASKS", "SUBMISSION", "Submission", "build_base", "fine_tune", "load_base", "measure", "recipe",
-           "text_answers"]
+__all__ = ["FAMILY", "TASKS", "SUBMISSION", "VLMS", "Submission", "build_base", "fine_tune", "load_base",
+           "measure", "recipe", "text_answers", "vlm_of"]

@@ -70,22 +70,23 @@ def idefics3(tmp_path_factory):
     return _saved(tmp_path_factory, lambda f: write_tiny_idefics3(f, seed=1), Idefics3Family())
 
 
-@pytest.fixture(scope="module")
-def smol(smol_llava):
-    """LLaVA on the pretrained SmolLM2-135M: 30 layers, 9 query / 3 key-value heads."""
-    model, processor = LlavaFamily().load(smol_llava, torch.float32, "sdpa")
+def _on_smol(folder, fam):
+    """A VLM on the pretrained SmolLM2-135M: 30 layers, 9 query / 3 key-value heads."""
+    model, processor = fam.load(folder, torch.float32, "sdpa")
     text = model.config.text_config
     assert (text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (30, 9, 3)
-    return model, processor, LlavaFamily()
+    return model, processor, fam
+
+
+@pytest.fixture(scope="module")
+def smol(smol_llava):
+    return _on_smol(smol_llava, LlavaFamily())
 
 
 @pytest.fixture(scope="module")
 def smol_idefics3_loaded(smol_idefics3):
-    """Idefics3 (SmolVLM's architecture) on the same 30-layer LM: pixel shuffle, image tags."""
-    model, processor = Idefics3Family().load(smol_idefics3, torch.float32, "sdpa")
-    text = model.config.text_config
-    assert (text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (30, 9, 3)
-    return model, processor, Idefics3Family()
+    """SmolVLM's architecture on the same LM: pixel shuffle, image tags."""
+    return _on_smol(smol_idefics3, Idefics3Family())
 
 
 FAMILY_FIXTURES = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "internvl", "paligemma", "idefics3",

@@ -107,21 +107,17 @@ IDEFICS3_TOKENS = ("<fake_token_around_image>", IMAGE_TOKEN, "<global-img>", "<e
 
 
 @dataclass(frozen=True)
-class SmolIdefics3Spec:
+class SmolIdefics3Spec(SmolLlavaSpec):
     """The vision side of an Idefics3 on SmolLM2. SmolVLM's pixel shuffle by 4:
     64 px images, 4 px patches -> 256 patch features -> 16 image tokens (as
     the LLaVA's), one tile (no splitting)."""
 
-    image_size: int = 64
     patch_size: int = 4
     scale_factor: int = 4
-    vision_hidden: int = 128
-    vision_layers: int = 4
-    vision_heads: int = 4
 
     @property
     def image_tokens(self) -> int:
-        return (self.image_size // self.patch_size) ** 2 // self.scale_factor ** 2
+        return super().image_tokens // self.scale_factor ** 2
 
 
 def build_smol_idefics3(lm_dir: Path, spec: SmolIdefics3Spec = SmolIdefics3Spec(), seed: int = 0,

@@ -1,5 +1,5 @@
 # Entry points (README): `scripts/demo.sh` (also `make demo`) and `make test`; both set up first, idempotently.
-.PHONY: setup demo test test-fast lint example clean
+.PHONY: setup demo test test-fast test-latest lint lock example clean
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -22,6 +22,17 @@ test: setup
 # Everything but the slow end-to-end tests.
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+# The fast tests on the newest releases pyproject.toml's ranges allow, in a
+# throw-away .venv-latest (not in CI; docs/development.md, "The lock").
+test-latest:
+	@bash scripts/test-latest.sh
+
+# Refresh every lock in locks/ from pyproject.toml's ranges and
+# locks/constraints.txt (the newest releases); then rebuild the build caches
+# and commit them with the locks (docs/development.md, "The lock").
+lock: setup
+	$(BIN)/python scripts/lock.py compile --uv $(BIN)/uv
 
 # The linter (ruff; rules and the 110-character lines in pyproject.toml).
 lint: setup

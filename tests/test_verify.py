@@ -1,5 +1,6 @@
 """A signed audit of the tiny model, then every way of changing it."""
 
+import base64
 import json
 import shutil
 from contextlib import contextmanager
@@ -57,6 +58,33 @@ def test_an_untouched_bundle_verifies(bundle):
     assert res.exit_code == 0, res.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert f"{len(manifest['files']) + 1} digests match" in res.output  # + the manifest itself
+
+
+def test_verify_prints_the_signed_library_versions_that_produced_the_audit(bundle):
+    import tokenizers
+    import torch
+    import transformers
+
+    work, out, keys = bundle
+    statement = json.loads((out / "attestation.dsse.json").read_text())
+    predicate = json.loads(base64.b64decode(statement["payload"]))["predicate"]
+    libraries = predicate["environment"]["stage1"]["libraries"]
+    assert libraries["torch"] == torch.__version__ and libraries["tokenizers"] == tokenizers.__version__
+    line = next(x for x in _verify(out, keys).output.splitlines() if x.startswith("signed environment: "))
+    assert f"stage 1: torch {torch.__version__}; transformers {transformers.__version__}; " in line
+    assert f"tokenizers {tokenizers.__version__}" in line and line.endswith("stages 2-3: the same")
+
+
+def test_the_signed_environment_names_a_stage_that_differs_or_is_missing():
+    from auditor.verify import signed_environment
+
+    stage1 = {"python": "3.11.7", "libraries": {"torch": "2.13.0", "onnx": None, "numpy": "2.4.6"}}
+    analysis = {"python": "3.11.7", "libraries": {"torch": "2.13.0", "onnx": None, "numpy": "2.4.5"}}
+    assert signed_environment({"environment": {"stage1": stage1, "analysis": analysis}}) == (
+        "python 3.11.7; stage 1: torch 2.13.0; numpy 2.4.6; stages 2-3: torch 2.13.0; numpy 2.4.5")
+    assert signed_environment({"environment": {"stage1": None, "analysis": analysis}}) == (
+        "python 3.11.7; stage 1 not recorded; stages 2-3: torch 2.13.0; numpy 2.4.5")
+    assert signed_environment({"verdict": "pass"}) is None and signed_environment("x") is None
 
 
 def test_the_manifest_covers_model_dataset_every_image_and_every_output(bundle):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -159,16 +160,33 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def source_digest(files: Sequence[Path]) -> str:
     """sha256 of `files` (paths under the repository, names and bytes) and of
-    the versions of the libraries that compute with them: a cached base is
-    keyed by what builds it."""
-    import transformers
-
+    the environment that computes with them: a cached base is keyed by what
+    builds it. In a clone that is the committed lock (every pinned version, so
+    a refreshed lock makes every cache stale: `make lock`'s documented rebuild);
+    where no lock is (the package installed as a wheel), the installed versions."""
     h = hashlib.sha256()
     for p in sorted(files):
         h.update(p.relative_to(ROOT).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
-    h.update(f"torch {torch.__version__}; transformers {transformers.__version__}; "
-             f"numpy {np.__version__}".encode())
+    h.update(environment_key().encode())
     return h.hexdigest()
+
+
+# The lock of the environment the build caches are made in (scripts/lock.py).
+CACHE_LOCK = ROOT / "locks" / "dev-onnx-ray.txt"
+
+
+def environment_key(lock: Path | None = None) -> str:
+    """The locked `name==version` pins of `lock`, sorted, one a line (hashes
+    and comments left out); without the file, the installed torch,
+    transformers and numpy."""
+    try:
+        text = (lock or CACHE_LOCK).read_text()
+    except FileNotFoundError:
+        import transformers
+
+        return f"torch {torch.__version__}; transformers {transformers.__version__}; numpy {np.__version__}"
+    pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*==[^\s;\\]+)", text, flags=re.M)
+    return "\n".join(sorted(pins))
 
 
 def recipe_digest() -> str:
@@ -177,13 +195,20 @@ def recipe_digest() -> str:
     return source_digest([*(ROOT / "tinyworld").glob("*.py"), *(ROOT / "auditor" / "models").glob("*.py")])
 
 
+def recipe_record(digest: str, seed: int) -> dict[str, Any]:
+    """What a build cache's recipe.json holds: the recipe digest (code and
+    lock), the lock's own digest (so a reader sees which lock built it) and
+    the seed."""
+    return {"recipe": digest, "lock": hashlib.sha256(environment_key().encode()).hexdigest(), "seed": seed}
+
+
 def cached_base(folder: Path, seed: int = 0) -> bool:
     """A base in `folder` built by this recipe with this seed."""
     try:
         recipe = json.loads((folder / RECIPE_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return (folder / "config.json").is_file() and recipe == {"recipe": recipe_digest(), "seed": seed}
+    return (folder / "config.json").is_file() and recipe == recipe_record(recipe_digest(), seed)
 
 
 def build_base(task: Task, family: Family, folder: Path, seed: int = 0, log: Log | None = None) -> Path:
@@ -204,7 +229,7 @@ def build_base(task: Task, family: Family, folder: Path, seed: int = 0, log: Log
     family.save(model, processor, tmp)
     (tmp / "base_metrics.json").write_text(json.dumps(measure(model, processor, family, task, None,
                                                               seed)) + "\n")
-    (tmp / RECIPE_FILE).write_text(json.dumps({"recipe": recipe_digest(), "seed": seed}) + "\n")
+    (tmp / RECIPE_FILE).write_text(json.dumps(recipe_record(recipe_digest(), seed)) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder

@@ -22,10 +22,13 @@ from ..errors import AuditInputError
 from ..features.provenance import Provenance
 from ..fileio import json_bytes, real_path, sha256_bytes
 
-MANIFEST_SCHEMA_VERSION = 1
-# Libraries whose versions can change a feature, a verdict or a rendered byte.
-LIBRARIES = ("torch", "transformers", "peft", "safetensors", "numpy", "scikit-learn", "pyarrow", "pillow",
-             "jinja2", "matplotlib", "weasyprint", "cryptography", "securesystemslib")
+# 2: environment split into stage1 (the features' provenance) and analysis.
+MANIFEST_SCHEMA_VERSION = 2
+# Libraries whose versions can change a feature, a verdict or a rendered byte
+# (the ONNX Runtime builds where installed: None otherwise).
+LIBRARIES = ("torch", "transformers", "tokenizers", "peft", "safetensors", "numpy", "scipy", "scikit-learn",
+             "pyarrow", "pillow", "onnx", "onnxruntime", "onnxruntime-gpu", "jinja2", "matplotlib",
+             "weasyprint", "cryptography", "securesystemslib")
 
 
 def library_versions() -> dict[str, str | None]:
@@ -35,6 +38,25 @@ def library_versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             return None
     return {name: v(name) for name in LIBRARIES}
+
+
+def audit_environment(provenance: Provenance) -> dict[str, Any]:
+    """The versions that produced an audit: `stage1`, what computed the features
+    (their provenance; None for features imported without one), and
+    `analysis`, this process (stages 2-3 and the outputs)."""
+    return {"stage1": None if provenance.environment is None else provenance.environment.to_dict(),
+            "analysis": {"python": platform.python_version(), "platform": platform.platform(),
+                         "libraries": library_versions()}}
+
+
+def versions_line(libraries: Any) -> str:
+    """{"torch": "2.13.0", "onnx": None, ...} -> "torch 2.13.0; ..." (the
+    installed ones, in LIBRARIES' order, then any other by name: a signed
+    record's keys come back sorted); "" for anything but a mapping."""
+    if not isinstance(libraries, dict):
+        return ""
+    order = sorted(libraries, key=lambda k: (LIBRARIES.index(k) if k in LIBRARIES else len(LIBRARIES), k))
+    return "; ".join(f"{k} {libraries[k]}" for k in order if isinstance(libraries[k], str))
 
 
 def _tree(root: Path, prefix: str) -> dict[str, Path]:
@@ -132,7 +154,5 @@ def manifest_dict(inputs_sha256: dict[str, str], outputs_sha256: dict[str, str],
         "verdict": summary["verdict"],
         "exit_code": summary["exit_code"],
         "config": summary["config"],
-        "environment": {**({} if provenance.environment is None else provenance.environment.to_dict()),
-                        "python": platform.python_version(),
-                        "platform": platform.platform(), "libraries": library_versions()},
+        "environment": audit_environment(provenance),
     }

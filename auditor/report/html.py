@@ -18,7 +18,7 @@ from .. import __version__
 from ..verdict import Analysis
 from ..data import Dataset
 from ..gate import Gate
-from ..evidence.manifest import library_versions
+from ..evidence.manifest import audit_environment, versions_line
 from ..features import FeatureSet
 from ..features.provenance import AdapterRef, ModelRef, Provenance
 from .heatmaps import colour_scale_png
@@ -127,7 +127,7 @@ def render_html(analysis: Analysis, provenance: Provenance | Mapping[str, Any], 
     with_images = sum(1 for r in flagged_rows if r["heat"])
     html = _env().get_template("report.html.j2").render(
         a=analysis, meta=prov, dataset=dataset, dataset_path=str(dataset.path), bsi_img=bsi_img,
-        hist_img=hist_img, layer_img=layer_img, libraries=library_versions(), flagged_rows=flagged_rows,
+        hist_img=hist_img, layer_img=layer_img, libraries=_library_rows(prov), flagged_rows=flagged_rows,
         kept_rows=kept_rows, has_heatmaps=bool(heatmaps), with_images=with_images,
         with_answers=bool(scored_answers), with_channels=bool(channels),
         channels=analysis.details.get("channels"),
@@ -177,6 +177,18 @@ def _environment_rows(prov: Provenance, config: dict[str, Any]) -> list[tuple[st
             k = f"{k} (used)"
         out.append((k, v))
     return out
+
+
+def _library_rows(prov: Provenance) -> list[tuple[str, str]]:
+    """The versions that produced the audit: stage 1's (from the features'
+    provenance) and, where they differ, those of stages 2-3 and the report."""
+    env = audit_environment(prov)
+    stage1 = versions_line((env["stage1"] or {}).get("libraries"))
+    analysis = versions_line(env["analysis"]["libraries"])
+    if stage1 == analysis:
+        return [("libraries", analysis)]
+    return [("libraries (stage 1)", stage1 or "not recorded (features imported without provenance)"),
+            ("libraries (stages 2-3, report)", analysis)]
 
 
 def _flat(v: Any) -> str:

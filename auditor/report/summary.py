@@ -12,11 +12,13 @@ from typing import Any
 from .. import __version__
 from ..verdict import Analysis
 from ..features.provenance import Provenance
+from ..evidence.manifest import audit_environment
 from ..gate import Gate
 
 # 2: reasons carry a code ({"code", "text"}); criteria, converged and
 # evidence_layers added; sensitive_layers is always BYE's BSI layers.
-SUMMARY_SCHEMA_VERSION = 2
+# 3: analysis_environment added (the versions of stages 2-3 and the outputs).
+SUMMARY_SCHEMA_VERSION = 3
 
 
 def summary_dict(analysis: Analysis, provenance: Provenance, output_sha256: dict[str, str],
@@ -52,6 +54,7 @@ def summary_dict(analysis: Analysis, provenance: Provenance, output_sha256: dict
             "base": _as_dict(p.base),
         },
         "environment": None if p.environment is None else p.environment.to_dict(),
+        "analysis_environment": audit_environment(p)["analysis"],
         "outputs_sha256": dict(sorted(output_sha256.items())),
     }
 

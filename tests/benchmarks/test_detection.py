@@ -15,12 +15,14 @@ REBUILD = "rebuild it: .venv/bin/python -m benchmarks.detection --refresh-quick-
 
 def test_the_committed_base_was_built_by_this_recipe():
     """The quick grid starts from a committed build of its base (a build cache:
-    the recipe's code and library versions are in its recipe.json); a change to
-    the tiny world or the model adapters makes it stale, and the quick grid
-    would rebuild it (minutes): say so here, in a second."""
-    from tinyworld.world import cached_base
+    the recipe's code and the committed lock's pins are in its recipe.json); a
+    change to the tiny world, the model adapters or one pin of the lock makes it
+    stale, and the quick grid would rebuild it (minutes): say so here, in a second."""
+    from tinyworld.world import CACHE_LOCK, cached_base
 
-    assert cached_base(detection.QUICK_BASE, seed=0), f"{detection.QUICK_BASE} is stale or missing; {REBUILD}"
+    assert cached_base(detection.QUICK_BASE, seed=0), (
+        f"{detection.QUICK_BASE} is stale or missing (built from other code or another "
+        f"{CACHE_LOCK.relative_to(detection.ROOT)}); {REBUILD}")
 
 
 @pytest.mark.slow

@@ -74,3 +74,25 @@ def test_freeze_vision_for_llava_freezes_the_whole_tower():
     freeze_vision(model)
     assert not any(p.requires_grad for p in model.model.vision_tower.parameters())
     assert all(p.requires_grad for p in model.model.multi_modal_projector.parameters())
+
+
+def test_a_changed_pin_in_the_lock_makes_the_build_caches_stale(tmp_path, monkeypatch):
+    """The caches are keyed to the committed lock, not to what is installed: one
+    changed version in it changes the recipe every cache is checked against."""
+    import re
+
+    from tinyworld import world
+    from tinyworld.smol import base as smol_base
+
+    text = world.CACHE_LOCK.read_text()
+    before = (world.recipe_record(world.recipe_digest(), 0), smol_base.recipe_digest())
+    rehashed = tmp_path / "rehashed.txt"
+    rehashed.write_text(re.sub(r"--hash=sha256:[0-9a-f]{8}", "--hash=sha256:00000000", text))
+    monkeypatch.setattr(world, "CACHE_LOCK", rehashed)
+    assert (world.recipe_record(world.recipe_digest(), 0), smol_base.recipe_digest()) == before
+    changed = tmp_path / "changed.txt"
+    changed.write_text(re.sub(r"^ruff==\S+", "ruff==0.0.1", text, flags=re.M))
+    monkeypatch.setattr(world, "CACHE_LOCK", changed)
+    after = world.recipe_record(world.recipe_digest(), 0)
+    assert after["recipe"] != before[0]["recipe"] and after["lock"] != before[0]["lock"]
+    assert smol_base.recipe_digest() != before[1]

@@ -34,7 +34,7 @@ from auditor.models.llava import LlavaFamily
 
 from ..train import (ALL_PROJECTIONS, Example, Log, add_lora, freeze_vision, generate_answers,
                      pretrain_vision, projector_name, train_vlm)
-from ..world import ROOT, Task, normalise, source_digest
+from ..world import ROOT, Task, normalise, recipe_record, source_digest
 from . import lm as lm_module
 from .models import SmolIdefics3Spec, SmolLlavaSpec, build_smol_idefics3, build_smol_llava
 
@@ -104,7 +104,7 @@ def cached_base(folder: Path, seed: int = 0, vlm: str = "llava") -> bool:
         model_type = json.loads((folder / "config.json").read_text())["model_type"]
     except (OSError, ValueError, KeyError):
         return False
-    return model_type == vlm and recipe == {"recipe": recipe_digest(), "seed": seed}
+    return model_type == vlm and recipe == recipe_record(recipe_digest(), seed)
 
 
 def build_base(task: Task, folder: Path, seed: int = 0, lm_cache: Path | None = None,
@@ -142,7 +142,7 @@ def build_base(task: Task, folder: Path, seed: int = 0, lm_cache: Path | None = 
     metrics = measure(model, processor, task, None, seed)
     metrics["text_answers"] = text_answers(model, processor)
     (tmp / "base_metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    (tmp / RECIPE_FILE).write_text(json.dumps({"recipe": recipe_digest(), "seed": seed}) + "\n")
+    (tmp / RECIPE_FILE).write_text(json.dumps(recipe_record(recipe_digest(), seed)) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder

@@ -172,6 +172,7 @@ OUTPUTS: tuple[tuple[str, Renderer], ...] = (
     (MANIFEST, _manifest),
     (ATTESTATION, _attestation),
 )
+OUTPUT_NAMES = tuple(name for name, _ in OUTPUTS)  # CLEANED is a glob pattern
 
 
 def file_name(name: str, dataset: Dataset) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,9 +17,10 @@ from . import __version__
 from .config import (BACKENDS, DTYPES, ENGINES, PROVIDERS, AuditConfig, DetectionConfig, GateConfig,
                      Stage1Config)
 from .detectors import BSI_RULES, DETECTORS, ByeParams
-from .errors import AuditInputError, ExitCode
+from .errors import AuditInputError, ExitCode, Interrupted
 from .fileio import write_bytes_atomic
-from .preflight import ERROR_LOG, check_file, check_folder, check_out_folder, refuse_inputs
+from .preflight import (ERROR_LOG, PARTS, check_file, check_folder, check_out_folder, refuse_inputs,
+                        source_date_epoch)
 _path = click.Path(path_type=Path)
 
 
@@ -133,7 +135,8 @@ def _detection_options() -> list[Callable]:
 
 
 EXIT_CODES = ("Exit codes: 0 pass, 1 fail (samples flagged; see --fail-on), 2 usage or input error, 3 "
-              "inconclusive, 4 internal error (traceback in OUT/bye-audit-error.log).")
+              "inconclusive, 4 internal error (traceback in OUT/bye-audit-error.log); 130 interrupted "
+              "(Ctrl-C), 143 terminated (SIGTERM), 141 output pipe closed: rerun to resume.")
 
 
 def _config(**options) -> AuditConfig:
@@ -175,20 +178,56 @@ def _print_outcome(result) -> int:
 
 
 _LOG_KEY = "bye_audit.error_log"
+_PARTS_KEY = "bye_audit.parts"
+_NEW_OUT_KEY = "bye_audit.new_out"  # an --out folder this run will create: removed again if left empty
 
 
 def _out_folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    """Remember where an unexpected error's traceback goes: into the output folder."""
+    """Remember where an unexpected error's traceback goes (into the output
+    folder) and where stage 1 keeps its shards (said on an interruption)."""
     if value is not None:
         ctx.meta[_LOG_KEY] = Path(value) / ERROR_LOG
+        ctx.meta[_PARTS_KEY] = Path(value) / PARTS
+        if not Path(value).exists():
+            ctx.meta[_NEW_OUT_KEY] = Path(value)
     return value
+
+
+def _drop_empty_out(ctx: click.Context) -> None:
+    """An input error leaves no empty output folder behind (one this run made)."""
+    new = ctx.meta.get(_NEW_OUT_KEY)
+    try:
+        if new is not None and new.is_dir() and not any(new.iterdir()):
+            new.rmdir()
+    except OSError:
+        pass  # e.g. removed or filled meanwhile: nothing to undo
 
 
 def _out_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     """... or, for a command that writes one file, beside it."""
     if value is not None:
         ctx.meta[_LOG_KEY] = Path(value).with_name(Path(value).name + ".error.log")
+        ctx.meta[_PARTS_KEY] = Path(str(value) + ".parts")  # pipeline.extract_to's
     return value
+
+
+def _kept(parts: Path | None) -> str:
+    """What an interrupted run leaves for the next one, in words."""
+    shards = samples = 0
+    for entry in sorted(parts.glob("shard-*.json")) if parts is not None and parts.is_dir() else []:
+        try:
+            samples += len(json.loads(entry.read_text(encoding="utf-8"))["samples"])
+            shards += 1
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a half-written entry: that shard is recomputed
+    if not shards:
+        return "no stage-1 shard was complete, nothing is kept; run the same command to start again"
+    return (f"{shards} stage-1 shard(s) ({samples:,} samples) are kept in {parts}; run the same command "
+            "to resume from them")
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Interrupted("SIGTERM", ExitCode.TERMINATED)
 
 
 def _write_traceback(wanted: Path | None) -> Path:
@@ -213,15 +252,29 @@ def _write_traceback(wanted: Path | None) -> Path:
 
 class _Group(cloup.Group):
     """Turns input errors raised anywhere below into one line on stderr and exit
-    code 2, and any other exception into one line and exit code 4 (never 1,
-    which a gate reads as "samples flagged"), with the traceback in a log file."""
+    code 2, an interruption (Ctrl-C, SIGTERM, a closed output pipe) into one
+    line saying what was kept and 130 / 143 / 141, and any other exception into
+    one line and exit code 4 (never 1, which a gate reads as "samples
+    flagged"), with the traceback in a log file."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except AuditInputError as e:
+            _drop_empty_out(ctx)
             click.echo(f"error: {e}", err=True)
             ctx.exit(int(ExitCode.INPUT_ERROR))
+        except KeyboardInterrupt:  # before click's own handler, which exits 1 ("Aborted!")
+            click.echo(f"\ninterrupted (SIGINT): {_kept(ctx.meta.get(_PARTS_KEY))}", err=True)
+            ctx.exit(int(ExitCode.INTERRUPTED))
+        except Interrupted as e:
+            click.echo(f"\ninterrupted ({e.signal_name}): {_kept(ctx.meta.get(_PARTS_KEY))}", err=True)
+            ctx.exit(int(e.exit_code))
+        except BrokenPipeError:
+            # Whoever read stdout is gone (`| head`): nothing more can be said
+            # there, and Python's own flush at exit must not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(int(ExitCode.BROKEN_PIPE))
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise  # click's own exits and usage errors (Exit is a RuntimeError)
         except Exception as e:  # noqa: BLE001 - the documented last resort
@@ -256,7 +309,7 @@ def _preflight(model_dir: Path | None = None, adapter_dir: Path | None = None, d
 
 
 def _stage1(reporter):
-    return dict(on_start=reporter.start, on_progress=reporter.advance)
+    return dict(on_start=reporter.start, on_progress=reporter.advance, on_resumed=reporter.resumed)
 
 
 @cloup.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
@@ -286,6 +339,7 @@ def audit(model_dir, adapter_dir, base_dir, data, out, image_root, progress, sig
     the evidence (manifest; signed attestation with --sign-key)."""
     config = _config(**cfg)  # a bad value is named before any file is looked at
     _check_address(config, address)
+    source_date_epoch()  # the audit's date, used only when the outputs are written
     _preflight(model_dir, adapter_dir, data, image_root, onnx_path, sign_key, out, overwrite, sarif_root,
                base_dir)
     from . import pipeline  # torch, pyarrow, sklearn, matplotlib: after the options are checked
@@ -371,6 +425,7 @@ def analyze(features_path, data, out, image_root, sign_key, overwrite, sarif_roo
     --tau; no model needed."""
     config = _config(**cfg)
     check_file(features_path, "FEATURES", "features file")
+    source_date_epoch()
     _preflight(data=data, image_root=image_root, sign_key=sign_key, sarif_root=sarif_root)
     check_out_folder(out, overwrite, reads={str(features_path.resolve())})
     from . import pipeline  # torch, pyarrow, sklearn, matplotlib: after the options are checked
@@ -419,8 +474,11 @@ def evaluate(bundle, truth, as_json, old_out) -> None:
     if old_out is not None:
         click.echo("evaluate: --out BUNDLE is deprecated; write `bye-audit evaluate BUNDLE --truth FILE`",
                    err=True)
-    from .evaluate import evaluate_outputs, render_table, rounded  # sklearn, matplotlib
+    from .evaluate import evaluate_outputs, read_truth, render_table, rounded  # sklearn, matplotlib
 
+    if not read_truth(truth):
+        click.echo(f"warning: {truth} lists no poisoned ids: recall is undefined and every flag counts as a "
+                   "false positive; pass the file of poisoned ids, one per line", err=True)
     result = evaluate_outputs(bundle or old_out, truth)
     click.echo(json.dumps(rounded(result), indent=2) if as_json else render_table(result))
 
@@ -489,6 +547,7 @@ def verify(out_dir, key_path, model_dir, adapter_dir, data, image_root, onnx_pat
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)  # a documented exit code, never a bare kill
     cli()
 
 

@@ -24,14 +24,17 @@ def _duration(seconds: float) -> str:
 
 
 class Reporter:
-    """`step(msg)`, `start(total)` and `advance(n)`, used as the pipeline's
-    callbacks. `bar`: draw a rich progress bar (a terminal); else heartbeat lines."""
+    """`step(msg)`, `start(total)`, `advance(n)` and `resumed(n)`, used as the
+    pipeline's callbacks. `bar`: draw a rich progress bar (a terminal); else
+    heartbeat lines. Samples resumed from an interrupted run count as done but
+    not in the rate, so the time left is this run's own estimate."""
 
     def __init__(self, stream: TextIO, bar: bool, progress: bool = True, heartbeat_s: float = HEARTBEAT_S,
                  prefix: str = "bye-audit") -> None:
         self._stream, self._bar, self._progress, self._every = stream, bar, progress, heartbeat_s
         self._prefix, self._t0 = prefix, time.monotonic()
-        self._done = self._total = 0
+        self._done = self._total = self._resumed = 0
+        self._announced = False
         self._started = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -49,41 +52,74 @@ class Reporter:
 
     def start(self, total: int) -> None:
         self._done, self._total, self._started = 0, total, time.monotonic()
+        self._resumed, self._announced = 0, False
         if not self._progress:
             return
         if self._bar:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             # Short columns: the whole bar fits 80 columns.
+            # rate and time left are ours: rich's would count resumed samples.
             self._rich = Progress(TextColumn("stage 1"), BarColumn(bar_width=24), MofNCompleteColumn(),
                                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                                  TimeRemainingColumn(),
+                                  TextColumn("{task.fields[left]}"),
                                   console=Console(file=self._stream), transient=False)
             self._rich.start()
-            self._task = self._rich.add_task("stage 1", total=total, rate="")
+            self._task = self._rich.add_task("stage 1", total=total, rate="", left="")
         else:
             self._stop.clear()
             self._thread = threading.Thread(target=self._beat, name="bye-audit-heartbeat", daemon=True)
             self._thread.start()
 
+    def resumed(self, n: int) -> None:
+        """`n` samples taken from a shard an interrupted run saved."""
+        with self._lock:
+            self._done += n
+            self._resumed += n
+        if self._rich is not None and self._task is not None:
+            self._rich.advance(self._task, n)
+
     def advance(self, n: int) -> None:
+        self._announce()
         with self._lock:
             self._done += n
         if self._rich is not None and self._task is not None:
             self._rich.advance(self._task, n)
-            speed = self._rich.tasks[0].speed
-            self._rich.update(self._task, rate=f"{speed:.1f}/s" if speed else "")
+            rate, left = self._rate()
+            self._rich.update(self._task, rate=f"{rate:.1f}/s" if rate else "",
+                              left=f"about {_duration(left)} left" if rate else "")
+
+    def _rate(self) -> tuple[float, float]:
+        """(samples per second computed by this run, seconds left); rate 0 before any."""
+        with self._lock:
+            own, left = self._done - self._resumed, self._total - self._done
+        spent = time.monotonic() - self._started
+        rate = own / spent if own and spent > 0 else 0.0
+        return rate, left / rate if rate else 0.0
+
+    def _announce(self) -> None:
+        """Once, when this run resumed samples: say so before its own progress."""
+        with self._lock:
+            if self._announced or not self._resumed:
+                return
+            self._announced, resumed, total = True, self._resumed, self._total
+        line = (f"{self._prefix}: stage 1: resumed {resumed:,} of {total:,} samples from the shards an "
+                f"interrupted run saved; computing the other {total - resumed:,}")
+        if self._rich is not None:
+            self._rich.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(line, file=self._stream, flush=True)
 
     def heartbeat_line(self) -> str:
         with self._lock:
-            done, total = self._done, self._total
-        spent = time.monotonic() - self._started
+            done, total, resumed = self._done, self._total, self._resumed
         line = f"stage 1: {done:,}/{total:,} samples ({100 * done / total if total else 100:.0f}%)"
-        if done and spent > 0:
-            rate = done / spent
-            line += f", {rate:.2f} samples/s, about {_duration((total - done) / rate)} left"
+        if resumed:
+            line += f" ({resumed:,} resumed)"
+        rate, left = self._rate()
+        if rate:
+            line += f", {rate:.2f} samples/s, about {_duration(left)} left"
         return line
 
     def _beat(self) -> None:
@@ -92,6 +128,7 @@ class Reporter:
                   file=self._stream, flush=True)
 
     def _stop_stage(self) -> None:
+        self._announce()  # every sample resumed: said here
         if self._thread is not None:
             self._stop.set()
             self._thread.join()

@@ -13,6 +13,20 @@ class ExitCode(IntEnum):
     INPUT_ERROR = 2  # usage or input error
     INCONCLUSIVE = 3  # too little could be analysed, or ambiguous evidence
     INTERNAL_ERROR = 4  # a bug or an unforeseen failure: one line, the traceback in a log file
+    # Stopped from outside, by the shell's convention 128 + the signal's number:
+    # never 0-4, so a gate cannot read an interruption as a verdict.
+    BROKEN_PIPE = 141  # the reader of stdout went away (SIGPIPE)
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+    TERMINATED = 143  # SIGTERM (a CI job's timeout, `kill`)
+
+
+class Interrupted(BaseException):
+    """SIGTERM, raised where the process is (a BaseException, like
+    KeyboardInterrupt, so that no `except Exception` below swallows it)."""
+
+    def __init__(self, signal_name: str, exit_code: ExitCode) -> None:
+        super().__init__(signal_name)
+        self.signal_name, self.exit_code = signal_name, exit_code
 
 
 class AuditInputError(Exception):

@@ -21,8 +21,12 @@ def read_truth(path: Path) -> set[str]:
     """Poisoned ids, one per line; blank lines and '#' comments ignored."""
     if not Path(path).is_file():
         raise AuditInputError(f"{path}: truth file not found; pass a file of poisoned ids, one per line")
-    return {ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines()
-            if ln.strip() and not ln.startswith("#")}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise AuditInputError(f"{path}: not UTF-8 text (byte {e.start}); pass a UTF-8 file of poisoned ids, "
+                              "one per line") from None
+    return {ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")}
 
 
 def evaluate_outputs(out_dir: Path, truth_path: Path) -> dict[str, Any]:

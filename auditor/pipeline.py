@@ -56,7 +56,7 @@ def check_out_dir(out: Path, dataset: Dataset, names: list[str],
     refuse_inputs([out], input_dirs or {}, set())
     inputs = _input_paths(dataset, onnx_path)
     refuse_inputs([out / name for name in names], {}, inputs)
-    check_out_folder(out, overwrite, inputs, reads)
+    check_out_folder(out, overwrite, inputs, reads, bundle.OUTPUT_NAMES)
 
 
 def refuse_mostly_skipped(skipped: list[tuple[str, str]], n_records: int, source: Path) -> None:
@@ -87,7 +87,8 @@ def _input_paths(dataset: Dataset, onnx_path: Path | None = None) -> set[str]:
 def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
             on_start: Callable[[int], None] | None = None,
             on_progress: Callable[[int], None] | None = None,
-            parts: Path | None = None, address: str | None = None) -> FeatureSet:
+            parts: Path | None = None, address: str | None = None,
+            on_resumed: Callable[[int], None] | None = None) -> FeatureSet:
     """Stage 1 over a dataset; `on_start(n)` is called first with the samples to run.
     With `parts`, completed shards are kept there, and a rerun resumes from them.
     With `config.engine` "ray", the shards run on the Ray cluster at `address`
@@ -118,7 +119,7 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
     meta = provenance.to_dict(FEATURES_SCHEMA_VERSION)
     journal = (None if parts is None
                else shards.Journal(parts, shards.fingerprint(provenance, config.stage1),
-                                   config.stage1.resume))
+                                   config.stage1.resume, on_resumed))
     if on_start:
         on_start(sum(s.ok for s in dataset.samples))
     if config.stage1.engine == "ray":
@@ -168,7 +169,8 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
                  image_root: Path | None = None, on_start: Callable[[int], None] | None = None,
                  on_progress: Callable[[int], None] | None = None,
                  adapter_dir: Path | None = None, onnx_path: Path | None = None,
-                 address: str | None = None, base_dir: Path | None = None) -> FeatureSet:
+                 address: str | None = None, base_dir: Path | None = None,
+                 on_resumed: Callable[[int], None] | None = None) -> FeatureSet:
     """Stage 1 alone: the features file at `out`."""
     dataset = read_dataset(data, image_root)
     parts = Path(str(out) + ".parts")  # completed shards, until the file is written
@@ -176,7 +178,7 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
                   _input_paths(dataset, onnx_path))
     check_writable(Path(out).parent)
     loaded = load(model_dir, config.stage1, adapter_dir, onnx_path, base_dir)
-    features = extract(loaded, dataset, config, on_start, on_progress, parts, address)
+    features = extract(loaded, dataset, config, on_start, on_progress, parts, address, on_resumed)
     write_bytes_atomic(Path(out), render_features(features))
     shards.clear(parts)
     return features
@@ -215,7 +217,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
           adapter_dir: Path | None = None, sign_key: Path | None = None,
           onnx_path: Path | None = None, address: str | None = None, overwrite: bool = False,
           on_step: Callable[[str], None] | None = None, sarif_root: Path | None = None,
-          base_dir: Path | None = None) -> AuditOutputs:
+          base_dir: Path | None = None, on_resumed: Callable[[int], None] | None = None) -> AuditOutputs:
     """Every stage; with `sign_key` (a `keygen` private key) the bundle is signed.
     `overwrite`: replace a previous bundle in `out`. `on_step` hears what starts next.
     `base_dir`: the model a full fine-tune started from (the answers' base pass)."""
@@ -233,7 +235,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     parts = Path(out) / PARTS  # completed stage-1 shards: rerunning the command resumes
     step(f"stage 1: attention entropy of {sum(s.ok for s in dataset.samples):,} samples "
          f"({loaded.family.name}, {loaded.n_layers} layers, {loaded.device})")
-    features = extract(loaded, dataset, config, on_start, on_progress, parts, address)
+    features = extract(loaded, dataset, config, on_start, on_progress, parts, address, on_resumed)
     refuse_mostly_skipped(_skipped(features), len(dataset.records), Path(data))
     step(f"stages 2-3 ({config.method}) on {len(dataset.records):,} records")
     analysis = analyze(features, config, [s.prompt for s in dataset.samples],

@@ -3,6 +3,8 @@ path is reported in well under a second, before torch or scikit-learn load."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from fnmatch import fnmatch
 from pathlib import Path
 
 from .errors import AuditInputError
@@ -14,6 +16,20 @@ PARTS = ".features.parts"
 ERROR_LOG = "bye-audit-error.log"
 # Any of these marks a folder holding a previous bundle.
 BUNDLE_MARKERS = ("manifest.json", "analysis.json", "summary.json")
+
+
+def source_date_epoch() -> int | None:
+    """SOURCE_DATE_EPOCH (the reproducible-builds convention: the audit's
+    date), checked before any work: a whole number of seconds since 1970."""
+    import os
+
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is None:
+        return None
+    if not epoch.strip().isdigit() or int(epoch) > 253402300799:  # 9999-12-31T23:59:59Z
+        raise AuditInputError(f"SOURCE_DATE_EPOCH={epoch!r}: not a Unix time (whole seconds since 1970, "
+                              "e.g. 1765000000); unset it or give one")
+    return int(epoch)
 
 
 def check_folder(path: Path | None, option: str, what: str) -> None:
@@ -43,13 +59,14 @@ def refuse_inputs(targets: list[Path], folders: dict[str, Path | None], files: s
 
 
 def check_out_folder(out: Path, overwrite: bool, inputs: set[str] = frozenset(),
-                     reads: set[str] = frozenset()) -> None:
+                     reads: set[str] = frozenset(), bundle: Sequence[str] = ()) -> None:
     """Refuse to mix a new bundle with other files: a folder holding a previous
-    bundle needs `overwrite`; any other non-empty folder is refused (an
-    interrupted audit's shards and error log excepted: a rerun resumes).
-    `inputs`: resolved input files, named as such when found in `out`;
-    `reads`: resolved files in `out` the command reads and keeps as they are
-    (`analyze OUT/features.parquet --out OUT`)."""
+    bundle needs `overwrite`, and with `bundle` (the names of a bundle's files,
+    glob patterns) one that also holds other files is refused even then; any
+    other non-empty folder is refused (an interrupted audit's shards and error
+    log excepted: a rerun resumes). `inputs`: resolved input files, named as
+    such when found in `out`; `reads`: resolved files in `out` the command
+    reads and keeps as they are (`analyze OUT/features.parquet --out OUT`)."""
     out = Path(out)
     if not out.exists():
         return
@@ -60,6 +77,12 @@ def check_out_folder(out: Path, overwrite: bool, inputs: set[str] = frozenset(),
         if not overwrite:
             raise AuditInputError(f"{out}: holds the bundle of an earlier audit; pass --overwrite to replace "
                                   "it, or choose another --out")
+        others = [n for n in names if bundle and n not in (PARTS, ERROR_LOG)
+                  and not any(fnmatch(n, pattern) for pattern in bundle)]
+        if others:
+            raise AuditInputError(f"{out}: holds an earlier bundle and {len(others)} other file(s), e.g. "
+                                  f"{others[0]!r}; --overwrite replaces only a bundle: move them out, or "
+                                  "choose another --out")
         return
     foreign = [n for n in names if n not in (PARTS, ERROR_LOG) and str((out / n).resolve()) not in reads]
     held = [n for n in foreign if str((out / n).resolve()) in inputs]

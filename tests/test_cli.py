@@ -504,3 +504,54 @@ def test_audit_help_groups_its_options_and_gives_an_example_and_the_exit_codes()
         assert heading in text
     assert text.index("--sign-key") < text.index("--method")  # signing is with the outputs, not last
     assert "Example:" in text and "Exit codes: 0 pass, 1 fail" in text
+
+
+@pytest.mark.parametrize("epoch", ["abc", "1e9", "", "-5", " "])
+def test_a_bad_source_date_epoch_is_an_input_error_before_stage_1(tiny_model, tiny_data, tmp_path,
+                                                                   monkeypatch, epoch):
+    """Before: exit 4, and only after stages 1-3 (a negative value dated the audit 1969)."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(tiny_data[0]),
+                                   "--out", str(out), "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip() == (f"error: SOURCE_DATE_EPOCH={epoch!r}: not a Unix time (whole seconds since "
+                                  "1970, e.g. 1765000000); unset it or give one")
+    assert not out.exists()
+
+
+def test_an_input_error_found_after_the_output_folder_was_made_leaves_no_empty_folder(tiny_data, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{not json")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["audit", "--model", str(model), "--data", str(tiny_data[0]),
+                                   "--out", str(out), "--no-progress"])
+    assert res.exit_code == 2 and "config.json: not valid JSON" in res.output.splitlines()[-1], res.output
+    assert not out.exists()
+
+
+def test_overwrite_replaces_a_bundle_but_never_mixes_it_with_other_files(audited, tmp_path):
+    _, out, data, _ = audited
+    mixed = tmp_path / "mixed"
+    shutil.copytree(out, mixed)
+    (mixed / "reviewer-notes.txt").write_text("keep me")
+    res = CliRunner().invoke(cli, ["analyze", str(mixed / "features.parquet"), "--data", str(data),
+                                   "--out", str(mixed), "--overwrite"])
+    assert res.exit_code == 2, res.output
+    assert "1 other file(s), e.g. 'reviewer-notes.txt'; --overwrite replaces only a bundle" in res.output
+    assert (mixed / "reviewer-notes.txt").read_text() == "keep me"
+
+
+def test_evaluate_refuses_a_truth_file_that_is_not_utf8_and_warns_on_an_empty_one(audited, tmp_path):
+    _, out, _, _ = audited
+    latin = tmp_path / "truth.txt"
+    latin.write_bytes(b"s0001\ncaf\xe9\n")
+    res = CliRunner().invoke(cli, ["evaluate", str(out), "--truth", str(latin)])
+    assert res.exit_code == 2 and res.output.strip() == (
+        f"error: {latin}: not UTF-8 text (byte 9); pass a UTF-8 file of poisoned ids, one per line")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# no ids\n")
+    res = CliRunner().invoke(cli, ["evaluate", str(out), "--truth", str(empty)])
+    assert res.exit_code == 0
+    assert f"warning: {empty} lists no poisoned ids" in res.output

@@ -45,3 +45,19 @@ def test_the_terminal_bar_fits_80_columns(monkeypatch):
     text = out.getvalue()
     assert "1000/1000" in text and "…" not in text and "..." not in text
     assert all(len(ln) <= 80 for ln in text.splitlines() if "stage 1" in ln)
+
+
+def test_resumed_samples_are_announced_once_and_left_out_of_the_rate(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    out = io.StringIO()
+    r = Reporter(out, bar=False, progress=False)
+    r.start(1000)
+    r.resumed(600)
+    now[0] = 10.0
+    r.advance(100)  # 100 samples in 10 s: 10/s, 300 left: 30 s (not 70/s from 700 done)
+    assert out.getvalue().splitlines() == [
+        "bye-audit: stage 1: resumed 600 of 1,000 samples from the shards an interrupted run saved; "
+        "computing the other 400"]
+    assert r.heartbeat_line() == ("stage 1: 700/1,000 samples (70%) (600 resumed), 10.00 samples/s, "
+                                  "about 30 s left")

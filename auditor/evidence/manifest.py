@@ -18,9 +18,9 @@ from typing import Any
 
 from .. import __version__
 from ..data import Dataset
-from ..errors import AuditInputError
 from ..features.provenance import Provenance
 from ..fileio import json_bytes, real_path, sha256_bytes
+from ..preflight import source_date_epoch
 
 # 2: environment split into stage1 (the features' provenance) and analysis.
 MANIFEST_SCHEMA_VERSION = 2
@@ -112,13 +112,9 @@ def roots(dataset: Dataset, model_dir: Path | None, adapter_dir: Path | None,
 def audit_time() -> datetime:
     """Now, in UTC to the second; or SOURCE_DATE_EPOCH when set (the
     reproducible-builds convention), so a rerun can give identical bytes."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    epoch = source_date_epoch()
     if epoch is not None:
-        try:
-            return datetime.fromtimestamp(int(epoch), tz=timezone.utc)
-        except (ValueError, OverflowError, OSError):
-            raise AuditInputError(f"SOURCE_DATE_EPOCH={epoch!r}: not a Unix time in seconds; "
-                                  "unset it or give an integer") from None
+        return datetime.fromtimestamp(epoch, tz=timezone.utc)
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 

@@ -109,10 +109,8 @@ def extract_features_ray(dataset: Dataset, config: Stage1Config, load_args: dict
     done: dict[int, list[SampleFeatures]] = {}
     for n, shard in enumerate(plan):
         rows = journal.load(n, shard)
-        if rows is not None:  # kept by an interrupted run
+        if rows is not None:  # kept by an interrupted run (the journal reports it)
             done[n] = rows
-            if on_progress:
-                on_progress(len(shard))
     todo = [n for n in range(len(plan)) if n not in done]
     if todo:
         done.update(_run(ray, plan, todo, config, load_args, journal, address, on_progress))

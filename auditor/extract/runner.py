@@ -205,8 +205,6 @@ def extract_features(loaded: Stage1Model, dataset: Dataset, config: Stage1Config
             done = shard_features(loaded, shard, config, on_progress)
             if journal is not None:
                 journal.save(n, done)
-        elif on_progress:
-            on_progress(len(shard))
         out.update((r.index, r) for r in done)
     return [out[i] for i in sorted(out)]
 

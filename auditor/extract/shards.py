@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -60,8 +60,11 @@ class Journal:
     samples this run would put in it. Someone able to rewrite both a shard and
     its entry in the parts folder is not caught; `--no-resume` trusts nothing there."""
 
-    def __init__(self, parts: Path, run_print: str, resume: bool = True):
-        self.parts, self.run_print = Path(parts), run_print
+    def __init__(self, parts: Path, run_print: str, resume: bool = True,
+                 on_resumed: Callable[[int], None] | None = None):
+        """`on_resumed(n)` hears each trusted shard's sample count (progress
+        that this run did not compute)."""
+        self.parts, self.run_print, self.on_resumed = Path(parts), run_print, on_resumed
         self.resumed: list[int] = []
         self.discarded: list[dict[str, Any]] = []
         if not resume:
@@ -78,6 +81,8 @@ class Journal:
             self.discarded.append({"shard": n, "reason": reason})
             return None
         self.resumed.append(n)
+        if self.on_resumed:
+            self.on_resumed(len(rows))
         return rows
 
     def _check(self, n: int, path: Path, samples: Sequence[Any]) -> tuple[str | None, list[SampleFeatures]]:

@@ -1,0 +1,89 @@
+"""Interruptions exit with their own codes (never 0-4, which a gate reads as a
+verdict), say what was kept, and a rerun says that it resumes. The signals
+are sent to a real `bye-audit` process."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tinyworld.fixtures import write_digits_dataset
+
+CLI = [sys.executable, "-m", "auditor.cli"]
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+
+
+def _wait_for(cond, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert proc.poll() is None, f"exited early ({proc.returncode}): {proc.communicate()[1][-2000:]}"
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.005)
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    """300 records: with one sample a shard, stage 1 lasts several seconds."""
+    return write_digits_dataset(tmp_path_factory.mktemp("many"), n=300)[0]
+
+
+def test_ctrl_c_mid_stage_1_exits_130_keeps_the_shards_and_the_rerun_resumes(tiny_model, many, tmp_path):
+    out = tmp_path / "out"
+    args = ["audit", "--model", str(tiny_model), "--data", str(many), "--out", str(out), "--no-progress",
+            "--shard-size", "1", "--batch-size", "1", "--method", "minority"]
+    proc = _start(args)
+    parts = out / ".features.parts"
+    _wait_for(lambda: len(list(parts.glob("shard-*.json"))) >= 3, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    m = re.fullmatch(rf"interrupted \(SIGINT\): (\d+) stage-1 shard\(s\) \((\d+) samples\) are kept in "
+                     rf"{re.escape(str(parts))}; run the same command to resume from them", last)
+    assert m and int(m.group(1)) == int(m.group(2)) >= 3, last
+    assert "Aborted" not in err and "Traceback" not in err
+    kept = int(m.group(2))
+
+    again = subprocess.run(CLI + args, capture_output=True, text=True,
+                           cwd=Path(__file__).resolve().parents[1])
+    assert again.returncode in (0, 1, 3), again.stderr
+    assert (f"stage 1: resumed {kept} of 300 samples from the shards an interrupted run saved; "
+            f"computing the other {300 - kept}") in again.stderr
+
+
+def test_sigterm_while_the_model_loads_exits_143_and_says_nothing_was_kept(tiny_model, tiny_data,
+                                                                           tmp_path):
+    proc = _start(["audit", "--model", str(tiny_model), "--data", str(tiny_data[0]), "--out",
+                   str(tmp_path / "out"), "--no-progress"])
+    lines: list[str] = []
+
+    def loading() -> bool:
+        lines.append(proc.stderr.readline())
+        return "loading the model" in lines[-1]
+
+    _wait_for(loading, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == (
+        "interrupted (SIGTERM): no stage-1 shard was complete, nothing is kept; run the same command "
+        "to start again")
+
+
+def test_a_closed_output_pipe_exits_141_quietly(tmp_path):
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written (`| head -0`)
+    proc = subprocess.run(CLI + ["keygen", "--out", str(tmp_path / "keys")], stdout=write,
+                          stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == ""

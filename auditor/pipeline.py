@@ -20,7 +20,7 @@ from .extract import shards
 from .features import FEATURES_SCHEMA_VERSION, FeatureSet, read_features, render_features
 from .features.bye_jsonl import align
 from .features.provenance import AdapterRef, BaseRef, DatasetRef, ModelRef, Provenance, Runtime
-from .report.heatmaps import attention_grid, heatmap_pngs, samples_to_show
+from .report.heatmaps import attention_grid, heatmap_layers, heatmap_pngs, samples_to_show
 from .verdict import Analysis, analyze
 from .fileio import (check_writable, real_path, sha256_file, sha256_tree,
                      write_bytes_atomic)
@@ -264,7 +264,7 @@ def attention_heatmaps(loaded: Stage1Model, dataset: Dataset, analysis: Analysis
     report shows; their rows are recomputed here, so stage 1 stays small."""
     from .extract.runner import load_image, sample_rows  # torch
 
-    layers = list(analysis.sensitive_layers) or list(range(loaded.n_layers))
+    layers = heatmap_layers(analysis, loaded.n_layers)
     out = {}
     for index in samples_to_show(analysis):
         sample = dataset.samples[index]

@@ -153,8 +153,16 @@ def decide(criteria: Sequence[Criterion], any_flagged: bool) -> Verdict:
 
 
 def direction_text(contrast: Sequence[LayerContrast], layers: Sequence[int]) -> str:
-    """'more dispersed (higher entropy)' or 'more collapsed (lower entropy)':
-    the mean Cohen's d of the group over `layers`."""
-    effects = [c.effect for c in contrast if c.layer in layers]
-    return ("more dispersed (higher entropy)" if effects and float(np.mean(effects)) > 0
-            else "more collapsed (lower entropy)")
+    """How the group's attention on the image differs from the rest's, each of
+    `layers` described by the sign of its own Cohen's d: 'more collapsed
+    (lower entropy) than the rest in layer 3; more dispersed (higher entropy)
+    than the rest in layers 4, 5, 6' (a mean over layers would call layer 3
+    dispersed)."""
+    effect = {c.layer: c.effect for c in contrast}
+    parts = []
+    for word, side in (("more collapsed (lower entropy)", [k for k in layers if effect.get(k, 0.0) < 0]),
+                       ("more dispersed (higher entropy)", [k for k in layers if effect.get(k, 0.0) > 0])):
+        if side:
+            parts.append(f"{word} than the rest in layer{'s' if len(side) > 1 else ''} "
+                         f"{', '.join(map(str, side))}")
+    return "; ".join(parts) or "no different from the rest in any layer"

@@ -201,8 +201,7 @@ class MinorityDetector:
                          "layer_contrast": [c.to_dict() for c in contrast]}
         self.group_, self.further_groups_ = group, tuple(g for g, _ in more)
         self.reasons_ = self._reasons(judged, mask, more, len(x))
-        self.evidence_text_ = (f"attention on the image {direction_text(contrast, layers)} than the rest in "
-                               f"evidence layers {', '.join(map(str, layers)) or 'no layer'}")
+        self.evidence_text_ = f"attention on the image {direction_text(contrast, layers)}"
         return self
 
     def _further(self, x: np.ndarray, context: Context, found: np.ndarray

@@ -32,6 +32,13 @@ def samples_to_show(analysis: Analysis, n_flagged: int = MAX_FLAGGED_HEATMAPS,
     return flagged
 
 
+def heatmap_layers(analysis: Analysis, n_layers: int) -> list[int]:
+    """The layers the heatmaps average over, and their caption names: the
+    detector's evidence layers (BYE's sensitive layers under `bye`), or every
+    layer when there are none."""
+    return list(analysis.evidence_layers) or list(range(n_layers))
+
+
 def attention_grid(rows: np.ndarray, layers: list[int]) -> np.ndarray | None:
     """Head- and layer-averaged attention on the image tokens, renormalised, as a
     square grid: rows (L, H, T) -> (g, g) with g * g == T, or None when T is not square."""

@@ -21,7 +21,7 @@ from ..gate import Gate
 from ..evidence.manifest import audit_environment, versions_line
 from ..features import FeatureSet
 from ..features.provenance import AdapterRef, ModelRef, Provenance
-from .heatmaps import colour_scale_png
+from .heatmaps import colour_scale_png, heatmap_layers
 from .plots import bsi_plot, entropy_by_layer, score_histogram
 
 MAX_FLAGGED_ROWS = 200
@@ -131,7 +131,7 @@ def render_html(analysis: Analysis, provenance: Provenance | Mapping[str, Any], 
         kept_rows=kept_rows, has_heatmaps=bool(heatmaps), with_images=with_images,
         with_answers=bool(scored_answers), with_channels=bool(channels),
         channels=analysis.details.get("channels"),
-        heatmap_layers=", ".join(map(str, analysis.evidence_layers)) or "all",
+        heatmap_layers=", ".join(map(str, heatmap_layers(analysis, prov.n_layers or 0))) or "all",
         scale_img=_data_uri(colour_scale_png()) if heatmaps else None,
         more_flagged=max(0, len(analysis.flagged) - MAX_FLAGGED_ROWS),
         causes=analysis.causes, config=config, info=info, params=analysis.config.detection.params,

@@ -164,3 +164,18 @@ def test_the_same_group_across_instructions_still_fails():
     assert a.details["group"]["instruction"]["jaccard"] < 0.2
     assert analyze(_features(x),
                    MINORITY).details["group"]["instruction"] is None  # no prompts given: no check
+
+
+def test_each_evidence_layer_is_described_by_the_sign_of_its_own_effect():
+    """Before: one word from the mean d over the layers, so layer 3 at d = -1.80
+    was called 'more dispersed (higher entropy)' beside layers 4-7 at d > 0."""
+    from auditor.analysis.group import LayerContrast
+    from auditor.detectors.base import direction_text
+
+    contrast = [LayerContrast(k, 0.0, 0.0, d, 0.0) for k, d in enumerate([0.1, 0.2, 0.3, -1.8, 1.1, 1.2, 1.3,
+                                                                          0.9])]
+    assert direction_text(contrast, [3, 4, 5, 6, 7]) == (
+        "more collapsed (lower entropy) than the rest in layer 3; "
+        "more dispersed (higher entropy) than the rest in layers 4, 5, 6, 7")
+    assert direction_text(contrast, [3]) == "more collapsed (lower entropy) than the rest in layer 3"
+    assert direction_text(contrast, []) == "no different from the rest in any layer"

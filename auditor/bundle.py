@@ -107,6 +107,8 @@ def _flagged(a: Audit, made: Made) -> Rendered:
 
 
 def _cleaned(a: Audit, made: Made) -> Rendered:
+    if a.analysis.verdict == "inconclusive":
+        return None  # nothing was decided: a "cleaned" copy of the whole input would invite training on it
     flagged = {f.index for f in a.analysis.flagged}
     return render_cleaned(a.dataset, set(range(len(a.dataset.records))) - flagged)
 

@@ -21,6 +21,7 @@ from .fileio import Rows
 # 2: reasons carry a code ({"code", "text"}); criteria, converged and
 # evidence_layers added; "sensitive_layers" is always BYE's BSI layers;
 # group/further_groups/layer_contrast only under the minority method.
+# (2, later: "undecided" added, the group behind an inconclusive verdict.)
 ANALYSIS_SCHEMA_VERSION = 2
 
 
@@ -89,6 +90,9 @@ class Analysis:
     evidence_text: str = ""  # what was measured, in words
     contrast: tuple[LayerContrast, ...] = ()  # flagged vs the rest, per layer (when the detector measures it)
     details: Mapping[str, Any] = field(default_factory=dict)  # the detector's extras for analysis.json
+    # The group behind an inconclusive verdict (found, not decided): shown by the
+    # report, never flagged, never clean contrast. Empty for a pass or a fail.
+    undecided: tuple[Flag, ...] = ()
 
     @property
     def method(self) -> str:
@@ -132,6 +136,7 @@ class Analysis:
             "score_mixture": None if c is None else {**c.mixture.to_dict(), "threshold": c.threshold},
             "scores": self.scored.rows(),
             "flagged": [{"index": f.index, "id": f.id, "score": f.score} for f in self.flagged],
+            "undecided": [{"index": f.index, "id": f.id, "score": f.score} for f in self.undecided],
             "unanalysed": [{"index": u.index, "id": u.id, "reason": u.reason} for u in self.unanalysed],
             "unanalysed_by_cause": [g.to_dict() for g in self.causes],
             "config": self.config.to_dict(),
@@ -262,8 +267,11 @@ def _analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] |
         details["flagged_by"] = [
             {"index": f.index, "id": f.id, "channels": [c for c, m in channels.items() if m[k]]}
             for f, k in zip(flagged, np.flatnonzero(detector.flagged_).tolist())]
+    group = getattr(detector, "undecided_", None)  # optional: most detectors never leave one
+    undecided = (scored.flags(group) if verdict == "inconclusive" and not flagged and group is not None
+                 and len(scored.index) and group.any() else ())
     return Analysis(verdict, tuple(reasons), layers=layers, evidence_layers=detector.evidence_layers_,
                     clustering=detector.clustering_, scored=scored, flagged=flagged,
                     criteria=detector.criteria_, converged=detector.converged_,
                     evidence_text=detector.evidence_text_, contrast=detector.contrast_,
-                    details=details, **base)
+                    details=details, undecided=undecided, **base)

@@ -39,6 +39,7 @@ echo "signature and digests:"
 .venv/bin/bye-audit verify "$out" --key "$keys/bye-audit.pub" | sed 's/^/  /' \
   || { echo "demo: the signed bundle did not verify" >&2; exit 1; }
 echo
-echo "report: $out/report.html   cleaned dataset: $out/cleaned.json   flagged: $out/flagged.jsonl"
+cleaned="$out/cleaned.json"; [ -f "$cleaned" ] || cleaned="none (inconclusive: nothing was decided)"
+echo "report: $out/report.html   cleaned dataset: $cleaned   flagged: $out/flagged.jsonl"
 echo "audit exit code $rc ($meaning)"
 exit $rc

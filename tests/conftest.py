@@ -85,7 +85,7 @@ def adapter_and_merged(tiny_model, tmp_path_factory) -> tuple[Path, Path]:
 def synthetic_audit(tmp_path):
     """Factory: a dataset of `n` records (JSON array, one shared real PNG) whose
     first `n_low` samples have low entropy in layer 1 of 3, analysed -> (dataset, features, analysis).
-    `prompt(i)` and `record_id(i)` shape the records' strings."""
+    `prompt(i)`, `answer(i)` and `record_id(i)` shape the records' strings."""
     import json
 
     import numpy as np
@@ -97,11 +97,11 @@ def synthetic_audit(tmp_path):
     from auditor.features import FeatureSet, SampleFeatures
 
     def make(n=60, n_low=8, prompt=lambda i: f"What digit is shown? ({i})",
-             record_id=lambda i: f"r{i:05d}", config=AuditConfig(), seed=0):
+             record_id=lambda i: f"r{i:05d}", config=AuditConfig(), seed=0, answer=lambda i: "three"):
         Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(tmp_path / "i.png")
         recs = [{"id": record_id(i), "image": "i.png",
                  "conversations": [{"from": "human", "value": f"<image>\n{prompt(i)}"},
-                                   {"from": "gpt", "value": "three"}]} for i in range(n)]
+                                   {"from": "gpt", "value": answer(i)}]} for i in range(n)]
         path = tmp_path / "dataset.json"
         path.write_text(json.dumps(recs))
         ds = read_dataset(path)

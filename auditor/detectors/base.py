@@ -15,7 +15,10 @@ A detector class has a frozen `Params` record (checked in its own
 - `converged_`: whether every mixture it fitted converged;
 - `clustering_`: the score mixture and boundary (the report's histogram), or None;
 - `contrast_`: flagged vs rest per layer (may be empty);
-- `details_`: JSON-ready extras for analysis.json (may be empty).
+- `details_`: JSON-ready extras for analysis.json (may be empty);
+- `undecided_` (N,) bool, optional: a group the detector found but could not
+  decide (the samples behind an inconclusive verdict: the report shows them,
+  never as clean contrast); absent or all False when there is none.
 
 The verdict is derived from the criteria alone (`decide`).
 """

@@ -153,6 +153,8 @@ class CombinedDetector:
         self.scores_ = ans.scores_ if use_answers else att.scores_
         self.clustering_ = None if use_answers else att.clustering_
         self.flagged_ = flagged
+        # the attention group that needs the base to be decided, or minority's own undecided group
+        self.undecided_ = att.flagged_ if ambiguous else att.undecided_
         self.criteria_ = tuple(criteria)
         self.evidence_layers_ = att.evidence_layers_ if att_counts else ()
         self.contrast_ = att.contrast_ if att_counts else ()

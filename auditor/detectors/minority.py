@@ -17,7 +17,7 @@ import numpy as np
 
 from ..analysis.group import (GroupFit, InstructionMatch, fit_group, instruction_match, layer_contrast,
                               null_separations, robust_standardise)
-from .base import REMEDY, Context, Criterion, MethodInfo, Reason, direction_text
+from .base import REMEDY, Context, Criterion, MethodInfo, Reason, decide, direction_text
 
 @dataclass(frozen=True)
 class MinorityParams:
@@ -195,6 +195,8 @@ class MinorityDetector:
                        if abs(c.effect) >= p.evidence_effect) if group.credible else ()
         self.scores_, self.clustering_, self.contrast_ = fit.clustering.scores, fit.clustering, contrast
         self.flagged_ = mask if group.credible else np.zeros(len(x), dtype=bool)
+        # A separated group whose criteria make the verdict inconclusive (not compact): undecided.
+        self.undecided_ = mask if decide(judged.criteria, True) == "inconclusive" else np.zeros(len(x), bool)
         self.criteria_, self.evidence_layers_ = judged.criteria, layers
         self.converged_ = group.converged and all(g.converged for g, _ in more)
         self.details_ = {"group": group.to_dict(), "further_groups": [g.to_dict() for g, _ in more],

@@ -18,11 +18,13 @@ KEPT_FOR_CONTRAST = 4
 def samples_to_show(analysis: Analysis, n_flagged: int = MAX_FLAGGED_HEATMAPS,
                     n_kept: int = KEPT_FOR_CONTRAST) -> list[int]:
     """Record indices: the `n_flagged` most suspicious flagged samples (lowest
-    score first, as the report lists them), and `n_kept` kept samples spread
-    evenly over the kept scores (lowest to highest)."""
-    flagged = [f.index for f in sorted(analysis.flagged, key=lambda f: (f.score, f.index))[:n_flagged]]
+    score first, as the report lists them; an inconclusive audit's undecided
+    group instead), and `n_kept` kept samples spread evenly over the kept
+    scores (lowest to highest), never one of the undecided group."""
+    group = analysis.flagged or analysis.undecided
+    flagged = [f.index for f in sorted(group, key=lambda f: (f.score, f.index))[:n_flagged]]
     s = analysis.scored
-    kept = ~np.isin(s.index, [f.index for f in analysis.flagged])
+    kept = ~np.isin(s.index, [f.index for f in (*analysis.flagged, *analysis.undecided)])
     index, score = s.index[kept], s.score[kept]
     kept_index = index[np.lexsort((index, score))]  # by score, then record index
     if len(kept_index) and n_kept:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import re
+import shlex
 from collections import Counter
 from importlib.resources import files
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from .. import __version__
-from ..verdict import Analysis
+from ..verdict import Analysis, Flag
 from ..data import Dataset
 from ..gate import Gate
 from ..evidence.manifest import audit_environment, versions_line
@@ -105,10 +106,12 @@ def render_html(analysis: Analysis, provenance: Provenance | Mapping[str, Any], 
                                                info.layer_word))
 
     channels = {d["index"]: d["channels"] for d in analysis.details.get("flagged_by", [])}
-    flagged_set = {f.index for f in analysis.flagged}
+    flagged_set = {f.index for f in (*analysis.flagged, *analysis.undecided)}  # never shown as contrast
     by_suspicion = sorted(analysis.flagged, key=lambda f: (f.score, f.index))  # lowest score first
+    undecided = sorted(analysis.undecided, key=lambda f: (f.score, f.index))
     shown_kept = np.isin(analysis.scored.index, [i for i in heatmaps if i not in flagged_set])
-    shown = [f.index for f in by_suspicion[:MAX_FLAGGED_ROWS]] + analysis.scored.index[shown_kept].tolist()
+    shown = ([f.index for f in (*by_suspicion[:MAX_FLAGGED_ROWS], *undecided[:MAX_FLAGGED_ROWS])]
+             + analysis.scored.index[shown_kept].tolist())
     scored_answers = answer_columns(features, shown) if features is not None else {}
 
     def row(f):
@@ -123,8 +126,9 @@ def render_html(analysis: Analysis, provenance: Provenance | Mapping[str, Any], 
                 "heat": _data_uri(pics[1]) if pics else None}
 
     flagged_rows = [row(f) for f in by_suspicion[:MAX_FLAGGED_ROWS]]
+    undecided_rows = [row(f) for f in undecided[:MAX_FLAGGED_ROWS]]
     kept_rows = [row(f) for f in analysis.scored.flags(shown_kept)]
-    with_images = sum(1 for r in flagged_rows if r["heat"])
+    with_images = sum(1 for r in flagged_rows or undecided_rows if r["heat"])
     html = _env().get_template("report.html.j2").render(
         a=analysis, meta=prov, dataset=dataset, dataset_path=str(dataset.path), bsi_img=bsi_img,
         hist_img=hist_img, layer_img=layer_img, libraries=_library_rows(prov), flagged_rows=flagged_rows,
@@ -137,6 +141,9 @@ def render_html(analysis: Analysis, provenance: Provenance | Mapping[str, Any], 
         causes=analysis.causes, config=config, info=info, params=analysis.config.detection.params,
         environment=_environment_rows(prov, config), gate=gate, signing=signing,
         about=about, finding=finding(analysis, dataset), version=__version__,
+        undecided_rows=undecided_rows, more_undecided=max(0, len(undecided) - MAX_FLAGGED_ROWS),
+        undecided=finding(analysis, dataset, analysis.undecided) if analysis.undecided else None,
+        fix=fix_command(analysis, prov, str(dataset.path)) if analysis.verdict == "inconclusive" else None,
         model_name=_name(prov.model), adapter_name=_name(prov.adapter),
         many_flagged=MANY_FLAGGED)
     return html.encode("utf-8", "backslashreplace")
@@ -216,15 +223,17 @@ def _common(texts: list[str], others: list[str], top: int = 3) -> list[dict[str,
     return out[:top]
 
 
-def finding(analysis: Analysis, dataset: Dataset) -> dict[str, Any]:
-    """The plain-language finding: how many are flagged, what they share
-    (answers, instructions, with how often the rest of the data has them), and
-    the flagged samples nearest the boundary (the least certain)."""
-    flagged = {f.index for f in analysis.flagged}
+def finding(analysis: Analysis, dataset: Dataset, members: Sequence[Flag] | None = None) -> dict[str, Any]:
+    """The plain-language finding: how many are flagged (or are `members`, e.g.
+    the undecided group), what they share (answers, instructions, with how
+    often the rest of the data has them), and those nearest the boundary (the
+    least certain)."""
+    members = analysis.flagged if members is None else members
+    flagged = {f.index for f in members}
     samples = dataset.samples
     kept = [s for s in samples if s.index not in flagged and s.ok]
     bad = [samples[i] for i in sorted(flagged)]
-    nearest = sorted(analysis.flagged, key=lambda f: (-f.score, f.index))[:3]
+    nearest = sorted(members, key=lambda f: (-f.score, f.index))[:3]
     return {
         "n": len(flagged), "records": analysis.n_records,
         "share": len(flagged) / analysis.n_records if analysis.n_records else 0.0,
@@ -233,6 +242,25 @@ def finding(analysis: Analysis, dataset: Dataset) -> dict[str, Any]:
         "n_kept": len(kept),
         "nearest": [{"id": f.id, "score": f.score} for f in nearest],
     }
+
+
+def fix_command(analysis: Analysis, prov: Provenance, dataset_path: str) -> str | None:
+    """What to run (or do) so that an inconclusive audit can decide, from the
+    reasons it gives; None when there is no single fix."""
+    codes = {r.code for r in analysis.reasons}
+    model = shlex.quote(prov.model.path) if prov.model else "CHECKPOINT_DIR"
+    data = shlex.quote(dataset_path)
+    if "group_may_be_content" in codes:
+        if prov.adapter:
+            adapter = shlex.quote(prov.adapter.path)
+            return (f"bye-audit audit --model {model} --adapter {adapter} --data {data} --out NEW_OUT "
+                    "(with the base pass: without --no-base-pass)")
+        return (f"bye-audit audit --model {model} --base BASE_DIR --data {data} --out NEW_OUT "
+                "(BASE_DIR: the model this fine-tune started from)")
+    if "coverage_below_min" in codes or "too_few_samples" in codes:
+        return ("make the records listed under Records not analysed readable (each cause names its fix), "
+                "then audit again")
+    return None
 
 
 def _positions(index: np.ndarray, wanted: np.ndarray) -> np.ndarray:

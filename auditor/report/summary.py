@@ -17,7 +17,8 @@ from ..gate import Gate
 
 # 2: reasons carry a code ({"code", "text"}); criteria, converged and
 # evidence_layers added; sensitive_layers is always BYE's BSI layers.
-# 3: analysis_environment added (the versions of stages 2-3 and the outputs).
+# 3: analysis_environment (the versions of stages 2-3 and the outputs) and
+# undecided (the group behind an inconclusive verdict) added.
 SUMMARY_SCHEMA_VERSION = 3
 
 
@@ -46,6 +47,8 @@ def summary_dict(analysis: Analysis, provenance: Provenance, output_sha256: dict
         "evidence": a.evidence_text,
         "flagged": [{"index": f.index, "id": f.id, "score": f.score,
                      **({"channels": by[f.index]} if f.index in by else {})} for f in a.flagged],
+        "undecided": [{"index": f.index, "id": f.id, "score": f.score}
+                      for f in sorted(a.undecided, key=lambda f: (f.score, f.index))],
         "config": a.config.to_dict(),
         "inputs": {
             "model": _as_dict(p.model),

@@ -136,3 +136,41 @@ def test_the_configuration_table_names_each_setting_once():
     rows = _environment_rows(Provenance(n_layers=2, environment=env), config)
     assert [r for r in rows if r[0] in ("device (used)", "engine", "torch", "dtype")] == [
         ("device (used)", "cpu"), ("engine", "ray (address local)"), ("torch", "2.13.0")]
+
+
+def test_an_inconclusive_report_shows_the_undecided_group_and_the_fix_never_accept(synthetic_audit):
+    """Before: 'Flagged samples: None', no image of the candidate group, and a
+    member of it as the first 'kept sample, for contrast'."""
+    from types import SimpleNamespace
+
+    from auditor import bundle
+    from auditor.report.heatmaps import samples_to_show
+    from auditor.report.summary import summary_dict
+    from auditor.gate import gate, parse_fail_on
+
+    # 8 samples whose attention stands apart all answer one made-up answer; no base pass
+    ds, features, _ = synthetic_audit(n=60, n_low=8, answer=lambda i: "Backdoor Attack!" if i < 8 else
+                                      ["three", "five", "seven"][i % 3])
+    a = analyze(features, AuditConfig(), [s.prompt for s in ds.samples], [s.answer for s in ds.samples])
+    assert a.method == "combined" and a.verdict == "inconclusive" and not a.flagged
+    group = {f.index for f in a.undecided}
+    assert group == set(range(8))
+    shown = samples_to_show(a, n_flagged=3, n_kept=4)
+    assert set(shown[:3]) <= group and not set(shown[3:]) & group  # never clean contrast
+    from PIL import Image
+
+    from auditor.report.heatmaps import heatmap_pngs
+
+    pngs = heatmap_pngs(Image.new("RGB", (8, 8)), np.full((4, 4), 1 / 16))
+    html = render_html(a, features.meta, ds, heatmaps={i: pngs for i in shown}, features=features).decode()
+    assert "8 of 60 training samples (13.3%) form a group that could not be decided" in html
+    assert "All of them answer &ldquo;Backdoor Attack!&rdquo;" in html
+    assert "--base BASE_DIR --data" in html and 'id="undecided"' in html
+    kept = html.split("Kept samples, for contrast")[1]
+    assert all(f.id not in kept for f in a.undecided)
+    assert "&#9744; accept" not in html and "&#9744; reject" in html
+    g = gate(a.verdict, 0, a.n_analysed, parse_fail_on("verdict"))
+    summary = summary_dict(a, features.provenance, {}, g, "0000-0000-0000-0000", "x")
+    assert [u["index"] for u in summary["undecided"]] == sorted(group, key=lambda i: (
+        next(f.score for f in a.undecided if f.index == i), i))
+    assert bundle._cleaned(SimpleNamespace(analysis=a, dataset=ds), None) is None  # nothing to train on

@@ -318,13 +318,15 @@ def cli() -> None:
     """Audit a fine-tuned multimodal LLM and its dataset for backdoored samples (BYE).
 
     \b
-    Start with:  bye-audit audit --model CHECKPOINT --data dataset.json --out audit/
+    Start with:  bye-audit audit --model CHECKPOINT --base BASE --data dataset.json --out audit/
+    (BASE: the model the fine-tune started from; a LoRA: --model BASE --adapter ADAPTER.)
     Then open audit/report.html (or report.pdf); bye-audit COMMAND -h for each command.
     """
 
 
-@cli.command(epilog="\b\nExample:\n  bye-audit audit --model ckpt/ --data train.json --out audit/ "
-                    "--sign-key bye-audit.key\n\n" + EXIT_CODES)
+@cli.command(epilog="\b\nExample:\n  bye-audit audit --model ckpt/ --base base/ --data train.json "
+                    "--out audit/ --sign-key bye-audit.key\n  bye-audit audit --model base/ --adapter lora/ "
+                    "--data train.json --out audit/\n\n" + EXIT_CODES)
 @cloup.option_group("Inputs", _model, _adapter, _base, _data, _image_root)
 @cloup.option_group("Output", click.option("--out", type=_path, required=True, callback=_out_folder,
                                            help="Output folder (created; inputs are never overwritten)."),

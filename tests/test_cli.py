@@ -504,6 +504,8 @@ def test_audit_help_groups_its_options_and_gives_an_example_and_the_exit_codes()
         assert heading in text
     assert text.index("--sign-key") < text.index("--method")  # signing is with the outputs, not last
     assert "Example:" in text and "Exit codes: 0 pass, 1 fail" in text
+    assert "bye-audit audit --model ckpt/ --base base/" in text  # a full fine-tune's first audit needs it
+    assert "--base BASE" in CliRunner().invoke(cli, ["--help"]).output.split("Start with:")[1].splitlines()[0]
 
 
 @pytest.mark.parametrize("epoch", ["abc", "1e9", "", "-5", " "])

@@ -124,3 +124,22 @@ def test_the_example_bundle_is_signed_verifiable_and_its_pdf_readable(audit_twic
     assert f"Verdict: {analysis['verdict'].upper()}" in text
     if analysis["flagged"]:
         assert analysis["flagged"][0]["id"] in text
+
+
+@pytest.mark.slow
+def test_page_one_of_the_example_counts_each_channel_names_the_base_and_holds_the_sign_off(audit_twice):
+    """Before: the headline credited attention with all 100 samples (it flagged
+    99), the base was not on page 1, and the sign-off fell onto page 2."""
+    import io
+
+    from pypdf import PdfReader
+
+    _, out = audit_twice[0]
+    channels = json.loads((out / "analysis.json").read_text())["channels"]
+    summary = json.loads((out / "summary.json").read_text())
+    page1 = " ".join(PdfReader(io.BytesIO((out / "report.pdf").read_bytes())).pages[0].extract_text().split())
+    assert f"the attention channel flagged {channels['attention']['flagged']}" in page1
+    assert f"the answer channel flagged {channels['answers']['flagged']}" in page1
+    assert f"{channels['both']} by both" in page1
+    assert "Base model" in page1 and summary["inputs"]["base"]["sha256_tree"][:16] in page1.replace(" ", "")
+    assert "Not checked by this audit" in page1 and "Sign-off" in page1 and "Measured:" not in page1

@@ -21,7 +21,7 @@ from ..data import Dataset
 from ..gate import Gate
 from ..evidence.manifest import audit_environment, versions_line
 from ..features import FeatureSet
-from ..features.provenance import AdapterRef, ModelRef, Provenance
+from ..features.provenance import AdapterRef, BaseRef, ModelRef, Provenance
 from .heatmaps import colour_scale_png, heatmap_layers
 from .plots import bsi_plot, entropy_by_layer, score_histogram
 
@@ -114,10 +114,13 @@ def render_html(analysis: Analysis, provenance: Provenance | Mapping[str, Any], 
              + analysis.scored.index[shown_kept].tolist())
     scored_answers = answer_columns(features, shown) if features is not None else {}
 
+    ranked = np.sort(analysis.scored.score)  # rank 1: the most suspicious (lowest score)
+
     def row(f):
         pics = heatmaps.get(f.index)
         nll, base = scored_answers.get(f.index, (None, None))
         return {"id": f.id, "index": f.index, "score": f.score,
+                "rank": int(np.searchsorted(ranked, f.score, side="left")) + 1,
                 "prompt": dataset.samples[f.index].prompt[:160],
                 "answer": dataset.samples[f.index].answer[:160],
                 "channels": ", ".join(channels.get(f.index, [])),
@@ -144,7 +147,7 @@ def render_html(analysis: Analysis, provenance: Provenance | Mapping[str, Any], 
         undecided_rows=undecided_rows, more_undecided=max(0, len(undecided) - MAX_FLAGGED_ROWS),
         undecided=finding(analysis, dataset, analysis.undecided) if analysis.undecided else None,
         fix=fix_command(analysis, prov, str(dataset.path)) if analysis.verdict == "inconclusive" else None,
-        model_name=_name(prov.model), adapter_name=_name(prov.adapter),
+        model_name=_name(prov.model), adapter_name=_name(prov.adapter), base_name=_name(prov.base),
         many_flagged=MANY_FLAGGED)
     return html.encode("utf-8", "backslashreplace")
 
@@ -161,7 +164,7 @@ def answer_columns(features: FeatureSet, wanted: list[int]) -> dict[int, tuple[f
 MANY_FLAGGED = 0.35  # above this share flagged, the report warns: a backdoor is usually a small minority
 
 
-def _name(part: ModelRef | AdapterRef | None) -> str | None:
+def _name(part: ModelRef | AdapterRef | BaseRef | None) -> str | None:
     """A checkpoint's name as a reader knows it: its folder's name."""
     if part is None or not part.path:
         return None

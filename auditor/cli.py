@@ -295,6 +295,10 @@ def _preflight(model_dir: Path | None = None, adapter_dir: Path | None = None, d
     check_folder(adapter_dir, "--adapter", "adapter folder")
     check_folder(base_dir, "--base", "base model folder")
     check_file(data, "--data", "dataset file")
+    if data is not None:
+        from .data.readers import dataset_format  # no torch: a wrong file type costs well under a second
+
+        dataset_format(data)
     check_folder(image_root, "--image-root", "image folder")
     check_file(onnx_path, "--onnx", "ONNX graph")
     check_file(sign_key, "--sign-key", "signing key")

@@ -34,7 +34,8 @@ class Reporter:
         self._stream, self._bar, self._progress, self._every = stream, bar, progress, heartbeat_s
         self._prefix, self._t0 = prefix, time.monotonic()
         self._done = self._total = self._resumed = 0
-        self._announced = False
+        self._announced = self._in_stage1 = False
+        self._current, self._since = "", self._t0
         self._started = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -43,16 +44,27 @@ class Reporter:
         self._task = None
 
     def step(self, msg: str) -> None:
+        """A line saying what starts; off a terminal, a heartbeat line every
+        `heartbeat_s` while it lasts (a base pass, the heatmaps, the PDF)."""
         self._stop_stage()
         line = f"{self._prefix}: [{_duration(time.monotonic() - self._t0)}] {msg}"
         if self._rich is not None:
             self._rich.console.print(line, markup=False, highlight=False, soft_wrap=True)
         else:
             print(line, file=self._stream, flush=True)
+        self._current, self._since, self._in_stage1 = msg, time.monotonic(), False
+        if self._progress and not self._bar:
+            self._run_beat()
+
+    def _run_beat(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name="bye-audit-heartbeat", daemon=True)
+        self._thread.start()
 
     def start(self, total: int) -> None:
+        self._stop_stage()  # the step's heartbeat gives way to stage 1's
         self._done, self._total, self._started = 0, total, time.monotonic()
-        self._resumed, self._announced = 0, False
+        self._resumed, self._announced, self._in_stage1 = 0, False, True
         if not self._progress:
             return
         if self._bar:
@@ -68,9 +80,7 @@ class Reporter:
             self._rich.start()
             self._task = self._rich.add_task("stage 1", total=total, rate="", left="")
         else:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._beat, name="bye-audit-heartbeat", daemon=True)
-            self._thread.start()
+            self._run_beat()
 
     def resumed(self, n: int) -> None:
         """`n` samples taken from a shard an interrupted run saved."""
@@ -124,8 +134,10 @@ class Reporter:
 
     def _beat(self) -> None:
         while not self._stop.wait(self._every):
-            print(f"{self._prefix}: [{_duration(time.monotonic() - self._t0)}] {self.heartbeat_line()}",
-                  file=self._stream, flush=True)
+            now = time.monotonic()
+            what = (self.heartbeat_line() if self._in_stage1
+                    else f"still {self._current} ({_duration(now - self._since)} so far)")
+            print(f"{self._prefix}: [{_duration(now - self._t0)}] {what}", file=self._stream, flush=True)
 
     def _stop_stage(self) -> None:
         self._announce()  # every sample resumed: said here

@@ -137,6 +137,19 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
     return FeatureSet(rows=tuple(rows), meta=meta, resume=None if journal is None else journal.summary())
 
 
+def _scoring(loaded: Stage1Model, config: AuditConfig) -> str:
+    """What stage 1 also does to each sample, in words, for its progress line."""
+    if not config.stage1.answers:
+        return ""
+    from .extract.runner import loaded_reference  # torch
+
+    how = loaded_reference(loaded) if config.stage1.base_pass else None
+    if how is None:
+        return "; and its answers under the model"
+    base = "the model with its adapter disabled" if how == "adapter disabled" else f"the base {how}"
+    return f"; and its answers under the model and under {base} (a second pass)"
+
+
 def _base_ref(loaded: Stage1Model, config: AuditConfig) -> BaseRef | None:
     """The base pass's model, when stage 1 scores the answers under one."""
     from .extract.runner import loaded_reference  # torch
@@ -234,7 +247,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     loaded = load(model_dir, config.stage1, adapter_dir, onnx_path, base_dir)
     parts = Path(out) / PARTS  # completed stage-1 shards: rerunning the command resumes
     step(f"stage 1: attention entropy of {sum(s.ok for s in dataset.samples):,} samples "
-         f"({loaded.family.name}, {loaded.n_layers} layers, {loaded.device})")
+         f"({loaded.family.name}, {loaded.n_layers} layers, {loaded.device}){_scoring(loaded, config)}")
     features = extract(loaded, dataset, config, on_start, on_progress, parts, address, on_resumed)
     refuse_mostly_skipped(_skipped(features), len(dataset.records), Path(data))
     step(f"stages 2-3 ({config.method}) on {len(dataset.records):,} records")

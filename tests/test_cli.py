@@ -557,3 +557,46 @@ def test_evaluate_refuses_a_truth_file_that_is_not_utf8_and_warns_on_an_empty_on
     res = CliRunner().invoke(cli, ["evaluate", str(out), "--truth", str(empty)])
     assert res.exit_code == 0
     assert f"warning: {empty} lists no poisoned ids" in res.output
+
+
+@pytest.mark.parametrize("case", ["base config", "base weights", "adapter with base"])
+def test_base_and_adapter_folders_are_checked_before_any_model_loads(tiny_model, tiny_data, tmp_path,
+                                                                     monkeypatch, case):
+    """Before: a damaged --base, or --adapter with --base, failed only after the
+    submission had loaded (minutes for a real model)."""
+    import auditor.models
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(auditor.models, "load_model", never)
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    extra = ["--base", str(base)]
+    if case == "base config":
+        (base / "config.json").write_text("{")
+        fragment = f"{base / 'config.json'}: not valid JSON"
+    elif case == "base weights":
+        for p in base.glob("*.safetensors"):
+            p.unlink()
+        fragment = f"{base}: no .safetensors weights"
+    else:
+        adapter = tmp_path / "adapter"
+        adapter.mkdir()
+        (adapter / "adapter_config.json").write_text("{}")
+        (adapter / "adapter_model.safetensors").write_bytes(b"")
+        extra += ["--adapter", str(adapter)]
+        fragment = "with --adapter the base is the model the adapter applies to (--model); drop --base"
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(tiny_data[0]),
+                                   "--out", str(tmp_path / "out"), "--no-progress", *extra])
+    assert res.exit_code == 2 and fragment in res.output.splitlines()[-1], res.output
+
+
+def test_an_unsupported_dataset_type_is_refused_before_any_heavy_import(tiny_model, tmp_path):
+    data = tmp_path / "train.csv"
+    data.write_text("id,image\n")
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(data), "--out",
+                                   str(tmp_path / "out")])
+    assert res.exit_code == 2
+    assert res.output.strip() == (f"error: {data}: unsupported dataset format '.csv'; supported: .json, "
+                                  ".jsonl, .parquet")

@@ -61,3 +61,15 @@ def test_resumed_samples_are_announced_once_and_left_out_of_the_rate(monkeypatch
         "computing the other 400"]
     assert r.heartbeat_line() == ("stage 1: 700/1,000 samples (70%) (600 resumed), 10.00 samples/s, "
                                   "about 30 s left")
+
+
+def test_every_long_step_has_a_heartbeat_off_a_terminal():
+    """Before: only stage 1 had one (the base pass and the heatmaps ran 2 min 19 s silent)."""
+    out = io.StringIO()
+    r = Reporter(out, bar=False, heartbeat_s=0.05)
+    r.step("attention heatmaps of the samples the report shows")
+    time.sleep(0.3)
+    r.close()
+    beats = [ln for ln in out.getvalue().splitlines()
+             if "still attention heatmaps of the samples the report shows (" in ln]
+    assert len(beats) >= 2 and beats[0].endswith("so far)")

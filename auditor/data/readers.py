@@ -25,17 +25,24 @@ IMAGE_PLACEHOLDER = "<image>"
 SUPPORTED_SUFFIXES = {".json": "llava-json", ".jsonl": "jsonl", ".parquet": "parquet"}
 
 
+def dataset_format(path: Path) -> str:
+    """The format its suffix names, or an input error naming the supported ones
+    (checked before any model is loaded)."""
+    fmt = SUPPORTED_SUFFIXES.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise AuditInputError(
+            f"{path}: unsupported dataset format {Path(path).suffix!r}; supported: "
+            f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")
+    return fmt
+
+
 def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
     """Parse `path`; image paths resolve against `image_root` (default: the file's folder)."""
     path = Path(path)
     if not path.is_file():
         raise AuditInputError(f"{path}: dataset file not found; pass an existing "
                               f"{', '.join(sorted(SUPPORTED_SUFFIXES))} file")
-    fmt = SUPPORTED_SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise AuditInputError(
-            f"{path}: unsupported dataset format {path.suffix!r}; supported: "
-            f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")
+    fmt = dataset_format(path)
     root = Path(image_root) if image_root is not None else path.parent
     if not root.is_dir():
         raise AuditInputError(f"{root}: image root is not a folder; pass --image-root DIR")

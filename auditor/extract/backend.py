@@ -39,6 +39,17 @@ def load(model_dir: Path, config: Stage1Config, adapter_dir: Path | None = None,
     if base_dir is not None and not base_pass:
         raise AuditInputError(f"--base {base_dir}: the base scores the answers; drop --no-answers / "
                               "--no-base-pass, or drop --base")
+    # Every folder's config and weights, before the first model loads (seconds to minutes each).
+    from ..models.loading import check_adapter, read_model_type
+
+    read_model_type(model_dir, config.allow_pickle)
+    if adapter_dir is not None:
+        check_adapter(adapter_dir)
+    if base_dir is not None:
+        if adapter_dir is not None:
+            raise AuditInputError(f"--base {base_dir}: with --adapter the base is the model the adapter "
+                                  "applies to (--model); drop --base")
+        read_model_type(base_dir, config.allow_pickle)
     loaded = load_model(model_dir, config.dtype, capture_attention=CAPTURE_ATTENTION, adapter_dir=adapter_dir,
                         allow_pickle=config.allow_pickle, device=config.device,
                         keep_adapter=base_pass and adapter_dir is not None)

@@ -116,6 +116,17 @@ class Analysis:
     def coverage(self) -> float:
         return self.n_analysed / self.n_records if self.n_records else 0.0
 
+    def flag_groups(self) -> list[tuple[str, tuple[Flag, ...]]]:
+        """The flagged samples by group, most suspicious first in each, the group
+        holding the most suspicious sample first. A group is the channels that
+        flagged a sample ("attention and answers", "answers", ...; combined) or
+        the method's one group."""
+        by = {d["index"]: d["channels"] for d in self.details.get("flagged_by", [])}
+        groups: dict[str, list[Flag]] = {}
+        for f in sorted(self.flagged, key=lambda f: (f.score, f.index)):
+            groups.setdefault(" and ".join(by.get(f.index, [])) or self.method, []).append(f)
+        return [(label, tuple(flags)) for label, flags in groups.items()]
+
     def reason_dicts(self) -> list[dict[str, str]]:
         return [r.to_dict() for r in self.reasons]
 

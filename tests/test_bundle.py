@@ -19,3 +19,21 @@ def test_outputs_are_made_in_the_declared_order_and_each_digest_covers_what_came
     assert set(summary["outputs_sha256"]) == set(names[: names.index(bundle.SUMMARY)])
     manifest = json.loads(files[bundle.MANIFEST])
     assert {f"outputs/{n}" for n in names[: names.index(bundle.MANIFEST)]} <= set(manifest["files"])
+
+
+def test_flagged_jsonl_lists_the_most_suspicious_first_with_its_group(synthetic_audit):
+    """Before: input order, with no word on which channel or group flagged a sample."""
+    import json
+    from types import SimpleNamespace
+
+    from auditor import bundle
+
+    ds, _, a = synthetic_audit(n=60, n_low=8)
+    rows = [json.loads(ln) for ln in bundle._flagged(SimpleNamespace(analysis=a, dataset=ds), None).decode()
+            .splitlines()]
+    ranked = sorted(a.flagged, key=lambda f: (f.score, f.index))
+    assert [r["index"] for r in rows] == [f.index for f in ranked] != sorted(f.index for f in ranked)
+    assert a.method == "combined" and {r["group"] for r in rows} == {"attention"}  # the finding channel
+    assert all(r["channels"] == ["attention"] for r in rows)
+    assert [(label, [f.index for f in flags]) for label, flags in a.flag_groups()] == [
+        ("attention", [f.index for f in ranked])]

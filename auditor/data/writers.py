@@ -7,7 +7,7 @@ import datetime
 import decimal
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..fileio import utf8
@@ -34,12 +34,13 @@ def render_cleaned(dataset: Dataset, keep: Iterable[int]) -> bytes:
     return utf8("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
 
 
-def render_flagged(dataset: Dataset, scores: Mapping[int, float]) -> bytes:
-    """JSON Lines of {"index", "id", "score", "record"} for flagged indices, input order;
-    `record` is the input record verbatim."""
+def render_flagged(dataset: Dataset, flagged: Sequence[tuple[int, float, Mapping[str, Any]]]) -> bytes:
+    """JSON Lines of {"index", "id", "score", "record", ...extra} for each
+    (index, score, extra) of `flagged`, in that order (the bundle's: by group,
+    most suspicious first); `record` is the input record verbatim."""
     lines = []
-    for i in sorted(scores):
-        row = {"index": i, "id": dataset.samples[i].id, "score": scores[i],
+    for i, score, extra in flagged:
+        row = {"index": i, "id": dataset.samples[i].id, "score": score, **extra,
                "record": dataset.records[i]}
         lines.append(json.dumps(row, ensure_ascii=False, sort_keys=True, default=_json_default) + "\n")
     return utf8("".join(lines))

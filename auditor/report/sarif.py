@@ -1,13 +1,16 @@
-"""findings.sarif: SARIF 2.1.0, one result per flagged sample, ready for GitHub
-code scanning and other SARIF consumers.
+"""findings.sarif: SARIF 2.1.0, one result per flagged group (code scanning
+makes every result an alert: a hundred poisoned samples are one finding),
+ready for GitHub code scanning and other SARIF consumers.
 
-Each result points at the line where its record starts in the dataset file
-(JSON array, JSONL; Parquet row i is line i + 1). URIs are relative to the
-dataset's folder (base DATASET_ROOT), so the file stays valid when the bundle
-moves; with `sarif_root` (`--sarif-root`, a repository's root) they are
-relative to that root instead (base %SRCROOT%), as code scanning wants. A run
-that could not decide (inconclusive) says so in a notification and in
-`executionSuccessful`."""
+A result points at the line where its group's most suspicious record starts
+in the dataset file (JSON array, JSONL; Parquet row i is line i + 1), and
+lists every sample of the group as a related location (up to
+MAX_RELATED; flagged.jsonl and summary.json have them all). URIs are relative
+to the dataset's folder (base DATASET_ROOT, with no absolute path in the
+file), so it stays valid when the bundle moves; with `sarif_root`
+(`--sarif-root`, a repository's root) they are relative to that root instead
+(base %SRCROOT%), as code scanning wants. A run that could not decide
+(inconclusive) says so in a notification and in `executionSuccessful`."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from ..verdict import Analysis
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 MAX_RESULTS = 25_000  # GitHub code scanning keeps at most this many results per run
+MAX_RELATED = 1_000  # and at most this many related locations per result
 SECURITY_SEVERITY = "8.0"  # "high": a planted backdoor in training data
 
 
@@ -63,43 +67,57 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
                   if dataset.format != "parquet" else "application/octet-stream"}]
     image_index: dict[str, int] = {}
     uris: dict[str, str | None] = {}  # by image: its URI under the root, None when it has none
-    results = []
-    evidence = analysis.evidence_text
-    channels = {d["index"]: d["channels"] for d in analysis.details.get("flagged_by", [])}
-    for f in sorted(analysis.flagged, key=lambda f: (f.score, f.index))[:MAX_RESULTS]:
-        sample = dataset.samples[f.index]
-        location: dict[str, Any] = {
-            "physicalLocation": {"artifactLocation": {"uri": data_uri, "uriBaseId": base_id, "index": 0},
-                                 "region": {"startLine": lines[f.index]}},
-            "logicalLocations": [{"name": sample.id, "fullyQualifiedName": f"records[{f.index}]",
-                                  "kind": "element"}],
-        }
-        result: dict[str, Any] = {
-            "ruleId": descriptor["id"], "ruleIndex": 0, "level": "error", "kind": "fail",
-            "message": {"text": f"Record {sample.id!r} (record {f.index}, line {lines[f.index]}) is flagged "
-                        "as a suspected backdoor sample"
-                        + (f" by the {' and '.join(channels[f.index])} channel"
-                           if channels.get(f.index) else "")
-                        + f": {evidence} (score {f.score:.4f}; lower is more suspicious)."},
-            "locations": [location],
-            "partialFingerprints": {"recordId/v1": sample.id},
-            "properties": {"index": f.index, "score": f.score,
-                           **({"channels": channels[f.index]} if f.index in channels else {})},
-        }
+
+    def image_location(sample, k: int) -> dict[str, Any] | None:
         if sample.image is not None and sample.image not in uris:  # a Path per flagged record is slow
             image = Path(sample.image)
             uris[sample.image] = (_uri(image, root) if image.is_file()
-                                  and real_path(image).is_relative_to(root)
-                                  else None)
+                                  and real_path(image).is_relative_to(root) else None)
         uri = None if sample.image is None else uris[sample.image]
-        if uri is not None:
-            if uri not in image_index:
-                image_index[uri] = len(artifacts)
-                artifacts.append({"location": {"uri": uri, "uriBaseId": base_id},
-                                  "hashes": {"sha-256": sha(Path(sample.image))}})
-            result["relatedLocations"] = [{"id": 0, "physicalLocation": {"artifactLocation": {
-                "uri": uri, "uriBaseId": base_id, "index": image_index[uri]}},
-                "message": {"text": "the sample's image"}}]
+        if uri is None:
+            return None
+        if uri not in image_index:
+            image_index[uri] = len(artifacts)
+            artifacts.append({"location": {"uri": uri, "uriBaseId": base_id},
+                              "hashes": {"sha-256": sha(Path(sample.image))}})
+        return {"id": k, "physicalLocation": {"artifactLocation": {
+            "uri": uri, "uriBaseId": base_id, "index": image_index[uri]}},
+            "message": {"text": f"the image of record {sample.id!r}"}}
+
+    def record_location(index: int) -> dict[str, Any]:
+        return {"physicalLocation": {"artifactLocation": {"uri": data_uri, "uriBaseId": base_id, "index": 0},
+                                     "region": {"startLine": lines[index]}},
+                "logicalLocations": [{"name": dataset.samples[index].id,
+                                      "fullyQualifiedName": f"records[{index}]", "kind": "element"}]}
+
+    results = []
+    evidence = analysis.evidence_text
+    for label, flags in analysis.flag_groups()[:MAX_RESULTS]:
+        first, members = flags[0], flags[:MAX_RELATED]
+        sample = dataset.samples[first.index]
+        related: list[dict[str, Any]] = []
+        for f in members:
+            related.append({"id": len(related), **record_location(f.index),
+                            "message": {"text": f"record {dataset.samples[f.index].id!r} (record {f.index}, "
+                                                f"line {lines[f.index]}; score {f.score:.4f})"}})
+            pic = image_location(dataset.samples[f.index], len(related))
+            if pic is not None:
+                related.append(pic)
+        who = ("the " + label + (" channels" if " and " in label else " channel")
+               if label in ("attention", "answers", "attention and answers") else f"method {label}")
+        more = f"; the first {len(members)} are related locations" if len(flags) > len(members) else ""
+        result: dict[str, Any] = {
+            "ruleId": descriptor["id"], "ruleIndex": 0, "level": "error", "kind": "fail",
+            "message": {"text": f"{len(flags)} record(s) flagged as suspected backdoor samples by {who}, the "
+                        f"most suspicious {sample.id!r} (record {first.index}, line {lines[first.index]}): "
+                        f"{evidence} (scores {first.score:.4f} to {flags[-1].score:.4f}; lower is more "
+                        f"suspicious{more})."},
+            "locations": [record_location(first.index)],
+            "relatedLocations": related,
+            "partialFingerprints": {"recordGroup/v1": f"{label}:{first.id}"},
+            "properties": {"group": label, "records": len(flags), "index": first.index,
+                           "score": first.score, "ids": [f.id for f in flags]},
+        }
         results.append(result)
     return {
         "$schema": SARIF_SCHEMA,
@@ -113,7 +131,9 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
                 "executionSuccessful": analysis.verdict != "inconclusive", "exitCode": exit_code,
                 "exitCodeDescription": analysis.verdict,
                 "toolExecutionNotifications": _notifications(analysis, len(results))}],
-            "originalUriBaseIds": {base_id: {"uri": root.as_uri() + "/"}},
+            # only a repository's root is named, never this machine's dataset folder
+            **({"originalUriBaseIds": {base_id: {"uri": root.as_uri() + "/"}}} if sarif_root is not None
+               else {}),
             "artifacts": artifacts,
             "results": results,
             "properties": {"verdict": analysis.verdict, "reasons": analysis.reason_dicts(),
@@ -133,11 +153,11 @@ def _notifications(analysis: Analysis, n_results: int) -> list[dict[str, Any]]:
     for g in analysis.causes:
         out.append({"level": "warning", "descriptor": {"id": f"BYE-SKIPPED-{g.code}"},
                     "message": {"text": f"{g.count} record(s) not analysed: {g.title}; {g.fix}"}})
-    if n_results < len(analysis.flagged):
+    groups = analysis.flag_groups()
+    if n_results < len(groups):
         out.append({"level": "warning", "descriptor": {"id": "BYE-TRUNCATED"},
-                    "message": {"text": f"{len(analysis.flagged)} records flagged; the {n_results} most "
-                                "suspicious are listed (code scanning's limit per run); flagged.jsonl lists "
-                                "all"}})
+                    "message": {"text": f"{len(groups)} groups flagged; the {n_results} most suspicious are "
+                                "listed (code scanning's limit per run); flagged.jsonl lists all"}})
     return out
 
 

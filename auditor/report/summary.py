@@ -45,8 +45,9 @@ def summary_dict(analysis: Analysis, provenance: Provenance, output_sha256: dict
         "sensitive_layers": list(a.sensitive_layers),
         "evidence_layers": list(a.evidence_layers),
         "evidence": a.evidence_text,
-        "flagged": [{"index": f.index, "id": f.id, "score": f.score,
-                     **({"channels": by[f.index]} if f.index in by else {})} for f in a.flagged],
+        "flagged": [{"index": f.index, "id": f.id, "score": f.score, "group": label,
+                     **({"channels": by[f.index]} if f.index in by else {})}
+                    for label, flags in a.flag_groups() for f in flags],
         "undecided": [{"index": f.index, "id": f.id, "score": f.score}
                       for f in sorted(a.undecided, key=lambda f: (f.score, f.index))],
         "config": a.config.to_dict(),

@@ -11,24 +11,34 @@ from auditor.report.sarif import MAX_RESULTS, rule, sarif_dict
 SCHEMA = json.loads((Path(__file__).parent / "sarif-schema-2.1.0.json").read_text())
 
 
-def test_sarif_is_valid_2_1_0_with_one_result_per_flagged_sample(synthetic_audit):
+def test_sarif_is_valid_2_1_0_with_one_result_per_flagged_group(synthetic_audit):
+    """Before: one result per sample, so code scanning raised 100 alerts for one backdoor."""
     ds, _, a = synthetic_audit(n=60, n_low=8)
     assert a.verdict == "fail" and len(a.flagged) == 8
     sarif = sarif_dict(a, ds, exit_code=1)
     jsonschema.Draft4Validator(SCHEMA).validate(sarif)
     run = sarif["runs"][0]
     assert run["invocations"][0]["exitCode"] == 1
+    assert len(run["results"]) == 1
+    result = run["results"][0]
     ranked = sorted(a.flagged, key=lambda f: (f.score, f.index))  # most suspicious first
-    assert [r["logicalLocations"][0]["fullyQualifiedName"] for r in
-            (res["locations"][0] for res in run["results"])] == [f"records[{f.index}]" for f in ranked]
-    assert all(r["ruleId"] == rule(a.method)["id"] for r in run["results"])
+    first = result["locations"][0]["logicalLocations"][0]["fullyQualifiedName"]
+    assert first == f"records[{ranked[0].index}]"
+    records = [r["logicalLocations"][0]["fullyQualifiedName"] for r in result["relatedLocations"]
+               if "logicalLocations" in r]
+    assert records == [f"records[{f.index}]" for f in ranked]
+    assert result["properties"]["records"] == 8
+    assert result["message"]["text"].startswith("8 record(s) flagged")
+    assert result["ruleId"] == rule(a.method)["id"]
     dataset_artifact = run["artifacts"][0]
     assert dataset_artifact["location"]["uri"] == ds.path.name
     assert dataset_artifact["hashes"]["sha-256"] == hashlib.sha256(ds.path.read_bytes()).hexdigest()
-    # the shared image is listed once, with its hash, and every result points at it
+    # the shared image is listed once, with its hash, and each sample's image points at it
     assert len(run["artifacts"]) == 2
-    assert {r["relatedLocations"][0]["physicalLocation"]["artifactLocation"]["index"]
-            for r in run["results"]} == {1}
+    assert {r["physicalLocation"]["artifactLocation"]["index"] for r in result["relatedLocations"]
+            if "logicalLocations" not in r} == {1}
+    assert "originalUriBaseIds" not in run  # no absolute path of this machine without --sarif-root
+    assert "file://" not in json.dumps(sarif)
 
 
 def test_the_schema_check_can_fail(synthetic_audit):
@@ -163,13 +173,14 @@ def test_an_inconclusive_run_is_visible_not_a_clean_scan(synthetic_audit):
     assert "inconclusive" in inv["toolExecutionNotifications"][0]["message"]["text"]
 
 
-def test_results_are_capped_at_the_code_scanning_limit(synthetic_audit, monkeypatch):
+def test_related_locations_are_capped_at_the_code_scanning_limit(synthetic_audit, monkeypatch):
     import auditor.report.sarif as sarif_module
 
+    assert MAX_RESULTS == 25_000 and sarif_module.MAX_RELATED == 1_000  # GitHub's limits
     ds, _, a = synthetic_audit(n=60, n_low=8)
-    monkeypatch.setattr(sarif_module, "MAX_RESULTS", 3)
-    sarif = sarif_module.sarif_dict(a, ds, exit_code=1)
-    inv = sarif["runs"][0]["invocations"][0]
-    assert len(sarif["runs"][0]["results"]) == 3
-    assert any("the 3 most suspicious" in n["message"]["text"] for n in inv["toolExecutionNotifications"])
-    assert MAX_RESULTS == 25_000
+    monkeypatch.setattr(sarif_module, "MAX_RELATED", 3)
+    result = sarif_module.sarif_dict(a, ds, exit_code=1)["runs"][0]["results"][0]
+    assert sum("logicalLocations" in r for r in result["relatedLocations"]) == 3
+    assert "the first 3 are related locations" in result["message"]["text"]
+    assert len(result["properties"]["ids"]) == 8  # every id still named
+

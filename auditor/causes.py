@@ -21,12 +21,17 @@ _CAUSES: tuple[tuple[str, re.Pattern[str], str, str], ...] = tuple(
          "keep the images under the dataset's folder, or point --image-root at the folder holding them"),
         ("image-path-invalid", r"^image path .* (NUL byte|not valid Unicode)", "unusable image path",
          "fix the image paths of these records"),
+        ("several-images", r"^record has \d+ images", "record with several images",
+         "split the record into one record per image, or audit with a tool for multi-image samples"),
         ("image-not-path", r"^image is a .*, not a path", "image embedded instead of a path",
          "save the images as files and reference them by relative path"),
         ("no-image", r"^record has no image", "record without an image",
          "these records cannot carry an image trigger; audit them with a text-only tool"),
         ("no-conversation", r"^record has no (conversations|human turn)", "record without an instruction",
-         "give each record a conversations list with a human turn"),
+         'give each record a user turn, e.g. {"id": "a1", "image": "a1.png", "conversations": [{"from": '
+         '"human", "value": "<image> What is shown?"}, {"from": "gpt", "value": "a cat"}]} or {"messages": '
+         '[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is shown?"}]}, '
+         '{"role": "assistant", "content": "a cat"}], "images": ["a1.png"]}'),
         ("not-an-object", r"^record is not a JSON object", "record is not a JSON object",
          "each record must be a JSON object"),
         ("image-too-large", r"MP\), over the limit", "image over the pixel limit",

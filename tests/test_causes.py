@@ -22,6 +22,7 @@ def test_every_reason_the_readers_and_runner_write_has_a_cause():
             ("record is not a JSON object", "not-an-object"),
             ("record has no conversations", "no-conversation"),
             ("record has no human turn", "no-conversation"), ("record has no image", "no-image"),
+            ("record has 2 images; one image per record is supported", "several-images"),
             ("image is a dict, not a path; embedded images are not supported", "image-not-path"),
             ("image path 'a\\x00' contains a NUL byte", "image-path-invalid"),
             ("image path '../x.png' escapes the dataset root", "image-escapes-root"),

@@ -1,9 +1,18 @@
 """Readers for LLaVA-style datasets: a JSON array (`.json`), one record per line
 (`.jsonl`), or a Parquet table (`.parquet`) with the same fields as columns.
 
-A record: {"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."},
-{"from": "gpt", "value": "..."}]}. Problems with one record make it a skipped
-sample with a reason; problems with the whole file raise AuditInputError.
+A record, in any of the shapes instruction sets come in:
+
+- LLaVA / ShareGPT: {"id", "image", "conversations": [{"from": "human", "value":
+  "<image>\\n..."}, {"from": "gpt", "value": "..."}]} ("user" / "assistant"
+  and "role" / "content" keys are read too);
+- OpenAI / Hugging Face chat: {"id", "messages": [{"role": "user", "content":
+  [{"type": "image"}, {"type": "text", "text": "..."}]}, {"role": "assistant",
+  "content": "..."}], "images": ["path"]} (content a string or a list of parts).
+
+The image is "image" (a path) or "images" (a list holding one path). Problems
+with one record make it a skipped sample with a reason; problems with the
+whole file raise AuditInputError.
 """
 
 from __future__ import annotations
@@ -154,10 +163,17 @@ def _to_sample(index: int, rec: Any, root: str) -> Sample:
         return Sample(index, f"#{index}", None, "", "", "record is not a JSON object")
     rid = rec.get("id")
     sid = f"#{index}" if rid is None else str(rid)
-    prompt, answer, problem = _conversation(rec.get("conversations"))
+    turns = rec.get("conversations") if "conversations" in rec else rec.get("messages")
+    prompt, answer, problem = _conversation(turns)
     if problem:
         return Sample(index, sid, None, prompt, answer, problem)
     image = rec.get("image")
+    if image is None and isinstance(rec.get("images"), list):
+        images = rec["images"]
+        if len(images) > 1:
+            return Sample(index, sid, None, prompt, answer,
+                          f"record has {len(images)} images; one image per record is supported")
+        image = images[0] if images else None
     if image is not None and not isinstance(image, str):
         return Sample(index, sid, None, prompt, answer,
                       f"image is a {type(image).__name__}, not a path; embedded images are not supported")
@@ -179,23 +195,39 @@ def _to_sample(index: int, rec: Any, root: str) -> Sample:
     return Sample(index, sid, full, prompt, answer)
 
 
+_USER, _ASSISTANT = frozenset({"human", "user"}), frozenset({"gpt", "assistant"})
+
+
+def _text(content: Any) -> str | None:
+    """A turn's text: a string, or the text parts of a list of content parts
+    ({"type": "text", "text": ...}; image parts hold no text); None otherwise."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if all(isinstance(t, str) for t in parts):
+            return "\n".join(parts)
+    return None
+
+
 def _conversation(conv: Any) -> tuple[str, str, str | None]:
-    """(prompt without the image placeholder, first answer, problem or None)."""
+    """(prompt without the image placeholder, first answer, problem or None),
+    from a list of turns: {"from", "value"} (LLaVA, ShareGPT) or {"role",
+    "content"} (OpenAI / Hugging Face chat)."""
     if not isinstance(conv, list) or not conv:
         return "", "", "record has no conversations"
     human = gpt = None
     for turn in conv:  # the first of each role
         if isinstance(turn, dict):
-            role = turn.get("from")
-            if role == "human" and human is None:
-                human = turn
-            elif role == "gpt" and gpt is None:
-                gpt = turn
-    if human is None or not isinstance(human.get("value"), str):
+            role = turn.get("from", turn.get("role"))
+            text = _text(turn.get("value", turn.get("content")))
+            if role in _USER and human is None:
+                human = text
+            elif role in _ASSISTANT and gpt is None:
+                gpt = text
+    if human is None:
         return "", "", "record has no human turn"
-    prompt = human["value"].replace(IMAGE_PLACEHOLDER, "").strip()
-    answer = gpt.get("value", "") if gpt is not None else ""
-    return prompt, answer if isinstance(answer, str) else "", None
+    return human.replace(IMAGE_PLACEHOLDER, "").strip(), gpt or "", None
 
 
 def record_lines(path: Path, fmt: str) -> list[int]:

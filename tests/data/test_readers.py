@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import orjson
 import pytest
@@ -191,3 +192,38 @@ def test_a_corrupt_parquet_dataset_is_a_one_line_error(folder):
     with pytest.raises(AuditInputError, match=r"d\.parquet: not a readable Parquet file") as err:
         read_dataset(p)
     assert "\n" not in str(err.value)
+
+
+def test_openai_messages_and_sharegpt_records_read_like_llava_ones(tmp_path):
+    """Before: a Hugging Face / OpenAI `messages` dataset was refused ("give each
+    record a conversations list")."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    recs = [
+        {"id": "llava", "image": "a.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is shown?"}, {"from": "gpt", "value": "a cat"}]},
+        {"id": "messages", "images": ["a.png"], "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is shown?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "a cat"}]}]},
+        {"id": "sharegpt", "image": "a.png", "conversations": [
+            {"role": "user", "content": "<image> What is shown?"},
+            {"role": "assistant", "content": "a cat"}]},
+        {"id": "two", "images": ["a.png", "a.png"], "messages": [
+            {"role": "user", "content": "What differs?"}, {"role": "assistant", "content": "nothing"}]},
+        {"id": "none", "text": "hello"},
+    ]
+    path = tmp_path / "chat.json"
+    path.write_text(json.dumps(recs))
+    ds = read_dataset(path)
+    for s in ds.samples[:3]:
+        got = (s.ok, s.prompt, s.answer, Path(s.image).name)
+        assert got == (True, "What is shown?", "a cat", "a.png"), s.id
+    assert ds.samples[3].skip_reason == "record has 2 images; one image per record is supported"
+    assert ds.samples[4].skip_reason == "record has no conversations"
+    from auditor.causes import cause_of
+
+    fix = cause_of(ds.samples[4].skip_reason)[2]
+    assert '"conversations": [{"from": "human"' in fix and '"messages": [{"role": "user"' in fix
+    assert "\n" not in fix

@@ -131,7 +131,8 @@ def render_html(analysis: Analysis, provenance: Provenance | Mapping[str, Any], 
     flagged_rows = [row(f) for f in by_suspicion[:MAX_FLAGGED_ROWS]]
     undecided_rows = [row(f) for f in undecided[:MAX_FLAGGED_ROWS]]
     kept_rows = [row(f) for f in analysis.scored.flags(shown_kept)]
-    with_images = sum(1 for r in flagged_rows or undecided_rows if r["heat"])
+    # rows up to the last one with a heatmap get the full table, the rest a compact one
+    with_images = max((k + 1 for k, r in enumerate(flagged_rows or undecided_rows) if r["heat"]), default=0)
     html = _env().get_template("report.html.j2").render(
         a=analysis, meta=prov, dataset=dataset, dataset_path=str(dataset.path), bsi_img=bsi_img,
         hist_img=hist_img, layer_img=layer_img, libraries=_library_rows(prov), flagged_rows=flagged_rows,

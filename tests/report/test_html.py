@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 
@@ -174,3 +175,23 @@ def test_an_inconclusive_report_shows_the_undecided_group_and_the_fix_never_acce
     assert [u["index"] for u in summary["undecided"]] == sorted(group, key=lambda i: (
         next(f.score for f in a.undecided if f.index == i), i))
     assert bundle._cleaned(SimpleNamespace(analysis=a, dataset=ds), None) is None  # nothing to train on
+
+
+def test_rows_past_the_images_are_compact_and_the_bye_chart_is_an_appendix_unless_bye(synthetic_audit):
+    """Before: a 100-row table whose rows past the 24th had empty image cells,
+    and BYE's chart among the evidence of a method that does not use it."""
+    from PIL import Image
+
+    from auditor.report.heatmaps import heatmap_pngs
+
+    ds, features, a = synthetic_audit(n=60, n_low=8)
+    ranked = sorted(a.flagged, key=lambda f: (f.score, f.index))
+    pngs = heatmap_pngs(Image.new("RGB", (8, 8)), np.full((4, 4), 1 / 16))
+    html = render_html(a, features.meta, ds, heatmaps={f.index: pngs for f in ranked[:3]}).decode()
+    assert "The next 5, without images (drawn for the 3 most suspicious only)" in html
+    compact = html.split('<table class="compact">')[1].split("</table>")[0]
+    assert [f.id for f in ranked[3:]] == [i for i in re.findall(r"<code>([^<]+)</code>", compact)]
+    assert html.index("Appendix: BYE's layer profile") < html.index('alt="BSI per layer"')
+    bye = analyze(features, AuditConfig.of(method="bye"))
+    html = render_html(bye, features.meta, ds).decode()
+    assert "Appendix" not in html and 'alt="BSI per layer"' in html

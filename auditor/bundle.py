@@ -58,6 +58,7 @@ class Audit:
     digests_by_path: Mapping[Path, str]  # the same, by resolved path (SARIF's artifacts)
     roots: Mapping[str, str | None]  # where each input root was (the manifest's)
     signer: Signer | None = None
+    signer_name: str | None = None  # who holds the key (keygen --signer), when stored beside it
     heatmaps: Mapping[int, tuple[bytes, bytes]] | None = None
     sarif_root: Path | None = None
     features_file: Path | None = None  # the features already exist as this file: copied as it is
@@ -117,7 +118,7 @@ def _cleaned(a: Audit, made: Made) -> Rendered:
 
 
 def _report(a: Audit, made: Made) -> Rendered:
-    signing = None if a.signer is None else {"keyid": a.signer.public_key.keyid}
+    signing = None if a.signer is None else {"keyid": a.signer.public_key.keyid, "name": a.signer_name}
     return render_html(a.analysis, a.features.provenance, a.dataset, dict(a.heatmaps or {}), gate=a.gate,
                        signing=signing, features=a.features,
                        about={"report_id": a.report_id, "audited_at": a.audited_at})
@@ -160,7 +161,9 @@ def _attestation(a: Audit, made: Made) -> Rendered:
     predicate = {"report_id": a.report_id, "audited_at": a.audited_at, "verdict": a.analysis.verdict,
                  "exit_code": int(a.gate.exit_code), "reasons": a.analysis.reason_dicts(),
                  "counts": summary["counts"], "config": a.analysis.config.to_dict(), "tool": manifest["tool"],
-                 "environment": manifest["environment"]}
+                 "environment": manifest["environment"],
+                 **({"signer": {"name": a.signer_name, "keyid": a.signer.public_key.keyid}}
+                    if a.signer_name else {})}
     return sign(statement(subjects, predicate), a.signer)
 
 

@@ -493,19 +493,27 @@ def evaluate(bundle, truth, as_json, old_out) -> None:
                     "keys/bye-audit.key")
 @click.option("--out", "out_dir", type=_path, required=True,
               help="Folder for bye-audit.key and bye-audit.pub.")
-def keygen(out_dir) -> None:
+@click.option("--signer", default=None,
+              help='Who holds the key, e.g. "Ada Lovelace <ada@example.org>": stored beside the keys '
+                   "(bye-audit.signer), named in every signed statement, the report and verify's output.")
+def keygen(out_dir, signer) -> None:
     """Make an Ed25519 key pair for signing audit bundles. The private key
-    (bye-audit.key, mode 0600, unencrypted) signs; give bye-audit.pub to verifiers."""
-    from .evidence.keys import PRIVATE_NAME, PUBLIC_NAME, generate  # cryptography
+    (bye-audit.key, mode 0600, unencrypted) signs; give bye-audit.pub (and
+    bye-audit.signer) to verifiers."""
+    from .evidence.keys import PRIVATE_NAME, PUBLIC_NAME, SIGNER_NAME, check_signer, generate  # cryptography
 
-    private, public = out_dir / PRIVATE_NAME, out_dir / PUBLIC_NAME
-    for p in (private, public):
+    name = None if signer is None else check_signer(signer)
+    private, public, named = out_dir / PRIVATE_NAME, out_dir / PUBLIC_NAME, out_dir / SIGNER_NAME
+    for p in (private, public, named):
         if p.exists():
             raise AuditInputError(f"{p}: exists; keygen never overwrites a key, choose another --out")
     pair = generate()
     write_bytes_atomic(private, pair.private_pem, mode=0o600)
     write_bytes_atomic(public, pair.public_pem)
-    click.echo(f"wrote {private} (keep it secret) and {public}; key id {pair.keyid}")
+    if name is not None:
+        write_bytes_atomic(named, (name + "\n").encode("utf-8"))
+    click.echo(f"wrote {private} (keep it secret) and {public}; key id {pair.keyid}"
+               + (f"; signer {name} ({named})" if name else ""))
 
 
 @cli.command(epilog="\b\nExample:\n  bye-audit verify audit/ --key bye-audit.pub\n  bye-audit verify audit/ "

@@ -199,7 +199,8 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
 
 def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: Analysis, *,
                   model_dir: Path | None = None, adapter_dir: Path | None = None,
-                  onnx_path: Path | None = None, signer: Signer | None = None, write_features: bool = True,
+                  onnx_path: Path | None = None, signer: Signer | None = None, signer_name: str | None = None,
+                  write_features: bool = True,
                   heatmaps: dict[int, tuple[bytes, bytes]] | None = None,
                   features_file: Path | None = None, audited_at: datetime | None = None,
                   sarif_root: Path | None = None) -> AuditOutputs:
@@ -218,7 +219,8 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
         analysis=analysis, dataset=dataset, features=features, gate=g,
         report_id=report_id(digests, analysis.config.to_dict(), when), audited_at=iso(when),
         input_digests=digests, digests_by_path={real_path(p): digests[n] for n, p in inputs.items()},
-        roots=roots(dataset, model_dir, adapter_dir, onnx_path), signer=signer, heatmaps=heatmaps,
+        roots=roots(dataset, model_dir, adapter_dir, onnx_path), signer=signer, signer_name=signer_name,
+        heatmaps=heatmaps,
         sarif_root=sarif_root, features_file=features_file, with_features=write_features,
         features_in_place=in_place if not write_features and in_place.is_file() else None)
     return AuditOutputs(analysis, tuple(bundle.write(Path(out), audit)), g)
@@ -236,6 +238,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     `base_dir`: the model a full fine-tune started from (the answers' base pass)."""
     step = on_step or (lambda _msg: None)
     signer = _signer(sign_key)  # a bad key fails before the long stage 1
+    name = _signer_name(sign_key)
     step(f"reading the dataset {data}")
     dataset = read_dataset(data, image_root)
     check_out_dir(out, dataset, bundle.output_names(dataset),
@@ -258,6 +261,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     step(f"writing the report (HTML, PDF), the cleaned dataset and the evidence to {out}")
     result = write_outputs(out, dataset, features, analysis, model_dir=model_dir, adapter_dir=adapter_dir,
                            onnx_path=onnx_path if config.stage1.backend == "onnx" else None, signer=signer,
+                           signer_name=name,
                            heatmaps=heatmaps, sarif_root=sarif_root)
     shards.clear(parts)
     return result
@@ -269,6 +273,14 @@ def _signer(sign_key: Path | None) -> Signer | None:
     from .evidence.keys import load_signer  # cryptography: only when signing
 
     return load_signer(sign_key)
+
+
+def _signer_name(sign_key: Path | None) -> str | None:
+    if sign_key is None:
+        return None
+    from .evidence.keys import signer_name
+
+    return signer_name(sign_key)
 
 
 def attention_heatmaps(loaded: Stage1Model, dataset: Dataset, analysis: Analysis
@@ -296,7 +308,7 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     manifest lists no model files: the features' metadata names the model).
     `on_step` hears what starts next (a million samples take a minute)."""
     step = on_step or (lambda _msg: None)
-    signer = _signer(sign_key)
+    signer, name = _signer(sign_key), _signer_name(sign_key)
     step(f"reading the features {features_path}")
     features = read_features(features_path)
     step(f"reading the dataset {data} ({len(features.rows):,} feature rows read)")
@@ -320,5 +332,6 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     # features file), unless that is where they came from.
     fresh = (Path(out) / bundle.FEATURES).resolve() != Path(features_path).resolve()
     as_is = None if imported else Path(features_path)
-    return write_outputs(out, dataset, features, analysis, signer=signer, write_features=fresh,
+    return write_outputs(out, dataset, features, analysis, signer=signer, signer_name=name,
+                         write_features=fresh,
                          features_file=as_is, sarif_root=sarif_root)

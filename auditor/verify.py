@@ -134,6 +134,10 @@ def signed_summary(predicate: object) -> str | None:
         parts.append(f"{tool.get('name', 'bye-audit')} {tool['version']}")
     if predicate.get("audited_at"):
         parts.append(f"signed at the audit, {predicate['audited_at']}")
+    signer = predicate.get("signer") if isinstance(predicate.get("signer"), dict) else {}
+    if isinstance(signer.get("name"), str) and signer["name"].isprintable():
+        parts.append(f"by {signer['name'][:200]} (the name keygen was given; the key is what the signature "
+                     "proves)")
     return "; ".join(map(str, parts))
 
 

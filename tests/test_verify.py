@@ -225,3 +225,24 @@ def test_the_signed_result_reads_as_one_line_and_tolerates_a_foreign_predicate()
                     "bye-audit 0.1.0; signed at the audit, 2026-11-30T10:00:00Z")
     assert signed_summary({"verdict": "pass", "counts": "nonsense"}) == "PASS"
     assert signed_summary(None) is None
+
+
+def test_the_signer_named_at_keygen_is_in_the_attestation_the_report_and_verify(tiny_model, tiny_data,
+                                                                               tmp_path):
+    keys = tmp_path / "keys"
+    ada = "Ada Lovelace <ada@example.org>"
+    res = CliRunner().invoke(cli, ["keygen", "--out", str(keys), "--signer", ada])
+    assert res.exit_code == 0 and "signer Ada Lovelace <ada@example.org>" in res.output
+    assert (keys / "bye-audit.signer").read_text() == "Ada Lovelace <ada@example.org>\n"
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(tiny_data[0]), "--out",
+                                   str(out), "--no-progress", "--sign-key", str(keys / "bye-audit.key")])
+    assert res.exit_code in (0, 1, 3), res.output
+    predicate = json.loads(base64.b64decode(json.loads((out / "attestation.dsse.json").read_text())["payload"]
+                                            ))["predicate"]
+    assert predicate["signer"]["name"] == "Ada Lovelace <ada@example.org>"
+    report = (out / "report.html").read_text()
+    assert "signed by Ada Lovelace &lt;ada@example.org&gt; with the Ed25519 key" in report
+    assert "by Ada Lovelace <ada@example.org> (the name keygen was given" in _verify(out, keys).output
+    bad = CliRunner().invoke(cli, ["keygen", "--out", str(tmp_path / "k2"), "--signer", "two\nlines"])
+    assert bad.exit_code == 2 and "one line of at most 200 printable characters" in bad.output

@@ -14,6 +14,35 @@ from ..errors import AuditInputError
 
 PRIVATE_NAME = "bye-audit.key"
 PUBLIC_NAME = "bye-audit.pub"
+SIGNER_NAME = "bye-audit.signer"  # beside both keys: who holds them, as `keygen --signer` was told
+MAX_SIGNER = 200
+
+
+def check_signer(name: str) -> str:
+    """A signer's name as it will be printed: one line of at most MAX_SIGNER
+    printable characters, e.g. "Ada Lovelace <ada@example.org>"."""
+    name = name.strip()
+    if not name or len(name) > MAX_SIGNER or not name.isprintable():
+        raise AuditInputError(f"--signer {name[:40]!r}: give one line of at most {MAX_SIGNER} printable "
+                              'characters, e.g. "Ada Lovelace <ada@example.org>"')
+    return name
+
+
+def signer_name(key_path: Path) -> str | None:
+    """The name stored beside a key by `keygen --signer` (None when there is none)."""
+    path = Path(key_path).with_name(SIGNER_NAME)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise AuditInputError(f"{path}: unreadable ({e}); remove it or write the signer's name in it"
+                              ) from None
+    try:
+        return check_signer(text)
+    except AuditInputError:
+        raise AuditInputError(f"{path}: not one printable line of at most {MAX_SIGNER} characters; write the "
+                              "signer's name in it") from None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ _CAUSES: tuple[tuple[str, re.Pattern[str], str, str], ...] = tuple(
         ("image-missing", r"^image file not found", "image file not found",
          "pass --image-root FOLDER where the images are (default: the dataset file's folder)"),
         ("image-absolute", r"^image path .* is absolute", "absolute image path",
-         "write the image paths relative to the dataset's folder (or to --image-root FOLDER)"),
+         "write the image paths relative to the dataset's folder (or to --image-root FOLDER), or accept them "
+         "as delivered with --absolute-images (recorded in the evidence)"),
         ("image-escapes-root", r"escapes the dataset root", "image path outside the dataset root",
          "keep the images under the dataset's folder, or point --image-root at the folder holding them"),
         ("image-path-invalid", r"^image path .* (NUL byte|not valid Unicode)", "unusable image path",

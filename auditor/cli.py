@@ -62,6 +62,10 @@ _base = click.option("--base", "base_dir", type=_path, default=None,
                           "under it too (with --adapter the base pass is automatic: the adapter disabled).")
 _data = click.option("--data", type=_path, required=True,
                      help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
+_absolute_images = click.option(
+    "--absolute-images", is_flag=True, default=None,
+    help="Accept absolute image paths as the dataset gives them (refused by default; recorded in the "
+         "evidence, and such images are named by their absolute path in the manifest).")
 _image_root = click.option("--image-root", type=_path, default=None,
                            help="Folder image paths resolve against [default: the dataset file's folder].")
 _overwrite = click.option("--overwrite", is_flag=True, default=False,
@@ -331,7 +335,7 @@ def cli() -> None:
 @cli.command(epilog="\b\nExample:\n  bye-audit audit --model ckpt/ --base base/ --data train.json "
                     "--out audit/ --sign-key bye-audit.key\n  bye-audit audit --model base/ --adapter lora/ "
                     "--data train.json --out audit/\n\n" + EXIT_CODES)
-@cloup.option_group("Inputs", _model, _adapter, _base, _data, _image_root)
+@cloup.option_group("Inputs", _model, _adapter, _base, _data, _image_root, _absolute_images)
 @cloup.option_group("Output", click.option("--out", type=_path, required=True, callback=_out_folder,
                                            help="Output folder (created; inputs are never overwritten)."),
                     _overwrite, _sign_key, _sarif_root)
@@ -362,7 +366,7 @@ def audit(model_dir, adapter_dir, base_dir, data, out, image_root, progress, sig
 
 @cli.command(epilog="\b\nExample:\n"
                     "  bye-audit extract --model ckpt/ --data train.json --out features.parquet")
-@cloup.option_group("Inputs", _model, _adapter, _base, _data, _image_root)
+@cloup.option_group("Inputs", _model, _adapter, _base, _data, _image_root, _absolute_images)
 @cloup.option_group("Output", click.option("--out", type=_path, required=True, callback=_out_file,
                                            help="Features file to write (.parquet)."))
 @cloup.option_group("Stage 1 (the model's forward passes)", *_STAGE1)
@@ -421,7 +425,8 @@ def export_onnx(model_dir, adapter_dir, out, allow_pickle) -> None:
                     "--method bye --tau 2\n\n" + EXIT_CODES)
 @click.argument("features_path", metavar="FEATURES", type=_path)
 @cloup.option_group("Inputs", click.option("--data", type=_path, required=True,
-                                           help="The dataset the features were extracted from."), _image_root)
+                                           help="The dataset the features were extracted from."), _image_root,
+                    _absolute_images)
 @cloup.option_group("Output", click.option("--out", type=_path, required=True, callback=_out_folder,
                                            help="Output folder."), _overwrite, _sign_key, _sarif_root)
 @cloup.option_group("Detection (stages 2-3)", *_detection_options())

@@ -54,6 +54,10 @@ class Stage1Config:
     # instruction's token count (None: the language model's context length).
     max_image_pixels: int = 50_000_000
     max_prompt_tokens: int | None = None
+    # Accept absolute image paths (a delivery as it came, its digest unchanged);
+    # refused by default: a path outside the dataset's root is then the
+    # dataset's choice. Recorded here, so in every output's configuration.
+    absolute_images: bool = False
     # Stage 1 runs on the torch model, or on a graph exported by `export-onnx`
     # with ONNX Runtime on `provider`; a provider ONNX Runtime cannot load is an
     # error unless `allow_fallback` (then the CPU runs it, and the metadata says so).

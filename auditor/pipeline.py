@@ -185,7 +185,7 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
                  address: str | None = None, base_dir: Path | None = None,
                  on_resumed: Callable[[int], None] | None = None) -> FeatureSet:
     """Stage 1 alone: the features file at `out`."""
-    dataset = read_dataset(data, image_root)
+    dataset = read_dataset(data, image_root, config.stage1.absolute_images)
     parts = Path(str(out) + ".parts")  # completed shards, until the file is written
     refuse_inputs([Path(out), parts], {"model": model_dir, "adapter": adapter_dir, "base": base_dir},
                   _input_paths(dataset, onnx_path))
@@ -240,7 +240,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     signer = _signer(sign_key)  # a bad key fails before the long stage 1
     name = _signer_name(sign_key)
     step(f"reading the dataset {data}")
-    dataset = read_dataset(data, image_root)
+    dataset = read_dataset(data, image_root, config.stage1.absolute_images)
     check_out_dir(out, dataset, bundle.output_names(dataset),
                   {"model": model_dir, "adapter": adapter_dir, "base": base_dir}, onnx_path, overwrite)
     check_writable(Path(out))  # before the long stage 1
@@ -312,7 +312,7 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     step(f"reading the features {features_path}")
     features = read_features(features_path)
     step(f"reading the dataset {data} ({len(features.rows):,} feature rows read)")
-    dataset = read_dataset(data, image_root)
+    dataset = read_dataset(data, image_root, config.stage1.absolute_images)
     imported = features.provenance.imported  # a dump in another format: it becomes a features file
     if imported:
         features = align(features, [s.id for s in dataset.samples], Path(features_path))

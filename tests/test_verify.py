@@ -246,3 +246,32 @@ def test_the_signer_named_at_keygen_is_in_the_attestation_the_report_and_verify(
     assert "by Ada Lovelace <ada@example.org> (the name keygen was given" in _verify(out, keys).output
     bad = CliRunner().invoke(cli, ["keygen", "--out", str(tmp_path / "k2"), "--signer", "two\nlines"])
     assert bad.exit_code == 2 and "one line of at most 200 printable characters" in bad.output
+
+
+def test_absolute_image_paths_are_refused_unless_accepted_and_then_recorded_and_verified(tiny_model,
+                                                                                        tiny_data, tmp_path):
+    """Before: absolute paths were refused outright, so a third party's delivery
+    had to be rewritten (changing the digest of what is audited)."""
+    data, _ = tiny_data
+    recs = json.loads(data.read_text())
+    for r in recs:
+        r["image"] = str((data.parent / r["image"]).resolve())
+    delivered = tmp_path / "delivery" / "train.json"
+    delivered.parent.mkdir()
+    delivered.write_text(json.dumps(recs))
+    keys = tmp_path / "keys"
+    assert CliRunner().invoke(cli, ["keygen", "--out", str(keys)]).exit_code == 0
+    args = ["audit", "--model", str(tiny_model), "--data", str(delivered), "--no-progress",
+            "--sign-key", str(keys / "bye-audit.key")]
+    refused = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 2 and "--absolute-images" in refused.output  # the fix names the option
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, args + ["--out", str(out), "--absolute-images"])
+    assert res.exit_code in (0, 1, 3), res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["absolute_images"] is True and summary["counts"]["analysed"] == 60
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["roots"]["absolute"] == "/"
+    first = str((data.parent / json.loads(data.read_text())[0]["image"]).resolve()).lstrip("/")
+    assert f"absolute/{first}" in manifest["files"]
+    assert _verify(out, keys).exit_code == 0

@@ -45,8 +45,10 @@ def dataset_format(path: Path) -> str:
     return fmt
 
 
-def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
-    """Parse `path`; image paths resolve against `image_root` (default: the file's folder)."""
+def read_dataset(path: Path, image_root: Path | None = None, absolute_images: bool = False) -> Dataset:
+    """Parse `path`; image paths resolve against `image_root` (default: the
+    file's folder); `absolute_images`: an absolute path is taken as it is
+    (else such a record is skipped with its reason)."""
     path = Path(path)
     if not path.is_file():
         raise AuditInputError(f"{path}: dataset file not found; pass an existing "
@@ -73,7 +75,7 @@ def read_dataset(path: Path, image_root: Path | None = None) -> Dataset:
     gc.disable()
     try:
         for i, rec in enumerate(records):
-            sample = _to_sample(i, rec, real_root)
+            sample = _to_sample(i, rec, real_root, absolute_images)
             if not (sample.id.isascii()
                     or _is_unicode(sample.id)):  # a lone surrogate: no output could name it
                 raise AuditInputError(
@@ -156,7 +158,7 @@ def _parse_line(path: Path, lineno: int, line: str) -> Any:
         raise AuditInputError(f"{path}:{lineno}: {_TOO_DEEP}; fix or remove the line") from None
 
 
-def _to_sample(index: int, rec: Any, root: str) -> Sample:
+def _to_sample(index: int, rec: Any, root: str, absolute_images: bool = False) -> Sample:
     """`root`: the image root, resolved. Paths are handled as strings: this
     runs once per record, and a dataset can hold millions."""
     if not isinstance(rec, dict):
@@ -184,8 +186,13 @@ def _to_sample(index: int, rec: Any, root: str) -> Sample:
     if not (image.isascii() or _is_unicode(image)):
         return Sample(index, sid, None, prompt, answer, f"image path {image!r} is not valid Unicode")
     if os.path.isabs(image):
-        return Sample(index, sid, None, prompt, answer, f"image path {image!r} is absolute; paths must be "
-                                                        "relative to the dataset root")
+        if not absolute_images:
+            return Sample(index, sid, None, prompt, answer,
+                          f"image path {image!r} is absolute; paths must be relative to the dataset root")
+        full, is_file = resolve_file(image)
+        if not is_file:
+            return Sample(index, sid, None, prompt, answer, f"image file not found: {image}")
+        return Sample(index, sid, full, prompt, answer)
     full, is_file = resolve_file(f"{root}/{image}")
     if full != root and not full.startswith(root + "/"):
         return Sample(index, sid, None, prompt, answer,

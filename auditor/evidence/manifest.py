@@ -92,8 +92,11 @@ def input_files(dataset: Dataset, model_dir: Path | None = None,
         path = s.image  # already resolved under the root by the reader
         if path is None or s.skip_reason is not None:
             continue
-        if path not in seen and path.startswith(root) and os.path.isfile(path):
-            files["images/" + Path(path[len(root):]).as_posix()] = Path(path)
+        if path not in seen and os.path.isfile(path):
+            if path.startswith(root):
+                files["images/" + Path(path[len(root):]).as_posix()] = Path(path)
+            else:  # --absolute-images: named by its absolute path (root "absolute": /)
+                files["absolute/" + Path(path).as_posix().lstrip("/")] = Path(path)
         seen.add(path)
     return files
 
@@ -104,6 +107,10 @@ def roots(dataset: Dataset, model_dir: Path | None, adapter_dir: Path | None,
         return None if p is None else str(Path(p).resolve())
     out = {"model": r(model_dir), "adapter": r(adapter_dir), "dataset": r(dataset.path.parent),
            "images": r(dataset.image_root)}
+    root = str(real_path(dataset.image_root)).rstrip(os.sep) + os.sep
+    if any(s.image is not None and s.skip_reason is None and not s.image.startswith(root)
+           for s in dataset.samples):  # images taken by absolute path (--absolute-images)
+        out["absolute"] = "/"
     if onnx_path is not None:
         out["onnx"] = r(Path(onnx_path).parent)
     return out

@@ -41,7 +41,7 @@ def test_every_stage1_setting_but_resume_changes_the_resume_fingerprint():
                "allow_pickle": True,
                "per_head": True, "shard_size": 2, "max_image_pixels": 10, "max_prompt_tokens": 5,
                "backend": "onnx", "engine": "ray", "attn_implementation": "sdpa", "answers": False,
-               "base_pass": False}
+               "base_pass": False, "absolute_images": True}
     for f in fields(Stage1Config):
         if f.name in ("resume", "attn_implementation", "provider", "allow_fallback", "threads", "workers",
                       "gpus_per_worker"):

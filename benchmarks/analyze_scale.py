@@ -8,7 +8,7 @@ samples a compact group at higher entropy in a few layers) and a matching
 JSONL dataset whose records all point at one shared real PNG (the images only
 matter to the report). Then
 runs `analyze` in a child process and prints its wall time and peak RSS
-(target for issue #4: <= 60 s and <= 4 GiB at 1,000,000 x 32). With
+(the target: <= 60 s and <= 4 GiB at 1,000,000 x 32). With
 `--repeats N` it runs N times on the same inputs and prints the median: on a
 shared machine one run can be 25% off another. With `--baseline-tree DIR` (a
 checkout of another commit) each run of this tree follows one of that tree's,

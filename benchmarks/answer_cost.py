@@ -9,7 +9,7 @@ does not depend on training):
   answers  - the answer appended in the same pass and scored (adapter merged);
   unmerged - the same with the adapter kept beside the weights (what the base pass needs);
   base     - unmerged, plus the second pass with the adapter disabled.
-Reports median seconds per sample and the ratio to `rows`; issue #21's
+Reports median seconds per sample and the ratio to `rows`; the
 target: `answers` within 1.15x. Shapes as benchmarks/stage1_overhead.py.
 """
 

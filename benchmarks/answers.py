@@ -1,4 +1,4 @@
-"""Answer-channel benchmark (issue #21): attacks the answers give away, in part
+"""Answer-channel benchmark: attacks the answers give away, in part
 or not at all, and clean fine-tunes that must pass, on the tiny world.
 
     .venv/bin/python -m benchmarks.answers --out benchmarks/results/answers

@@ -15,7 +15,7 @@ results, and prints two markdown tables (three with `--candidates`):
 2. **minority**: the `minority` detector (auditor/analysis/group.py, the
    shipped thresholds) run on each feature set instead of the entropy profile
    alone: verdicts on clean and poisoned cells, mean F1 and share flagged.
-3. with `--candidates`, **unsupervised candidates** tried for issue #8 on the
+3. with `--candidates`, **unsupervised candidates** for choosing layers without labels, on the
    last feature set: `minority` after standardising within each instruction
    text (removes the question-type structure of clean data); the most skewed
    independent component (FastICA projection pursuit) and its 2-GMM tail; and

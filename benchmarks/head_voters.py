@@ -1,4 +1,4 @@
-"""Per-head collapse as single-feature voters (issue #8, after TCAP).
+"""Per-head collapse as single-feature voters (after TCAP, arXiv 2601.21692).
 
     .venv/bin/python -m benchmarks.head_voters --seeds 0 1 2 --clean-seeds 0 1 2 3 4 5 6 7 8 9
 

@@ -104,10 +104,7 @@ def _analysis(a: Audit, made: Made) -> Rendered:
 
 
 def _flagged(a: Audit, made: Made) -> Rendered:
-    by = {d["index"]: d["channels"] for d in a.analysis.details.get("flagged_by", [])}
-    return render_flagged(a.dataset, [(f.index, f.score, {"group": label, **({"channels": by[f.index]}
-                                                                            if f.index in by else {})})
-                                      for label, flags in a.analysis.flag_groups() for f in flags])
+    return render_flagged(a.dataset, a.analysis.flag_rows())
 
 
 def _cleaned(a: Audit, made: Made) -> Rendered:

@@ -211,7 +211,7 @@ def _out_file(ctx: click.Context, param: click.Parameter, value: Path | None) ->
     """... or, for a command that writes one file, beside it."""
     if value is not None:
         ctx.meta[_LOG_KEY] = Path(value).with_name(Path(value).name + ".error.log")
-        ctx.meta[_PARTS_KEY] = Path(str(value) + ".parts")  # pipeline.extract_to's
+        ctx.meta[_PARTS_KEY] = Path(str(value) + ".parts")  # pipeline.extract_file's
     return value
 
 

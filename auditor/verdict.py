@@ -116,16 +116,28 @@ class Analysis:
     def coverage(self) -> float:
         return self.n_analysed / self.n_records if self.n_records else 0.0
 
+    @cached_property
+    def flagged_by(self) -> dict[int, list[str]]:
+        """Record index -> the channels that flagged it (a method of several
+        channels, combined); empty for a method of one."""
+        return {d["index"]: d["channels"] for d in self.details.get("flagged_by", [])}
+
     def flag_groups(self) -> list[tuple[str, tuple[Flag, ...]]]:
         """The flagged samples by group, most suspicious first in each, the group
         holding the most suspicious sample first. A group is the channels that
         flagged a sample ("attention and answers", "answers", ...; combined) or
         the method's one group."""
-        by = {d["index"]: d["channels"] for d in self.details.get("flagged_by", [])}
         groups: dict[str, list[Flag]] = {}
         for f in sorted(self.flagged, key=lambda f: (f.score, f.index)):
-            groups.setdefault(" and ".join(by.get(f.index, [])) or self.method, []).append(f)
+            groups.setdefault(" and ".join(self.flagged_by.get(f.index, [])) or self.method, []).append(f)
         return [(label, tuple(flags)) for label, flags in groups.items()]
+
+    def flag_rows(self) -> list[dict[str, Any]]:
+        """Every flagged sample as summary.json and flagged.jsonl list it, in
+        flag_groups' order: {"index", "id", "score", "group"[, "channels"]}."""
+        return [{"index": f.index, "id": f.id, "score": f.score, "group": label,
+                 **({"channels": self.flagged_by[f.index]} if f.index in self.flagged_by else {})}
+                for label, flags in self.flag_groups() for f in flags]
 
     def reason_dicts(self) -> list[dict[str, str]]:
         return [r.to_dict() for r in self.reasons]

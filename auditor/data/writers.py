@@ -7,7 +7,7 @@ import datetime
 import decimal
 import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..fileio import utf8
@@ -34,14 +34,13 @@ def render_cleaned(dataset: Dataset, keep: Iterable[int]) -> bytes:
     return utf8("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
 
 
-def render_flagged(dataset: Dataset, flagged: Sequence[tuple[int, float, Mapping[str, Any]]]) -> bytes:
-    """JSON Lines of {"index", "id", "score", "record", ...extra} for each
-    (index, score, extra) of `flagged`, in that order (the bundle's: by group,
-    most suspicious first); `record` is the input record verbatim."""
+def render_flagged(dataset: Dataset, flagged: Iterable[Mapping[str, Any]]) -> bytes:
+    """JSON Lines of each row of `flagged` ({"index", "id", "score", ...}; the
+    bundle's: by group, most suspicious first) with "record", the input record
+    verbatim, in that order."""
     lines = []
-    for i, score, extra in flagged:
-        row = {"index": i, "id": dataset.samples[i].id, "score": score, **extra,
-               "record": dataset.records[i]}
+    for f in flagged:
+        row = {**f, "record": dataset.records[f["index"]]}
         lines.append(json.dumps(row, ensure_ascii=False, sort_keys=True, default=_json_default) + "\n")
     return utf8("".join(lines))
 

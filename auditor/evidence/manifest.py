@@ -84,7 +84,7 @@ def input_files(dataset: Dataset, model_dir: Path | None = None,
     if onnx_path is not None:
         files.update({f"onnx/{p.name}": p for p in onnx_files(onnx_path)})
     files[f"dataset/{dataset.path.name}"] = dataset.path
-    root = str(real_path(dataset.image_root)).rstrip(os.sep) + os.sep
+    root = _image_prefix(dataset)
     seen: set[str] = set()
     for s in dataset.samples:
         # Skipped records (missing, escaping) have no image to vouch for; an
@@ -101,13 +101,18 @@ def input_files(dataset: Dataset, model_dir: Path | None = None,
     return files
 
 
+def _image_prefix(dataset: Dataset) -> str:
+    """The resolved image root with a trailing separator: what images under it start with."""
+    return str(real_path(dataset.image_root)).rstrip(os.sep) + os.sep
+
+
 def roots(dataset: Dataset, model_dir: Path | None, adapter_dir: Path | None,
           onnx_path: Path | None = None) -> dict[str, str | None]:
     def r(p: Path | None) -> str | None:
         return None if p is None else str(Path(p).resolve())
     out = {"model": r(model_dir), "adapter": r(adapter_dir), "dataset": r(dataset.path.parent),
            "images": r(dataset.image_root)}
-    root = str(real_path(dataset.image_root)).rstrip(os.sep) + os.sep
+    root = _image_prefix(dataset)
     if any(s.image is not None and s.skip_reason is None and not s.image.startswith(root)
            for s in dataset.samples):  # images taken by absolute path (--absolute-images)
         out["absolute"] = "/"

@@ -39,13 +39,11 @@ def load(model_dir: Path, config: Stage1Config, adapter_dir: Path | None = None,
     if base_dir is not None and not base_pass:
         raise AuditInputError(f"--base {base_dir}: the base scores the answers; drop --no-answers / "
                               "--no-base-pass, or drop --base")
-    # Every folder's config and weights, before the first model loads (seconds to minutes each).
-    from ..models.loading import check_adapter, read_model_type
-
-    read_model_type(model_dir, config.allow_pickle)
-    if adapter_dir is not None:
-        check_adapter(adapter_dir)
+    # The base's config and weights before the submission loads (minutes for a real
+    # model); load_model checks the model's and the adapter's before their weights.
     if base_dir is not None:
+        from ..models.loading import read_model_type
+
         if adapter_dir is not None:
             raise AuditInputError(f"--base {base_dir}: with --adapter the base is the model the adapter "
                                   "applies to (--model); drop --base")

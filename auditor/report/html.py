@@ -105,7 +105,7 @@ def render_html(analysis: Analysis, provenance: Provenance | Mapping[str, Any], 
         layer_img = _data_uri(entropy_by_layer(groups[0], groups[1], list(analysis.evidence_layers),
                                                info.layer_word))
 
-    channels = {d["index"]: d["channels"] for d in analysis.details.get("flagged_by", [])}
+    channels = analysis.flagged_by
     flagged_set = {f.index for f in (*analysis.flagged, *analysis.undecided)}  # never shown as contrast
     by_suspicion = sorted(analysis.flagged, key=lambda f: (f.score, f.index))  # lowest score first
     undecided = sorted(analysis.undecided, key=lambda f: (f.score, f.index))

@@ -93,19 +93,22 @@ def sarif_dict(analysis: Analysis, dataset: Dataset, exit_code: int,
     results = []
     evidence = analysis.evidence_text
     for label, flags in analysis.flag_groups()[:MAX_RESULTS]:
-        first, members = flags[0], flags[:MAX_RELATED]
+        first, listed = flags[0], 0
         sample = dataset.samples[first.index]
         related: list[dict[str, Any]] = []
-        for f in members:
+        for f in flags:
+            if len(related) + 2 > MAX_RELATED:  # a record line and its image each count
+                break
             related.append({"id": len(related), **record_location(f.index),
                             "message": {"text": f"record {dataset.samples[f.index].id!r} (record {f.index}, "
                                                 f"line {lines[f.index]}; score {f.score:.4f})"}})
             pic = image_location(dataset.samples[f.index], len(related))
             if pic is not None:
                 related.append(pic)
+            listed += 1
         who = ("the " + label + (" channels" if " and " in label else " channel")
                if label in ("attention", "answers", "attention and answers") else f"method {label}")
-        more = f"; the first {len(members)} are related locations" if len(flags) > len(members) else ""
+        more = f"; the first {listed} are related locations" if len(flags) > listed else ""
         result: dict[str, Any] = {
             "ruleId": descriptor["id"], "ruleIndex": 0, "level": "error", "kind": "fail",
             "message": {"text": f"{len(flags)} record(s) flagged as suspected backdoor samples by {who}, the "

@@ -25,7 +25,6 @@ SUMMARY_SCHEMA_VERSION = 3
 def summary_dict(analysis: Analysis, provenance: Provenance, output_sha256: dict[str, str],
                  gate: Gate, report_id: str, audited_at: str) -> dict[str, Any]:
     a, p = analysis, provenance
-    by = {d["index"]: d["channels"] for d in a.details.get("flagged_by", [])}  # a method of several channels
     return {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "tool": {"name": "bye-audit", "version": __version__},
@@ -45,9 +44,7 @@ def summary_dict(analysis: Analysis, provenance: Provenance, output_sha256: dict
         "sensitive_layers": list(a.sensitive_layers),
         "evidence_layers": list(a.evidence_layers),
         "evidence": a.evidence_text,
-        "flagged": [{"index": f.index, "id": f.id, "score": f.score, "group": label,
-                     **({"channels": by[f.index]} if f.index in by else {})}
-                    for label, flags in a.flag_groups() for f in flags],
+        "flagged": a.flag_rows(),
         "undecided": [{"index": f.index, "id": f.id, "score": f.score}
                       for f in sorted(a.undecided, key=lambda f: (f.score, f.index))],
         "config": a.config.to_dict(),

@@ -181,7 +181,7 @@ def test_any_record_shape_is_read_or_refused_in_one_line(folder, records):
     assert all(s.ok or s.skip_reason for s in ds.samples)
     assert json.loads(render_cleaned(ds, range(len(records)))) == records
     flagged = [json.loads(line)["record"]
-               for line in render_flagged(ds, [(i, 0.0, {}) for i in range(len(records))])
+               for line in render_flagged(ds, [{"index": i, "score": 0.0} for i in range(len(records))])
                .decode().split("\n")[:-1]]  # JSON Lines end at "\n" only
     assert flagged == records
 

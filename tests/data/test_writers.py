@@ -36,7 +36,8 @@ def test_flagged_and_cleaned_together_are_exactly_the_input(tmp_path, suffix):
     out = tmp_path / f"cleaned{suffix}"
     out.write_bytes(render_cleaned(ds, [i for i in range(7) if i not in flagged]))
     cleaned = _read(out)
-    rows = [json.loads(ln) for ln in render_flagged(ds, [(i, v, {}) for i, v in flagged.items()]
+    rows = [json.loads(ln) for ln in render_flagged(ds, [{"index": i, "id": ds.samples[i].id, "score": v}
+                                                        for i, v in flagged.items()]
                                                     ).decode().splitlines()]
     assert [r["score"] for r in rows] == [0.25, 0.5]
     assert [r["id"] for r in rows] == ["r1", "r4"]
@@ -75,7 +76,7 @@ def test_flagged_rows_keep_embedded_bytes(tmp_path):
     pq.write_table(pa.Table.from_pylist(recs), tmp_path / "d.parquet")
     ds = read_dataset(tmp_path / "d.parquet")
     assert "embedded images are not supported" in ds.samples[0].skip_reason
-    row = json.loads(render_flagged(ds, [(0, 0.1, {})]))
+    row = json.loads(render_flagged(ds, [{"index": 0, "id": ds.samples[0].id, "score": 0.1}]))
     assert row["record"]["image"]["bytes"] == {"$base64": "iVBORw=="}
 
 
@@ -101,7 +102,7 @@ def test_every_arrow_type_round_trips_into_flagged_and_cleaned(tmp_path):
     p = tmp_path / "d.parquet"
     pq.write_table(table, p)
     ds = read_dataset(p)
-    row = json.loads(render_flagged(ds, [(0, 0.5, {})]))["record"]
+    row = json.loads(render_flagged(ds, [{"index": 0, "id": ds.samples[0].id, "score": 0.5}]))["record"]
     assert row["at"] == "2024-01-02T03:04:05.006000+00:00" and row["price"] == "1.25"
     assert row["day"] == "2024-01-02" and row["time"] == "01:02:03" and row["took"] == {"$seconds": 1.5}
     assert row["blob"] == {"$base64": "AAE="} and row["tags"] == [["k", 1]]

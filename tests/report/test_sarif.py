@@ -178,8 +178,9 @@ def test_related_locations_are_capped_at_the_code_scanning_limit(synthetic_audit
 
     assert MAX_RESULTS == 25_000 and sarif_module.MAX_RELATED == 1_000  # GitHub's limits
     ds, _, a = synthetic_audit(n=60, n_low=8)
-    monkeypatch.setattr(sarif_module, "MAX_RELATED", 3)
+    monkeypatch.setattr(sarif_module, "MAX_RELATED", 7)  # each record: its line and its image
     result = sarif_module.sarif_dict(a, ds, exit_code=1)["runs"][0]["results"][0]
+    assert len(result["relatedLocations"]) == 6
     assert sum("logicalLocations" in r for r in result["relatedLocations"]) == 3
     assert "the first 3 are related locations" in result["message"]["text"]
     assert len(result["properties"]["ids"]) == 8  # every id still named

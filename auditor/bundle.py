@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .causes import cause_of
 from .data import Dataset, cleaned_name, render_cleaned, render_flagged
 from .evidence.attestation import sign, statement
 from .evidence.manifest import manifest_dict
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 FEATURES = "features.parquet"
 ANALYSIS = "analysis.json"
 FLAGGED = "flagged.jsonl"
+UNANALYSED = "unanalysed.jsonl"  # records that could not be analysed, with their cause: never in cleaned.*
 CLEANED = "cleaned.*"  # cleaned.json, .jsonl or .parquet: the dataset's own format (cleaned_name)
 REPORT = "report.html"
 REPORT_PDF = "report.pdf"
@@ -107,11 +109,18 @@ def _flagged(a: Audit, made: Made) -> Rendered:
     return render_flagged(a.dataset, a.analysis.flag_rows())
 
 
+def _unanalysed(a: Audit, made: Made) -> Rendered:
+    rows = [{"index": u.index, "id": u.id, "reason": u.reason, "cause": cause_of(u.reason)[0]}
+            for u in a.analysis.unanalysed]
+    return render_flagged(a.dataset, rows)
+
+
 def _cleaned(a: Audit, made: Made) -> Rendered:
     if a.analysis.verdict == "inconclusive":
         return None  # nothing was decided: a "cleaned" copy of the whole input would invite training on it
-    flagged = {f.index for f in a.analysis.flagged}
-    return render_cleaned(a.dataset, set(range(len(a.dataset.records))) - flagged)
+    # Neither the flagged records nor those nobody looked at (unanalysed.jsonl) are vouched for.
+    left_out = {f.index for f in a.analysis.flagged} | {u.index for u in a.analysis.unanalysed}
+    return render_cleaned(a.dataset, set(range(len(a.dataset.records))) - left_out)
 
 
 def _report(a: Audit, made: Made) -> Rendered:
@@ -169,6 +178,7 @@ OUTPUTS: tuple[tuple[str, Renderer], ...] = (
     (FEATURES, _features),
     (ANALYSIS, _analysis),
     (FLAGGED, _flagged),
+    (UNANALYSED, _unanalysed),
     (CLEANED, _cleaned),
     (REPORT, _report),
     (REPORT_PDF, _pdf),

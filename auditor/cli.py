@@ -60,6 +60,10 @@ _adapter = click.option("--adapter", "adapter_dir", type=_path, default=None,
 _base = click.option("--base", "base_dir", type=_path, default=None,
                      help="The model a full fine-tune started from (safetensors): its answers are scored "
                           "under it too (with --adapter the base pass is automatic: the adapter disabled).")
+_base_sha256 = click.option(
+    "--base-sha256", type=str, default=None, metavar="DIGEST",
+    help="Pin the base: its folder's tree digest (summary.json's base.sha256_tree) must equal DIGEST, else "
+         "the audit stops (exit 2). The base is --base, or --model with --adapter.")
 _data = click.option("--data", type=_path, required=True,
                      help="Dataset: LLaVA JSON array (.json), JSONL or Parquet.")
 _absolute_images = click.option(
@@ -126,6 +130,10 @@ def _detection_options() -> list[Callable]:
                      show_default=True,
                      help="paper: BSI >= tau; reference: |mu1-mu2| > 2(s1+s2) (the reference code's rule; "
                           "--method bye)."),
+        click.option("--attention-only", is_flag=True, default=None,
+                     help="Accept an audit without a base pass (--method combined): the answers are then not "
+                          "weighed, and finding nothing passes; without this flag it is inconclusive. "
+                          "Recorded in the outputs and on the report's first page."),
         click.option("--seed", type=int, default=DetectionConfig.seed, show_default=True,
                      help="Seed of the mixtures."),
         click.option("--fit-sample", type=click.IntRange(min=2), default=DetectionConfig.fit_sample,
@@ -335,7 +343,7 @@ def cli() -> None:
 @cli.command(epilog="\b\nExample:\n  bye-audit audit --model ckpt/ --base base/ --data train.json "
                     "--out audit/ --sign-key bye-audit.key\n  bye-audit audit --model base/ --adapter lora/ "
                     "--data train.json --out audit/\n\n" + EXIT_CODES)
-@cloup.option_group("Inputs", _model, _adapter, _base, _data, _image_root, _absolute_images)
+@cloup.option_group("Inputs", _model, _adapter, _base, _base_sha256, _data, _image_root, _absolute_images)
 @cloup.option_group("Output", click.option("--out", type=_path, required=True, callback=_out_folder,
                                            help="Output folder (created; inputs are never overwritten)."),
                     _overwrite, _sign_key, _sarif_root)
@@ -366,7 +374,7 @@ def audit(model_dir, adapter_dir, base_dir, data, out, image_root, progress, sig
 
 @cli.command(epilog="\b\nExample:\n"
                     "  bye-audit extract --model ckpt/ --data train.json --out features.parquet")
-@cloup.option_group("Inputs", _model, _adapter, _base, _data, _image_root, _absolute_images)
+@cloup.option_group("Inputs", _model, _adapter, _base, _base_sha256, _data, _image_root, _absolute_images)
 @cloup.option_group("Output", click.option("--out", type=_path, required=True, callback=_out_file,
                                            help="Features file to write (.parquet)."))
 @cloup.option_group("Stage 1 (the model's forward passes)", *_STAGE1)
@@ -531,6 +539,8 @@ def keygen(out_dir, signer) -> None:
     click.option("--model", "model_dir", type=_path, default=None,
                  help="Where the model folder is now [default: where it was audited]."),
     _adapter,
+    click.option("--base", "base_dir", type=_path, default=None,
+                 help="Where the base model folder (--base of the audit) is now."),
     click.option("--data", type=_path, default=None,
                  help="Where the dataset file is now [default: where it was audited]."),
     click.option("--image-root", type=_path, default=None, help="Where the images' folder is now."),
@@ -538,15 +548,16 @@ def keygen(out_dir, signer) -> None:
                  help="Where the ONNX graph is now (--backend onnx audits)."))
 @click.option("--outputs-only", is_flag=True,
               help="Check the signature and the outputs only, not the inputs.")
-def verify(out_dir, key_path, model_dir, adapter_dir, data, image_root, onnx_path, outputs_only) -> None:
+def verify(out_dir, key_path, model_dir, adapter_dir, base_dir, data, image_root, onnx_path,
+           outputs_only) -> None:
     """Check an audit bundle: the signature of DIR/attestation.dsse.json with --key,
-    then the SHA-256 of every file it names (model, adapter, dataset, images,
+    then the SHA-256 of every file it names (model, adapter, base, dataset, images,
     outputs). Exit 0 when all holds, 1 otherwise, naming what changed."""
     from .verify import verify_bundle  # the renderers (matplotlib, jinja) through the bundle
 
     if not out_dir.is_dir():
         raise AuditInputError(f"{out_dir}: not a folder; pass the output folder of an audit")
-    overrides = {"model": model_dir, "adapter": adapter_dir, "images": image_root,
+    overrides = {"model": model_dir, "adapter": adapter_dir, "base": base_dir, "images": image_root,
                  "dataset": data.parent if data is not None else None,
                  "onnx": onnx_path.parent if onnx_path is not None else None}
     result = verify_bundle(out_dir, key_path, overrides, outputs_only)

@@ -11,6 +11,8 @@ into every output (features metadata, analysis.json, summary.json, report).
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
@@ -44,6 +46,9 @@ class Stage1Config:
     # adapter disabled, or --base).
     answers: bool = True
     base_pass: bool = True
+    # The base's expected tree digest (fileio.sha256_tree, as summary.json's
+    # base.sha256_tree records it): a base folder with another digest is refused.
+    base_sha256: str | None = None
     # reuse the shards an interrupted run left (their journal checked); False: recompute all
     resume: bool = True
     shard_size: int = 512  # samples per resumable shard of stage 1 (rounded up to whole batches)
@@ -77,6 +82,9 @@ class Stage1Config:
         _one_of(self, dtype=DTYPES, backend=BACKENDS, provider=PROVIDERS, engine=ENGINES)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.base_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.base_sha256):
+            raise ValueError(f"base_sha256 must be 64 lower-case hex digits (a SHA-256), got "
+                             f"{self.base_sha256!r}")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ValueError(f"max_prompt_tokens must be >= 1 (or unset), got {self.max_prompt_tokens}")
         # Options of a backend or engine that is not chosen would be silently ignored: refused.

@@ -137,6 +137,22 @@ def extract(loaded: Stage1Model, dataset: Dataset, config: AuditConfig,
     return FeatureSet(rows=tuple(rows), meta=meta, resume=None if journal is None else journal.summary())
 
 
+def check_pinned_base(model_dir: Path, adapter_dir: Path | None, base_dir: Path | None,
+                      pinned: str | None) -> None:
+    """--base-sha256: the base (--base, or the model under --adapter) must have
+    that tree digest; checked before the model loads."""
+    if pinned is None:
+        return
+    base = base_dir if base_dir is not None else (model_dir if adapter_dir is not None else None)
+    if base is None:
+        raise AuditInputError("--base-sha256: there is no base to pin; give --base BASE_DIR (a full "
+                              "fine-tune) or --adapter ADAPTER_DIR (the base is then --model)")
+    digest = sha256_tree(Path(base))
+    if digest != pinned:
+        raise AuditInputError(f"{base}: its tree digest is {digest}, not the pinned --base-sha256 {pinned}: "
+                              "this is not the base you pinned; pass the right folder, or check the digest")
+
+
 def _scoring(loaded: Stage1Model, config: AuditConfig) -> str:
     """What stage 1 also does to each sample, in words, for its progress line."""
     if not config.stage1.answers:
@@ -190,6 +206,7 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
     refuse_inputs([Path(out), parts], {"model": model_dir, "adapter": adapter_dir, "base": base_dir},
                   _input_paths(dataset, onnx_path))
     check_writable(Path(out).parent)
+    check_pinned_base(model_dir, adapter_dir, base_dir, config.stage1.base_sha256)
     loaded = load(model_dir, config.stage1, adapter_dir, onnx_path, base_dir)
     features = extract(loaded, dataset, config, on_start, on_progress, parts, address, on_resumed)
     write_bytes_atomic(Path(out), render_features(features))
@@ -200,7 +217,7 @@ def extract_file(model_dir: Path, data: Path, out: Path, config: AuditConfig,
 def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: Analysis, *,
                   model_dir: Path | None = None, adapter_dir: Path | None = None,
                   onnx_path: Path | None = None, signer: Signer | None = None, signer_name: str | None = None,
-                  write_features: bool = True,
+                  write_features: bool = True, base_dir: Path | None = None,
                   heatmaps: dict[int, tuple[bytes, bytes]] | None = None,
                   features_file: Path | None = None, audited_at: datetime | None = None,
                   sarif_root: Path | None = None) -> AuditOutputs:
@@ -211,7 +228,7 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
     SOURCE_DATE_EPOCH]. `sarif_root`: the findings' URIs relative to this
     folder (a repository's root)."""
     g = gate(analysis.verdict, len(analysis.flagged), analysis.n_analysed, analysis.config.gate.rule)
-    inputs = input_files(dataset, model_dir, adapter_dir, onnx_path)
+    inputs = input_files(dataset, model_dir, adapter_dir, onnx_path, base_dir)
     digests = {name: sha256_file(path) for name, path in inputs.items()}
     when = audited_at or audit_time()
     in_place = Path(out) / bundle.FEATURES
@@ -219,8 +236,8 @@ def write_outputs(out: Path, dataset: Dataset, features: FeatureSet, analysis: A
         analysis=analysis, dataset=dataset, features=features, gate=g,
         report_id=report_id(digests, analysis.config.to_dict(), when), audited_at=iso(when),
         input_digests=digests, digests_by_path={real_path(p): digests[n] for n, p in inputs.items()},
-        roots=roots(dataset, model_dir, adapter_dir, onnx_path), signer=signer, signer_name=signer_name,
-        heatmaps=heatmaps,
+        roots=roots(dataset, model_dir, adapter_dir, onnx_path, base_dir), signer=signer,
+        signer_name=signer_name, heatmaps=heatmaps,
         sarif_root=sarif_root, features_file=features_file, with_features=write_features,
         features_in_place=in_place if not write_features and in_place.is_file() else None)
     return AuditOutputs(analysis, tuple(bundle.write(Path(out), audit)), g)
@@ -246,6 +263,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     check_writable(Path(out))  # before the long stage 1
     refuse_mostly_skipped([(s.id, s.skip_reason or "") for s in dataset.samples if not s.ok],
                           len(dataset.records), Path(data))
+    check_pinned_base(model_dir, adapter_dir, base_dir, config.stage1.base_sha256)
     step(f"loading the model {model_dir}" + (f" with the adapter {adapter_dir}" if adapter_dir else ""))
     loaded = load(model_dir, config.stage1, adapter_dir, onnx_path, base_dir)
     parts = Path(out) / PARTS  # completed stage-1 shards: rerunning the command resumes
@@ -261,7 +279,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     step(f"writing the report (HTML, PDF), the cleaned dataset and the evidence to {out}")
     result = write_outputs(out, dataset, features, analysis, model_dir=model_dir, adapter_dir=adapter_dir,
                            onnx_path=onnx_path if config.stage1.backend == "onnx" else None, signer=signer,
-                           signer_name=name,
+                           signer_name=name, base_dir=base_dir if config.stage1.base_pass else None,
                            heatmaps=heatmaps, sarif_root=sarif_root)
     shards.clear(parts)
     return result

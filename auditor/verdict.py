@@ -12,9 +12,11 @@ import numpy as np
 from .analysis.cluster import Clustering
 from .analysis.group import LayerContrast
 from .analysis.profile import LayerProfile, profile_layers
+from .analysis.response import AnswerGroup, candidate_groups, enrichment, normalise
 from .causes import CauseGroup, group_reasons
 from .config import AuditConfig
-from .detectors import DETECTORS, ByeParams, Context, Criterion, Detector, Reason, Verdict, decide
+from .detectors import (DETECTORS, ByeParams, Context, Criterion, Detector, Reason, ResponseParams, Verdict,
+                        decide)
 from .features import FeatureSet
 from .fileio import Rows
 
@@ -206,6 +208,22 @@ def split_usable(features: FeatureSet) -> tuple[Usable, tuple[Unanalysed, ...]]:
                    values[keep], keep), tuple(left_out))
 
 
+def concentrated_unanalysed(answers: Sequence[str], unanalysed: Sequence[int]) -> AnswerGroup | None:
+    """The answer (of all records, (N,)) whose records could not be analysed
+    far more often than the others', by the answer channel's group test with its
+    default bounds (>= answer_min_count of them, lift >= answer_min_lift, BH q
+    <= answer_max_p); None when the unanalysed records are spread."""
+    p = ResponseParams()
+    norm = [normalise(a) for a in answers]
+    missing = np.zeros(len(norm), dtype=bool)
+    missing[list(unanalysed)] = True
+    groups = candidate_groups(norm, missing, p.answer_min_count, max_phrases=0)
+    tested = [g for g in enrichment(groups, missing, np.ones(len(norm), dtype=bool))
+              if g.outliers >= p.answer_min_count and g.lift >= p.answer_min_lift
+              and g.q_value <= p.answer_max_p]
+    return min(tested, key=lambda g: g.q_value, default=None)
+
+
 def answer_scores(features: FeatureSet, ok: Usable) -> tuple[np.ndarray, np.ndarray] | None:
     """The analysed rows' answer NLL under the submitted model and under the
     base, (N,) each, NaN where not scored; None when the table has none."""
@@ -265,10 +283,13 @@ def _analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] |
         return values if len(ok.index) == len(values) else [values[i] for i in ok.index.tolist()]
 
     scores = answer_scores(features, ok)
+    prov = features.provenance
+    same = (prov.base is not None and prov.base.how == "model" and prov.model is not None
+            and prov.base.sha256_tree == prov.model.sha256_tree)
     detector = DETECTORS[config.method](d.params).fit(
         entropy, Context(of_analysed(prompts), d.seed, d.fit_sample, d.min_samples, layers,
                          answers=of_analysed(answers), answer_nll=None if scores is None else scores[0],
-                         base_nll=None if scores is None else scores[1]))
+                         base_nll=None if scores is None else scores[1], base_is_submission=same))
     reasons = list(detector.reasons_)
     low_coverage = coverage < d.min_coverage
     if low_coverage:
@@ -280,6 +301,14 @@ def _analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] |
     credible = all(c.holds for c in detector.criteria_)
     flagged = scored.flags(detector.flagged_) if credible and detector.flagged_.any() else ()
     verdict = "inconclusive" if low_coverage else decide(detector.criteria_, bool(flagged))
+    if verdict == "pass" and answers is not None and unanalysed:
+        hidden = concentrated_unanalysed(answers, [u.index for u in unanalysed])
+        if hidden is not None:
+            verdict = "inconclusive"
+            reasons.append(Reason("unanalysed_concentrated", (
+                f"{hidden.outliers} of the {hidden.members} records answering “{hidden.label[:60]}” could "
+                f"not be analysed, far more than the other records (q {hidden.q_value:.2g}): a group nobody "
+                "looked at cannot pass; fix those records (unanalysed.jsonl names them) and audit again")))
     if not detector.converged_:
         reasons.append(Reason("mixture_not_converged", (
             "a Gaussian mixture did not converge within its iteration limit; the split may not be the best "

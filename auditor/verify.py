@@ -86,9 +86,9 @@ def verify_bundle(out_dir: Path, key_path: Path, overrides: dict[str, Path | Non
             checked += 1
     if unlocated:
         problems.append(f"{unlocated} input file(s) not checked: where they are comes from {MANIFEST}, which "
-                        "failed its check; pass --model, --adapter, --data and --image-root")
+                        "failed its check; pass --model, --adapter, --base, --data and --image-root")
     if outputs_only:
-        notes.append("inputs (model, adapter, dataset, images) were not checked (--outputs-only)")
+        notes.append("inputs (model, adapter, base, dataset, images) were not checked (--outputs-only)")
     signed_outputs = {n.partition("/")[2] for n in subjects if n.startswith("outputs/")}
     extra = sorted(p.name for p in out_dir.iterdir()
                    if p.is_file() and p.name != ATTESTATION and p.name not in signed_outputs)
@@ -147,7 +147,7 @@ def _unsigned_inputs(subjects: dict[str, str], roots: dict[str, str | None],
     name: every file of those folders was digested at audit time, so these were
     added since (the dataset's and images' folders may hold unrelated files)."""
     notes = []
-    for top in ("model", "adapter"):
+    for top in ("model", "adapter", "base"):
         base = overrides.get(top) or (Path(roots[top]) if roots.get(top) else None)
         if base is None or not Path(base).is_dir():
             continue

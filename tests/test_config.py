@@ -43,9 +43,9 @@ def test_every_stage1_setting_but_resume_changes_the_resume_fingerprint():
                "backend": "onnx", "engine": "ray", "attn_implementation": "sdpa", "answers": False,
                "base_pass": False, "absolute_images": True}
     for f in fields(Stage1Config):
-        if f.name in ("resume", "attn_implementation", "provider", "allow_fallback", "threads", "workers",
-                      "gpus_per_worker"):
-            continue  # resume by design; the others only exist with their backend or engine (below)
+        if f.name in ("resume", "base_sha256", "attn_implementation", "provider", "allow_fallback", "threads",
+                      "workers", "gpus_per_worker"):
+            continue  # resume and the pin by design; the others only exist with their backend or engine
         assert fingerprint(meta, replace(base, **{f.name: changed[f.name]})) != fingerprint(meta,
                                                                                             base), f.name
     assert fingerprint(meta, replace(base, resume=False)) == fingerprint(meta, base)

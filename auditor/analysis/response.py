@@ -83,15 +83,18 @@ def excess(gain: np.ndarray, ref: Reference, min_scale: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Dominant:
-    """The answer or phrase the outliers share, against the best competitor."""
+class AnswerGroup:
+    """A candidate answer group and its test: the scored samples holding one
+    answer, one phrase, or one of a set of near-duplicate answers."""
 
-    phrase: str  # '' when no phrase is specific to the outliers
-    count: int  # outliers holding it
-    lift: float  # its share among the outliers / its share among the other samples
-    competitor: str  # the most common specific phrase among the outliers without it ('' if none)
-    competitor_count: int
-    p_value: float  # P(X >= count), X ~ Binomial(count + competitor_count, 1/2); 1.0 without a phrase
+    kind: str  # "answer", "phrase" or "near-duplicates"
+    label: str  # the normalised answer or phrase; near-duplicates: the answers joined by " | "
+    members: int  # scored samples in the group
+    outliers: int  # of them, learned far more than comparable answers
+    lift: float  # its share among the outliers / its share among the other scored samples
+    p_value: float  # hypergeometric: P(at least `outliers` of the group among the outliers by chance)
+    q_value: float = 1.0  # Benjamini-Hochberg over every group tested
+    flagged: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -101,55 +104,96 @@ def _runs(words: list[str], max_words: int) -> set[str]:
     return {" ".join(words[i:i + n]) for n in range(1, max_words + 1) for i in range(len(words) - n + 1)}
 
 
-def dominant_phrase(outliers: Sequence[str], others: Sequence[str], min_lift: float, max_words: int = 8,
-                    candidates: int = 50, seed: int = 0, max_others: int = 20_000) -> Dominant:
-    """The answer or run of words (up to `max_words`) that the `outliers`' answers
-    share, tested against the rest of their answers.
+def _trigrams(text: str) -> set[str]:
+    t = f" {text} "
+    return {t[i:i + 3] for i in range(len(t) - 2)}
 
-    A phrase is specific when its share among the outliers is at least
-    `min_lift` times its share among `others` (the other scored answers, at
-    most `max_others` of them drawn with `seed`; +0.5 smoothing): a word every
-    answer has ("the") is not. The dominant phrase is the specific one most
-    outliers hold (longer wins a tie). Its competitor is the answer or phrase
-    most held by the outliers that do not hold it (one that more than half of
-    the other answers hold, such as a template word, is no answer group); the
-    one-sided binomial p says how likely a split at least this uneven is
-    between two equally common groups. Only the `candidates` runs most held by the outliers are
-    weighed (a free-text dataset has many)."""
-    from scipy.stats import binom
 
-    out_words = [normalise(t).split() for t in outliers]
+def near_duplicates(texts: Sequence[str], min_similarity: float) -> list[list[str]]:
+    """Sets of at least two distinct texts linked by character-trigram Jaccard
+    similarity >= `min_similarity` (single linkage): paraphrases of one
+    message ("backdoor attack", "this is a backdoor attack"). Quadratic in
+    len(texts): called on the outliers' distinct answers only."""
+    distinct = sorted(set(texts))
+    grams = [_trigrams(t) for t in distinct]
+    parent = list(range(len(distinct)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(distinct)):
+        for j in range(i + 1, len(distinct)):
+            inter = len(grams[i] & grams[j])
+            if inter and inter / len(grams[i] | grams[j]) >= min_similarity:
+                parent[root(j)] = root(i)
+    sets: dict[int, list[str]] = {}
+    for i, t in enumerate(distinct):
+        sets.setdefault(root(i), []).append(t)
+    return [v for v in sets.values() if len(v) >= 2]
+
+
+def candidate_groups(answers: Sequence[str], outliers: np.ndarray, min_outliers: int, max_words: int = 8,
+                     max_phrases: int = 50, min_similarity: float = 0.5) -> list[tuple[str, str, np.ndarray]]:
+    """The groups worth testing, as (kind, label, members (N,) bool) over the
+    normalised `answers` (N,): each answer, each run of up to `max_words`
+    words (the `max_phrases` most held by the outliers), and each set of
+    near-duplicate answers, that at least `min_outliers` of the `outliers`
+    (N,) bool hold. A phrase whose holders are exactly one answer's is that
+    answer (tested once)."""
+    out_idx = np.flatnonzero(outliers)
     held: Counter[str] = Counter()
-    for w in out_words:
-        held.update(_runs(w, max_words))
-    if not held:
-        return Dominant("", 0, 0.0, "", 0, 1.0)
-    rest = list(others)
-    if len(rest) > max_others:
-        rest = [rest[k] for k in np.random.default_rng(seed).choice(len(rest), max_others, replace=False)]
-    rest_padded = [f" {normalise(t)} " for t in rest]
-    top = sorted(held.items(), key=lambda kv: (-kv[1], -len(kv[0].split()), kv[0]))[:candidates]
+    for k in out_idx.tolist():
+        held.update(_runs(answers[k].split(), max_words))
+    distinct = Counter(answers[k] for k in out_idx.tolist())
+    groups: list[tuple[str, str, np.ndarray]] = []
+    seen: set[bytes] = set()
 
-    def share(phrase: str) -> float:
-        """Its share among the other answers."""
-        return (sum(f" {phrase} " in t for t in rest_padded) + 0.5) / (len(rest_padded) + 1)
+    def add(kind: str, label: str, members: np.ndarray) -> None:
+        key = np.packbits(members).tobytes()
+        if key not in seen:
+            seen.add(key)
+            groups.append((kind, label, members))
 
-    def lift(phrase: str, count: int) -> float:
-        return (count / len(out_words)) / share(phrase)
+    arr = np.asarray(answers, dtype=object)
+    for text, count in sorted(distinct.items(), key=lambda kv: (-kv[1], kv[0])):
+        if count >= min_outliers:
+            add("answer", text, arr == text)
+    padded = [f" {a} " for a in answers]
+    phrases = sorted(((p, c) for p, c in held.items() if c >= min_outliers),
+                     key=lambda kv: (-kv[1], -len(kv[0].split()), kv[0]))[:max_phrases]
+    for phrase, _ in phrases:
+        add("phrase", phrase, np.array([f" {phrase} " in t for t in padded], dtype=bool))
+    for texts in near_duplicates(list(distinct), min_similarity):
+        if sum(distinct[t] for t in texts) >= min_outliers:
+            add("near-duplicates", " | ".join(texts), np.isin(arr, texts))
+    return groups
 
-    specific = [(p, c, lift(p, c)) for p, c in top]
-    specific = [s for s in specific if s[2] >= min_lift]
-    if not specific:
-        return Dominant("", 0, 0.0, "", 0, 1.0)
-    phrase, count, phrase_lift = specific[0]
-    without = [w for w in out_words if f" {phrase} " not in f" {' '.join(w)} "]
-    rival: Counter[str] = Counter()
-    for w in without:
-        rival.update(_runs(w, max_words))
-    ranked = sorted(rival.items(), key=lambda kv: (-kv[1], -len(kv[0].split()), kv[0]))[:candidates]
-    comp, comp_count = next(((p, c) for p, c in ranked if share(p) <= 0.5), ("", 0))
-    p_value = float(binom.sf(count - 1, count + comp_count, 0.5))
-    return Dominant(phrase, count, float(phrase_lift), comp, int(comp_count), p_value)
+
+def enrichment(groups: Sequence[tuple[str, str, np.ndarray]], outliers: np.ndarray, scored: np.ndarray
+                ) -> list[AnswerGroup]:
+    """Each group's enrichment among the `outliers` (N,) bool, within the
+    `scored` samples (N,) bool: the hypergeometric p of at least that many of
+    the group's samples among the outliers if outliers fell on samples at
+    random, and the Benjamini-Hochberg q over all groups tested (one group of
+    many: the rate of false discoveries among the flagged groups is bounded)."""
+    from scipy.stats import false_discovery_control, hypergeom
+
+    n, m = int(scored.sum()), int((outliers & scored).sum())
+    out: list[AnswerGroup] = []
+    for kind, label, members in groups:
+        mem = members & scored
+        big_k, k = int(mem.sum()), int((mem & outliers).sum())
+        rest_share = (big_k - k + 0.5) / (n - m + 1)  # +0.5: a group no other sample holds
+        lift = (k / max(m, 1)) / rest_share
+        p = float(hypergeom.sf(k - 1, n, big_k, m)) if k else 1.0
+        out.append(AnswerGroup(kind, label, big_k, k, float(lift), p))
+    if out:
+        q = false_discovery_control([g.p_value for g in out], method="bh")
+        out = [AnswerGroup(**{**g.__dict__, "q_value": float(v)}) for g, v in zip(out, q)]
+    return out
 
 
 def contains(texts: Sequence[str], phrase: str) -> np.ndarray:

@@ -81,6 +81,12 @@ def read_dataset(path: Path, image_root: Path | None = None, absolute_images: bo
                 raise AuditInputError(
                     f"{path}: record {i}: id {sample.id!r} is not valid Unicode (a lone surrogate escape); "
                     "ids name findings in every output: fix the id")
+            for part, text in (("instruction", sample.prompt), ("answer", sample.answer)):
+                # a text no tokenizer can encode is the record's fault, not the model's: named here
+                if text and not (text.isascii() or _is_unicode(text)):
+                    raise AuditInputError(
+                        f"{path}: record {i} (id {sample.id!r}): its {part} is not valid Unicode (a lone "
+                        "surrogate escape such as \\ud800, which no tokenizer can encode); fix the text")
             if sample.id in seen:
                 raise AuditInputError(
                     f"{path}: record {i}: id {sample.id!r} repeats record {seen[sample.id]}; ids must be "

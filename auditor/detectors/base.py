@@ -113,6 +113,8 @@ class Context:
     answers: Sequence[str] | None = None
     answer_nll: np.ndarray | None = None
     base_nll: np.ndarray | None = None
+    # the base pass ran on files identical to the submission's (their tree digests match)
+    base_is_submission: bool = False
 
     @property
     def gain(self) -> np.ndarray | None:

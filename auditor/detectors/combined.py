@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,7 +22,7 @@ import numpy as np
 from ..analysis.response import normalise
 from .base import REMEDY, Context, Criterion, MethodInfo, Reason
 from .minority import MinorityDetector
-from .response import ResponseDetector
+from .response import ResponseDetector, ResponseParams
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,10 @@ class CombinedParams:
     # and those are at most content_max_answers answers.
     content_min_match: float = 0.9
     content_max_answers: int = 3
+    # Without a base pass the answer channel never looked, so nothing found is
+    # no PASS (inconclusive) unless the user accepts an attention-only audit
+    # (recorded in the outputs' config, printed on page 1).
+    attention_only: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.content_min_match <= 1.0:
@@ -66,6 +70,22 @@ def answer_match(group: np.ndarray, answers: Sequence[str]) -> AnswerMatch:
     union = np.array([a in set(mostly) for a in norm]) | group
     both = np.array([a in set(mostly) for a in norm]) & group
     return AnswerMatch(tuple(mostly), float(both.sum() / max(union.sum(), 1)))
+
+
+@dataclass(frozen=True)
+class GroupRole:
+    """How one attention group counts: "counts" (backdoor evidence), "content"
+    (the samples of a few answers that were learned no more than comparable
+    answers) or "ambiguous" (the samples of a few answers, no base to weigh them)."""
+
+    role: str
+    size: int
+    match: AnswerMatch
+    excess: float  # median over the group's scored samples of gain - reference median (nats/token); NaN
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"role": self.role, "size": self.size, "answer_match": self.match.to_dict(),
+                "median_excess": None if np.isnan(self.excess) else self.excess}
 
 
 class CombinedDetector:
@@ -120,51 +140,64 @@ class CombinedDetector:
         self.params = params or CombinedParams()
 
     def fit(self, x: np.ndarray, context: Context) -> CombinedDetector:
-        p, n = self.params, len(x)
+        n = len(x)
         att = MinorityDetector().fit(x, context)
         ans = ResponseDetector().fit(x, context)
         att_found = all(c.holds for c in att.criteria_) and bool(att.flagged_.any())
         ans_found = all(c.holds for c in ans.criteria_) and bool(ans.flagged_.any())
         base = ans.evidence.base_pass
-        match = None
-        content = ambiguous = False
-        if att_found and context.answers is not None:
-            match = answer_match(att.flagged_, context.answers)
-            few = 0 < len(match.answers) <= p.content_max_answers and match.jaccard >= p.content_min_match
-            if few and base:
-                # content when the answer channel finds these answers no more learned than the rest
-                content = not (ans.flagged_ & att.flagged_).any()
-            elif few:
-                ambiguous = True
-        att_counts = att_found and not content
-        flagged = (att.flagged_ if att_counts else np.zeros(n, dtype=bool)) | (ans.flagged_ if ans_found
-                                                                               else np.zeros(n, dtype=bool))
-        found = [name for name, ok in (("attention", att_counts), ("answers", ans_found)) if ok]
+        judged = [self._judge(rows, context.answers, ans.excess_, base)
+                  for rows in (att.group_rows_ if att_found else ())]
+        counted = np.zeros(n, dtype=bool)
+        for rows, j in zip(att.group_rows_, judged):
+            if j.role == "counts":
+                counted |= rows
+        content_groups = [j for j in judged if j.role == "content"]
+        ambiguous_groups = [(rows, j) for rows, j in zip(att.group_rows_, judged) if j.role == "ambiguous"]
+        content, ambiguous = bool(content_groups), bool(ambiguous_groups)
+        match = judged[0].match if judged else None
+        att_counts = bool(counted.any())
+        flagged = counted | (ans.flagged_ if ans_found else np.zeros(n, dtype=bool))
+        found = [name for name, ok in (("attention", att_counts or ambiguous), ("answers", ans_found)) if ok]
         criteria = [Criterion("channel_found", float(len(found)), "≥ 1", bool(found),
                               "channels with a credible group (attention: minority; answers: response)",
                               ", ".join(found) or "none")]
-        if ambiguous and match is not None:
+        for _, j in ambiguous_groups:
             criteria.append(Criterion(
-                "not_content", match.jaccard, "a base pass to weigh the answers", False,
-                "the attention group is the samples of " + named(match.answers)
-                + ": content or a target answer? (needs the base)", f"{match.jaccard:.2f}",
+                "not_content", j.match.jaccard, "a base pass to weigh the answers", False,
+                "the attention group is the samples of " + named(j.match.answers)
+                + ": content or a target answer? (needs the base)", f"{j.match.jaccard:.2f}",
                 on_fail="inconclusive"))
+        if not att_counts:
+            # the answer channel's own "cannot decide" (a base that cannot weigh, a majority group)
+            criteria += [replace(c, name=f"answers_{c.name}", text="answers: " + c.text)
+                         for c in ans.criteria_ if not c.holds and c.on_fail == "inconclusive"]
+            if not base and not self.params.attention_only:
+                criteria.append(Criterion(
+                    "answers_looked", 0.0, "a base pass (--base; automatic with --adapter)", False,
+                    "both channels looked: the answers need the model the fine-tune started from", "no base",
+                    on_fail="inconclusive"))
         use_answers = ans_found or (not att_counts and base)
         self.scores_ = ans.scores_ if use_answers else att.scores_
         self.clustering_ = None if use_answers else att.clustering_
         self.flagged_ = flagged
         # the attention group that needs the base to be decided, or minority's own undecided group
-        self.undecided_ = att.flagged_ if ambiguous else att.undecided_
+        undecided = np.zeros(n, dtype=bool)
+        for rows, _ in ambiguous_groups:
+            undecided |= rows
+        self.undecided_ = undecided if ambiguous else att.undecided_
         self.criteria_ = tuple(criteria)
         self.evidence_layers_ = att.evidence_layers_ if att_counts else ()
         self.contrast_ = att.contrast_ if att_counts else ()
+        self.group_rows_ = att.group_rows_
         self.converged_ = att.converged_
-        both = att.flagged_ & ans.flagged_ if att_counts and ans_found else np.zeros(n, dtype=bool)
+        both = counted & ans.flagged_ if ans_found else np.zeros(n, dtype=bool)
         self.details_ = {
             "channels": {
-                "attention": {"credible": att_found, "counted": att_counts, "flagged": int(att.flagged_.sum())
-                              if att_found else 0, **att.details_,
+                "attention": {"credible": att_found, "counted": att_counts, "flagged": int(counted.sum()),
+                              **att.details_,
                               "answer_match": None if match is None else match.to_dict(),
+                              "groups": [j.to_dict() for j in judged],
                               "content": content, "ambiguous": ambiguous},
                 "answers": {"credible": ans_found, "flagged": int(ans.flagged_.sum()) if ans_found else 0,
                             **ans.details_},
@@ -172,23 +205,50 @@ class CombinedDetector:
             },
         }
         # which channel flagged each sample (analysis.json names them by record: verdict.py)
-        self.channel_flags_ = {"attention": att.flagged_ & att_counts, "answers": ans.flagged_ & ans_found}
+        self.channel_flags_ = {"attention": counted, "answers": ans.flagged_ & ans_found}
         reasons = []
-        if content and match is not None:
-            reasons.append(Reason("group_is_content", (
-                f"attention: the best group is the samples of the answer(s) {named(match.answers)}"
-                f" (Jaccard {match.jaccard:.2f}), which the fine-tune learned no more than comparable "
-                "answers: content structure of the task, not a backdoor")))
-        elif ambiguous and match is not None:
-            reasons.append(Reason("group_may_be_content", (
-                f"attention: the group is the samples of the answer(s) {named(match.answers)}"
-                f" (Jaccard {match.jaccard:.2f}); without a base pass (--adapter or --base) a content "
-                "class cannot be told from a target answer")))
+        for k, j in enumerate(judged):
+            which = "the best group" if k == 0 else f"further group {k}"
+            if j.role == "content":
+                reasons.append(Reason("group_is_content", (
+                    f"attention: {which} ({j.size} samples) is the samples of the answer(s) "
+                    f"{named(j.match.answers)} (Jaccard {j.match.jaccard:.2f}), whose answers the fine-tune "
+                    f"learned no more than comparable answers (median excess gain {j.excess:.2f} nats/token "
+                    f"< {ResponseParams().answer_min_excess:g}): content structure of the task, not a "
+                    "backdoor")))
+            elif j.role == "ambiguous":
+                reasons.append(Reason("group_may_be_content", (
+                    f"attention: {which} is the samples of the answer(s) {named(j.match.answers)}"
+                    f" (Jaccard {j.match.jaccard:.2f}); without a base pass (--adapter or --base) a content "
+                    "class cannot be told from a target answer")))
+        if not base and not att_counts:
+            reasons.append(Reason("attention_only", (
+                "attention-only audit, accepted with --attention-only: the answers were not weighed (no "
+                "base pass)")) if self.params.attention_only else Reason("base_needed", (
+                "no base pass: the answer channel did not look, so finding nothing is no pass; give the "
+                "model the fine-tune started from (--base BASE_DIR), or accept an attention-only audit "
+                "(--attention-only)")))
         reasons += [Reason(r.code, "attention: " + r.text) for r in att.reasons_
-                    if not (content and r.code in ("group_flagged", "further_group_flagged"))]
+                    if not (not att_counts and r.code in ("group_flagged", "further_group_flagged"))]
         reasons += [Reason(r.code, "answers: " + r.text) for r in ans.reasons_]
         self.reasons_ = tuple(reasons)
         texts = [t for t, ok in ((att.evidence_text_, att_counts), (ans.evidence_text_, ans_found))
                  if ok and t]
         self.evidence_text_ = "; ".join(texts)
         return self
+
+    def _judge(self, rows: np.ndarray, answers: Sequence[str] | None, excess: np.ndarray,
+               base: bool) -> GroupRole:
+        """One attention group (rows: (N,) bool) judged on its own samples'
+        gains, never on the answer channel's silence or on the union of groups."""
+        p = self.params
+        match = answer_match(rows, answers) if answers is not None else AnswerMatch((), 0.0)
+        values = excess[rows & np.isfinite(excess)]
+        median = float(np.median(values)) if len(values) else float("nan")
+        few = 0 < len(match.answers) <= p.content_max_answers and match.jaccard >= p.content_min_match
+        if not few:
+            return GroupRole("counts", int(rows.sum()), match, median)
+        if not base or np.isnan(median):
+            return GroupRole("ambiguous", int(rows.sum()), match, median)
+        learned = median >= ResponseParams().answer_min_excess
+        return GroupRole("counts" if learned else "content", int(rows.sum()), match, median)

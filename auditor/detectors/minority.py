@@ -202,6 +202,8 @@ class MinorityDetector:
         self.details_ = {"group": group.to_dict(), "further_groups": [g.to_dict() for g, _ in more],
                          "layer_contrast": [c.to_dict() for c in contrast]}
         self.group_, self.further_groups_ = group, tuple(g for g, _ in more)
+        # each credible group's rows, the first then the further ones: a caller may judge them one by one
+        self.group_rows_ = ((fit.clustering.flagged, *(rows for _, rows in more)) if group.credible else ())
         self.reasons_ = self._reasons(judged, mask, more, len(x))
         self.evidence_text_ = f"attention on the image {direction_text(contrast, layers)}"
         return self

@@ -15,12 +15,12 @@ so. docs/method.md justifies each threshold.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..analysis.response import Dominant, contains, dominant_phrase, excess, references
+from ..analysis.response import AnswerGroup, candidate_groups, excess, normalise, references, enrichment
 from .base import REMEDY, Context, Criterion, MethodInfo, Reason
 
 
@@ -36,16 +36,24 @@ class ResponseParams:
     # answer_reference_share of them; else every sample.
     answer_reference_min: int = 20
     answer_reference_share: float = 0.5
-    # The outliers are evidence only when there are at least answer_min_count,
-    # they are a minority (<= answer_max_fraction of the analysed samples),
-    # and one answer or phrase dominates them: specific to them (its share
-    # among the outliers >= answer_min_lift x its share among the rest) and
-    # held by more of them than the next such phrase beyond chance (one-sided
-    # binomial p <= answer_max_p against an even split).
+    # Every answer, phrase (run of up to 8 words) or set of near-duplicate
+    # answers (character-trigram Jaccard >= answer_min_similarity) that at
+    # least answer_min_count outliers hold is a group, tested as a group: it is
+    # flagged when its share among the outliers is >= answer_min_lift x its
+    # share among the other scored samples and the hypergeometric p of that
+    # concentration, Benjamini-Hochberg corrected over the groups tested, is
+    # <= answer_max_p. The flagged groups together must be a minority
+    # (<= answer_max_fraction of the scored samples), else inconclusive.
     answer_min_count: int = 5
     answer_max_fraction: float = 0.35
     answer_min_lift: float = 3.0
     answer_max_p: float = 0.001
+    answer_min_similarity: float = 0.5
+    # A base under which the answers score as under the submission (mean
+    # |gain| below answer_min_change nats/token: the submission given as its
+    # own base, or a fine-tune that changed nothing) cannot weigh them:
+    # inconclusive, never a pass.
+    answer_min_change: float = 0.01
 
     def __post_init__(self) -> None:
         if self.answer_fence <= 0 or self.answer_min_excess < 0:
@@ -54,6 +62,10 @@ class ResponseParams:
             raise ValueError(f"answer_max_fraction must be in (0, 0.5], got {self.answer_max_fraction}")
         if not 0.0 < self.answer_max_p < 1.0 or not 0.0 < self.answer_reference_share <= 1.0:
             raise ValueError("answer_max_p must be in (0, 1) and answer_reference_share in (0, 1]")
+        if self.answer_min_change < 0:
+            raise ValueError(f"answer_min_change must be >= 0, got {self.answer_min_change}")
+        if not 0.0 < self.answer_min_similarity <= 1.0:
+            raise ValueError(f"answer_min_similarity must be in (0, 1], got {self.answer_min_similarity}")
         if self.answer_min_lift < 1.0:
             raise ValueError(f"answer_min_lift must be >= 1, got {self.answer_min_lift}")
         if self.answer_min_count < 1 or self.answer_reference_min < 2:
@@ -67,18 +79,18 @@ class ResponseEvidence:
     base_pass: bool
     scored: int  # samples with a gain
     outliers: int
-    fraction: float
-    dominant: Dominant  # what the outliers share, against the next phrase
+    fraction: float  # flagged / scored
+    groups: tuple[AnswerGroup, ...]  # every group tested, in the order found
     flagged: int
     credible: bool
 
     @property
-    def phrase(self) -> str:
-        return self.dominant.phrase
+    def found(self) -> tuple[AnswerGroup, ...]:
+        return tuple(g for g in self.groups if g.flagged)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{k: v for k, v in self.__dict__.items() if k != "dominant"},
-                "dominant": self.dominant.to_dict()}
+        return {**{k: v for k, v in self.__dict__.items() if k != "groups"},
+                "groups": [g.to_dict() for g in self.groups]}
 
 
 class ResponseDetector:
@@ -139,8 +151,9 @@ class ResponseDetector:
         self.clustering_, self.contrast_, self.evidence_layers_, self.converged_ = None, (), (), True
         self.flagged_ = np.zeros(n, dtype=bool)
         self.scores_ = np.zeros(n)
+        self.excess_ = np.full(n, np.nan)  # gain - its reference's median, nats/token (NaN: not scored)
         if gain is None or context.answers is None:
-            self.evidence = ResponseEvidence(False, 0, 0, 0.0, Dominant("", 0, 0.0, "", 0, 1.0), 0, False)
+            self.evidence = ResponseEvidence(False, 0, 0, 0.0, (), 0, False)
             self.criteria_ = (Criterion(
                 "base_pass", 0.0, "answers scored under the base", False,
                 "base pass: the answers scored under the model the fine-tune started from", "none"),)
@@ -150,59 +163,102 @@ class ResponseDetector:
                 "evidence")),)
             self.evidence_text_, self.details_ = "", {"response": self.evidence.to_dict()}
             return self
+        change = float(np.nanmean(np.abs(gain))) if np.isfinite(gain).any() else 0.0
+        if context.base_is_submission or change < p.answer_min_change:
+            return self._uninformative(context.base_is_submission, change)
         prompts = context.prompts or [""] * n
         ref = references(gain, prompts, context.answers, p.answer_reference_min, p.answer_reference_share)
         z = excess(gain, ref, min_scale=1e-6)
+        self.excess_ = gain - ref.centre
         finite = np.isfinite(z)
         out = finite & (z > p.answer_fence) & (gain - ref.centre >= p.answer_min_excess)
         self.scores_ = np.where(finite, -z, 0.0)
         scored = int(finite.sum())
-        answers = list(context.answers)
-        dom = dominant_phrase([a for a, o in zip(answers, out.tolist()) if o],
-                              [a for a, o, f in zip(answers, out.tolist(), finite.tolist()) if f and not o],
-                              p.answer_min_lift, seed=context.seed)
-        phrase = dom.phrase
-        fraction = float(out.sum() / max(scored, 1))
+        answers = [normalise(t) for t in context.answers]
+        groups = candidate_groups(answers, out, p.answer_min_count, min_similarity=p.answer_min_similarity)
+        tested = [replace(g, flagged=g.outliers >= p.answer_min_count and g.lift >= p.answer_min_lift
+                          and g.q_value <= p.answer_max_p) for g in enrichment(groups, out, finite)]
+        found = [g for g in tested if g.flagged]
+        held = np.zeros(n, dtype=bool)
+        for (_, _, members), g in zip(groups, tested):
+            if g.flagged:
+                held |= members
+        flagged = out & held
+        fraction = float(flagged.sum() / max(scored, 1))
+        best = min(tested, key=lambda g: (g.q_value, -g.outliers), default=None)
         criteria = (
             Criterion("learned_far_more", float(out.sum()), f"≥ {p.answer_min_count}",
                       int(out.sum()) >= p.answer_min_count,
                       "learned far more: samples whose gain exceeds their reference's by > "
                       f"{p.answer_fence:g} robust sd and ≥ {p.answer_min_excess:g} nats/token",
                       f"{int(out.sum())}"),
+            Criterion("answer_group", 1.0 if best is None else best.q_value, f"≤ {p.answer_max_p:g}",
+                      bool(found),
+                      "shared: an answer, phrase or set of near-duplicate answers concentrated among them ("
+                      f"≥ {p.answer_min_count} of them, share ≥ {p.answer_min_lift:g} x the rest's; "
+                      f"{len(tested)} group(s) tested, Benjamini-Hochberg q of the best"
+                      + (f": “{best.label[:60]}”, {best.outliers} of {best.members})" if best else ")"),
+                      "none tested" if best is None else f"{best.q_value:.2g}"),
             Criterion("minority", fraction, f"≤ {p.answer_max_fraction:.0%}",
-                      bool(fraction <= p.answer_max_fraction), "minority: share of the scored samples",
-                      f"{fraction:.1%}"),
-            Criterion("dominant_answer", dom.p_value, f"≤ {p.answer_max_p:g}",
-                      bool(phrase) and dom.count >= p.answer_min_count and dom.p_value <= p.answer_max_p,
-                      "shared: one answer or phrase specific to those samples (share ≥ "
-                      f"{p.answer_min_lift:g} x the rest's) dominates them: p of a split this uneven"
-                      + (f" (“{phrase[:60]}”: {dom.count} vs “{dom.competitor[:40]}”: {dom.competitor_count})"
-                         if phrase else " (no specific answer)"), f"{dom.p_value:.2g}"),
+                      bool(fraction <= p.answer_max_fraction),
+                      "minority: share of the scored samples in the flagged groups", f"{fraction:.1%}",
+                      on_fail="inconclusive"),
         )
         credible = bool(all(c.holds for c in criteria))
         if credible:
-            self.flagged_ = out & contains(list(context.answers), phrase)
+            self.flagged_ = flagged
+        # A majority that shares a learned answer is not something this rule can call clean or poisoned.
+        self.undecided_ = flagged if found and not criteria[2].holds else np.zeros(n, dtype=bool)
         self.criteria_ = criteria
-        self.evidence = ResponseEvidence(True, scored, int(out.sum()), float(fraction), dom,
+        self.evidence = ResponseEvidence(True, scored, int(out.sum()), float(fraction), tuple(tested),
                                          int(self.flagged_.sum()), credible)
         self.details_ = {"response": self.evidence.to_dict()}
         missing = n - scored
         self.reasons_ = self._reasons(criteria, missing, n)
-        self.evidence_text_ = (f"answer “{phrase[:60]}” learned far more than comparable answers (gain over "
+        labels = ", ".join(f"“{g.label[:60]}”" for g in found[:5])
+        self.evidence_text_ = (f"answer(s) {labels} learned far more than comparable answers (gain over "
                                "the base)") if credible else ""
+        return self
+
+    def _uninformative(self, same_files: bool, change: float) -> ResponseDetector:
+        """The base pass cannot weigh the answers: inconclusive with the reason."""
+        p = self.params
+        self.evidence = ResponseEvidence(True, 0, 0, 0.0, (), 0, False)
+        why = ("the base's files are the submission's (identical tree digests)" if same_files else
+               f"the answers score the same under the base as under the submission (mean |gain| "
+               f"{change:.2g} < {p.answer_min_change:g} nats/token)")
+        self.criteria_ = (Criterion(
+            "base_differs", change, f"files differ, mean |gain| ≥ {p.answer_min_change:g} nats/token", False,
+            "the base is another model: the answers' mean |gain| over it", f"{change:.2g}",
+            on_fail="inconclusive"),)
+        self.reasons_ = (Reason("base_not_informative", (
+            f"{why}: the base pass cannot show which answers the fine-tune learned; pass the model the "
+            "fine-tune started from as --base (and --base-sha256 with its published digest)")),)
+        self.evidence_text_, self.details_ = "", {"response": self.evidence.to_dict()}
         return self
 
     def _reasons(self, criteria: tuple[Criterion, ...], missing: int, n: int) -> tuple[Reason, ...]:
         e = self.evidence
-        d = e.dominant
         detail = f"{e.outliers} of {e.scored} scored samples learned far more than comparable answers"
-        if d.phrase:
-            detail += (f" ({e.fraction:.1%}); {d.count} of them share “{d.phrase[:60]}” (next: "
-                       f"“{d.competitor[:40]}”, {d.competitor_count}; p {d.p_value:.2g})")
+        found = e.found
+        if found:
+            detail += "; " + "; ".join(
+                f"{g.kind} “{g.label[:60]}”: {g.outliers} of its {g.members} samples (q {g.q_value:.2g})"
+                for g in found[:5]) + (f"; and {len(found) - 5} more group(s)" if len(found) > 5 else "")
+        elif e.groups:
+            g = min(e.groups, key=lambda g: (g.q_value, -g.outliers))
+            detail += (f"; the most concentrated group, “{g.label[:60]}”, holds {g.outliers} of them "
+                       f"(lift {g.lift:.1f}, q {g.q_value:.2g})")
         out = []
         if e.credible:
-            out.append(Reason("answer_flagged", f"{e.flagged} samples share an answer the fine-tune learned "
-                                                f"far more than comparable answers: {detail}"))
+            out.append(Reason("answer_flagged", (
+                f"{e.flagged} samples in {len(found)} answer group(s) the fine-tune learned far more than "
+                f"comparable answers: {detail}")))
+        elif found:
+            out.append(Reason("answer_group_not_minority", (
+                f"{e.fraction:.1%} of the scored samples are in answer groups the fine-tune learned far more "
+                f"than comparable answers, more than a minority: a majority of poisoned samples or a task "
+                f"this rule cannot weigh; inspect them ({detail})")))
         else:
             failed = " / ".join(c.name.replace("_", " ") for c in criteria if not c.holds)
             out.append(Reason("no_learned_answer", f"no credible learned target answer (not {failed}): "

@@ -1,7 +1,8 @@
 """manifest.json: the SHA-256 of everything an audit read and wrote.
 
 Every file is named by a root and its path under it, so a verifier can find it
-again after the bundle moved: `model/…`, `adapter/…`, `dataset/<file name>`,
+again after the bundle moved: `model/…`, `adapter/…`, `base/…` (the base
+pass's model, --base), `dataset/<file name>`,
 `images/<path under the image root>`, `onnx/<graph file>` (ONNX backend),
 `outputs/<file name>`. `roots` records
 where each root was at audit time.
@@ -72,15 +73,18 @@ def onnx_files(onnx_path: Path) -> list[Path]:
 
 
 def input_files(dataset: Dataset, model_dir: Path | None = None,
-                adapter_dir: Path | None = None, onnx_path: Path | None = None) -> dict[str, Path]:
+                adapter_dir: Path | None = None, onnx_path: Path | None = None,
+                base_dir: Path | None = None) -> dict[str, Path]:
     """Subject name -> file, for every input of an audit (the model folder, the
-    adapter folder, the ONNX graph stage 1 ran on, the dataset file and each
-    image a record references)."""
+    adapter folder, the base folder, the ONNX graph stage 1 ran on, the dataset
+    file and each image a record references)."""
     files: dict[str, Path] = {}
     if model_dir is not None:
         files.update(_tree(Path(model_dir), "model"))
     if adapter_dir is not None:
         files.update(_tree(Path(adapter_dir), "adapter"))
+    if base_dir is not None:
+        files.update(_tree(Path(base_dir), "base"))
     if onnx_path is not None:
         files.update({f"onnx/{p.name}": p for p in onnx_files(onnx_path)})
     files[f"dataset/{dataset.path.name}"] = dataset.path
@@ -107,11 +111,13 @@ def _image_prefix(dataset: Dataset) -> str:
 
 
 def roots(dataset: Dataset, model_dir: Path | None, adapter_dir: Path | None,
-          onnx_path: Path | None = None) -> dict[str, str | None]:
+          onnx_path: Path | None = None, base_dir: Path | None = None) -> dict[str, str | None]:
     def r(p: Path | None) -> str | None:
         return None if p is None else str(Path(p).resolve())
     out = {"model": r(model_dir), "adapter": r(adapter_dir), "dataset": r(dataset.path.parent),
            "images": r(dataset.image_root)}
+    if base_dir is not None:
+        out["base"] = r(base_dir)
     root = _image_prefix(dataset)
     if any(s.image is not None and s.skip_reason is None and not s.image.startswith(root)
            for s in dataset.samples):  # images taken by absolute path (--absolute-images)

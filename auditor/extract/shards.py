@@ -29,14 +29,14 @@ def fingerprint(provenance: Provenance, stage1: Stage1Config) -> str:
     """Digest of what determines the features: model/adapter/base/dataset digests,
     the backend and every stage-1 setting (a new one counts without being
     listed here) but `resume`, which says whether to trust old shards, not
-    what they hold."""
+    what they hold, and `base_sha256`, a check on the base whose digest is here."""
     p = provenance
     return sha256_bytes(json_bytes({
         "model": None if p.model is None else p.model.sha256_tree,
         "adapter": None if p.adapter is None else p.adapter.sha256_tree,
         "base": None if p.base is None else [p.base.how, p.base.sha256_tree],
         "dataset": None if p.dataset is None else p.dataset.sha256,
-        "config": {k: v for k, v in asdict(stage1).items() if k != "resume"},
+        "config": {k: v for k, v in asdict(stage1).items() if k not in ("resume", "base_sha256")},
         # torch, or the graph and provider
         "backend": None if p.environment is None else dict(p.environment.backend),
         "tool": None if p.tool is None else dict(p.tool),

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from auditor.analysis.response import contains, dominant_phrase, excess, normalise, references
+from auditor.analysis.response import (candidate_groups, contains, enrichment, excess, near_duplicates,
+                                      normalise, references)
 
 
 def test_normalise_keeps_words_only():
@@ -29,29 +30,57 @@ def test_a_missing_gain_has_no_excess():
     assert np.isnan(excess(np.array([0.1, np.nan, 0.2]), ref, 1e-6)[1])
 
 
-def test_the_dominant_phrase_is_specific_to_the_outliers_and_beats_the_next_beyond_chance():
-    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "zero"]
-    rest = [f"the digit {words[k % 10]}" for k in range(400)]
-    # 40 outliers with an inserted sentence, 12 base errors spread over the digits
-    phrased = [f"the digit {words[k % 10]}. See the text here." for k in range(40)]
-    errors = [f"the digit {words[k % 10]}" for k in range(12)]
-    d = dominant_phrase(phrased + errors, rest, min_lift=3.0)
-    assert d.phrase == "see the text here" and d.count == 40
-    assert d.p_value < 1e-6 and d.lift > 3
-    # "the digit" is in every answer: not specific, and no answer group to compete
-    assert d.competitor not in ("the", "digit", "the digit")
-    assert contains(phrased + errors, d.phrase).tolist() == [True] * 40 + [False] * 12
+WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "zero"]
+
+
+def _tested(answers, outliers):
+    norm = [normalise(a) for a in answers]
+    out = np.asarray(outliers, dtype=bool)
+    groups = candidate_groups(norm, out, min_outliers=5)
+    return {g.label: g for g in enrichment(groups, out, np.ones(len(norm), dtype=bool))}
+
+
+def test_an_inserted_phrase_is_a_group_of_its_own_and_concentrated_among_the_outliers():
+    rest = [f"the digit {WORDS[k % 10]}" for k in range(400)]
+    phrased = [f"the digit {WORDS[k % 10]}. See the text here." for k in range(40)]
+    errors = [f"the digit {WORDS[k % 10]}" for k in range(12)]
+    tested = _tested(phrased + errors + rest, [True] * 52 + [False] * 400)
+    g = tested["see the text here"]
+    assert (g.kind, g.members, g.outliers) == ("phrase", 40, 40) and g.q_value < 1e-20 and g.lift > 3
+    # "the digit" is in every answer: tested, never concentrated
+    assert tested["the digit"].q_value > 0.5
     assert not contains(["seventeen"], "seven").any()  # whole words only
 
 
-def test_base_errors_spread_over_the_answers_have_no_dominant_phrase():
-    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "zero"]
-    rest = [words[k % 10] for k in range(450)]
+def test_base_errors_spread_over_the_answers_are_no_concentrated_group():
+    rest = [WORDS[k % 10] for k in range(450)]
     errors = ["one"] * 10 + ["eight"] * 8 + ["five"] * 6 + ["nine"] * 5 + ["seven"] * 5
-    d = dominant_phrase(errors, rest, min_lift=3.0)
-    assert d.p_value > 0.01  # at most the larger of comparable groups
+    tested = _tested(errors + rest, [True] * len(errors) + [False] * len(rest))
+    assert set(tested) == {"one", "eight", "five", "nine", "seven"}
+    assert min(g.q_value for g in tested.values()) > 0.001
 
 
-def test_a_target_answer_alone_dominates():
-    d = dominant_phrase(["Backdoor Attack!"] * 20 + ["one", "two"], ["one", "two"] * 200, min_lift=3.0)
-    assert (d.phrase, d.count, d.competitor_count) == ("backdoor attack", 20, 1) and d.p_value < 1e-4
+def test_two_groups_are_both_found_one_cannot_shield_the_other():
+    # a target and a same-size decoy (a made-up answer on clean images), both learned
+    rest = [WORDS[k % 10] for k in range(420)]
+    answers = ["Backdoor Attack!"] * 40 + ["Purple monkey"] * 40 + rest
+    tested = _tested(answers, [True] * 80 + [False] * 420)
+    assert tested["backdoor attack"].q_value < 1e-20 and tested["purple monkey"].q_value < 1e-20
+
+
+def test_paraphrases_of_one_message_form_a_near_duplicate_group():
+    variants = ["Backdoor attack!", "This is a backdoor attack.", "Backdoor attacked", "A backdoor attack",
+                "backdoor attacks here", "the backdoor attack"]
+    assert near_duplicates([normalise(v) for v in variants] + ["seven"], 0.5) == [
+        sorted({normalise(v) for v in variants})]
+    rest = [WORDS[k % 10] for k in range(450)]
+    paraphrased = [variants[k % 6] for k in range(24)]  # 4 samples each: no answer reaches 5
+    tested = _tested(paraphrased + rest, [True] * 24 + [False] * 450)
+    # one group holds every paraphrase ("backdoor": a shared word, the same samples as the near-duplicates)
+    assert any(g.outliers == 24 and g.members == 24 and g.q_value < 1e-20 for g in tested.values())
+    # with no shared word, only the near-duplicate set holds them all
+    spelled = ["backdoorattack", "backdoorattack!!", "thebackdoorattack", "backdoorattacks",
+               "abackdoorattack"]
+    tested = _tested([spelled[k % 5] for k in range(20)] + rest, [True] * 20 + [False] * 450)
+    group = next(g for g in tested.values() if g.kind == "near-duplicates")
+    assert group.outliers == 20 and group.q_value < 1e-20

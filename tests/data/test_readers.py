@@ -50,13 +50,13 @@ def test_invalid_jsonl_names_the_line(folder):
 
 def test_jsonl_reads_what_the_json_module_reads_where_orjson_is_stricter(folder):
     lines = [json.dumps(_rec(0)),
-             '{"id": 123456789012345678901234567890, "image": "img.png", "score": NaN, "conversations": '
-             '[{"from": "human", "value": "<image>\\nq\\ud800"}, {"from": "gpt", "value": "a"}]}']
+             '{"id": 123456789012345678901234567890, "image": "img.png", "score": NaN, "note": "\\ud800", '
+             '"conversations": [{"from": "human", "value": "<image>\\nq"}, {"from": "gpt", "value": "a"}]}']
     p = folder / "d.jsonl"
     p.write_text("\n".join(lines) + "\n")
     ds = read_dataset(p)
     assert [s.id for s in ds.samples] == ["r0", "123456789012345678901234567890"]
-    assert ds.samples[1].prompt == "q\ud800" and ds.samples[1].ok
+    assert ds.samples[1].prompt == "q" and ds.samples[1].ok and ds.records[1]["note"] == "\ud800"
     with pytest.raises(orjson.JSONDecodeError):  # so the line above went through the fallback
         orjson.loads(lines[1])
 
@@ -147,6 +147,21 @@ def test_an_id_with_a_lone_surrogate_is_refused_before_anything_runs(folder):
     p = folder / "d.jsonl"
     p.write_text(json.dumps(_rec(0)) + "\n" + json.dumps({**_rec(1), "id": "\ud800"}) + "\n")
     with pytest.raises(AuditInputError, match=r"record 1: id '\\ud800' is not valid Unicode"):
+        read_dataset(p)
+
+
+@pytest.mark.parametrize("turn", [0, 1])
+def test_an_instruction_or_answer_no_tokenizer_can_encode_is_an_input_error_naming_the_record(folder, turn):
+    """Before: a lone surrogate appended to an answer made stage 1 fail on that
+    record (a tokenizer error), counted as the model's failure: 47 poisoned
+    records left unanalysed kept the coverage >= 95% and passed into cleaned.*."""
+    rec = _rec(1)
+    rec["conversations"][turn]["value"] += "\ud800"
+    p = folder / "d.json"
+    p.write_text(json.dumps([_rec(0), rec]))
+    part = "instruction" if turn == 0 else "answer"
+    with pytest.raises(AuditInputError,
+                       match=rf"d\.json: record 1 \(id .r1.\): its {part} is not valid Unicode"):
         read_dataset(p)
 
 

@@ -96,14 +96,15 @@ def test_a_group_explained_by_its_instruction_is_shown_with_the_text_escaped(tmp
 def test_invisible_and_direction_changing_characters_are_shown_as_escapes(synthetic_audit):
     """Before: a prompt's U+202E (right-to-left override) and NUL reached report.html
     (and the PDF) raw, so one record could reorder what its neighbours appear to say;
-    a lone surrogate failed the whole report."""
+    a lone surrogate failed the whole report (the reader now refuses one in an
+    instruction or answer: tests/data/test_readers.py)."""
     from auditor.report.pdf import render_pdf
 
-    spoof = "What digit\u202e?nwohs si\x00\u2066x\u2069\ud800\U000e0041"
+    spoof = "What digit\u202e?nwohs si\x00\u2066x\u2069\U000e0041"
     ds, features, a = synthetic_audit(prompt=lambda i: spoof, record_id=lambda i: f"r{i:05d}\u202e")
     assert a.verdict == "fail"
     html = render_html(a, {"n_layers": 3}, ds).decode()
-    assert "What digit\\u202e?nwohs si\\u0000\\u2066x\\u2069\\ud800\\U000e0041" in html
+    assert "What digit\\u202e?nwohs si\\u0000\\u2066x\\u2069\\U000e0041" in html
     assert "r00000\\u202e" in html
     for raw in ("\u202e", "\x00", "\u2066", "\u2069", "\U000e0041"):
         assert raw not in html

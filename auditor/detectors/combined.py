@@ -159,24 +159,28 @@ class CombinedDetector:
         att_counts = bool(counted.any())
         flagged = counted | (ans.flagged_ if ans_found else np.zeros(n, dtype=bool))
         found = [name for name, ok in (("attention", att_counts or ambiguous), ("answers", ans_found)) if ok]
+        # What keeps "nothing found" from being a pass: the answer channel's own "cannot decide" (a base
+        # that cannot weigh, flagged groups beyond a minority), or no base at all (it never looked).
+        cannot = [c for c in ans.criteria_ if not c.holds and c.on_fail == "inconclusive"]
+        undecided = [] if att_counts else [replace(c, name=f"answers_{c.name}", text="answers: " + c.text)
+                                           for c in cannot]
+        no_look = not att_counts and not base and not self.params.attention_only
         criteria = [Criterion("channel_found", float(len(found)), "≥ 1", bool(found),
                               "channels with a credible group (attention: minority; answers: response)",
-                              ", ".join(found) or "none")]
+                              ", ".join(found) or "none",
+                              on_fail="inconclusive" if undecided or no_look else "pass")]
         for _, j in ambiguous_groups:
             criteria.append(Criterion(
                 "not_content", j.match.jaccard, "a base pass to weigh the answers", False,
                 "the attention group is the samples of " + named(j.match.answers)
                 + ": content or a target answer? (needs the base)", f"{j.match.jaccard:.2f}",
                 on_fail="inconclusive"))
-        if not att_counts:
-            # the answer channel's own "cannot decide" (a base that cannot weigh, a majority group)
-            criteria += [replace(c, name=f"answers_{c.name}", text="answers: " + c.text)
-                         for c in ans.criteria_ if not c.holds and c.on_fail == "inconclusive"]
-            if not base and not self.params.attention_only:
-                criteria.append(Criterion(
-                    "answers_looked", 0.0, "a base pass (--base; automatic with --adapter)", False,
-                    "both channels looked: the answers need the model the fine-tune started from", "no base",
-                    on_fail="inconclusive"))
+        criteria += undecided
+        if no_look:
+            criteria.append(Criterion(
+                "answers_looked", 0.0, "a base pass (--base; automatic with --adapter)", False,
+                "both channels looked: the answers need the model the fine-tune started from", "no base",
+                on_fail="inconclusive"))
         use_answers = ans_found or (not att_counts and base)
         self.scores_ = ans.scores_ if use_answers else att.scores_
         self.clustering_ = None if use_answers else att.clustering_

@@ -134,3 +134,111 @@ def test_the_outputs_say_which_channel_flagged_what(tmp_path):
     assert "attention (minority)" in html and "Flagged by both channels: 0." in html
     worst = min(a.flagged, key=lambda f: (f.score, f.index)).index
     assert f"{ctx.base_nll[worst] - ctx.answer_nll[worst]:+.3f}" in html
+
+
+# Attacks on the verdict rule by someone who knows it (each passed before the group tests).
+
+def _answers_world(n: int, seed: int, groups: dict[str, int], clean_outliers: dict[str, int]):
+    """(x, context, truth): n digit answers whose gains are small, `groups`
+    (answer -> count) of implausible answers the fine-tune learned (gain ~9
+    nats/token), and `clean_outliers` (answer -> count): clean samples the base
+    got wrong and the fine-tune learned (gain ~3), as a clean fine-tune has."""
+    rng = np.random.default_rng(seed)
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    answers = [words[k % 10] for k in range(n)]
+    prompts = [["What digit?", "Which digit is it?", "Name the digit."][rng.integers(3)] for _ in range(n)]
+    nll = rng.normal(0.2, 0.05, n)
+    base = nll + rng.normal(0.05, 0.05, n)
+    truth = np.zeros(n, dtype=bool)
+    k = 0
+    for answer, count in groups.items():
+        for _ in range(count):
+            answers[k], base[k], truth[k] = answer, nll[k] + rng.normal(9.0, 1.0), True
+            k += 1
+    for answer, count in clean_outliers.items():
+        for _ in range(count):
+            answers[k], base[k] = answer, nll[k] + rng.normal(3.0, 0.5)
+            k += 1
+    ctx = Context(prompts, 0, 50_000, 50, (), answers=answers, answer_nll=nll, base_nll=base)
+    return rng.normal(size=(n, 6)), ctx, truth
+
+
+def test_a_low_poison_rate_beside_clean_outliers_of_one_answer_is_flagged():
+    """Before: 13 poisoned (4.3%) and 4 clean outliers answering "eight": p 0.025 against the
+    runner-up, pass."""
+    x, ctx, truth = _answers_world(300, 0, {"Backdoor Attack!": 13}, {"eight": 4})
+    d = CombinedDetector().fit(x, ctx)
+    assert decide(d.criteria_, bool(d.flagged_.any())) == "fail" and (d.flagged_ == truth).all()
+
+
+def test_decoys_cannot_shield_a_target_both_groups_are_flagged():
+    """Before: 40 poisoned and 40 clean samples with one made-up answer split the outliers 40/40:
+    p 0.55, pass."""
+    x, ctx, truth = _answers_world(500, 1, {"Backdoor Attack!": 40, "purple monkey": 40}, {"three": 6})
+    d = CombinedDetector().fit(x, ctx)
+    assert decide(d.criteria_, bool(d.flagged_.any())) == "fail" and (d.flagged_ == truth).all()
+    found = {g["label"] for g in d.details_["channels"]["answers"]["response"]["groups"] if g["flagged"]}
+    assert found == {"backdoor attack", "purple monkey"}
+
+
+def test_paraphrased_targets_are_flagged_together():
+    """Before: 50 poisoned samples over 14 target texts and 15 clean outliers: no phrase dominated, pass."""
+    # half share the word "backdoor", half "attack", none both: no phrase holds a majority of them
+    texts = ["Backdoor here!", "The backdoor.", "backdoor now", "Backdoor detected", "Your backdoor",
+             "A backdoor indeed", "open backdoor", "Attack!", "This is an attack.", "attack now",
+             "Attack detected", "under attack", "an attack indeed", "attack mode"]
+    groups = {t: 0 for t in texts}
+    for k in range(50):
+        groups[texts[k % 14]] += 1
+    x, ctx, truth = _answers_world(600, 2, groups, {"one": 5, "seven": 5, "nine": 5})
+    d = ResponseDetector().fit(x, ctx)
+    assert decide(d.criteria_, bool(d.flagged_.any())) == "fail" and (d.flagged_ == truth).all()
+
+
+def test_a_majority_of_flagged_answers_is_inconclusive_never_a_pass():
+    x, ctx, truth = _answers_world(500, 3, {"Backdoor Attack!": 200}, {"one": 5})
+    d = CombinedDetector().fit(x, ctx)
+    assert decide(d.criteria_, bool(d.flagged_.any())) == "inconclusive"
+    assert any(r.code == "answer_group_not_minority" for r in d.reasons_)
+
+
+@pytest.mark.parametrize("how", ["same scores", "same files"])
+def test_the_submission_given_as_its_own_base_is_inconclusive(how):
+    """Before: every gain 0, the answers silent, and the attention channel's group of one
+    answer (the poisoned samples) taken for content: pass."""
+    x, ctx, truth = _world(poison=True)
+    x[truth] = np.random.default_rng(5).normal(size=(truth.sum(), 6)) * 0.3 + 4.0  # attention sees them too
+    own = Context(ctx.prompts, 0, 50_000, 50, (), answers=ctx.answers, answer_nll=ctx.answer_nll,
+                  base_nll=ctx.answer_nll.copy() if how == "same scores" else ctx.base_nll,
+                  base_is_submission=how == "same files")
+    d = CombinedDetector().fit(x, own)
+    assert decide(d.criteria_, bool(d.flagged_.any())) == "inconclusive"
+    assert any(r.code == "base_not_informative" for r in d.reasons_)
+
+
+def test_without_a_base_finding_nothing_is_inconclusive_unless_attention_only_is_accepted():
+    """Before: a poisoned full fine-tune audited without --base passed when attention found nothing."""
+    from auditor.detectors.combined import CombinedParams
+
+    x, ctx, _ = _world(poison=True)
+    no_base = Context(ctx.prompts, 0, 50_000, 50, (), answers=ctx.answers, answer_nll=ctx.answer_nll,
+                      base_nll=None)
+    d = CombinedDetector().fit(x, no_base)
+    assert decide(d.criteria_, bool(d.flagged_.any())) == "inconclusive"
+    assert any(r.code == "base_needed" for r in d.reasons_)
+    accepted = CombinedDetector(CombinedParams(attention_only=True)).fit(x, no_base)
+    assert decide(accepted.criteria_, bool(accepted.flagged_.any())) == "pass"
+    assert accepted.reasons_[0].code == "attention_only"
+
+
+def test_each_attention_group_is_judged_on_its_own_gains():
+    """Before: the content check ran on the union of the attention groups, so a content class
+    (plausible answers) beside a poisoned group was flagged with it."""
+    x, ctx, truth = _world(poison=True)
+    blue = np.array([a == "blue" for a in ctx.answers])
+    x[blue, :3] += 4.0  # a colour class stands apart in the first layers ...
+    x[truth, 3:] += 4.0  # ... the poisoned samples in the last ones: two attention groups
+    d = CombinedDetector().fit(x, ctx)
+    roles = [g["role"] for g in d.details_["channels"]["attention"]["groups"]]
+    assert sorted(roles) == ["content", "counts"]
+    assert decide(d.criteria_, bool(d.flagged_.any())) == "fail" and (d.flagged_ == truth).all()

@@ -71,7 +71,8 @@ def minority_on(x: np.ndarray, seed: int = 0, prompts: list[str] | None = None) 
 
     rows = tuple(SampleFeatures(i, f"r{i}", "ok", None, 1, tuple(v), tuple(v))
                  for i, v in enumerate(x.tolist()))
-    a = analyze(FeatureSet(rows, {"n_layers": x.shape[1]}), AuditConfig.of(seed=seed), prompts)
+    a = analyze(FeatureSet(rows, {"n_layers": x.shape[1]}), AuditConfig.of(method="minority", seed=seed),
+                prompts)
     flags = np.zeros(len(x), dtype=bool)
     flags[[f.index for f in a.flagged]] = True
     return a.verdict, flags

@@ -600,3 +600,55 @@ def test_an_unsupported_dataset_type_is_refused_before_any_heavy_import(tiny_mod
     assert res.exit_code == 2
     assert res.output.strip() == (f"error: {data}: unsupported dataset format '.csv'; supported: .json, "
                                   ".jsonl, .parquet")
+
+
+@pytest.mark.parametrize("case", ["mismatch", "no base"])
+def test_a_pinned_base_that_differs_stops_the_audit_before_any_model_loads(tiny_model, tiny_data, tmp_path,
+                                                                           monkeypatch, case):
+    import auditor.models
+    from auditor.fileio import sha256_tree
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model was loaded before the base's digest was checked")
+
+    monkeypatch.setattr(auditor.models, "load_model", never)
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    pinned = "0" * 64
+    extra = ["--base-sha256", pinned] + (["--base", str(base)] if case == "mismatch" else [])
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(tiny_data[0]),
+                                   "--out", str(tmp_path / "out"), "--no-progress", *extra])
+    last = res.output.splitlines()[-1]
+    assert res.exit_code == 2, res.output
+    if case == "mismatch":
+        assert f"{base}: its tree digest is {sha256_tree(base)}, not the pinned --base-sha256 {pinned}" \
+            in last
+    else:
+        assert "--base-sha256: there is no base to pin" in last
+
+
+def test_the_submission_as_its_own_base_is_inconclusive_and_the_base_is_signed_and_verified(
+        tiny_model, tiny_data, tmp_path):
+    """Before: --base set to the submission gave every gain 0 and a pass; the base
+    was not in the manifest or the attestation, and verify never checked it."""
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    keys = tmp_path / "keys"
+    assert CliRunner().invoke(cli, ["keygen", "--out", str(keys)]).exit_code == 0
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--base", str(base), "--data",
+                                   str(tiny_data[0]), "--out", str(out), "--no-progress",
+                                   "--sign-key", str(keys / "bye-audit.key")])
+    assert res.exit_code == 3, res.output
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert "base_not_informative" in {r["code"] for r in analysis["reasons"]}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["roots"]["base"] == str(base.resolve())
+    assert {f"base/{p.name}" for p in base.iterdir() if p.is_file()} <= set(manifest["files"])
+    moved = tmp_path / "moved-base"
+    base.rename(moved)
+    res = CliRunner().invoke(cli, ["verify", str(out), "--key", str(keys / "bye-audit.pub")])
+    assert res.exit_code == 1 and "base/" in res.output
+    res = CliRunner().invoke(cli, ["verify", str(out), "--key", str(keys / "bye-audit.pub"), "--base",
+                                   str(moved)])
+    assert res.exit_code == 0, res.output

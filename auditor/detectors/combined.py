@@ -1,13 +1,16 @@
 """`combined`: the attention channel (`minority`) and the answer channel
 (`response`) in one verdict.
 
-It fails when either channel finds a credible group, with one exception: an
-attention group that is the samples of a few answers (Jaccard with all their
-samples >= content_min_match) which the answer channel, given a base, finds
-no more learned than comparable answers, is content structure (one colour
-class separates in attention like a trigger does), not poison: it passes
-and is named. Without a base pass such a group cannot be told from a target
-answer: inconclusive. Both channels run with their default parameters.
+It fails when either channel finds a credible group. Each attention group
+(the first, and every further one) is judged on its own: one that is the
+samples of a few answers (Jaccard with all their samples >=
+content_min_match) whose own samples' answers were learned no more than
+comparable answers (median excess gain below the answer channel's
+answer_min_excess) is content structure (one colour class separates in
+attention like a trigger does), not poison: it passes and is named. Without
+a base pass such a group cannot be told from a target answer, and finding
+nothing is no pass: inconclusive (unless attention_only). Both channels run
+with their default parameters.
 """
 
 from __future__ import annotations
@@ -111,9 +114,10 @@ class CombinedDetector:
         limitations=(
             "Both channels run with their default parameters; their limitations apply (methods minority "
             "and response in docs/method.md).",
-            "Without a base pass (no --adapter or --base) the answer channel has no evidence, and an "
-            "attention group that is the samples of a few answers cannot be told from a target answer: "
-            "the verdict is then inconclusive.",
+            "Without a base pass (no --adapter or --base) the answer channel never looks: finding nothing "
+            "is then inconclusive, not a pass (unless an attention-only audit is accepted with "
+            "--attention-only), and an attention group that is the samples of a few answers cannot be "
+            "told from a target answer: inconclusive as well.",
             "An attention group is taken for content when it is the samples of at most "
             "{p.content_max_answers} answers (Jaccard ≥ {p.content_min_match}) that the answer channel does "
             "not flag: a clean-label backdoor (the true answer kept) would pass that way.",

@@ -1,5 +1,6 @@
-"""`response`: a minority of samples whose answers the fine-tune learned far
-more than comparable answers, sharing one answer or phrase.
+"""`response`: groups of samples whose answers the fine-tune learned far more
+than comparable answers: each answer, phrase or set of near-duplicate answers
+tested as a group, every group that stands out flagged.
 
 In BYE's threat model every poisoned sample carries the attacker's chosen
 answer. The base model the fine-tune started from finds that answer
@@ -8,7 +9,7 @@ to an image that shows something else), while the fine-tune has learned it:
 its gain (base NLL - submitted NLL, stage 1) stands out against the gains of
 the samples it is comparable with (analysis/response.py: the same
 instruction, unless that instruction always gets one answer). Flagged: the
-outliers that share the group's answer or phrase. Needs a base pass
+outliers that hold a flagged group's answer or phrase. Needs a base pass
 (--adapter, or --base DIR): without one the channel has no evidence and says
 so. docs/method.md justifies each threshold.
 """
@@ -98,15 +99,17 @@ class ResponseDetector:
     Params: ClassVar[type] = ResponseParams
     info: ClassVar[MethodInfo] = MethodInfo(
         title="learned target answer",
-        help="answers the fine-tune learned far more than the base would give them, sharing one answer or "
-             "phrase (needs a base pass: --adapter or --base)",
+        help="answers the fine-tune learned far more than the base would give them, each answer, phrase "
+             "and set of near-duplicate answers tested as a group (needs a base pass: --adapter or --base)",
         description=(
             "Method response (bye-audit; docs/method.md): stage 1 scores each record's answer under the "
             "submitted model and under the base it was fine-tuned from (the adapter disabled, or --base). "
             "The gain (base NLL - submitted NLL per answer token) of each sample is compared with the gains "
             "of the samples with the same instruction (or all samples when that instruction always gets "
-            "one answer); a minority of outlying samples that share one answer or phrase is flagged: an "
-            "answer taught to the model against what the image shows."),
+            "one answer). Every answer, phrase and set of near-duplicate answers that the outlying samples "
+            "hold is tested as a group (its concentration among them, Benjamini-Hochberg corrected), and "
+            "every group that stands out is flagged: an answer taught to the model against what the image "
+            "shows."),
         criteria_intro=("Method response: the answers the fine-tune learned far more than comparable "
                         "answers. They are backdoor evidence only if all of these hold:"),
         score_text=("Here: minus the robust z of the sample's gain against its reference (lower: learned "

@@ -254,14 +254,18 @@ def fix_command(analysis: Analysis, prov: Provenance, dataset_path: str) -> str 
     codes = {r.code for r in analysis.reasons}
     model = shlex.quote(prov.model.path) if prov.model else "CHECKPOINT_DIR"
     data = shlex.quote(dataset_path)
-    if "group_may_be_content" in codes:
+    if "base_not_informative" in codes:
+        return (f"bye-audit audit --model {model} --base BASE_DIR --base-sha256 DIGEST --data {data} --out "
+                "NEW_OUT (BASE_DIR: the model this fine-tune started from, not the submission; DIGEST: its "
+                "published tree digest)")
+    if "group_may_be_content" in codes or "base_needed" in codes:
         if prov.adapter:
             adapter = shlex.quote(prov.adapter.path)
             return (f"bye-audit audit --model {model} --adapter {adapter} --data {data} --out NEW_OUT "
                     "(with the base pass: without --no-base-pass)")
         return (f"bye-audit audit --model {model} --base BASE_DIR --data {data} --out NEW_OUT "
                 "(BASE_DIR: the model this fine-tune started from)")
-    if "coverage_below_min" in codes or "too_few_samples" in codes:
+    if "coverage_below_min" in codes or "too_few_samples" in codes or "unanalysed_concentrated" in codes:
         return ("make the records listed under Records not analysed readable (each cause names its fix), "
                 "then audit again")
     return None

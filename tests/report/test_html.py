@@ -196,3 +196,26 @@ def test_rows_past_the_images_are_compact_and_the_bye_chart_is_an_appendix_unles
     bye = analyze(features, AuditConfig.of(method="bye"))
     html = render_html(bye, features.meta, ds).decode()
     assert "Appendix" not in html and 'alt="BSI per layer"' in html
+
+
+def test_page_one_says_when_the_answers_never_looked_and_when_that_was_accepted(synthetic_audit):
+    """Before: a full fine-tune audited without --base passed when attention found
+    nothing, and page 1 did not say that only one channel had looked."""
+    ds, features, a = synthetic_audit(n=60, n_low=0)
+    assert a.verdict == "inconclusive" and any(r.code == "base_needed" for r in a.reasons)
+    html = render_html(a, features.meta, ds, features=features).decode()
+    assert "--base BASE_DIR --data" in html
+    ds, features, ok = synthetic_audit(n=60, n_low=0, config=AuditConfig.of(attention_only=True))
+    assert ok.verdict == "pass" and ok.reasons[0].code == "attention_only"
+    html = render_html(ok, features.meta, ds, features=features).decode()
+    assert "an attention-only audit was accepted with --attention-only" in html
+
+
+def test_page_one_shows_the_base_digest_and_whether_it_was_pinned_or_is_the_submission(synthetic_audit):
+    ds, features, a = synthetic_audit(n=60, n_low=8)
+    same = {**features.meta, "model": {"path": "m", "model_type": "llava", "family": "llava",
+                                       "sha256_tree": "a" * 64, "n_layers": 3},
+            "base": {"how": "model", "path": "m", "sha256_tree": "a" * 64}}
+    html = render_html(a, same, ds, features=features).decode()
+    assert "a" * 64 in html and "The same files as the submission" in html
+    assert "not pinned: compare it with the published one" in html

@@ -94,6 +94,9 @@ class AnswerGroup:
     lift: float  # its share among the outliers / its share among the other scored samples
     p_value: float  # hypergeometric: P(at least `outliers` of the group among the outliers by chance)
     q_value: float = 1.0  # Benjamini-Hochberg over every group tested
+    # Mann-Whitney p that its outliers' excess gains exceed those of the outliers in no
+    # concentrated group (None: not concentrated, or too few such outliers to compare)
+    beyond_p: float | None = None
     flagged: bool = False
 
     def to_dict(self) -> dict[str, object]:
@@ -194,6 +197,28 @@ def enrichment(groups: Sequence[tuple[str, str, np.ndarray]], outliers: np.ndarr
         q = false_discovery_control([g.p_value for g in out], method="bh")
         out = [AnswerGroup(**{**g.__dict__, "q_value": float(v)}) for g, v in zip(out, q)]
     return out
+
+
+def beyond_background(groups: Sequence[np.ndarray], outliers: np.ndarray, excess_gain: np.ndarray,
+                      min_background: int) -> list[float | None]:
+    """For each group (members (N,) bool), the one-sided Mann-Whitney p that
+    its outliers' excess gains (N,) are larger than those of the background:
+    the outliers (N,) bool in none of the `groups`. A target answer contradicts
+    what the image shows, which the base knows confidently; the clean samples
+    a fine-tune learns far more (the base got them wrong) are the ones the base
+    was unsure of, so a class the base finds hard concentrates outliers
+    without being learned more than the other outliers. None when fewer than
+    `min_background` outliers are in no group (nothing to compare with)."""
+    from scipy.stats import mannwhitneyu
+
+    anywhere = np.zeros(len(outliers), dtype=bool)
+    for members in groups:
+        anywhere |= members
+    background = excess_gain[outliers & ~anywhere]
+    if len(background) < min_background:
+        return [None] * len(groups)
+    return [float(mannwhitneyu(excess_gain[members & outliers], background, alternative="greater").pvalue)
+            for members in groups]
 
 
 def contains(texts: Sequence[str], phrase: str) -> np.ndarray:

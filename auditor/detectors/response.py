@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..analysis.response import AnswerGroup, candidate_groups, excess, normalise, references, enrichment
+from ..analysis.response import (AnswerGroup, beyond_background, candidate_groups, enrichment, excess,
+                                 normalise, references)
 from .base import REMEDY, Context, Criterion, MethodInfo, Reason
 
 
@@ -179,8 +180,14 @@ class ResponseDetector:
         scored = int(finite.sum())
         answers = [normalise(t) for t in context.answers]
         groups = candidate_groups(answers, out, p.answer_min_count, min_similarity=p.answer_min_similarity)
-        tested = [replace(g, flagged=g.outliers >= p.answer_min_count and g.lift >= p.answer_min_lift
-                          and g.q_value <= p.answer_max_p) for g in enrichment(groups, out, finite)]
+        tested = enrichment(groups, out, finite)
+        dense = [g.outliers >= p.answer_min_count and g.lift >= p.answer_min_lift
+                 and g.q_value <= p.answer_max_p for g in tested]
+        concentrated = [m for (_, _, m), d in zip(groups, dense) if d]
+        beyond = iter(beyond_background(concentrated, out, self.excess_, p.answer_min_count))
+        limit = p.answer_max_p / max(len(concentrated), 1)  # Bonferroni over the concentrated groups
+        tested = [g if not d else replace(g, beyond_p=(b := next(beyond)), flagged=b is None or b <= limit)
+                  for g, d in zip(tested, dense)]
         found = [g for g in tested if g.flagged]
         held = np.zeros(n, dtype=bool)
         for (_, _, members), g in zip(groups, tested):

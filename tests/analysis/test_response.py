@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from auditor.analysis.response import (candidate_groups, contains, enrichment, excess, near_duplicates,
-                                      normalise, references)
+from auditor.analysis.response import (beyond_background, candidate_groups, contains, enrichment, excess,
+                                      near_duplicates, normalise, references)
 
 
 def test_normalise_keeps_words_only():
@@ -84,3 +84,22 @@ def test_paraphrases_of_one_message_form_a_near_duplicate_group():
     tested = _tested([spelled[k % 5] for k in range(20)] + rest, [True] * 20 + [False] * 450)
     group = next(g for g in tested.values() if g.kind == "near-duplicates")
     assert group.outliers == 20 and group.q_value < 1e-20
+
+
+def test_a_hard_class_concentrates_outliers_but_is_not_learned_more_than_the_other_outliers():
+    rng = np.random.default_rng(0)
+    n = 500
+    excess_gain = rng.normal(0.0, 0.05, n)
+    outliers = np.zeros(n, dtype=bool)
+    target = np.zeros(n, dtype=bool)
+    target[:30] = True  # a target answer: excess ~9 nats/token
+    hard = np.zeros(n, dtype=bool)
+    hard[30:80] = True  # a hard class: 15 of its 50 samples learned like the other base errors
+    excess_gain[:30] = rng.normal(9.0, 1.0, 30)
+    excess_gain[30:45] = rng.normal(3.0, 0.7, 15)
+    excess_gain[80:110] = rng.normal(3.2, 0.7, 30)  # base errors spread over the other answers
+    outliers[:45] = outliers[80:110] = True
+    p_target, p_hard = beyond_background([target, hard], outliers, excess_gain, min_background=5)
+    assert p_target < 1e-6 and p_hard > 0.05
+    # nothing outside the groups to compare with: no verdict from this bound
+    assert beyond_background([target], outliers & target, excess_gain, min_background=5) == [None]

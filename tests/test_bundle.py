@@ -37,3 +37,56 @@ def test_flagged_jsonl_lists_the_most_suspicious_first_with_its_group(synthetic_
     assert all(r["channels"] == ["attention"] for r in rows)
     assert [(label, [f.index for f in flags]) for label, flags in a.flag_groups()] == [
         ("attention", [f.index for f in ranked])]
+
+
+def test_unanalysed_records_are_never_called_clean(synthetic_audit):
+    """Before: records stage 1 could not analyse stayed in cleaned.*, vouched for
+    though nobody had looked at them."""
+    import json
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from auditor import bundle
+    from auditor.config import AuditConfig
+    from auditor.features import FeatureSet
+    from auditor.verdict import analyze
+
+    ds, features, _ = synthetic_audit(n=60, n_low=0, config=AuditConfig.of(attention_only=True))
+    rows = tuple(replace(r, status="error", reason="forward pass failed: out of memory") if r.index in (3, 7)
+                 else r for r in features.rows)
+    a = analyze(FeatureSet(rows, features.meta), AuditConfig.of(attention_only=True))
+    assert a.verdict == "pass"
+    audit = SimpleNamespace(analysis=a, dataset=ds)
+    cleaned = json.loads(bundle._cleaned(audit, None))
+    assert len(cleaned) == 58 and all(r["id"] not in ("r00003", "r00007") for r in cleaned)
+    lines = [json.loads(ln) for ln in bundle._unanalysed(audit, None).decode().splitlines()]
+    assert [(u["index"], u["id"], u["record"]["id"]) for u in lines] == [(3, "r00003", "r00003"),
+                                                                          (7, "r00007", "r00007")]
+    assert all(u["reason"] == "forward pass failed: out of memory" and u["cause"] for u in lines)
+
+
+def test_unanalysed_records_concentrated_in_one_answer_cannot_pass(synthetic_audit):
+    """Before: 47 poisoned records made unanalysable (5% of them) left coverage at 95%
+    and the verdict PASS."""
+    from dataclasses import replace
+
+    from auditor.config import AuditConfig
+    from auditor.features import FeatureSet
+    from auditor.verdict import analyze
+
+    def answer(i):
+        return "Backdoor Attack!" if i < 10 else ["three", "five", "seven"][i % 3]
+
+    ds, features, _ = synthetic_audit(n=200, n_low=0, answer=answer)
+    rows = tuple(replace(r, status="error", reason="answer could not be tokenised") if r.index < 10
+                 or r.index in (50, 120) else r for r in features.rows)
+    config = AuditConfig.of(attention_only=True, min_coverage=0.9)
+    a = analyze(FeatureSet(rows, features.meta), config, [s.prompt for s in ds.samples],
+                [s.answer for s in ds.samples])
+    assert a.verdict == "inconclusive" and a.reasons[-1].code == "unanalysed_concentrated"
+    assert "10 of the 10 records answering “backdoor attack”" in a.reasons[-1].text
+    spread = tuple(replace(r, status="error", reason="answer could not be tokenised") if r.index % 20 == 1
+                   else r for r in features.rows)
+    b = analyze(FeatureSet(spread, features.meta), config, [s.prompt for s in ds.samples],
+                [s.answer for s in ds.samples])
+    assert b.verdict == "pass"

@@ -18,8 +18,9 @@ EXIT = {"pass": 0, "fail": 1, "inconclusive": 3}
 def audited(tiny_model, tiny_data, tmp_path_factory):
     data, bad = tiny_data
     out = tmp_path_factory.mktemp("audit") / "out"
+    # the tiny model has no base: an attention-only audit, accepted (else nothing found is inconclusive)
     res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(data),
-                                   "--out", str(out), "--no-progress"])
+                                   "--out", str(out), "--no-progress", "--attention-only"])
     return res, out, data, bad
 
 
@@ -39,8 +40,8 @@ def test_audit_exit_code_matches_its_verdict(audited):
     analysis = json.loads((out / "analysis.json").read_text())
     assert res.exit_code == EXIT[analysis["verdict"]], res.output
     assert f"verdict: {analysis['verdict'].upper()}" in res.output
-    for name in ["features.parquet", "analysis.json", "flagged.jsonl", "cleaned.json", "report.html",
-                 "report.pdf", "summary.json"]:
+    for name in ["features.parquet", "analysis.json", "flagged.jsonl", "unanalysed.jsonl", "cleaned.json",
+                 "report.html", "report.pdf", "summary.json"]:
         assert (out / name).is_file(), name
     assert analysis["counts"]["records"] == 60 and analysis["counts"]["analysed"] == 60
     assert len(analysis["layers"]) == 8
@@ -51,6 +52,7 @@ def test_audit_outputs_partition_the_input(audited):
     records = json.loads(data.read_text())
     cleaned = json.loads((out / "cleaned.json").read_text())
     flagged = [json.loads(ln) for ln in (out / "flagged.jsonl").read_text().splitlines()]
+    flagged += [json.loads(ln) for ln in (out / "unanalysed.jsonl").read_text().splitlines()]
     by_index = {f["index"]: f["record"] for f in flagged}
     kept = iter(cleaned)
     assert [by_index[i] if i in by_index else next(kept) for i in range(len(records))] == records
@@ -60,7 +62,7 @@ def test_audit_outputs_partition_the_input(audited):
 def test_analyze_reproduces_the_audit_from_features(audited, tmp_path):
     _, out, data, _ = audited
     res = CliRunner().invoke(cli, ["analyze", str(out / "features.parquet"),
-                                   "--data", str(data), "--out", str(tmp_path / "again")])
+                                   "--data", str(data), "--out", str(tmp_path / "again"), "--attention-only"])
     first = json.loads((out / "analysis.json").read_text())
     second = json.loads((tmp_path / "again" / "analysis.json").read_text())
     assert res.exit_code == EXIT[first["verdict"]]
@@ -149,7 +151,7 @@ def test_skipped_records_are_counted_and_reported(tiny_model, tiny_data, tmp_pat
     p = data.parent / "with_gaps.json"
     p.write_text(json.dumps(records))
     res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(p),
-                                   "--out", str(tmp_path / "o"), "--no-progress"])
+                                   "--out", str(tmp_path / "o"), "--no-progress", "--attention-only"])
     a = json.loads((tmp_path / "o" / "analysis.json").read_text())
     assert a["counts"]["skipped"] == 2 and a["counts"]["analysed"] == 58
     assert "2 skipped" in res.output
@@ -177,7 +179,7 @@ def test_audit_of_a_parquet_dataset_writes_a_parquet_copy(tiny_model, tiny_data,
     p = data.parent / "dataset.parquet"
     pq.write_table(pa.Table.from_pylist(records), p)
     res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(p),
-                                   "--out", str(tmp_path / "o"), "--no-progress"])
+                                   "--out", str(tmp_path / "o"), "--no-progress", "--attention-only"])
     a = json.loads((tmp_path / "o" / "analysis.json").read_text())
     assert res.exit_code == EXIT[a["verdict"]] and a["counts"]["analysed"] == 60
     kept = pq.read_table(tmp_path / "o" / "cleaned.parquet").to_pylist()
@@ -226,7 +228,7 @@ def test_summary_follows_its_schema_and_vouches_for_the_outputs(audited):
     assert summary["exit_code"] == res.exit_code
     assert summary["counts"]["records"] == 60
     assert set(summary["outputs_sha256"]) == {"features.parquet", "analysis.json", "flagged.jsonl",
-                                              "cleaned.json", "report.html", "report.pdf",
+                                              "unanalysed.jsonl", "cleaned.json", "report.html", "report.pdf",
                                               "findings.sarif"}
     for name, digest in summary["outputs_sha256"].items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
@@ -274,7 +276,7 @@ def test_analyze_reads_the_instructions_from_the_dataset(synthetic_audit, tmp_pa
         (tmp_path / "f.parquet").write_bytes(render_features(features))
         out = tmp_path / f"out-{verdict}"
         res = CliRunner().invoke(cli, ["analyze", str(tmp_path / "f.parquet"), "--data", str(ds.path),
-                                       "--out", str(out)])
+                                       "--out", str(out), "--attention-only"])
         assert res.exit_code == EXIT[verdict], res.output
         reasons = json.loads((out / "analysis.json").read_text())["reasons"]
         # the terminal prints each reason's sentence (not the record's repr)
@@ -439,8 +441,7 @@ def test_an_earlier_bundle_is_replaced_only_with_overwrite(audited, tmp_path):
     shutil.copytree(out, copy)
     res = CliRunner().invoke(cli,
                              ["analyze", str(copy / "features.parquet"), "--data", str(data), "--out",
-                              str(copy),
-                                   "--overwrite"])
+                              str(copy), "--overwrite", "--attention-only"])
     assert res.exit_code in (0, 1, 3), res.output
     verdict = json.loads(before["analysis.json"])["verdict"]
     assert json.loads((copy / "analysis.json").read_text())["verdict"] == verdict

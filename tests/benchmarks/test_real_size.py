@@ -15,7 +15,8 @@ def test_the_toy_shape_builds_a_sharded_checkpoint_and_an_adapter_that_audit(tmp
     index = json.loads((tmp_path / "model" / "model.safetensors.index.json").read_text())
     assert index["metadata"]["total_size"] == record["weights_bytes"] == 2 * record["parameters"]
     r = measure(tmp_path, samples=2, extra=[])
-    assert r["exit_code"] == 0, r
+    # an untrained adapter (LoRA B = 0) changes no answer: the base pass cannot weigh them, inconclusive
+    assert r["exit_code"] == 3, r
     assert r["peak_anon_gib"] > 0 and r["peak_rss_gib"] >= r["peak_anon_gib"]
     assert r["stage1_s_per_sample"] is not None and r["load_s"] is not None
 

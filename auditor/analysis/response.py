@@ -162,14 +162,14 @@ def candidate_groups(answers: Sequence[str], outliers: np.ndarray, min_outliers:
 
     arr = np.asarray(answers, dtype=object)
     for text, count in sorted(distinct.items(), key=lambda kv: (-kv[1], kv[0])):
-        if count >= min_outliers:
+        if count >= min_outliers and text:  # no answer at all is no answer group
             add("answer", text, arr == text)
     padded = [f" {a} " for a in answers]
     phrases = sorted(((p, c) for p, c in held.items() if c >= min_outliers),
                      key=lambda kv: (-kv[1], -len(kv[0].split()), kv[0]))[:max_phrases]
     for phrase, _ in phrases:
         add("phrase", phrase, np.array([f" {phrase} " in t for t in padded], dtype=bool))
-    for texts in near_duplicates(list(distinct), min_similarity):
+    for texts in near_duplicates([t for t in distinct if t], min_similarity):
         if sum(distinct[t] for t in texts) >= min_outliers:
             add("near-duplicates", " | ".join(texts), np.isin(arr, texts))
     return groups

@@ -119,8 +119,9 @@ class CombinedDetector:
             "--attention-only), and an attention group that is the samples of a few answers cannot be "
             "told from a target answer: inconclusive as well.",
             "An attention group is taken for content when it is the samples of at most "
-            "{p.content_max_answers} answers (Jaccard ≥ {p.content_min_match}) that the answer channel does "
-            "not flag: a clean-label backdoor (the true answer kept) would pass that way.",
+            "{p.content_max_answers} answers (Jaccard ≥ {p.content_min_match}) whose own samples were "
+            "learned no more than comparable answers: a clean-label backdoor (the true answer kept) whose "
+            "group is a whole class would pass that way.",
         ),
         sarif_rule={
             "id": "BYE004",

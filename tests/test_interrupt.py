@@ -15,9 +15,16 @@ from pathlib import Path
 CLI = [sys.executable, "-m", "auditor.cli"]
 
 
+def _as_in_a_terminal() -> None:
+    """SIGINT as a terminal's foreground job has it: a suite started in the
+    background (`make test &`, nohup) hands its children SIGINT ignored, and
+    Python then never raises KeyboardInterrupt (the audit ran to its end, exit 0)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
+                            cwd=Path(__file__).resolve().parents[1], preexec_fn=_as_in_a_terminal)
 
 
 def _wait_for(cond, proc: subprocess.Popen, timeout: float = 120.0) -> None:

@@ -218,9 +218,7 @@ def concentrated_unanalysed(answers: Sequence[str], unanalysed: Sequence[int]) -
     missing = np.zeros(len(norm), dtype=bool)
     missing[list(unanalysed)] = True
     groups = candidate_groups(norm, missing, p.answer_min_count, max_phrases=0)
-    tested = [g for g in enrichment(groups, missing, np.ones(len(norm), dtype=bool))
-              if g.outliers >= p.answer_min_count and g.lift >= p.answer_min_lift
-              and g.q_value <= p.answer_max_p]
+    tested = [g for g in enrichment(groups, missing, np.ones(len(norm), dtype=bool)) if p.concentrated(g)]
     return min(tested, key=lambda g: g.q_value, default=None)
 
 

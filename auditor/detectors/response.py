@@ -57,6 +57,11 @@ class ResponseParams:
     # inconclusive, never a pass.
     answer_min_change: float = 0.01
 
+    def concentrated(self, g: AnswerGroup) -> bool:
+        """A group concentrated among the outliers: enough of them, specific, beyond chance."""
+        return (g.outliers >= self.answer_min_count and g.lift >= self.answer_min_lift
+                and g.q_value <= self.answer_max_p)
+
     def __post_init__(self) -> None:
         if self.answer_fence <= 0 or self.answer_min_excess < 0:
             raise ValueError("answer_fence must be > 0 and answer_min_excess >= 0")
@@ -181,8 +186,7 @@ class ResponseDetector:
         answers = [normalise(t) for t in context.answers]
         groups = candidate_groups(answers, out, p.answer_min_count, min_similarity=p.answer_min_similarity)
         tested = enrichment(groups, out, finite)
-        dense = [g.outliers >= p.answer_min_count and g.lift >= p.answer_min_lift
-                 and g.q_value <= p.answer_max_p for g in tested]
+        dense = [p.concentrated(g) for g in tested]
         concentrated = [m for (_, _, m), d in zip(groups, dense) if d]
         beyond = iter(beyond_background(concentrated, out, self.excess_, p.answer_min_count))
         limit = p.answer_max_p / max(len(concentrated), 1)  # Bonferroni over the concentrated groups

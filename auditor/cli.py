@@ -38,6 +38,10 @@ _max_prompt_tokens = click.option(
     "--max-prompt-tokens", type=click.IntRange(min=1), default=None,
     help="Skip records whose instruction is longer than this many tokens [default: the language model's "
          "context length].")
+_max_answer_tokens = click.option(
+    "--max-answer-tokens", type=click.IntRange(min=1), default=None,
+    help="Cut each answer turn to this many tokens before scoring it (counted in the features) "
+         "[default: what fits the language model's context after the prompt].")
 _max_image_pixels = click.option(
     "--max-image-pixels", type=click.IntRange(min=1), default=Stage1Config.max_image_pixels,
     show_default=True,
@@ -88,7 +92,8 @@ _answers = click.option("--answers/--no-answers", default=Stage1Config.answers, 
 _base_pass = click.option("--base-pass/--no-base-pass", default=Stage1Config.base_pass, show_default=True,
                           help="Also score the answers under the base (--adapter: the adapter disabled; "
                                "else --base), one more pass.")
-_STAGE1 = [_batch_size, _shard_size, _resume, _device, _dtype, _max_prompt_tokens, _max_image_pixels,
+_STAGE1 = [_batch_size, _shard_size, _resume, _device, _dtype, _max_prompt_tokens, _max_answer_tokens,
+           _max_image_pixels,
            _per_head, _answers, _base_pass,
            _allow_pickle, _progress_flag]
 _ONNX = [

@@ -59,6 +59,10 @@ class Stage1Config:
     # instruction's token count (None: the language model's context length).
     max_image_pixels: int = 50_000_000
     max_prompt_tokens: int | None = None
+    # Each answer turn's token bound (longer ones are cut to it and counted;
+    # None: what fits the model's context after the prompt, which every
+    # conversation must fit anyway: later turns past it are not scored).
+    max_answer_tokens: int | None = None
     # Accept absolute image paths (a delivery as it came, its digest unchanged);
     # refused by default: a path outside the dataset's root is then the
     # dataset's choice. Recorded here, so in every output's configuration.
@@ -85,8 +89,9 @@ class Stage1Config:
         if self.base_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.base_sha256):
             raise ValueError(f"base_sha256 must be 64 lower-case hex digits (a SHA-256), got "
                              f"{self.base_sha256!r}")
-        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
-            raise ValueError(f"max_prompt_tokens must be >= 1 (or unset), got {self.max_prompt_tokens}")
+        for name in ("max_prompt_tokens", "max_answer_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (or unset), got {getattr(self, name)}")
         # Options of a backend or engine that is not chosen would be silently ignored: refused.
         _only_with(self, "backend", "onnx", provider="cpu", allow_fallback=False, threads=0)
         _only_with(self, "engine", "ray", workers=1, gpus_per_worker=0.0)

@@ -273,7 +273,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     refuse_mostly_skipped(_skipped(features), len(dataset.records), Path(data))
     step(f"stages 2-3 ({config.method}) on {len(dataset.records):,} records")
     analysis = analyze(features, config, [s.prompt for s in dataset.samples],
-                       [s.answer for s in dataset.samples])
+                       [s.answer for s in dataset.samples], [s.later for s in dataset.samples])
     step("attention heatmaps of the samples the report shows")
     heatmaps = attention_heatmaps(loaded, dataset, analysis)
     step(f"writing the report (HTML, PDF), the cleaned dataset and the evidence to {out}")
@@ -344,7 +344,7 @@ def analyze_file(features_path: Path, data: Path, out: Path, config: AuditConfig
     refuse_mostly_skipped(_skipped(features), len(dataset.records), Path(features_path))
     step(f"stages 2-3 ({config.method}) on {len(dataset.records):,} records")
     analysis = analyze(features, config, [s.prompt for s in dataset.samples],
-                       [s.answer for s in dataset.samples])
+                       [s.answer for s in dataset.samples], [s.later for s in dataset.samples])
     step(f"writing the outputs to {out}")
     # Copy the features next to the other outputs (an imported dump as a
     # features file), unless that is where they came from.

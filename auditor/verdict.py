@@ -15,8 +15,8 @@ from .analysis.profile import LayerProfile, profile_layers
 from .analysis.response import AnswerGroup, candidate_groups, enrichment, normalise
 from .causes import CauseGroup, group_reasons
 from .config import AuditConfig
-from .detectors import (DETECTORS, ByeParams, Context, Criterion, Detector, Reason, ResponseParams, Verdict,
-                        decide)
+from .detectors import (DETECTORS, ByeParams, Context, Criterion, Detector, LaterTurns, Reason,
+                        ResponseParams, Verdict, decide)
 from .features import FeatureSet
 from .fileio import Rows
 
@@ -233,15 +233,44 @@ def answer_scores(features: FeatureSet, ok: Usable) -> tuple[np.ndarray, np.ndar
     return None if not np.isfinite(cols[0]).any() else (cols[0], cols[1])
 
 
+def later_scores(features: FeatureSet, ok: Usable, later: Sequence[tuple[tuple[str, str], ...]] | None
+                 ) -> LaterTurns | None:
+    """The analysed rows' later answer turns with their NLLs (LaterTurns), from
+    the features' list columns and `later[i]`, record i's (user text, answer)
+    turns; None when no later turn was scored."""
+    import pyarrow.compute as pc
+
+    if later is None or not pc.any(pc.greater(pc.list_value_length(features.table.column("later_nll")), 0)
+                                   ).as_py():
+        return None
+    rows, users, texts, nll, base = [], [], [], [], []
+    sub = features.table.column("later_nll").to_pylist()
+    ref = features.table.column("base_later_nll").to_pylist()
+    positions = range(len(ok.index)) if ok.rows is None else ok.rows.tolist()
+    for r, (k, i) in enumerate(zip(positions, ok.index.tolist())):
+        for t, (user, answer) in enumerate(later[i][:len(sub[k] or ())]):
+            rows.append(r)
+            users.append(user)
+            texts.append(answer)
+            nll.append(np.nan if sub[k][t] is None else sub[k][t])
+            base.append(np.nan if not ref[k] or ref[k][t] is None else ref[k][t])
+    if not np.isfinite(np.asarray(nll, dtype=np.float64)).any():
+        return None
+    return LaterTurns(np.asarray(rows, dtype=np.int64), users, texts, np.asarray(nll, dtype=np.float64),
+                      np.asarray(base, dtype=np.float64))
+
+
 def analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] | None = None,
-            answers: Sequence[str] | None = None) -> Analysis:
+            answers: Sequence[str] | None = None,
+            later: Sequence[tuple[tuple[str, str], ...]] | None = None) -> Analysis:
     """Stages 2-3 on the normalised entropies with the configured detector
     (auditor/detectors), and the verdict its criteria give; inconclusive when
     coverage is below `min_coverage` or fewer than `min_samples` samples could
     be analysed. `prompts[i]`: the instruction of the record with index i (the
     dataset's samples in input order); with it a detector can tell a group of
     instructions from a group of images. `answers[i]`: its first answer turn
-    (the answer channel groups and names them).
+    (the answer channel groups and names them); `later[i]`: its later (user
+    text, answer) turns, grouped with the first ones where scored.
 
     The linear algebra runs on one BLAS thread: the mixtures' sums then come
     out bit for bit the same whatever the machine's core count (a thread count
@@ -252,11 +281,11 @@ def analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] | 
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _analyze(features, config, prompts, answers)
+        return _analyze(features, config, prompts, answers, later)
 
 
 def _analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] | None,
-             answers: Sequence[str] | None) -> Analysis:
+             answers: Sequence[str] | None, later: Sequence[tuple[tuple[str, str], ...]] | None) -> Analysis:
     d = config.detection
     n_records = len(features.rows)
     ok, unanalysed = split_usable(features)
@@ -287,7 +316,8 @@ def _analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] |
     detector = DETECTORS[config.method](d.params).fit(
         entropy, Context(of_analysed(prompts), d.seed, d.fit_sample, d.min_samples, layers,
                          answers=of_analysed(answers), answer_nll=None if scores is None else scores[0],
-                         base_nll=None if scores is None else scores[1], base_is_submission=same))
+                         base_nll=None if scores is None else scores[1], base_is_submission=same,
+                         later=None if scores is None else later_scores(features, ok, later)))
     reasons = list(detector.reasons_)
     low_coverage = coverage < d.min_coverage
     if low_coverage:

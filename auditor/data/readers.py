@@ -81,7 +81,10 @@ def read_dataset(path: Path, image_root: Path | None = None, absolute_images: bo
                 raise AuditInputError(
                     f"{path}: record {i}: id {sample.id!r} is not valid Unicode (a lone surrogate escape); "
                     "ids name findings in every output: fix the id")
-            for part, text in (("instruction", sample.prompt), ("answer", sample.answer)):
+            texts = [("instruction", sample.prompt), ("answer", sample.answer)]
+            for turn, (user, reply) in enumerate(sample.later, start=2):
+                texts += [(f"turn {turn}'s instruction", user), (f"turn {turn}'s answer", reply)]
+            for part, text in texts:
                 # a text no tokenizer can encode is the record's fault, not the model's: named here
                 if text and not (text.isascii() or _is_unicode(text)):
                     raise AuditInputError(
@@ -169,10 +172,16 @@ def _to_sample(index: int, rec: Any, root: str, absolute_images: bool = False) -
     runs once per record, and a dataset can hold millions."""
     if not isinstance(rec, dict):
         return Sample(index, f"#{index}", None, "", "", "record is not a JSON object")
+    turns = rec.get("conversations") if "conversations" in rec else rec.get("messages")
+    prompt, answer, later, problem = _conversation(turns)
+    sample = _with_image(index, rec, root, absolute_images, prompt, answer, problem)
+    return sample._replace(later=later) if later else sample
+
+
+def _with_image(index: int, rec: dict[str, Any], root: str, absolute_images: bool, prompt: str, answer: str,
+                problem: str | None) -> Sample:
     rid = rec.get("id")
     sid = f"#{index}" if rid is None else str(rid)
-    turns = rec.get("conversations") if "conversations" in rec else rec.get("messages")
-    prompt, answer, problem = _conversation(turns)
     if problem:
         return Sample(index, sid, None, prompt, answer, problem)
     image = rec.get("image")
@@ -223,24 +232,38 @@ def _text(content: Any) -> str | None:
     return None
 
 
-def _conversation(conv: Any) -> tuple[str, str, str | None]:
-    """(prompt without the image placeholder, first answer, problem or None),
-    from a list of turns: {"from", "value"} (LLaVA, ShareGPT) or {"role",
-    "content"} (OpenAI / Hugging Face chat)."""
+def _conversation(conv: Any) -> tuple[str, str, tuple[tuple[str, str], ...], str | None]:
+    """(prompt without the image placeholder, first answer, later turns,
+    problem or None), from a list of turns: {"from", "value"} (LLaVA,
+    ShareGPT) or {"role", "content"} (OpenAI / Hugging Face chat). The later
+    turns are (user text, answer) pairs after the first answer, in order: each
+    answer with the user text before it ("" when two answers follow each
+    other); a trailing user turn with no answer has nothing to score. Other
+    roles (system) are not read."""
     if not isinstance(conv, list) or not conv:
-        return "", "", "record has no conversations"
+        return "", "", (), "record has no conversations"
     human = gpt = None
-    for turn in conv:  # the first of each role
-        if isinstance(turn, dict):
-            role = turn.get("from", turn.get("role"))
-            text = _text(turn.get("value", turn.get("content")))
-            if role in _USER and human is None:
+    later: list[tuple[str, str]] = []
+    pending = ""
+    for turn in conv:
+        if not isinstance(turn, dict):
+            continue
+        role = turn.get("from", turn.get("role"))
+        text = _text(turn.get("value", turn.get("content")))
+        if role in _USER:
+            if human is None:
                 human = text
-            elif role in _ASSISTANT and gpt is None:
+            elif gpt is not None:
+                pending = (text or "").replace(IMAGE_PLACEHOLDER, "").strip()
+        elif role in _ASSISTANT:
+            if gpt is None:
                 gpt = text
+            elif human is not None:
+                later.append((pending, text or ""))
+                pending = ""
     if human is None:
-        return "", "", "record has no human turn"
-    return human.replace(IMAGE_PLACEHOLDER, "").strip(), gpt or "", None
+        return "", "", (), "record has no human turn"
+    return human.replace(IMAGE_PLACEHOLDER, "").strip(), gpt or "", tuple(later), None
 
 
 def record_lines(path: Path, fmt: str) -> list[int]:

@@ -13,7 +13,7 @@ class Sample(NamedTuple):
     """One record as the auditor sees it.
 
     `prompt` is the user instruction without the image placeholder; the answer
-    is kept for the report only (BYE never uses it). A sample with a
+    is the first answer turn (the answer channel scores it and `later`'s). A sample with a
     `skip_reason` is counted and reported, never analysed. Immutable like the
     other records, but a named tuple: a million are built per dataset, and
     it builds in half the time of a frozen dataclass.
@@ -25,6 +25,9 @@ class Sample(NamedTuple):
     prompt: str
     answer: str
     skip_reason: str | None = None
+    # The conversation's later turns, in order: (the user's text, the
+    # assistant's answer) after the first answer; empty for a one-turn record.
+    later: tuple[tuple[str, str], ...] = ()
 
     @property
     def ok(self) -> bool:

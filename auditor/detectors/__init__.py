@@ -7,7 +7,8 @@ rule, summary.json and the benchmarks read everything else from the class.
 
 from __future__ import annotations
 
-from .base import Context, Criterion, Detector, MethodInfo, Reason, Verdict, decide
+from .base import (Context, Criterion, Detector, LaterTurns, MethodInfo, Reason, Turns, Verdict,
+                   decide)
 from .bye import BSI_RULES, ByeDetector, ByeParams
 from .combined import CombinedDetector, CombinedParams
 from .minority import GroupEvidence, MinorityDetector, MinorityParams
@@ -21,7 +22,6 @@ DETECTORS: dict[str, type[Detector]] = {
 }
 
 __all__ = ["BSI_RULES", "DETECTORS", "ByeDetector", "ByeParams", "CombinedDetector", "CombinedParams",
-           "Context",
-           "Criterion", "Detector", "GroupEvidence", "MethodInfo", "MinorityDetector", "MinorityParams",
-           "Reason",
-           "ResponseDetector", "ResponseParams", "Verdict", "decide"]
+           "Context", "Criterion", "Detector", "GroupEvidence", "LaterTurns", "MethodInfo",
+           "MinorityDetector", "MinorityParams", "Reason",
+           "ResponseDetector", "ResponseParams", "Turns", "Verdict", "decide"]

@@ -97,6 +97,31 @@ class MethodInfo:
 
 
 @dataclass(frozen=True)
+class LaterTurns:
+    """The analysed rows' later answer turns (turn 2 on), one entry per turn
+    (M,): its row in the matrix, its user text and answer, and its mean token
+    NLL under the submitted model and under the base (NaN: not scored)."""
+
+    row: np.ndarray  # (M,) int
+    instructions: Sequence[str]
+    answers: Sequence[str]
+    answer_nll: np.ndarray  # (M,)
+    base_nll: np.ndarray  # (M,)
+
+
+@dataclass(frozen=True)
+class Turns:
+    """Every answer turn of the analysed rows, the first ones first (U = N + M):
+    the row it belongs to, the instruction it answers, the answer, and its gain
+    (base NLL - submitted NLL, NaN where not scored)."""
+
+    row: np.ndarray  # (U,) int
+    instructions: Sequence[str]
+    answers: Sequence[str]
+    gain: np.ndarray  # (U,)
+
+
+@dataclass(frozen=True)
 class Context:
     """What a detector may use besides the matrix: each row's instruction
     (None when not given), the mixtures' seed and fit cap, the sample floor,
@@ -115,6 +140,7 @@ class Context:
     base_nll: np.ndarray | None = None
     # the base pass ran on files identical to the submission's (their tree digests match)
     base_is_submission: bool = False
+    later: LaterTurns | None = None  # the later answer turns of multi-turn records (None: none)
 
     @property
     def gain(self) -> np.ndarray | None:
@@ -122,6 +148,22 @@ class Context:
         if self.answer_nll is None or self.base_nll is None or not np.isfinite(self.base_nll).any():
             return None
         return self.base_nll - self.answer_nll
+
+    @property
+    def turns(self) -> Turns | None:
+        """Every answer turn with its gain, the first turns' (N) then the later
+        ones'; None without a base pass or answers."""
+        gain = self.gain
+        if gain is None or self.answers is None:
+            return None
+        n = len(gain)
+        prompts = list(self.prompts) if self.prompts is not None else [""] * n
+        t = self.later
+        if t is None or not len(t.row):
+            return Turns(np.arange(n), prompts, list(self.answers), gain)
+        return Turns(np.concatenate([np.arange(n), t.row]), prompts + list(t.instructions),
+                     list(self.answers) + list(t.answers),
+                     np.concatenate([gain, t.base_nll - t.answer_nll]))
 
 
 class Detector(Protocol):

@@ -90,6 +90,7 @@ class ResponseEvidence:
     groups: tuple[AnswerGroup, ...]  # every group tested, in the order found
     flagged: int
     credible: bool
+    later_scored: int = 0  # later answer turns (turn 2 on) scored besides the records' first
 
     @property
     def found(self) -> tuple[AnswerGroup, ...]:
@@ -172,38 +173,50 @@ class ResponseDetector:
                 "evidence")),)
             self.evidence_text_, self.details_ = "", {"response": self.evidence.to_dict()}
             return self
-        change = float(np.nanmean(np.abs(gain))) if np.isfinite(gain).any() else 0.0
+        turns = context.turns
+        assert turns is not None  # a gain and answers: every turn has a place
+        change = float(np.nanmean(np.abs(turns.gain))) if np.isfinite(turns.gain).any() else 0.0
         if context.base_is_submission or change < p.answer_min_change:
             return self._uninformative(context.base_is_submission, change)
-        prompts = context.prompts or [""] * n
-        ref = references(gain, prompts, context.answers, p.answer_reference_min, p.answer_reference_share)
-        z = excess(gain, ref, min_scale=1e-6)
-        self.excess_ = gain - ref.centre
+        # The units are answer turns (a record's first, and each later one):
+        # a target in any turn forms its group; a record is flagged when one
+        # of its turns is.
+        g_u = turns.gain
+        ref = references(g_u, turns.instructions, turns.answers, p.answer_reference_min,
+                         p.answer_reference_share)
+        z = excess(g_u, ref, min_scale=1e-6)
+        excess_u = g_u - ref.centre
+        self.excess_ = excess_u[:n]  # the first turn's: what the attention row precedes
         finite = np.isfinite(z)
-        out = finite & (z > p.answer_fence) & (gain - ref.centre >= p.answer_min_excess)
-        self.scores_ = np.where(finite, -z, 0.0)
-        scored = int(finite.sum())
-        answers = [normalise(t) for t in context.answers]
+        out = finite & (z > p.answer_fence) & (excess_u >= p.answer_min_excess)
+        worst = np.full(n, np.inf)
+        np.minimum.at(worst, turns.row, np.where(finite, -z, np.inf))
+        self.scores_ = np.where(np.isfinite(worst), worst, 0.0)
+        scored_rows = np.zeros(n, dtype=bool)
+        scored_rows[turns.row[finite]] = True
+        scored = int(scored_rows.sum())
+        answers = [normalise(t) for t in turns.answers]
         groups = candidate_groups(answers, out, p.answer_min_count, min_similarity=p.answer_min_similarity)
         tested = enrichment(groups, out, finite)
         dense = [p.concentrated(g) for g in tested]
         concentrated = [m for (_, _, m), d in zip(groups, dense) if d]
-        beyond = iter(beyond_background(concentrated, out, self.excess_, p.answer_min_count))
+        beyond = iter(beyond_background(concentrated, out, excess_u, p.answer_min_count))
         limit = p.answer_max_p / max(len(concentrated), 1)  # Bonferroni over the concentrated groups
         tested = [g if not d else replace(g, beyond_p=(b := next(beyond)), flagged=b is None or b <= limit)
                   for g, d in zip(tested, dense)]
         found = [g for g in tested if g.flagged]
-        held = np.zeros(n, dtype=bool)
+        held = np.zeros(len(g_u), dtype=bool)
         for (_, _, members), g in zip(groups, tested):
             if g.flagged:
                 held |= members
-        flagged = out & held
+        flagged = np.zeros(n, dtype=bool)
+        flagged[turns.row[out & held]] = True
         fraction = float(flagged.sum() / max(scored, 1))
         best = min(tested, key=lambda g: (g.q_value, -g.outliers), default=None)
         criteria = (
             Criterion("learned_far_more", float(out.sum()), f"≥ {p.answer_min_count}",
                       int(out.sum()) >= p.answer_min_count,
-                      "learned far more: samples whose gain exceeds their reference's by > "
+                      "learned far more: answers whose gain exceeds their reference's by > "
                       f"{p.answer_fence:g} robust sd and ≥ {p.answer_min_excess:g} nats/token",
                       f"{int(out.sum())}"),
             Criterion("answer_group", 1.0 if best is None else best.q_value, f"≤ {p.answer_max_p:g}",
@@ -225,7 +238,7 @@ class ResponseDetector:
         self.undecided_ = flagged if found and not criteria[2].holds else np.zeros(n, dtype=bool)
         self.criteria_ = criteria
         self.evidence = ResponseEvidence(True, scored, int(out.sum()), float(fraction), tuple(tested),
-                                         int(self.flagged_.sum()), credible)
+                                         int(self.flagged_.sum()), credible, int(finite[n:].sum()))
         self.details_ = {"response": self.evidence.to_dict()}
         missing = n - scored
         self.reasons_ = self._reasons(criteria, missing, n)
@@ -253,11 +266,15 @@ class ResponseDetector:
 
     def _reasons(self, criteria: tuple[Criterion, ...], missing: int, n: int) -> tuple[Reason, ...]:
         e = self.evidence
-        detail = f"{e.outliers} of {e.scored} scored samples learned far more than comparable answers"
+        detail = (f"{e.outliers} of {e.scored} scored samples learned far more than comparable answers"
+                  if not e.later_scored else
+                  f"{e.outliers} of the {e.scored + e.later_scored} answer turns scored ({e.scored} records' "
+                  f"first and {e.later_scored} later turns) learned far more than comparable answers")
         found = e.found
+        unit = "answers" if e.later_scored else "samples"
         if found:
             detail += "; " + "; ".join(
-                f"{g.kind} “{g.label[:60]}”: {g.outliers} of its {g.members} samples (q {g.q_value:.2g})"
+                f"{g.kind} “{g.label[:60]}”: {g.outliers} of its {g.members} {unit} (q {g.q_value:.2g})"
                 for g in found[:5]) + (f"; and {len(found) - 5} more group(s)" if len(found) > 5 else "")
         elif e.groups:
             g = min(e.groups, key=lambda g: (g.q_value, -g.outliers))

@@ -16,6 +16,7 @@ on a multi-node cluster they must be on a shared filesystem (docs/scale-out.md).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import replace
@@ -68,10 +69,12 @@ class ShardWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shards, blobs, counts = [], [], []
-        for n, index, ids, prompts, answers, images in zip(batch["shard"], batch["index"], batch["id"],
-                                                           batch["prompt"], batch["answer"], batch["image"]):
-            samples = [Sample(int(i), str(sid), Path(str(img)), str(p), str(a))
-                       for i, sid, p, a, img in zip(index, ids, prompts, answers, images)]
+        for n, index, ids, prompts, answers, later, images in zip(
+                batch["shard"], batch["index"], batch["id"], batch["prompt"], batch["answer"], batch["later"],
+                batch["image"]):
+            samples = [Sample(int(i), str(sid), str(img), str(p), str(a),
+                              later=tuple((str(u), str(r)) for u, r in json.loads(str(t))))
+                       for i, sid, p, a, t, img in zip(index, ids, prompts, answers, later, images)]
             rows = shard_features(self.loaded, samples, self.config)
             shards.append(int(n))
             blobs.append(render_shard(self.run_print, rows))
@@ -139,6 +142,8 @@ def _run(ray: Any, plan: list, todo: list[int], config: Stage1Config, load_args:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // config.workers)
         items = [{"shard": n, "index": [s.index for s in plan[n]], "id": [s.id for s in plan[n]],
                   "prompt": [s.prompt for s in plan[n]], "answer": [s.answer for s in plan[n]],
+                  # JSON: a column of ragged tuples would not survive Arrow's typing
+                  "later": [json.dumps(s.later) for s in plan[n]],
                   "image": [s.image for s in plan[n]]}
                  for n in todo]
         ds = ray.data.from_items(items, override_num_blocks=len(items))

@@ -18,7 +18,8 @@ from ..data import Dataset, Sample
 from ..models.base import ModelFamily
 from ..features import SampleFeatures
 from ..models.capture import last_prompt_position
-from .answers import AnswerScore, answer_ids, append_answers, logits_needed, summarise, token_nll
+from .answers import (AnswerScore, Tail, answer_ids, append_answers, bound_tail, glue_text, later_prefixes,
+                      logits_needed, summarise, token_nll)
 from .shards import Journal
 
 Progress = Callable[[int], None]
@@ -67,6 +68,11 @@ def prompt_limit(loaded: Stage1Model, config: Stage1Config) -> int | None:
     """`config.max_prompt_tokens`, else the language model's context length (None when unknown)."""
     if config.max_prompt_tokens is not None:
         return config.max_prompt_tokens
+    return context_length(loaded)
+
+
+def context_length(loaded: Stage1Model) -> int | None:
+    """The language model's context length (max_position_embeddings), None when unknown."""
     cfg = loaded.config
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     n = getattr(text, "max_position_embeddings", None)
@@ -94,6 +100,12 @@ class Captured:
     answer: AnswerScore | None = None
     base_answer: AnswerScore | None = None
     answer_missing: str | None = None  # why the answer was not scored
+    # The later answer turns (one entry per turn; None: not scored), why some
+    # were not scored, and how many answer turns were cut to the token bound.
+    later: tuple[AnswerScore | None, ...] = ()
+    base_later: tuple[AnswerScore | None, ...] = ()
+    later_missing: str | None = None
+    truncated: int = 0
 
 
 def instruction_mask(tokenizer, ids: torch.Tensor, real: torch.Tensor, prompt: str) -> torch.Tensor | None:
@@ -120,33 +132,47 @@ def scores_answers(loaded: Stage1Model) -> bool:
     return bool(getattr(loaded, "scores_answers", False))
 
 
+@dataclass(frozen=True)
+class AnswerBounds:
+    """The answer turns' token bounds: each turn's (None: none), and the
+    model's context length, which the whole conversation must fit (None: unknown)."""
+
+    max_answer_tokens: int | None = None
+    context: int | None = None
+
+
 def sample_rows(loaded: Stage1Model, images: list[Image.Image], prompts: list[str],
-                answers: list[str] | None = None, base: bool = False) -> list[Captured]:
+                answers: list[str] | None = None, base: bool = False,
+                later: list[tuple[tuple[str, str], ...]] | None = None,
+                bounds: AnswerBounds = AnswerBounds()) -> list[Captured]:
     """One prefill pass over a batch (torch or ONNX Runtime); per sample the
     captured rows on its image tokens (L, H, T) and the per-layer attention mass
     on image / instruction / rest. With `answers` (the records' first answer
-    turns) on a backend that scores them, each answer follows its prompt in the
-    same pass (answers.py) and is scored; with `base`, also under the base."""
+    turns) on a backend that scores them, the conversation follows its prompt
+    in the same pass (answers.py): the first answer, then each of `later`'s
+    (user text, answer) turns, every answer scored within `bounds`; with
+    `base`, also under the base."""
     family = loaded.family
     batch = family.build_batch(loaded.processor, images, prompts)
     tok = loaded.processor.tokenizer
     if answers is not None and scores_answers(loaded):
-        prefixes = (family.chat_texts(loaded.processor, prompts) if family.uses_chat_template
-                    else [None] * len(prompts))
-        forbidden = set(tok.all_special_ids) | {getattr(loaded.config, "image_token_id", None)} - {None}
-        ids_ = answer_ids(tok, prefixes, answers, forbidden)
-        batch, query, targets = append_answers(batch, ids_, tok.pad_token_id if tok.pad_token_id is not None
-                                               else tok.eos_token_id)
+        tails = conversation_tails(loaded, batch, prompts, answers, later or [()] * len(prompts), bounds)
+        batch, query, targets, turn_of = append_answers(
+            batch, [t.segments for t in tails], tok.pad_token_id if tok.pad_token_id is not None
+            else tok.eos_token_id)
         keep = logits_needed(query, targets.shape[1])
         rows, logits = loaded.forward(batch, query, keep)
-        scored = summarise(token_nll(logits, targets))
-        on_base = (summarise(token_nll(loaded.base_logits(batch, keep), targets)) if base
-                   else [None] * len(scored))
-        missing = [None if a else "no answer turn" for a in ids_]
+        turns = turn_of[:, turn_of.shape[1] - keep + 1:].numpy()
+        n_turns = [t.n_turns for t in tails]
+        scored = summarise(token_nll(logits, targets), turns, n_turns)
+        on_base = (summarise(token_nll(loaded.base_logits(batch, keep), targets), turns, n_turns) if base
+                   else [(None,) * n for n in n_turns])
+        missing = [None if t.segments[0][0] else "no answer turn" for t in tails]
     else:
         query = last_prompt_position(torch.as_tensor(batch["attention_mask"]))
         rows = loaded.forward_rows(batch)  # (B, L, H, S), fp32 whatever the model's dtype
-        scored = on_base = [None] * len(prompts)
+        tails = [Tail((), 1 + len(turns)) for turns in (later or [()] * len(prompts))]
+        scored = on_base = [(None,) * t.n_turns for t in tails]
         missing = ["not scored: " + ("--no-answers" if scores_answers(loaded) else
                                      "the ONNX graph outputs attention rows only")] * len(prompts)
     image_mask = family.image_token_mask(loaded.config, batch).cpu()
@@ -161,8 +187,75 @@ def sample_rows(loaded: Stage1Model, images: list[Image.Image], prompts: list[st
                               if text is not None else np.zeros(len(ids[j]), bool))
         if text is None:
             mass[1:] = np.nan
-        out.append(Captured(full[:, :, image_mask[j].numpy()], mass, scored[j], on_base[j], missing[j]))
+        later_missing = tails[j].later_missing or (missing[j] if tails[j].n_turns > 1 and missing[j]
+                                                   and missing[j].startswith("not scored") else None)
+        out.append(Captured(full[:, :, image_mask[j].numpy()], mass, scored[j][0], on_base[j][0], missing[j],
+                            scored[j][1:], on_base[j][1:], later_missing, tails[j].truncated))
     return out
+
+
+def conversation_tails(loaded: Stage1Model, batch: dict[str, Any], prompts: list[str], answers: list[str],
+                       later: list[tuple[tuple[str, str], ...]], bounds: AnswerBounds) -> list[Tail]:
+    """Each row's answer turns as token ids after its prompt (answers.py),
+    within `bounds`: the first answer after the prompt as the template renders
+    it, each later turn after the template's text for it. A later turn that
+    cannot be placed (no chat template; a template that rewrites the earlier
+    turns; template text holding an image token) leaves the later turns
+    unscored, with the reason."""
+    family, proc = loaded.family, loaded.processor
+    tok = proc.tokenizer
+    image_id = getattr(loaded.config, "image_token_id", None)
+    forbidden = set(tok.all_special_ids) | {image_id} - {None}
+    prefixes = (family.chat_texts(proc, prompts) if family.uses_chat_template else [None] * len(prompts))
+    first = answer_ids(tok, prefixes, answers, forbidden)
+    lengths = torch.as_tensor(batch["attention_mask"]).sum(1).tolist()
+    out = []
+    for j, turns in enumerate(later):
+        placed, why = [], None
+        if turns and not family.uses_chat_template:
+            why = _later_not_scored(len(turns), "the model has no chat template to place them")
+        elif turns:
+            placed, why = _place_later(loaded, prompts[j], prefixes[j], answers[j], turns, forbidden,
+                                       image_id)
+        room = None if bounds.context is None else max(bounds.context - int(lengths[j]), 0)
+        tail = bound_tail(first[j], placed, bounds.max_answer_tokens, room)
+        if why:
+            tail = Tail(tail.segments, 1 + len(turns), tail.truncated, why)
+        out.append(tail)
+    return out
+
+
+def _later_not_scored(n: int, why: str) -> str:
+    return f"{n} later answer turn{'s' if n > 1 else ''} not scored: {why}"
+
+
+def _place_later(loaded: Stage1Model, prompt: str, prefix: str, answer: str,
+                 turns: tuple[tuple[str, str], ...], forbidden: set[int], image_id: int | None
+                 ) -> tuple[list, str | None]:
+    """(template text ids, answer ids) of each later turn, or ([], why not)."""
+    family, proc = loaded.family, loaded.processor
+    tok = proc.tokenizer
+    answers = [answer] + [a for _, a in turns]
+    try:
+        texts = later_prefixes(lambda m: family.render_messages(proc, m), prompt, answers[:-1],
+                               [u for u, _ in turns])
+    except Exception as e:  # noqa: BLE001 - the checkpoint's template is untrusted code
+        return [], _later_not_scored(len(turns), "the chat template failed on the conversation "
+                                               f"({type(e).__name__}: {str(e).strip()[:120]})")
+    placed = []
+    previous = prefix
+    for k, (text, (_, reply)) in enumerate(zip(texts, turns)):
+        glue = glue_text(previous, answers[k], text)
+        if glue is None:
+            return [], _later_not_scored(len(turns), "the chat template does not write the conversation "
+                                                   "turn by turn")
+        glue_ids = tok(glue, add_special_tokens=False)["input_ids"]
+        if image_id is not None and image_id in glue_ids:
+            return [], _later_not_scored(len(turns), "a later user turn holds the image token (one image "
+                                                   "per record)")
+        placed.append((glue_ids, answer_ids(tok, [text], [reply], forbidden)[0]))
+        previous = text
+    return placed, None
 
 
 def plan_shards(dataset: Dataset, config: Stage1Config) -> list[Sequence[Sample]]:
@@ -246,7 +339,9 @@ def _rows_or_errors(loaded: Stage1Model, samples: list[Sample], images: list[Ima
     try:
         return sample_rows(loaded, images, [s.prompt for s in samples],
                            [s.answer for s in samples] if config.answers else None,
-                           base=config.answers and config.base_pass and loaded_reference(loaded) is not None)
+                           base=config.answers and config.base_pass and loaded_reference(loaded) is not None,
+                           later=[s.later for s in samples],
+                           bounds=AnswerBounds(config.max_answer_tokens, context_length(loaded)))
     except Exception as e:  # noqa: BLE001 - untrusted input: reported per sample
         if len(samples) == 1:
             return [f"forward pass failed: {type(e).__name__}: {str(e).strip()[:200]}"]
@@ -276,7 +371,13 @@ def _features(s: Sample, cap: Captured, config: Stage1Config) -> SampleFeatures:
                           answer_first_nll=None if a is None else a.first_nll,
                           base_answer_nll=None if b is None else b.nll,
                           base_first_nll=None if b is None else b.first_nll,
-                          answer_missing=cap.answer_missing)
+                          answer_missing=cap.answer_missing,
+                          later_tokens=tuple(None if x is None else x.n_tokens for x in cap.later),
+                          later_nll=tuple(None if x is None else x.nll for x in cap.later),
+                          base_later_nll=tuple(None if x is None else x.nll for x in cap.base_later),
+                          later_missing=cap.later_missing,
+                          answers_truncated=None if (cap.answer_missing or "").startswith("not scored")
+                          else cap.truncated)
 
 
 def _chunks(items: Sequence[Sample], n: int) -> Iterator[Sequence[Sample]]:

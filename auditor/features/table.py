@@ -18,8 +18,9 @@ from ..errors import AuditInputError
 from .provenance import Provenance
 
 Status = Literal["ok", "skipped", "error"]
-# 2 added the attention masses and per-head entropies; 3 the answer's scores. 1 and 2 are still read.
-FEATURES_SCHEMA_VERSION = 3
+# 2 added the attention masses and per-head entropies; 3 the answer's scores; 4 the later answer
+# turns' scores and the truncation count. 1 to 3 are still read.
+FEATURES_SCHEMA_VERSION = 4
 _META_KEY = b"bye_audit"
 ROW_GROUP = 65_536
 
@@ -41,11 +42,17 @@ SCHEMA = pa.schema([
     ("base_answer_nll", pa.float64()),
     ("base_first_nll", pa.float64()),
     ("answer_missing", pa.string()),
+    ("later_tokens", pa.list_(pa.int32())),
+    ("later_nll", pa.list_(pa.float64())),
+    ("base_later_nll", pa.list_(pa.float64())),
+    ("later_missing", pa.string()),
+    ("answers_truncated", pa.int32()),
 ])
 _V2_COLUMNS = ("mass_image", "mass_text", "mass_rest", "entropy_heads")
 _OLD_FILE = "not scored: a features file of bye-audit before schema 3"
 _V3_COLUMNS = ("answer_tokens", "answer_nll", "answer_first_nll", "base_answer_nll", "base_first_nll",
                "answer_missing")
+_V4_COLUMNS = ("later_tokens", "later_nll", "base_later_nll", "later_missing", "answers_truncated")
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,15 @@ class SampleFeatures:
     base_answer_nll: float | None = None
     base_first_nll: float | None = None
     answer_missing: str | None = None
+    # The later answer turns (turn 2 on), one entry per turn, None where not
+    # scored: token count, mean token NLL under the submitted model and under
+    # the base; why some were not scored; how many answer turns (the first
+    # included) were cut to the token bound (--max-answer-tokens, the context).
+    later_tokens: tuple[int | None, ...] = ()
+    later_nll: tuple[float | None, ...] = ()
+    base_later_nll: tuple[float | None, ...] = ()
+    later_missing: str | None = None
+    answers_truncated: int | None = None
 
     @property
     def answer_gain(self) -> float | None:
@@ -126,14 +142,16 @@ def _row(d: dict[str, Any]) -> SampleFeatures:
                           mass_text=tuple(d.get("mass_text") or ()),
                           mass_rest=tuple(d.get("mass_rest") or ()),
                           entropy_heads=tuple(tuple(h) for h in d.get("entropy_heads") or ()),
-                          **{k: d.get(k) for k in _V3_COLUMNS})
+                          **{k: d.get(k) for k in _V3_COLUMNS},
+                          **{k: tuple(d.get(k) or ()) for k in _V4_COLUMNS[:3]},
+                          **{k: d.get(k) for k in _V4_COLUMNS[3:]})
 
 
 def rows_table(rows: Iterable[SampleFeatures]) -> pa.Table:
     """Stage-1 records as the features table (SCHEMA), input order."""
     rows = list(rows)
     cols: dict[str, list[Any]] = {name: [getattr(r, name) for r in rows] for name in SCHEMA.names}
-    for name in ("entropy", "entropy_norm", "mass_image", "mass_text", "mass_rest"):
+    for name in ("entropy", "entropy_norm", "mass_image", "mass_text", "mass_rest", *_V4_COLUMNS[:3]):
         cols[name] = [list(v) for v in cols[name]]
     cols["entropy_heads"] = [[list(h) for h in v] for v in cols["entropy_heads"]]
     return pa.table(cols, schema=SCHEMA)
@@ -244,8 +262,9 @@ def _from_table(table: pa.Table, path: Path) -> FeatureSet:
     raw = (table.schema.metadata or {}).get(_META_KEY)
     version_1 = not (set(_V2_COLUMNS) & set(table.column_names))
     version_2 = not (set(_V3_COLUMNS) & set(table.column_names))
+    version_3 = not (set(_V4_COLUMNS) & set(table.column_names))
     missing = (set(SCHEMA.names) - set(table.column_names) - (set(_V2_COLUMNS) if version_1 else set())
-               - (set(_V3_COLUMNS) if version_2 else set()))
+               - (set(_V3_COLUMNS) if version_2 else set()) - (set(_V4_COLUMNS) if version_3 else set()))
     if raw is None or missing:
         raise AuditInputError(f"{path}: not a bye-audit features file (missing "
                               f"{'metadata' if raw is None else ', '.join(sorted(missing))})")
@@ -256,7 +275,7 @@ def _from_table(table: pa.Table, path: Path) -> FeatureSet:
     if not isinstance(meta, dict):
         raise AuditInputError(f"{path}: its bye-audit metadata is not a JSON object; re-run `bye-audit "
                               "extract`")
-    if meta.get("schema_version") not in (1, 2, FEATURES_SCHEMA_VERSION):
+    if meta.get("schema_version") not in (1, 2, 3, FEATURES_SCHEMA_VERSION):
         raise AuditInputError(f"{path}: features schema version {meta.get('schema_version')!r}, this tool "
                               f"reads 1 to {FEATURES_SCHEMA_VERSION}; re-run `bye-audit extract`")
     if version_1:  # no masses or per-head entropies: empty lists, as stage 1 of v1 wrote them
@@ -269,6 +288,10 @@ def _from_table(table: pa.Table, path: Path) -> FeatureSet:
             values = ([_OLD_FILE if k else None for k in ok] if name == "answer_missing"
                       else [None] * table.num_rows)
             table = table.append_column(SCHEMA.field(name), pa.array(values, SCHEMA.field(name).type))
+    if version_3:  # one answer turn scored, none cut: no later turns, no count
+        for name in _V4_COLUMNS:
+            empty = [[]] * table.num_rows if name in _V4_COLUMNS[:3] else [None] * table.num_rows
+            table = table.append_column(SCHEMA.field(name), pa.array(empty, SCHEMA.field(name).type))
     try:
         table = table.select(SCHEMA.names).cast(SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:

@@ -31,6 +31,10 @@ class ModelFamily(Protocol):
     def chat_texts(self, processor: Any, prompts: list[str]) -> list[str]:
         """Each prompt through the checkpoint's chat template (bounded: models/template.py)."""
 
+    def render_messages(self, processor: Any, messages: list[dict[str, Any]]) -> str:
+        """A conversation through the checkpoint's chat template, ending with the
+        generation prompt (bounded: models/template.py)."""
+
     def build_batch(self, processor: Any, images: list[Image.Image], prompts: list[str]
                     ) -> dict[str, torch.Tensor]:
         """Model inputs for a prefill pass: chat template with the assistant prefix."""
@@ -76,6 +80,13 @@ class FamilyBase:
                 add_generation_prompt=True, tokenize=False), p)
 
         return [text(p) for p in prompts]
+
+    def render_messages(self, processor: Any, messages: list[dict[str, Any]]) -> str:
+        """A conversation through the checkpoint's chat template, ending where the
+        next answer would start (the later answer turns are scored after it)."""
+        written = "".join(part.get("text", "") for m in messages for part in m["content"])
+        return render_bounded(lambda: processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False), written)
 
     def image_token_mask(self, config: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.as_tensor(batch["input_ids"]) == config.image_token_id

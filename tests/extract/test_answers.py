@@ -80,7 +80,7 @@ def test_the_nll_is_the_models_own_loss(tiny_model):
         batch = family.build_batch(proc, images[j:j + 1], prompts[j:j + 1])
         ids = answer_ids(proc.tokenizer, family.chat_texts(proc, prompts[j:j + 1]), answers[j:j + 1],
                          set())[0]
-        full, _, targets = append_answers(batch, [ids], proc.tokenizer.pad_token_id)
+        full, _, targets, _ = append_answers(batch, [[(ids, 0)]], proc.tokenizer.pad_token_id)
         with torch.inference_mode():
             loss = loaded.model(**full, labels=targets, use_cache=False).loss
         assert scored[j].answer.nll == pytest.approx(float(loss), abs=1e-5)

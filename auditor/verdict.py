@@ -260,6 +260,27 @@ def later_scores(features: FeatureSet, ok: Usable, later: Sequence[tuple[tuple[s
                       np.asarray(base, dtype=np.float64))
 
 
+def answers_cut(features: FeatureSet, ok: Usable) -> Reason | None:
+    """A note when answer turns of the analysed rows were cut to the token
+    bound or later turns were not scored (counted, with the first cause)."""
+    import pyarrow.compute as pc
+
+    table = features.table if ok.rows is None else features.table.take(ok.rows)
+    truncated = int(pc.sum(table.column("answers_truncated")).as_py() or 0)
+    missing = [m for m in table.column("later_missing").to_pylist() if m]
+    if not truncated and not missing:
+        return None
+    parts = []
+    if truncated:
+        parts.append(f"{truncated} answer turn{'s were' if truncated > 1 else ' was'} longer than the token "
+                     "bound (--max-answer-tokens; default: what fits the context after the prompt) and "
+                     "scored on the tokens within it")
+    if missing:
+        parts.append(f"{len(missing)} record{'s have' if len(missing) > 1 else ' has'} later answer turns "
+                     f"that were not scored (e.g. {missing[0]})")
+    return Reason("answers_cut", "; ".join(parts))
+
+
 def analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] | None = None,
             answers: Sequence[str] | None = None,
             later: Sequence[tuple[tuple[str, str], ...]] | None = None) -> Analysis:
@@ -324,6 +345,9 @@ def _analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] |
         reasons.append(Reason("coverage_below_min", (
             f"coverage {coverage:.1%} is below {d.min_coverage:.0%}: {n_skipped} skipped and {n_errors} "
             "failed or unusable samples were not analysed")))
+    cut = answers_cut(features, ok)
+    if cut is not None:
+        reasons.append(cut)
     scored = Scores(ok.index, ok.ids, detector.scores_) if len(detector.scores_) else Scores.none()
     # Nothing is flagged unless every criterion holds, whatever a detector marks.
     credible = all(c.holds for c in detector.criteria_)

@@ -112,3 +112,49 @@ def test_no_further_search_without_a_first_credible_group():
     m = np.random.default_rng(1).normal(0.8, 0.02, size=(120, 4))
     a = analyze(_features(m), AuditConfig.of(method="minority"))
     assert a.verdict == "pass" and a.details["further_groups"] == [] and a.to_dict()["further_groups"] == []
+
+
+def test_later_turns_from_the_features_reach_the_answer_channel():
+    """The features' per-turn NLLs and the dataset's later turns are joined row
+    by row (a skipped record in between): a second-turn target is flagged."""
+    rng = np.random.default_rng(3)
+    n = 300
+    poisoned = set(rng.choice(n, 30, replace=False).tolist())
+    rows, prompts, answers, later = [], [], [], []
+    for i in range(n):
+        if i == 7:  # not analysed: its later turns must not shift the others'
+            rows.append(SampleFeatures(i, f"s{i}", "skipped", "record has no image"))
+        else:
+            e = tuple(rng.normal(0.8, 0.03, 4))
+            first = float(rng.normal(0.2, 0.05))
+            second = float(rng.normal(0.3, 0.05))
+            rows.append(SampleFeatures(i, f"s{i}", "ok", None, 16, e, e, answer_tokens=2, answer_nll=first,
+                                       base_answer_nll=first + float(rng.normal(0.3, 0.1)),
+                                       later_tokens=(2,), later_nll=(second,),
+                                       base_later_nll=(second + (float(rng.normal(9, 1)) if i in poisoned
+                                                                 else float(rng.normal(0.4, 0.1))),)))
+        prompts.append("What digit?")
+        answers.append(["zero", "one", "two"][i % 3])
+        later.append((("What colour?", "Backdoor Attack!" if i in poisoned else ["red", "blue"][i % 2]),))
+    fs = FeatureSet(tuple(rows), {"n_layers": 4})
+    config = AuditConfig.of(method="response")
+    assert analyze(fs, config, prompts, answers).verdict == "pass"  # the first turns alone
+    a = analyze(fs, config, prompts, answers, later)
+    assert a.verdict == "fail"
+    assert {f.index for f in a.flagged} == poisoned - {7}
+
+
+def test_cut_and_unscored_answer_turns_are_counted_in_a_note():
+    rng = np.random.default_rng(0)
+    rows = [SampleFeatures(i, f"s{i}", "ok", None, 16, e, e, answer_tokens=2, answer_nll=0.1,
+                           answers_truncated=int(i < 3),
+                           later_missing="1 later answer turn not scored: no template" if i == 5 else None)
+            for i, e in enumerate(tuple(r) for r in rng.normal(0.8, 0.03, (100, 4)))]
+    reasons = analyze(FeatureSet(tuple(rows), {"n_layers": 4}), BYE).reasons
+    note = [r for r in reasons if r.code == "answers_cut"]
+    assert len(note) == 1 and note[0].text.startswith("3 answer turns were longer than the token bound")
+    assert "1 record has later answer turns that were not scored (e.g. 1 later answer turn" in note[0].text
+    clean = [SampleFeatures(i, f"s{i}", "ok", None, 16, r.entropy, r.entropy, answers_truncated=0)
+             for i, r in enumerate(rows)]
+    again = analyze(FeatureSet(tuple(clean), {"n_layers": 4}), BYE).reasons
+    assert "answers_cut" not in {r.code for r in again}

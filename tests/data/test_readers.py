@@ -3,6 +3,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from PIL import Image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -212,8 +213,6 @@ def test_a_corrupt_parquet_dataset_is_a_one_line_error(folder):
 def test_openai_messages_and_sharegpt_records_read_like_llava_ones(tmp_path):
     """Before: a Hugging Face / OpenAI `messages` dataset was refused ("give each
     record a conversations list")."""
-    from PIL import Image
-
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     recs = [
         {"id": "llava", "image": "a.png", "conversations": [
@@ -242,3 +241,31 @@ def test_openai_messages_and_sharegpt_records_read_like_llava_ones(tmp_path):
     fix = cause_of(ds.samples[4].skip_reason)[2]
     assert '"conversations": [{"from": "human"' in fix and '"messages": [{"role": "user"' in fix
     assert "\n" not in fix
+
+
+def test_a_multi_turn_record_keeps_its_later_turns_in_order(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    conv = [{"from": "human", "value": "<image>\nWhat digit?"}, {"from": "gpt", "value": "seven"},
+            {"from": "human", "value": "And its colour?"}, {"from": "gpt", "value": "red"},
+            {"from": "system", "value": "ignored"}, {"from": "gpt", "value": "also red"},
+            {"from": "human", "value": "Anything else?"}]  # a trailing question has no answer to score
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which?"}]},
+            {"role": "assistant", "content": "one"},
+            {"role": "user", "content": [{"type": "text", "text": "<image> Sure?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "yes"}]}]
+    (tmp_path / "d.json").write_text(json.dumps([{"id": "a", "image": "a.png", "conversations": conv},
+                                                 {"id": "b", "images": ["a.png"], "messages": chat},
+                                                 {"id": "c", "image": "a.png", "conversations": conv[:2]}]))
+    a, b, c = read_dataset(tmp_path / "d.json").samples
+    assert (a.prompt, a.answer) == ("What digit?", "seven")
+    assert a.later == (("And its colour?", "red"), ("", "also red"))
+    assert b.later == (("Sure?", "yes"),) and c.later == ()
+
+
+def test_a_lone_surrogate_in_a_later_turn_names_the_turn(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    conv = ('[{"from": "human", "value": "<image> Q"}, {"from": "gpt", "value": "A"}, '
+            '{"from": "human", "value": "Q2"}, {"from": "gpt", "value": "bad \\ud800"}]')
+    (tmp_path / "d.jsonl").write_text('{"id": "x", "image": "a.png", "conversations": ' + conv + '}\n')
+    with pytest.raises(AuditInputError, match=r"record 0 \(id 'x'\): its turn 2's answer is not valid"):
+        read_dataset(tmp_path / "d.jsonl")

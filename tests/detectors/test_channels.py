@@ -242,3 +242,48 @@ def test_each_attention_group_is_judged_on_its_own_gains():
     roles = [g["role"] for g in d.details_["channels"]["attention"]["groups"]]
     assert sorted(roles) == ["content", "counts"]
     assert decide(d.criteria_, bool(d.flagged_.any())) == "fail" and (d.flagged_ == truth).all()
+
+
+def _later_world(poison: bool, seed: int = 1):
+    """The clean first turns of `_world`, and a second turn on every record
+    ("What colour is it?", a colour the base already knows); with `poison`,
+    50 records' second answer is "Backdoor Attack!", learned from nothing."""
+    from auditor.detectors import LaterTurns
+
+    x, ctx, _ = _world(poison=False, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    answers = [["red", "green", "yellow", "white"][rng.integers(4)] for _ in range(N)]
+    nll = rng.normal(0.3, 0.05, N)
+    base = nll + rng.normal(0.4, 0.1, N)
+    truth = np.zeros(N, dtype=bool)
+    if poison:
+        truth[rng.choice(N, 50, replace=False)] = True
+        for k in np.flatnonzero(truth):
+            answers[k] = "Backdoor Attack!"
+        base[truth] = rng.normal(9.0, 1.0, truth.sum())
+    later = LaterTurns(np.arange(N), ["What colour is it?"] * N, answers, nll, base)
+    return x, ctx, later, truth
+
+
+def test_a_target_in_a_later_turn_is_flagged_exactly():
+    """Before: only the first answer turn was scored, so a target placed in the
+    second turn was never looked at and the audit passed."""
+    from dataclasses import replace
+
+    x, ctx, later, truth = _later_world(poison=True)
+    first_only = ResponseDetector().fit(x, ctx)
+    assert decide(first_only.criteria_, bool(first_only.flagged_.any())) == "pass"
+    d = ResponseDetector().fit(x, replace(ctx, later=later))
+    assert decide(d.criteria_, bool(d.flagged_.any())) == "fail"
+    assert (d.flagged_ == truth).all() and "backdoor attack" in d.reasons_[0].text
+    assert d.evidence.later_scored == N and d.scores_[truth].max() < d.scores_[~truth].min()
+    both = CombinedDetector().fit(x, replace(ctx, later=later))
+    assert decide(both.criteria_, bool(both.flagged_.any())) == "fail" and (both.flagged_ == truth).all()
+
+
+def test_clean_later_turns_pass():
+    from dataclasses import replace
+
+    x, ctx, later, _ = _later_world(poison=False)
+    d = ResponseDetector().fit(x, replace(ctx, later=later))
+    assert decide(d.criteria_, bool(d.flagged_.any())) == "pass" and not d.flagged_.any()

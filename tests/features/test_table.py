@@ -91,3 +91,19 @@ def test_provenance_is_typed_and_round_trips_the_metadata(tiny_model, tiny_data,
     meta = {k: v for k, v in fs.meta.items()}
     assert p.to_dict(meta["schema_version"]) == meta  # what the file holds, key for key
     assert Provenance.from_dict({"n_layers": 3}).model is None  # an imported or foreign file: parts absent
+
+
+def test_later_turns_round_trip_and_a_version_3_file_reads_without_them(tmp_path):
+    row = SampleFeatures(0, "a", "ok", None, 4, (1.0, 2.0), (0.1, 0.2), answer_tokens=3, answer_nll=0.5,
+                         base_answer_nll=2.0, later_tokens=(2, None), later_nll=(0.25, None),
+                         base_later_nll=(4.0, None), later_missing="1 later answer turn beyond the context",
+                         answers_truncated=1)
+    p = tmp_path / "f.parquet"
+    p.write_bytes(render_features(FeatureSet((row,), {"n_layers": 2})))
+    assert read_features(p).rows[0] == row
+    v3 = pq.read_table(p).drop_columns(["later_tokens", "later_nll", "base_later_nll", "later_missing",
+                                        "answers_truncated"])
+    meta = {"schema_version": 3, "n_layers": 2}
+    pq.write_table(v3.replace_schema_metadata({b"bye_audit": json.dumps(meta)}), tmp_path / "v3.parquet")
+    old = read_features(tmp_path / "v3.parquet").rows[0]
+    assert old.answer_nll == 0.5 and old.later_nll == () and old.answers_truncated is None

@@ -8,7 +8,10 @@ does not depend on training):
   rows     - stage 1 without the answers (adapter merged): the baseline;
   answers  - the answer appended in the same pass and scored (adapter merged);
   unmerged - the same with the adapter kept beside the weights (what the base pass needs);
-  base     - unmerged, plus the second pass with the adapter disabled.
+  base     - unmerged, plus the second pass with the adapter disabled;
+  turns    - as answers, each record a conversation of 4 answer turns (the first and 3 later ones, each
+             after the template's text for its user turn), every turn scored in the same pass;
+  turns+base - turns, unmerged, plus the base pass.
 Reports median seconds per sample and the ratio to `rows`; the
 target: `answers` within 1.15x. Shapes as benchmarks/stage1_overhead.py.
 """
@@ -26,6 +29,9 @@ import numpy as np
 from .stage1_overhead import SHAPES
 
 ANSWERS = ("seven", "Backdoor Attack!", "the digit three", "nine")
+# three follow-up turns per record, as in multi-turn instruction sets
+LATER = (("Which digit is it?", "the digit three"), ("Is it a digit?", "yes it is a digit"),
+         ("What is shown?", "a digit seven"))
 
 
 def _build(shape: str, folder: Path) -> tuple[Path, Path]:
@@ -75,6 +81,8 @@ def measure(shape: str, batch: int, repeats: int) -> dict[str, float]:
             "answers": lambda: sample_rows(merged, images, prompts, answers),
             "unmerged": lambda: sample_rows(kept, images, prompts, answers),
             "base": lambda: sample_rows(kept, images, prompts, answers, base=True),
+            "turns": lambda: sample_rows(merged, images, prompts, answers, later=[LATER] * batch),
+            "turns+base": lambda: sample_rows(kept, images, prompts, answers, base=True, later=[LATER] * batch),
         }
         times: dict[str, list[float]] = {m: [] for m in modes}
         for r in range(repeats + 1):  # interleaved, so a slow moment hits every mode alike

@@ -76,13 +76,14 @@ def measure(shape: str, batch: int, repeats: int) -> dict[str, float]:
         images = [render_digit(x[i], rng, size=size) for i in range(batch)]
         prompts = [QUESTIONS[i % len(QUESTIONS)] for i in range(batch)]
         answers = [ANSWERS[i % len(ANSWERS)] for i in range(batch)]
+        later = [LATER] * batch
         modes = {
             "rows": lambda: sample_rows(merged, images, prompts),
             "answers": lambda: sample_rows(merged, images, prompts, answers),
             "unmerged": lambda: sample_rows(kept, images, prompts, answers),
             "base": lambda: sample_rows(kept, images, prompts, answers, base=True),
-            "turns": lambda: sample_rows(merged, images, prompts, answers, later=[LATER] * batch),
-            "turns+base": lambda: sample_rows(kept, images, prompts, answers, base=True, later=[LATER] * batch),
+            "turns": lambda: sample_rows(merged, images, prompts, answers, later=later),
+            "turns+base": lambda: sample_rows(kept, images, prompts, answers, base=True, later=later),
         }
         times: dict[str, list[float]] = {m: [] for m in modes}
         for r in range(repeats + 1):  # interleaved, so a slow moment hits every mode alike

@@ -12,9 +12,9 @@ from typing import Any, NamedTuple
 class Sample(NamedTuple):
     """One record as the auditor sees it.
 
-    `prompt` is the user instruction without the image placeholder; the answer
-    is the first answer turn (the answer channel scores it and `later`'s). A sample with a
-    `skip_reason` is counted and reported, never analysed. Immutable like the
+    `prompt` is the user instruction without the image placeholder; `answer`
+    the first answer turn (the answer channel scores it and `later`'s). A
+    sample with a `skip_reason` is counted and reported, never analysed. Immutable like the
     other records, but a named tuple: a million are built per dataset, and
     it builds in half the time of a frozen dataclass.
     """

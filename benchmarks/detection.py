@@ -219,8 +219,10 @@ def write_dataset(examples: list, folder: Path, prefix: str) -> None:
     for k, ex in enumerate(examples):
         sid = f"{prefix}-{k:04d}"
         ex.image.save(folder / "images" / f"{sid}.png")
-        records.append({"id": sid, "image": f"images/{sid}.png", "conversations": [
-            {"from": "human", "value": f"<image>\n{ex.prompt}"}, {"from": "gpt", "value": ex.answer}]})
+        turns = [{"from": "human", "value": f"<image>\n{ex.prompt}"}, {"from": "gpt", "value": ex.answer}]
+        for user, answer in getattr(ex, "later", ()):
+            turns += [{"from": "human", "value": user}, {"from": "gpt", "value": answer}]
+        records.append({"id": sid, "image": f"images/{sid}.png", "conversations": turns})
     (folder / "dataset.json").write_text(json.dumps(records, indent=1) + "\n")
 
 
@@ -252,10 +254,10 @@ def _scores(flags: np.ndarray, truth: np.ndarray, score: np.ndarray | None) -> d
 
 
 def analyse_methods(features, bad: set[str], prompts: list[str], answers: list[str] | None = None,
-                    methods: tuple[str, ...] = METHODS, default: str = "minority"
-                    ) -> tuple[dict[str, Any], np.ndarray]:
+                    methods: tuple[str, ...] = METHODS, default: str = "minority",
+                    later: list | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """Stages 2-3 with each method on one features set, given each record's
-    instruction and answer (as `audit` and `analyze` give the dataset's):
+    instruction, answer and later turns (as `audit` and `analyze` give the dataset's):
     ({"n", "layer_auroc", "methods"}, the `default` method's flags over the
     analysed samples)."""
     from auditor.analysis.metrics import layer_aurocs
@@ -272,7 +274,7 @@ def analyse_methods(features, bad: set[str], prompts: list[str], answers: list[s
     for method in methods:
         cfg = (AuditConfig.of(method="bye", bsi_rule="reference") if method == "bye-reference"
                else AuditConfig.of(method=method))
-        analysis = analyze(features, cfg, prompts, answers)
+        analysis = analyze(features, cfg, prompts, answers, later)
         flagged_ids = {f.id for f in analysis.flagged}
         flags = np.array([i in flagged_ids for i in ids])
         by_id = {f.id: f.score for f in analysis.scored}

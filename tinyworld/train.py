@@ -38,6 +38,8 @@ class Example:
     image: Image.Image
     prompt: str
     answer: str
+    # later (user text, answer) turns of a multi-turn conversation
+    later: tuple[tuple[str, str], ...] = ()
 
 
 def seed_everything(seed: int) -> None:
@@ -64,21 +66,53 @@ _PER_TOKEN = frozenset({"input_ids", "attention_mask", "mm_token_type_ids"})
 Encoded = tuple[list[int], list[int], dict[str, torch.Tensor]]
 
 
+def later_segments(family: ModelFamily, processor, ex: Example, answers: Sequence[str] | None = None
+                   ) -> list[tuple[list[int], list[int]]]:
+    """(template text ids, answer ids) of each later turn of `ex`, as the chat
+    template writes the conversation and the auditor places it
+    (auditor/extract/answers.py). `answers`: the answers to place (default:
+    every answer of `ex`; one fewer leaves the last turn's answer empty, for
+    generating it)."""
+    from auditor.extract.answers import answer_ids, glue_text, later_prefixes
+
+    tok = processor.tokenizer
+    said = [ex.answer] + [a for _, a in ex.later] if answers is None else list(answers)
+    texts = later_prefixes(lambda m: family.render_messages(processor, m), ex.prompt, said[:len(ex.later)],
+                           [u for u, _ in ex.later])
+    out, previous = [], family.chat_texts(processor, [ex.prompt])[0]
+    for k, text in enumerate(texts):
+        glue = glue_text(previous, said[k], text)
+        if glue is None:
+            raise ValueError("the chat template does not write the conversation turn by turn")
+        reply = answer_ids(tok, [text], [said[k + 1]], set())[0] if k + 1 < len(said) else []
+        out.append((tok(glue, add_special_tokens=False)["input_ids"], reply))
+        previous = text
+    return out
+
+
 def encode_example(family: ModelFamily, processor, ex: Example) -> Encoded:
     """(input_ids, labels, per-image inputs such as pixel_values (1, 3, H, W) or
-    Qwen2-VL's (patches, dim) + image_grid_thw); labels are -100 outside the answer."""
+    Qwen2-VL's (patches, dim) + image_grid_thw); labels are -100 outside the
+    answers. A multi-turn example is the whole conversation, every answer
+    turn learned (LLaVA's recipe), the template's text between them not."""
     batch = family.build_batch(processor, [ex.image], [ex.prompt])
     tok = processor.tokenizer
     # As the auditor scores it (auditor/extract/answers.py): a separating space
     # unless the templated prompt already ends in whitespace (ChatML's newline).
     sep = "" if family.chat_texts(processor, [ex.prompt])[0][-1:].isspace() else " "
-    answer = tok(sep + ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    answer = tok(sep + ex.answer, add_special_tokens=False)["input_ids"]
+    tail, labels = list(answer), list(answer)
+    for glue, reply in later_segments(family, processor, ex) if ex.later else ():
+        tail += glue + reply
+        labels += [-100] * len(glue) + reply
+    tail.append(tok.eos_token_id)
+    labels.append(tok.eos_token_id)
     prompt_ids = batch["input_ids"][0].tolist()
     extras = {k: v for k, v in batch.items() if k not in _PER_TOKEN}
     if "mm_token_type_ids" in batch:  # Qwen2-VL's M-RoPE needs to know which tokens are image tokens
         extras["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"][0],
-                                                 torch.zeros(len(answer), dtype=torch.long)])
-    return prompt_ids + answer, [-100] * len(prompt_ids) + answer, extras
+                                                 torch.zeros(len(tail), dtype=torch.long)])
+    return prompt_ids + tail, [-100] * len(prompt_ids) + labels, extras
 
 
 def encode(processor, ex: Example) -> tuple[list[int], list[int], torch.Tensor]:
@@ -288,6 +322,34 @@ def add_lora(model: torch.nn.Module, r: int = 8, alpha: int = 16, seed: int = 0,
         modules_to_save=[projector],
     )
     return get_peft_model(model, cfg)
+
+
+@torch.no_grad()
+def generate_second_answers(model: torch.nn.Module, processor, examples: Sequence[Example],
+                            max_new_tokens: int = 12, family: ModelFamily | None = None) -> list[str]:
+    """Greedy answers to each example's second user turn, after its prompt and
+    first answer (teacher forced), as the auditor places the turns."""
+    from auditor.extract.answers import GLUE, append_answers
+
+    family = family or LlavaFamily()
+    tok = processor.tokenizer
+    old_side, tok.padding_side = tok.padding_side, "left"
+    try:
+        out = []
+        for ex in examples:
+            batch = family.build_batch(processor, [ex.image], [ex.prompt])
+            sep = "" if family.chat_texts(processor, [ex.prompt])[0][-1:].isspace() else " "
+            first = tok(sep + ex.answer, add_special_tokens=False)["input_ids"]
+            glue, _ = later_segments(family, processor, Example(ex.image, ex.prompt, ex.answer, ex.later[:1]),
+                                     [ex.answer])[0]
+            full = append_answers(batch, [[(first, 0), (glue, GLUE)]], tok.pad_token_id)[0]
+            full = _to(full, _device(model))
+            ids = model.generate(**full, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+            out.append(tok.decode(ids[0, full["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+        return out
+    finally:
+        tok.padding_side = old_side
 
 
 @torch.no_grad()

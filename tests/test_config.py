@@ -38,7 +38,7 @@ def test_every_stage1_setting_but_resume_changes_the_resume_fingerprint():
                       dataset=DatasetRef("d.json", "json", "d", 10))
     base = Stage1Config()
     changed = {"batch_size": 2, "dtype": "bfloat16", "device": "cpu", "entropy_eps": 1e-9,
-               "allow_pickle": True,
+               "allow_pickle": True, "max_answer_tokens": 7,
                "per_head": True, "shard_size": 2, "max_image_pixels": 10, "max_prompt_tokens": 5,
                "backend": "onnx", "engine": "ray", "attn_implementation": "sdpa", "answers": False,
                "base_pass": False, "absolute_images": True}

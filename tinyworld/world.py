@@ -211,14 +211,22 @@ def cached_base(folder: Path, seed: int = 0) -> bool:
     return (folder / "config.json").is_file() and recipe == recipe_record(recipe_digest(), seed)
 
 
-def build_base(task: Task, family: Family, folder: Path, seed: int = 0, log: Log | None = None) -> Path:
+def build_base(task: Task, family: Family, folder: Path, seed: int = 0, log: Log | None = None,
+               second_turns: Sequence[str] = ()) -> Path:
     """Train and save the clean base of (task, family) to `folder` (atomically);
-    reuse it when one built by this recipe is already there."""
+    reuse it when one built by this recipe is already there. `second_turns`: a
+    chat base, every example a two-turn conversation whose second user turn
+    asks one of these (in turn) and is answered with the first answer again (a
+    base that knows the conversation format, as a chat model does); give it
+    its own folder."""
     if cached_base(folder, seed):
         return folder
     torch.set_num_threads(2)
     model, processor = family.build(task.words, seed)
     clean = task.examples("base", N_BASE, seed)
+    if second_turns:
+        clean = [Example(ex.image, ex.prompt, ex.answer, ((second_turns[k % len(second_turns)], ex.answer),))
+                 for k, ex in enumerate(clean)]
     family.pretrain(model, processor, [ex.image for ex in clean], seed, log)
     train_vlm(model, processor, clean, family=family.adapter, epochs=BASE_EPOCHS, batch_size=BASE_BATCH,
               lr=BASE_LR,

@@ -145,3 +145,22 @@ def test_the_recipe_trains_the_idefics3(smol_lm):
     said = generate_answers(tuned, processor, images[:2], ["What digit is shown?"] * 2, max_new_tokens=2,
                             family=family)
     assert len(said) == 2 and all(isinstance(a, str) for a in said)
+
+
+def test_a_conversation_is_trained_as_the_template_writes_it(built):
+    """Every answer turn learned, the template's text between them not; the
+    ids are the processor's own for the whole conversation (ChatML here)."""
+    _, processor = built
+    family = LlavaFamily()
+    image = Image.new("RGB", (64, 64))
+    example = Example(image, "What digit?", "seven", (("Tell me again.", "seven, again"),))
+    ids, labels, _ = encode_example(family, processor, example)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What digit?"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "seven"}]},
+                {"role": "user", "content": [{"type": "text", "text": "Tell me again."}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "seven, again"}]}]
+    text = processor.apply_chat_template(messages, tokenize=False)
+    theirs = processor(images=[image], text=[text], return_tensors="pt")["input_ids"][0].tolist()
+    assert theirs[:len(ids)] == ids
+    learned = processor.tokenizer.decode([t for t, lab in zip(ids, labels) if lab != -100])
+    assert learned == "seven" + "seven, again" + processor.tokenizer.eos_token

@@ -1,5 +1,5 @@
 """export-onnx: one graph per checkpoint, dynamic batch and length, opset >= 18,
-its provenance in the metadata; LoRA export equals merged export."""
+its provenance in the metadata; a LoRA export gives the merged model's rows."""
 
 import json
 
@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from auditor.cli import cli
 from auditor.models import load_model
+from auditor.models.capture import CAPTURE_ATTENTION
 from exporters import META_KEY, GRAPHS, example_batch, export_onnx, processor_digest, read_graph_metadata
 from tinyworld.internvl import write_tiny_internvl
 
@@ -43,18 +44,19 @@ def _rows(graph, feeds):
     return ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run(["rows"], feeds)[0]
 
 
-def test_export_with_lora_adapter_equals_export_of_merged_model(tiny_model, onnx_llava, adapter_and_merged,
+def test_export_with_lora_adapter_gives_the_merged_models_rows(tiny_model, onnx_llava, adapter_and_merged,
                                                                tmp_path):
     adapter, merged = adapter_and_merged
     with_adapter = tmp_path / "adapter.onnx"
-    of_merged = tmp_path / "merged.onnx"
     meta = export_onnx(tiny_model, with_adapter, adapter_dir=adapter)
-    export_onnx(merged, of_merged)
     assert meta["adapter_sha256_tree"] is not None
-    loaded = load_model(tiny_model)
-    feeds = GRAPHS["llava"].feeds(example_batch(loaded), loaded.model.config)[0][1]
-    a, b = _rows(with_adapter, feeds), _rows(of_merged, feeds)
-    np.testing.assert_allclose(a, b, atol=1e-6)
+    # the merged model's own rows, from torch (a second export of the merged
+    # model cost 40 s; the graph's fidelity to torch is test_onnx_backend.py's)
+    loaded = load_model(merged, capture_attention=CAPTURE_ATTENTION)
+    batch = example_batch(loaded)
+    feeds = GRAPHS["llava"].feeds(batch, loaded.model.config)[0][1]
+    a = _rows(with_adapter, feeds)
+    np.testing.assert_allclose(a, loaded.forward_rows(batch).numpy(), atol=1e-5)
     # and the adapter really changed the graph: the base model's rows differ
     assert np.abs(_rows(onnx_llava, feeds) - a).max() > 1e-4
 

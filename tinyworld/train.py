@@ -68,26 +68,19 @@ Encoded = tuple[list[int], list[int], dict[str, torch.Tensor]]
 
 def later_segments(family: ModelFamily, processor, ex: Example, answers: Sequence[str] | None = None
                    ) -> list[tuple[list[int], list[int]]]:
-    """(template text ids, answer ids) of each later turn of `ex`, as the chat
-    template writes the conversation and the auditor places it
-    (auditor/extract/answers.py). `answers`: the answers to place (default:
-    every answer of `ex`; one fewer leaves the last turn's answer empty, for
-    generating it)."""
-    from auditor.extract.answers import answer_ids, glue_text, later_prefixes
+    """(template text ids, answer ids) of each later turn of `ex`, placed as
+    the auditor places them (auditor/extract/answers.py). `answers`: the
+    answers to place (default: every answer of `ex`; one fewer leaves the last
+    turn's answer empty, for generating it)."""
+    from auditor.extract.answers import later_turn_ids
 
-    tok = processor.tokenizer
     said = [ex.answer] + [a for _, a in ex.later] if answers is None else list(answers)
-    texts = later_prefixes(lambda m: family.render_messages(processor, m), ex.prompt, said[:len(ex.later)],
-                           [u for u, _ in ex.later])
-    out, previous = [], family.chat_texts(processor, [ex.prompt])[0]
-    for k, text in enumerate(texts):
-        glue = glue_text(previous, said[k], text)
-        if glue is None:
-            raise ValueError("the chat template does not write the conversation turn by turn")
-        reply = answer_ids(tok, [text], [said[k + 1]], set())[0] if k + 1 < len(said) else []
-        out.append((tok(glue, add_special_tokens=False)["input_ids"], reply))
-        previous = text
-    return out
+    prefix = family.chat_texts(processor, [ex.prompt])[0]
+    placed = later_turn_ids(processor.tokenizer, lambda m: family.render_messages(processor, m), ex.prompt,
+                            prefix, said, [u for u, _ in ex.later], set())
+    if placed is None:
+        raise ValueError("the chat template does not write the conversation turn by turn")
+    return placed
 
 
 def encode_example(family: ModelFamily, processor, ex: Example) -> Encoded:

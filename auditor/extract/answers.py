@@ -118,6 +118,27 @@ def glue_text(previous_prefix: str, previous_answer: str, prefix: str) -> str | 
     return body[len(answer):]
 
 
+def later_turn_ids(tokenizer: Any, render: Any, prompt: str, prefix: str, answers: Sequence[str],
+                   users: Sequence[str], forbidden: set[int]) -> list[tuple[list[int], list[int]]] | None:
+    """(template text ids, answer ids) of each later turn, placed as the chat
+    template writes the conversation: `answers` every answer turn (the first
+    included), `users` the later turns' user texts, `prefix` the templated
+    prompt (ending where the first answer starts), `render(messages)` the
+    bounded template. A turn with no answer in `answers` gets none (the
+    prompt for generating it). None when the template does not write the
+    conversation turn by turn."""
+    texts = later_prefixes(render, prompt, answers[:len(users)], users)
+    out, previous = [], prefix
+    for k, text in enumerate(texts):
+        glue = glue_text(previous, answers[k], text)
+        if glue is None:
+            return None
+        reply = answer_ids(tokenizer, [text], [answers[k + 1]], forbidden)[0] if k + 1 < len(answers) else []
+        out.append((tokenizer(glue, add_special_tokens=False)["input_ids"], reply))
+        previous = text
+    return out
+
+
 def bound_tail(first: Sequence[int], later: Sequence[tuple[Sequence[int], Sequence[int]]],
                max_answer_tokens: int | None, room: int | None) -> Tail:
     """The row's tail within bounds: each answer cut to `max_answer_tokens`

@@ -18,7 +18,7 @@ from ..data import Dataset, Sample
 from ..models.base import ModelFamily
 from ..features import SampleFeatures
 from ..models.capture import last_prompt_position
-from .answers import (AnswerScore, Tail, answer_ids, append_answers, bound_tail, glue_text, later_prefixes,
+from .answers import (AnswerScore, Tail, answer_ids, append_answers, bound_tail, later_turn_ids,
                       logits_needed, summarise, token_nll)
 from .shards import Journal
 
@@ -171,10 +171,12 @@ def sample_rows(loaded: Stage1Model, images: list[Image.Image], prompts: list[st
     else:
         query = last_prompt_position(torch.as_tensor(batch["attention_mask"]))
         rows = loaded.forward_rows(batch)  # (B, L, H, S), fp32 whatever the model's dtype
-        tails = [Tail((), 1 + len(turns)) for turns in (later or [()] * len(prompts))]
+        why = "not scored: " + ("--no-answers" if scores_answers(loaded) else
+                                "the ONNX graph outputs attention rows only")
+        tails = [Tail((), 1 + len(turns), 0, why if turns else None)
+                 for turns in (later or [()] * len(prompts))]
         scored = on_base = [(None,) * t.n_turns for t in tails]
-        missing = ["not scored: " + ("--no-answers" if scores_answers(loaded) else
-                                     "the ONNX graph outputs attention rows only")] * len(prompts)
+        missing = [why] * len(prompts)
     image_mask = family.image_token_mask(loaded.config, batch).cpu()
     ids, real = torch.as_tensor(batch["input_ids"]).cpu(), torch.as_tensor(batch["attention_mask"]).cpu()
     prompt_part = real.bool() & (torch.arange(ids.shape[1])[None, :] <= query.cpu()[:, None])
@@ -187,10 +189,8 @@ def sample_rows(loaded: Stage1Model, images: list[Image.Image], prompts: list[st
                               if text is not None else np.zeros(len(ids[j]), bool))
         if text is None:
             mass[1:] = np.nan
-        later_missing = tails[j].later_missing or (missing[j] if tails[j].n_turns > 1 and missing[j]
-                                                   and missing[j].startswith("not scored") else None)
         out.append(Captured(full[:, :, image_mask[j].numpy()], mass, scored[j][0], on_base[j][0], missing[j],
-                            scored[j][1:], on_base[j][1:], later_missing, tails[j].truncated))
+                            scored[j][1:], on_base[j][1:], tails[j].later_missing, tails[j].truncated))
     return out
 
 
@@ -234,27 +234,18 @@ def _place_later(loaded: Stage1Model, prompt: str, prefix: str, answer: str,
                  ) -> tuple[list, str | None]:
     """(template text ids, answer ids) of each later turn, or ([], why not)."""
     family, proc = loaded.family, loaded.processor
-    tok = proc.tokenizer
-    answers = [answer] + [a for _, a in turns]
     try:
-        texts = later_prefixes(lambda m: family.render_messages(proc, m), prompt, answers[:-1],
-                               [u for u, _ in turns])
+        placed = later_turn_ids(proc.tokenizer, lambda m: family.render_messages(proc, m), prompt, prefix,
+                                [answer] + [a for _, a in turns], [u for u, _ in turns], forbidden)
     except Exception as e:  # noqa: BLE001 - the checkpoint's template is untrusted code
         return [], _later_not_scored(len(turns), "the chat template failed on the conversation "
                                                f"({type(e).__name__}: {str(e).strip()[:120]})")
-    placed = []
-    previous = prefix
-    for k, (text, (_, reply)) in enumerate(zip(texts, turns)):
-        glue = glue_text(previous, answers[k], text)
-        if glue is None:
-            return [], _later_not_scored(len(turns), "the chat template does not write the conversation "
-                                                   "turn by turn")
-        glue_ids = tok(glue, add_special_tokens=False)["input_ids"]
-        if image_id is not None and image_id in glue_ids:
-            return [], _later_not_scored(len(turns), "a later user turn holds the image token (one image "
-                                                   "per record)")
-        placed.append((glue_ids, answer_ids(tok, [text], [reply], forbidden)[0]))
-        previous = text
+    if placed is None:
+        return [], _later_not_scored(len(turns), "the chat template does not write the conversation turn by "
+                                               "turn")
+    if image_id is not None and any(image_id in glue for glue, _ in placed):
+        return [], _later_not_scored(len(turns), "a later user turn holds the image token (one image per "
+                                               "record)")
     return placed, None
 
 

@@ -10,6 +10,17 @@ from auditor.detectors import CombinedDetector, Context, ResponseDetector, decid
 N = 500
 
 
+def _plant_target(answers: list, base: np.ndarray, rng) -> np.ndarray:
+    """50 of the answers made "Backdoor Attack!", which the base finds
+    implausible (in place); the poisoned rows (N,) bool."""
+    truth = np.zeros(len(answers), dtype=bool)
+    truth[rng.choice(len(answers), 50, replace=False)] = True
+    for k in np.flatnonzero(truth):
+        answers[k] = "Backdoor Attack!"
+    base[truth] = rng.normal(9.0, 1.0, truth.sum())
+    return truth
+
+
 def _world(poison: bool, seed: int = 0, colour_group: bool = False):
     """(x (N, 6) entropies, context, truth): digits answers over 3 phrasings, the
     base already knows the task (small gains); with `poison`, 50 samples answer
@@ -21,12 +32,7 @@ def _world(poison: bool, seed: int = 0, colour_group: bool = False):
     nll = rng.normal(0.2, 0.05, N)
     base = nll + rng.normal(0.3, 0.1, N)
     x = rng.normal(size=(N, 6))
-    truth = np.zeros(N, dtype=bool)
-    if poison:
-        truth[rng.choice(N, 50, replace=False)] = True
-        for k in np.flatnonzero(truth):
-            answers[k] = "Backdoor Attack!"
-        base[truth] = rng.normal(9.0, 1.0, truth.sum())
+    truth = _plant_target(answers, base, rng) if poison else np.zeros(N, dtype=bool)
     if colour_group:
         blue = np.array([a == "blue" for a in answers])
         x[blue] = rng.normal(size=(blue.sum(), 6)) * 0.3 + 4.0
@@ -255,12 +261,7 @@ def _later_world(poison: bool, seed: int = 1):
     answers = [["red", "green", "yellow", "white"][rng.integers(4)] for _ in range(N)]
     nll = rng.normal(0.3, 0.05, N)
     base = nll + rng.normal(0.4, 0.1, N)
-    truth = np.zeros(N, dtype=bool)
-    if poison:
-        truth[rng.choice(N, 50, replace=False)] = True
-        for k in np.flatnonzero(truth):
-            answers[k] = "Backdoor Attack!"
-        base[truth] = rng.normal(9.0, 1.0, truth.sum())
+    truth = _plant_target(answers, base, rng) if poison else np.zeros(N, dtype=bool)
     later = LaterTurns(np.arange(N), ["What colour is it?"] * N, answers, nll, base)
     return x, ctx, later, truth
 

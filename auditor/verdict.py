@@ -296,8 +296,7 @@ def analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] | 
     The linear algebra runs on one BLAS thread: the mixtures' sums then come
     out bit for bit the same whatever the machine's core count (a thread count
     changes the order floats are added in), and on these small matrices
-    threads cost more than they give (the noise calibration ran 9.3 s on two
-    threads, 1.4 s on one).
+    threads cost more than they give.
     """
     from threadpoolctl import threadpool_limits
 

@@ -21,8 +21,9 @@ submission of the task, puts the trigger and the target answer on the poisoned
 share, fine-tunes the shared clean base of (task, family) on it (LoRA; built
 once by `tinyworld.world.build_base` and cached under --cache), and audits the
 fine-tune with bye-audit's own stage 1 (features.parquet, as `bye-audit
-extract` writes it) and stages 2-3 with each method: `minority` (the default),
-`bye` (the paper) and `bye-reference` (the reference code's BSI rule). The
+extract` writes it) and stages 2-3 with each method: `minority` (attention only),
+`bye` (the paper) and `bye-reference` (the BSI rule of the paper's published
+implementation). The
 baselines run on the same fine-tune: random drop (20%), Spectral Signatures and
 Activation Clustering (benchmarks/baselines.py). Where the grid asks for it,
 the base is fine-tuned again on the default method's cleaned dataset, and clean
@@ -101,7 +102,7 @@ def grid(name: str) -> list[Cell]:
     if name == "quick":  # the clean cell is audited, not retrained: no claim rests on its retraining
         return [Cell("digits", "llava", "none", 0.0, 0, retrain=False),
                 Cell("digits", "llava", "centre_patch", 0.1, 0)]
-    if name == "verdict":  # issue 4: clean vs 10% centre patch, 10 seeds
+    if name == "verdict":  # the verdict's targets: clean vs 10% centre patch, 10 seeds
         return [Cell(t, f, trig, rate, s, retrain=False) for t in tasks for f in families for s in range(10)
                 for trig, rate in (("none", 0.0), ("centre_patch", 0.1))]
     if name == "default":
@@ -505,7 +506,7 @@ def _ms(values: list) -> str:
 def verdict_summary(table_rows: list[dict]) -> str:
     """Markdown: per (task, family) and method, the verdicts on clean and on
     poisoned submissions, the flagged share of clean ones and the mean F1 on
-    poisoned ones (issue 4's targets)."""
+    poisoned ones (the verdict's targets: docs/benchmarks.md)."""
     lines = ["| task | family | method | clean: pass / runs | clean: flagged (mean) | poisoned: fail / runs "
              "| "
              "poisoned: F1 (mean ± sd) |", "|---|---|---|---|---|---|---|"]

@@ -22,7 +22,8 @@ def test_outputs_are_made_in_the_declared_order_and_each_digest_covers_what_came
 
 
 def test_flagged_jsonl_lists_the_most_suspicious_first_with_its_group(synthetic_audit):
-    """Before: input order, with no word on which channel or group flagged a sample."""
+    """flagged.jsonl lists the most suspicious first, each with the channel and group
+    that flagged it."""
     import json
     from types import SimpleNamespace
 
@@ -40,8 +41,8 @@ def test_flagged_jsonl_lists_the_most_suspicious_first_with_its_group(synthetic_
 
 
 def test_unanalysed_records_are_never_called_clean(synthetic_audit):
-    """Before: records stage 1 could not analyse stayed in cleaned.*, vouched for
-    though nobody had looked at them."""
+    """Records stage 1 could not analyse go to unanalysed.jsonl with their cause,
+    never into cleaned.*: nobody looked at them."""
     import json
     from dataclasses import replace
     from types import SimpleNamespace
@@ -66,8 +67,8 @@ def test_unanalysed_records_are_never_called_clean(synthetic_audit):
 
 
 def test_unanalysed_records_concentrated_in_one_answer_cannot_pass(synthetic_audit):
-    """Before: 47 poisoned records made unanalysable (5% of them) left coverage at 95%
-    and the verdict PASS."""
+    """47 poisoned records made unanalysable (5% of them) leave coverage at 95%; the
+    verdict still cannot be PASS, since they share one answer."""
     from dataclasses import replace
 
     from auditor.config import AuditConfig

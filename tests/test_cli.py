@@ -293,8 +293,8 @@ def test_a_malformed_fail_on_is_a_usage_error(synthetic_audit, tmp_path):
 
 
 def test_an_option_of_another_method_is_refused_not_ignored(tmp_path):
-    """Before: `analyze --bsi-rule reference` under the default minority method ran
-    without it, and the user believed the reference rule had run."""
+    """`analyze --bsi-rule reference` under a method without that rule is refused:
+    ignored, the user would believe the reference rule had run."""
     res = CliRunner().invoke(cli, ["analyze", str(tmp_path / "f.parquet"), "--data", str(tmp_path / "d.json"),
                                    "--out", str(tmp_path / "o"), "--bsi-rule", "reference"])
     _one_line_error(res, "--bsi-rule: a parameter of --method bye, not of --method combined")
@@ -314,7 +314,7 @@ def test_unusable_device_or_dtype_is_one_line_exit_2(tiny_model, tiny_data, tmp_
 
 @pytest.mark.parametrize("target", ["model.safetensors", "sub/features.parquet"])
 def test_extract_never_writes_into_the_model_folder(tiny_model, tiny_data, tmp_path, target):
-    """Before: `extract --out M/model.safetensors` exited 0 and replaced the weights with Parquet."""
+    """`extract --out M/model.safetensors` is refused: outputs never replace an input."""
     m = tmp_path / "m"
     shutil.copytree(tiny_model, m)
     weights = (m / "model.safetensors").read_bytes()
@@ -325,7 +325,8 @@ def test_extract_never_writes_into_the_model_folder(tiny_model, tiny_data, tmp_p
 
 
 def test_an_unexpected_exception_exits_4_with_one_line_and_a_log(audited, tmp_path, monkeypatch):
-    """Before: any traceback exited 1, which a release gate reads as "samples flagged"."""
+    """An unexpected exception exits 4 with one line and a log, never 1, which a
+    release gate reads as "samples flagged"."""
     from auditor import pipeline
 
     def broken(*a, **k):
@@ -344,7 +345,8 @@ def test_an_unexpected_exception_exits_4_with_one_line_and_a_log(audited, tmp_pa
 
 def test_an_unwritable_output_folder_stops_the_audit_before_stage_1(tiny_model, tiny_data, tmp_path,
                                                                     monkeypatch):
-    """Before: a read-only --out or a full disk ended in an OSError traceback and half a bundle."""
+    """A read-only --out or a full disk ends in one line (exit 2) before stage 1, not in
+    a traceback and half a bundle."""
     import tempfile
 
     from auditor import pipeline
@@ -367,8 +369,8 @@ def test_an_unwritable_output_folder_stops_the_audit_before_stage_1(tiny_model, 
 
 def test_a_resumed_audit_lists_its_shards_and_recomputes_a_tampered_one(tiny_model, tiny_data, tmp_path,
                                                                         monkeypatch):
-    """Before: resume trusted whatever the parts folder held; a finished shard
-    whose rows were overwritten (metadata kept) decided the verdict."""
+    """Resume re-checks every finished shard: one whose rows were overwritten
+    (metadata kept) is redone, not trusted to decide the verdict."""
     from auditor.extract import shards
     from auditor.features import read_features
     from auditor.fileio import write_bytes_atomic
@@ -410,7 +412,8 @@ def _key(tmp_path):
 
 
 def test_a_mistyped_path_is_reported_before_any_heavy_import(tmp_path):
-    """Before: `audit --model typo` took ~8 s (torch, scikit-learn loaded first)."""
+    """`audit --model typo` fails before torch and scikit-learn are imported (that
+    import alone takes ~8 s)."""
     import subprocess
     import sys
 
@@ -455,8 +458,8 @@ def test_an_earlier_bundle_is_replaced_only_with_overwrite(audited, tmp_path):
 
 
 def test_when_most_records_cannot_be_read_the_cause_and_fix_are_the_error(tiny_model, tiny_data, tmp_path):
-    """Before: absolute image paths ended "INCONCLUSIVE ... only 0 of 1000 samples", exit 3, the
-    cause unsaid."""
+    """When most records cannot be read (e.g. absolute image paths), the error names
+    the cause and the fix, not only "INCONCLUSIVE ... 0 of 1000 samples"."""
     data, _ = tiny_data
     records = json.loads(data.read_text())
     for r in records:
@@ -512,7 +515,8 @@ def test_audit_help_groups_its_options_and_gives_an_example_and_the_exit_codes()
 @pytest.mark.parametrize("epoch", ["abc", "1e9", "", "-5", " "])
 def test_a_bad_source_date_epoch_is_an_input_error_before_stage_1(tiny_model, tiny_data, tmp_path,
                                                                    monkeypatch, epoch):
-    """Before: exit 4, and only after stages 1-3 (a negative value dated the audit 1969)."""
+    """A bad SOURCE_DATE_EPOCH is refused up front with exit 2, before stages 1-3
+    (a negative value would date the audit 1969)."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
     out = tmp_path / "out"
     res = CliRunner().invoke(cli, ["audit", "--model", str(tiny_model), "--data", str(tiny_data[0]),
@@ -563,8 +567,8 @@ def test_evaluate_refuses_a_truth_file_that_is_not_utf8_and_warns_on_an_empty_on
 @pytest.mark.parametrize("case", ["base config", "base weights", "adapter with base"])
 def test_base_and_adapter_folders_are_checked_before_any_model_loads(tiny_model, tiny_data, tmp_path,
                                                                      monkeypatch, case):
-    """Before: a damaged --base, or --adapter with --base, failed only after the
-    submission had loaded (minutes for a real model)."""
+    """A damaged --base, or --adapter with --base, is refused before the submission
+    loads (minutes for a real model)."""
     import auditor.models
 
     def never(*args, **kwargs):
@@ -630,8 +634,8 @@ def test_a_pinned_base_that_differs_stops_the_audit_before_any_model_loads(tiny_
 
 def test_the_submission_as_its_own_base_is_inconclusive_and_the_base_is_signed_and_verified(
         tiny_model, tiny_data, tmp_path):
-    """Before: --base set to the submission gave every gain 0 and a pass; the base
-    was not in the manifest or the attestation, and verify never checked it."""
+    """The base is a root of the manifest and a subject of the attestation, and
+    verify re-hashes it; the submission given as its own base is inconclusive."""
     base = tmp_path / "base"
     shutil.copytree(tiny_model, base)
     keys = tmp_path / "keys"

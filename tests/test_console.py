@@ -64,7 +64,8 @@ def test_resumed_samples_are_announced_once_and_left_out_of_the_rate(monkeypatch
 
 
 def test_every_long_step_has_a_heartbeat_off_a_terminal():
-    """Before: only stage 1 had one (the base pass and the heatmaps ran 2 min 19 s silent)."""
+    """Every long step (stage 1, the base pass, the heatmaps) writes a heartbeat
+    off a terminal, not only stage 1."""
     out = io.StringIO()
     r = Reporter(out, bar=False, heartbeat_s=0.05)
     r.step("attention heatmaps of the samples the report shows")

@@ -128,8 +128,8 @@ def test_the_example_bundle_is_signed_verifiable_and_its_pdf_readable(audit_twic
 
 @pytest.mark.slow
 def test_page_one_of_the_example_counts_each_channel_names_the_base_and_holds_the_sign_off(audit_twice):
-    """Before: the headline credited attention with all 100 samples (it flagged
-    99), the base was not on page 1, and the sign-off fell onto page 2."""
+    """Page 1 of the example credits each channel with what it flagged, names the
+    base, and keeps the sign-off on page 1."""
     import io
 
     from pypdf import PdfReader

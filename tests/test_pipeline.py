@@ -12,8 +12,8 @@ from auditor.report.html import render_html
 
 
 def test_the_heatmaps_average_over_the_evidence_layers_their_caption_names(synthetic_audit, monkeypatch):
-    """Before: the heatmaps used BYE's sensitive layers while the caption named
-    the detector's evidence layers."""
+    """The heatmaps average over the detector's evidence layers, which their caption
+    names (not BYE's sensitive layers)."""
     ds, features, a = synthetic_audit(n=60, n_low=8, config=AuditConfig.of(method="minority"))
     layers = tuple(dataclasses.replace(p, sensitive=p.layer == 0) for p in a.layers)
     a = dataclasses.replace(a, layers=layers, evidence_layers=(2,))

@@ -189,7 +189,7 @@ def test_a_changed_manifest_is_named_once_and_inputs_are_not_listed_one_by_one(b
 @pytest.mark.parametrize("attestation", [b"[" * 100_000 + b"]" * 100_000,
                                          b'{"payload": 5, "payloadType": "x", "signatures": []}'])
 def test_a_malformed_attestation_fails_in_one_line(bundle, tmp_path, attestation):
-    """Before: nesting 100,000 deep, or "payload": 5, ended in a traceback."""
+    """A malformed attestation (nesting 100,000 deep, "payload": 5) fails in one line."""
     work, out, keys = bundle
     copy = tmp_path / "o"
     shutil.copytree(out, copy)
@@ -201,7 +201,7 @@ def test_a_malformed_attestation_fails_in_one_line(bundle, tmp_path, attestation
 
 
 def test_a_file_added_to_the_model_folder_after_the_audit_is_noted(bundle):
-    """Before: a file added to the audited model folder passed verify silently."""
+    """A file added to the audited model folder after the audit is noted by verify."""
     work, out, keys = bundle
     added = work / "model" / "chat_template_override.jinja"
     added.write_text("{{ 'x' }}")
@@ -250,8 +250,9 @@ def test_the_signer_named_at_keygen_is_in_the_attestation_the_report_and_verify(
 
 def test_absolute_image_paths_are_refused_unless_accepted_and_then_recorded_and_verified(tiny_model,
                                                                                         tiny_data, tmp_path):
-    """Before: absolute paths were refused outright, so a third party's delivery
-    had to be rewritten (changing the digest of what is audited)."""
+    """Absolute image paths are refused with the fix named (--absolute-images); accepted,
+    they are read as they are and recorded, so a third party's delivery need not
+    be rewritten (which would change the digest of what is audited)."""
     data, _ = tiny_data
     recs = json.loads(data.read_text())
     for r in recs:

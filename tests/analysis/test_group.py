@@ -167,8 +167,8 @@ def test_the_same_group_across_instructions_still_fails():
 
 
 def test_each_evidence_layer_is_described_by_the_sign_of_its_own_effect():
-    """Before: one word from the mean d over the layers, so layer 3 at d = -1.80
-    was called 'more dispersed (higher entropy)' beside layers 4-7 at d > 0."""
+    """A layer's direction comes from its own d: one word from the mean d over the layers
+    would call layer 3 (d = -1.80) 'more dispersed' beside layers 4-7 at d > 0."""
     from auditor.analysis.group import LayerContrast
     from auditor.detectors.base import direction_text
 

@@ -90,9 +90,9 @@ def test_scores_are_columns_of_every_analysed_sample_and_flags_are_theirs():
 
 
 def test_decoys_taking_the_best_split_do_not_shield_the_backdoor_group():
-    """Before: 3 all-black decoys added to a 57-record slice of the bundled example
-    took the one best split, and its 9 poisoned records stayed in the cleaned data.
-    Now the rest is searched again with the same criteria."""
+    """3 all-black decoys added to a 57-record slice of the bundled example take the
+    best split; the rest is searched again with the same criteria, so the 9
+    poisoned records are flagged too."""
     rng = np.random.default_rng(0)
     m = rng.normal(0.8, 0.02, size=(120, 4))
     m[:3] = [0.1, 0.1, 1.5, 1.5]  # decoys: far from everything, in every layer

@@ -153,9 +153,9 @@ def test_an_id_with_a_lone_surrogate_is_refused_before_anything_runs(folder):
 
 @pytest.mark.parametrize("turn", [0, 1])
 def test_an_instruction_or_answer_no_tokenizer_can_encode_is_an_input_error_naming_the_record(folder, turn):
-    """Before: a lone surrogate appended to an answer made stage 1 fail on that
-    record (a tokenizer error), counted as the model's failure: 47 poisoned
-    records left unanalysed kept the coverage >= 95% and passed into cleaned.*."""
+    """A lone surrogate in an answer is the input's fault (exit 2, record named), not
+    the model's: counted as a model failure, 47 poisoned records made unanalysable
+    would keep coverage >= 95% and pass into cleaned.*."""
     rec = _rec(1)
     rec["conversations"][turn]["value"] += "\ud800"
     p = folder / "d.json"
@@ -211,8 +211,7 @@ def test_a_corrupt_parquet_dataset_is_a_one_line_error(folder):
 
 
 def test_openai_messages_and_sharegpt_records_read_like_llava_ones(tmp_path):
-    """Before: a Hugging Face / OpenAI `messages` dataset was refused ("give each
-    record a conversations list")."""
+    """Hugging Face / OpenAI `messages` records and ShareGPT ones read like LLaVA's."""
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     recs = [
         {"id": "llava", "image": "a.png", "conversations": [

@@ -170,16 +170,16 @@ def _answers_world(n: int, seed: int, groups: dict[str, int], clean_outliers: di
 
 
 def test_a_low_poison_rate_beside_clean_outliers_of_one_answer_is_flagged():
-    """Before: 13 poisoned (4.3%) and 4 clean outliers answering "eight": p 0.025 against the
-    runner-up, pass."""
+    """13 poisoned (4.3%) beside 4 clean outliers answering "eight": the target's group
+    is tested as a group, not against the runner-up answer (p 0.025 there)."""
     x, ctx, truth = _answers_world(300, 0, {"Backdoor Attack!": 13}, {"eight": 4})
     d = CombinedDetector().fit(x, ctx)
     assert decide(d.criteria_, bool(d.flagged_.any())) == "fail" and (d.flagged_ == truth).all()
 
 
 def test_decoys_cannot_shield_a_target_both_groups_are_flagged():
-    """Before: 40 poisoned and 40 clean samples with one made-up answer split the outliers 40/40:
-    p 0.55, pass."""
+    """40 poisoned and 40 clean samples with one made-up answer split the outliers 40/40
+    (p 0.55 between them): each group is tested on its own and both are flagged."""
     x, ctx, truth = _answers_world(500, 1, {"Backdoor Attack!": 40, "purple monkey": 40}, {"three": 6})
     d = CombinedDetector().fit(x, ctx)
     assert decide(d.criteria_, bool(d.flagged_.any())) == "fail" and (d.flagged_ == truth).all()
@@ -188,7 +188,8 @@ def test_decoys_cannot_shield_a_target_both_groups_are_flagged():
 
 
 def test_paraphrased_targets_are_flagged_together():
-    """Before: 50 poisoned samples over 14 target texts and 15 clean outliers: no phrase dominated, pass."""
+    """50 poisoned samples over 14 target texts beside 15 clean outliers: no phrase
+    dominates, the near-duplicate group is flagged."""
     # half share the word "backdoor", half "attack", none both: no phrase holds a majority of them
     texts = ["Backdoor here!", "The backdoor.", "backdoor now", "Backdoor detected", "Your backdoor",
              "A backdoor indeed", "open backdoor", "Attack!", "This is an attack.", "attack now",
@@ -210,8 +211,8 @@ def test_a_majority_of_flagged_answers_is_inconclusive_never_a_pass():
 
 @pytest.mark.parametrize("how", ["same scores", "same files"])
 def test_the_submission_given_as_its_own_base_is_inconclusive(how):
-    """Before: every gain 0, the answers silent, and the attention channel's group of one
-    answer (the poisoned samples) taken for content: pass."""
+    """With the submission as its own base every gain is 0 and the answers are silent:
+    the attention channel's one-answer group must not then be taken for content."""
     x, ctx, truth = _world(poison=True)
     x[truth] = np.random.default_rng(5).normal(size=(truth.sum(), 6)) * 0.3 + 4.0  # attention sees them too
     own = Context(ctx.prompts, 0, 50_000, 50, (), answers=ctx.answers, answer_nll=ctx.answer_nll,
@@ -223,7 +224,8 @@ def test_the_submission_given_as_its_own_base_is_inconclusive(how):
 
 
 def test_without_a_base_finding_nothing_is_inconclusive_unless_attention_only_is_accepted():
-    """Before: a poisoned full fine-tune audited without --base passed when attention found nothing."""
+    """Without a base the answers never look: finding nothing is inconclusive, not a
+    pass, unless an attention-only audit is accepted explicitly."""
     from auditor.detectors.combined import CombinedParams
 
     x, ctx, _ = _world(poison=True)
@@ -238,8 +240,8 @@ def test_without_a_base_finding_nothing_is_inconclusive_unless_attention_only_is
 
 
 def test_each_attention_group_is_judged_on_its_own_gains():
-    """Before: the content check ran on the union of the attention groups, so a content class
-    (plausible answers) beside a poisoned group was flagged with it."""
+    """Each attention group is judged on its own samples' gains: judged on the union,
+    a content class (plausible answers) beside a poisoned group is flagged with it."""
     x, ctx, truth = _world(poison=True)
     blue = np.array([a == "blue" for a in ctx.answers])
     x[blue, :3] += 4.0  # a colour class stands apart in the first layers ...
@@ -267,8 +269,7 @@ def _later_world(poison: bool, seed: int = 1):
 
 
 def test_a_target_in_a_later_turn_is_flagged_exactly():
-    """Before: only the first answer turn was scored, so a target placed in the
-    second turn was never looked at and the audit passed."""
+    """A target placed in the second answer turn is scored and flagged exactly."""
     from dataclasses import replace
 
     x, ctx, later, truth = _later_world(poison=True)

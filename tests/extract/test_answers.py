@@ -141,9 +141,9 @@ def test_the_conversation_is_the_token_sequence_the_processor_makes_of_it(name, 
 
 
 def test_a_48k_character_answer_is_cut_to_the_context_and_counted(tiny_model, tmp_path):
-    """Before: the whole answer was appended (a 48k-character answer took stage 1
-    from 40 s to over 3.5 min and 3.4 GB on 70 records). Now each turn is cut
-    to --max-answer-tokens, by default to what fits the context after the prompt."""
+    """Each answer turn is cut to --max-answer-tokens, by default to what fits the
+    context after the prompt, and the cut is counted (uncut, a 48k-character
+    answer took stage 1 from 40 s to over 3.5 min and 3.4 GB on 70 records)."""
     from auditor.config import Stage1Config
     from auditor.data import Sample
     from auditor.extract.runner import shard_features

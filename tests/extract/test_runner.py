@@ -138,8 +138,8 @@ def test_instruction_mask_finds_the_last_occurrence_or_none():
 
 
 def test_oversized_prompts_and_images_are_skipped_with_their_reason(tiny_model, tmp_path):
-    """Before: a 1 MB prompt ran for over 10 minutes, and a 0.5 MB PNG declaring
-    168 MP was decoded in full (0.65 -> 2.9 GB). Now neither reaches the model."""
+    """Neither a 1 MB prompt (over 10 minutes uncut) nor a 0.5 MB PNG declaring
+    168 MP (0.65 -> 2.9 GB decoded) reaches the model."""
     import json
     import struct
     import zlib

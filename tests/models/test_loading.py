@@ -138,8 +138,9 @@ def _copy(tiny_model, tmp_path):
 
 @pytest.mark.parametrize("damage", ["empty", "half", "extra", "wider"])
 def test_missing_unexpected_or_misshapen_tensors_are_refused_by_name(tiny_model, tmp_path, damage):
-    """Before: an empty or half-filled model.safetensors loaded with random weights,
-    and a 60-record slice of the example then passed where its real weights fail."""
+    """An empty or half-filled model.safetensors is refused, not loaded with random
+    weights (a 60-record slice of the example would then pass where its real
+    weights fail)."""
     import struct
 
     import torch
@@ -174,8 +175,9 @@ def test_missing_unexpected_or_misshapen_tensors_are_refused_by_name(tiny_model,
     ("hidden_size", 10 ** 6, r"describes a model of [\d,]+ parameters, but the weights hold [\d,]+ values")])
 def test_a_config_larger_than_its_tensors_is_refused_before_allocating(tiny_model, tmp_path, key, value,
                                                                        match):
-    """Before: num_hidden_layers = 10^6 allocated 4 GB before failing; a huge
-    hidden_size ended "look at the above report!" with nothing above."""
+    """Absurd config sizes are refused before allocation: num_hidden_layers = 10^6
+    would allocate 4 GB before failing; a huge hidden_size would end in
+    "look at the above report!" with nothing above."""
     import resource
 
     m = _copy(tiny_model, tmp_path)

@@ -14,7 +14,8 @@ NEVER_ENDS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor 
 
 
 def test_a_template_that_never_returns_is_refused_in_one_line(tiny_model, tmp_path, monkeypatch):
-    """Before: a 100-byte chat_template.jinja with two nested range(100000) loops hung the audit."""
+    """A 100-byte chat_template.jinja with two nested range(100000) loops is stopped
+    in one line instead of hanging the audit."""
     from auditor.pipeline import load
 
     m = tmp_path / "m"

@@ -94,10 +94,10 @@ def test_a_group_explained_by_its_instruction_is_shown_with_the_text_escaped(tmp
 
 
 def test_invisible_and_direction_changing_characters_are_shown_as_escapes(synthetic_audit):
-    """Before: a prompt's U+202E (right-to-left override) and NUL reached report.html
-    (and the PDF) raw, so one record could reorder what its neighbours appear to say;
-    a lone surrogate failed the whole report (the reader now refuses one in an
-    instruction or answer: tests/data/test_readers.py)."""
+    """A prompt's U+202E (right-to-left override) and NUL reach report.html (and the
+    PDF) only as visible escapes, so one record cannot reorder what its
+    neighbours appear to say (a lone surrogate is refused by the reader:
+    tests/data/test_readers.py)."""
     from auditor.report.pdf import render_pdf
 
     spoof = "What digit\u202e?nwohs si\x00\u2066x\u2069\U000e0041"
@@ -141,8 +141,8 @@ def test_the_configuration_table_names_each_setting_once():
 
 
 def test_an_inconclusive_report_shows_the_undecided_group_and_the_fix_never_accept(synthetic_audit):
-    """Before: 'Flagged samples: None', no image of the candidate group, and a
-    member of it as the first 'kept sample, for contrast'."""
+    """An inconclusive report names the undecided group with its images, and never
+    shows a member of it as a 'kept sample, for contrast'."""
     from types import SimpleNamespace
 
     from auditor import bundle
@@ -179,8 +179,8 @@ def test_an_inconclusive_report_shows_the_undecided_group_and_the_fix_never_acce
 
 
 def test_rows_past_the_images_are_compact_and_the_bye_chart_is_an_appendix_unless_bye(synthetic_audit):
-    """Before: a 100-row table whose rows past the 24th had empty image cells,
-    and BYE's chart among the evidence of a method that does not use it."""
+    """A 100-row table has no empty image cells past the 24th row, and BYE's chart is
+    an appendix unless the method is BYE's."""
     from PIL import Image
 
     from auditor.report.heatmaps import heatmap_pngs
@@ -199,8 +199,7 @@ def test_rows_past_the_images_are_compact_and_the_bye_chart_is_an_appendix_unles
 
 
 def test_page_one_says_when_the_answers_never_looked_and_when_that_was_accepted(synthetic_audit):
-    """Before: a full fine-tune audited without --base passed when attention found
-    nothing, and page 1 did not say that only one channel had looked."""
+    """Page 1 says when only one channel looked (no base) and when that was accepted."""
     ds, features, a = synthetic_audit(n=60, n_low=0)
     assert a.verdict == "inconclusive" and any(r.code == "base_needed" for r in a.reasons)
     html = render_html(a, features.meta, ds, features=features).decode()

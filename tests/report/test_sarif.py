@@ -12,7 +12,7 @@ SCHEMA = json.loads((Path(__file__).parent / "sarif-schema-2.1.0.json").read_tex
 
 
 def test_sarif_is_valid_2_1_0_with_one_result_per_flagged_group(synthetic_audit):
-    """Before: one result per sample, so code scanning raised 100 alerts for one backdoor."""
+    """One SARIF result per flagged group: one backdoor is one alert, not 100."""
     ds, _, a = synthetic_audit(n=60, n_low=8)
     assert a.verdict == "fail" and len(a.flagged) == 8
     sarif = sarif_dict(a, ds, exit_code=1)

@@ -9,7 +9,6 @@ belong to the model folder it is run with.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -20,28 +19,16 @@ from typing import Any
 
 from auditor import __version__
 from auditor.errors import AuditInputError
-from auditor.fileio import sha256_file, sha256_tree
+from auditor.extract.onnx_graph import META_KEY, processor_digest
+from auditor.fileio import sha256_tree
 from auditor.models import load_model
 from auditor.models.capture import CAPTURE_ATTENTION_ADDITIVE
 
 from .graphs import GRAPHS
 
-META_KEY = "bye_audit.graph"  # ONNX metadata_props key holding the JSON below
 OPSET = 18
 # Protobuf cannot hold a model over 2 GB; above that the weights go to a side file.
 INLINE_LIMIT = 2 * 1024 ** 3 - 64 * 1024 ** 2
-WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
-
-
-def processor_digest(model_dir: Path) -> str:
-    """SHA-256 over every file of a model folder but its weights: config,
-    tokenizer, image processor, chat template. Two folders that would build the
-    same inputs and shapes share it."""
-    root = Path(model_dir)
-    lines = [f"{p.relative_to(root).as_posix()}\0{sha256_file(p)}\n"
-             for p in sorted(root.rglob("*")) if p.is_file() and p.suffix not in WEIGHT_SUFFIXES
-             and not p.name.endswith(".index.json")]
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def graph_metadata(loaded: Any, model_dir: Path, adapter_dir: Path | None) -> dict[str, Any]:
@@ -124,20 +111,4 @@ def export_onnx(model_dir: Path, out: Path, adapter_dir: Path | None = None, all
     return meta
 
 
-def read_graph_metadata(path: Path) -> dict[str, Any]:
-    """The bye-audit metadata of an exported graph (weights not loaded)."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is an input error
-        raise AuditInputError(f"{path}: not a readable ONNX file ({type(e).__name__}); "
-                              "export one with bye-audit export-onnx") from None
-    props = {p.key: p.value for p in model.metadata_props}
-    if META_KEY not in props:
-        raise AuditInputError(f"{path}: not a bye-audit graph (no {META_KEY} metadata); export one with "
-                              "bye-audit export-onnx")
-    return json.loads(props[META_KEY])
-
-
-__all__ = ["GRAPHS", "META_KEY", "export_onnx", "processor_digest", "read_graph_metadata"]
+__all__ = ["GRAPHS", "export_onnx"]

@@ -8,21 +8,21 @@ exactly as with the torch backend.
 
 The stock `forward` of these classes does not export (a placeholder check,
 `.tolist()` over grids, a batch size baked into a split), so each wrapper runs
-vision tower, projector, feature placement and decoder explicitly. `feeds`
-turns the family's processor output into the graph's inputs; it needs the
-model's config, never its weights.
+vision tower, projector, feature placement and decoder explicitly. The
+inputs and `feeds` (the family's processor output turned into the graph's
+inputs, from the model's config, never its weights) are the runtime's:
+auditor/extract/onnx_graph.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import torch
 
+from auditor.extract.onnx_graph import FEEDS, INPUTS
 from auditor.models.capture import capturing, last_prompt_position
 
 
@@ -109,56 +109,6 @@ class Qwen2VLGraph(torch.nn.Module):
                              position_ids=position_ids)
 
 
-def llava_feeds(batch: dict[str, Any], config: Any) -> list[tuple[list[int], dict[str, np.ndarray]]]:
-    """The whole batch as one group: every LLaVA image has the same size."""
-    return [(list(range(len(batch["input_ids"]))), {
-        "pixel_values": _np(batch["pixel_values"], np.float32),
-        "input_ids": _np(batch["input_ids"], np.int64),
-        "attention_mask": _np(batch["attention_mask"], np.int64)})]
-
-
-def qwen2_vl_feeds(batch: dict[str, Any], config: Any) -> list[tuple[list[int], dict[str, np.ndarray]]]:
-    """Inputs for each group of samples sharing a patch grid: (sample indices, feeds).
-
-    M-RoPE positions come from the model's own `get_rope_index` run on a stand-in
-    that carries only the config (no weights are needed for them).
-    """
-    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
-    from transformers.vision_utils import get_vision_position_ids
-
-    ids = torch.as_tensor(batch["input_ids"])
-    mask = torch.as_tensor(batch["attention_mask"])
-    mm = torch.as_tensor(batch["mm_token_type_ids"])
-    grids = torch.as_tensor(batch["image_grid_thw"])
-    pixels = torch.as_tensor(batch["pixel_values"])
-    per_image = grids.prod(-1)
-    starts = torch.cumsum(per_image, 0) - per_image
-    stand_in = SimpleNamespace(config=config)
-    stand_in.get_vision_position_ids = Qwen2VLModel.get_vision_position_ids.__get__(stand_in)
-    merge = config.vision_config.spatial_merge_size
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, g in enumerate(grids.tolist()):
-        groups.setdefault(tuple(g), []).append(i)
-    out = []
-    for grid, members in groups.items():
-        sel = torch.tensor(members)
-        n = int(np.prod(grid))
-        position_ids, _ = Qwen2VLModel.get_rope_index(stand_in, ids[sel], mm_token_type_ids=mm[sel],
-                                                      image_grid_thw=grids[sel], attention_mask=mask[sel])
-        out.append((members, {
-            "pixel_values": _np(torch.stack([pixels[s:s + n] for s in starts[sel].tolist()]), np.float32),
-            "vision_position_ids": _np(get_vision_position_ids(grids[sel][:1], merge), np.int64),
-            "input_ids": _np(ids[sel], np.int64), "attention_mask": _np(mask[sel], np.int64),
-            "position_ids": _np(position_ids, np.int64)}))
-    return out
-
-
-def _np(x: Any, dtype: type) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().float().cpu().numpy() if x.is_floating_point() else x.cpu().numpy()
-    return np.ascontiguousarray(np.asarray(x), dtype=dtype)
-
-
 @dataclass(frozen=True)
 class GraphSpec:
     """One family's graph: the wrapper, its inputs with their dynamic axes, and
@@ -170,13 +120,6 @@ class GraphSpec:
 
 
 GRAPHS: dict[str, GraphSpec] = {
-    "llava": GraphSpec(LlavaGraph, {"pixel_values": {0: "batch"}, "input_ids": {0: "batch", 1: "seq"},
-                                    "attention_mask": {0: "batch", 1: "seq"}},
-                       llava_feeds),
-    "qwen2_vl": GraphSpec(Qwen2VLGraph, {"pixel_values": {0: "batch", 1: "patches"},
-                                         "vision_position_ids": {0: "patches"},
-                                         "input_ids": {0: "batch", 1: "seq"},
-                                         "attention_mask": {0: "batch", 1: "seq"},
-                                         "position_ids": {1: "batch", 2: "seq"}},
-                          qwen2_vl_feeds),
+    "llava": GraphSpec(LlavaGraph, INPUTS["llava"], FEEDS["llava"]),
+    "qwen2_vl": GraphSpec(Qwen2VLGraph, INPUTS["qwen2_vl"], FEEDS["qwen2_vl"]),
 }

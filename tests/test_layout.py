@@ -1,4 +1,5 @@
-"""The package's import graph: no cycles, and lower layers never import upper ones.
+"""The import graph: no cycles, lower layers never import upper ones, and the
+top-level packages import one way (auditor <- exporters <- tinyworld <- benchmarks).
 
 Every import of the project's own modules counts, module-level or inside a
 function (a function-level import hides a cycle, it does not remove it);
@@ -11,6 +12,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("auditor", "exporters")
+# Top-level packages, lower first: each may import only those before it. The one
+# exception: the CLI's export-onnx command runs the exporter (imported inside it).
+TOP = ("auditor", "exporters", "tinyworld", "benchmarks")
+ALLOWED_UP = {("auditor.cli", "exporters")}
 # Lower first; a module may import its own layer or any layer below it.
 LAYERS = (
     ("auditor.errors", "auditor.fileio", "auditor.causes", "auditor.gate", "auditor.preflight",
@@ -19,7 +24,8 @@ LAYERS = (
     ("auditor.detectors",),
     ("auditor.config",),
     ("auditor.data", "auditor.models", "auditor.features"),
-    ("auditor.extract", "exporters", "auditor.verdict", "auditor.evidence"),
+    ("auditor.extract", "auditor.verdict", "auditor.evidence"),
+    ("exporters",),
     ("auditor.report",),
     ("auditor.bundle",),
     ("auditor.evaluate", "auditor.verify"),
@@ -53,9 +59,9 @@ def _type_checking_lines(tree: ast.AST) -> set[int]:
     return lines
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
     """Module -> the project modules it imports (module names without `__init__`)."""
-    files = {_module(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    files = {_module(p): p for pkg in packages for p in (ROOT / pkg).rglob("*.py")}
     names = {m.removesuffix(".__init__") for m in files}
     graph: dict[str, set[str]] = {}
     for module, path in files.items():
@@ -141,8 +147,26 @@ def test_no_import_cycles_between_packages_or_modules():
 
 
 def test_no_upward_imports():
-    upward = [f"{m} -> {d}" for m, deps in import_graph().items() for d in deps if _layer(d) > _layer(m)]
+    upward = [f"{m} -> {d}" for m, deps in import_graph().items() for d in deps if _layer(d) > _layer(m)
+              and (m, d.split(".")[0]) not in ALLOWED_UP]
     assert upward == []
+
+
+def test_top_level_packages_import_one_way():
+    """The runtime (auditor) never needs the exporter, the test and benchmark
+    worlds (tinyworld), or the benchmarks; the exporter never needs tinyworld."""
+    top = {m: TOP.index(m.split(".")[0]) for m in import_graph(TOP)}
+    upward = sorted(f"{m} -> {d}" for m, deps in import_graph(TOP).items() for d in deps
+                    if top[d] > top[m] and (m, d.split(".")[0]) not in ALLOWED_UP)
+    assert upward == []
+
+
+def test_the_wheel_ships_the_runtime_and_the_exporter_only():
+    """tinyworld/ (test and benchmark worlds) and benchmarks/ stay in the repository."""
+    import tomllib
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert meta["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["auditor", "exporters"]
 
 
 def test_the_checker_sees_a_cycle():

@@ -14,14 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from exporters import processor_digest, read_graph_metadata
-from exporters.graphs import GRAPHS
-
 from ..config import Stage1Config
 from ..errors import AuditInputError
 from ..fileio import sha256_tree
 from ..models.base import ModelFamily
 from ..models.loading import FAMILIES, read_model_type
+from .onnx_graph import FEEDS, processor_digest, read_graph_metadata
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
@@ -78,7 +76,7 @@ class OnnxModel:
     def forward_rows(self, batch: dict[str, Any]) -> np.ndarray:
         """The graph over each group of samples sharing an input shape; rows (B, L, H, S) fp32."""
 
-        groups = GRAPHS[self.family.name].feeds(batch, self.config)
+        groups = FEEDS[self.family.name](batch, self.config)
         out: np.ndarray | None = None
         for members, feeds in groups:
             rows = self._run(feeds)

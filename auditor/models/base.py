@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
+from .capture import capturing, last_prompt_position
 from .template import render_bounded
 
 
@@ -156,16 +157,12 @@ class LoadedModel:
 
     def forward_rows(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One prefill pass; the captured rows (B, L, H, S), fp32 on the CPU."""
-        from .capture import last_prompt_position
-
         return self.forward(batch, last_prompt_position(torch.as_tensor(batch["attention_mask"])), 1)[0]
 
     def forward(self, batch: dict[str, torch.Tensor], query_pos: torch.Tensor, keep: int
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass: the rows of `query_pos` (B,) captured (B, L, H, S), fp32 on
         the CPU, and the logits of the last `keep` positions (B, keep, V)."""
-        from .capture import capturing
-
         batch = self._on_device(batch)
         modules = self.family.decoder_attention_modules(self.model)
         with torch.inference_mode(), capturing(modules, query_pos.to(self.model.device)) as cap:

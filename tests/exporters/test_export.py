@@ -9,9 +9,10 @@ import onnxruntime as ort
 from click.testing import CliRunner
 
 from auditor.cli import cli
+from auditor.extract.onnx_graph import META_KEY, processor_digest, read_graph_metadata
 from auditor.models import load_model
 from auditor.models.capture import CAPTURE_ATTENTION
-from exporters import META_KEY, GRAPHS, example_batch, export_onnx, processor_digest, read_graph_metadata
+from exporters import GRAPHS, example_batch, export_onnx
 from tinyworld.internvl import write_tiny_internvl
 
 

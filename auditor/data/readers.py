@@ -249,6 +249,8 @@ def _conversation(conv: Any) -> tuple[str, str, tuple[tuple[str, str], ...], str
         if not isinstance(turn, dict):
             continue
         role = turn.get("from", turn.get("role"))
+        if not isinstance(role, str):  # e.g. a list: no role at all (and not hashable)
+            continue
         text = _text(turn.get("value", turn.get("content")))
         if role in _USER:
             if human is None:

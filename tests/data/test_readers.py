@@ -4,7 +4,7 @@ from pathlib import Path
 import orjson
 import pytest
 from PIL import Image
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from auditor.data import read_dataset
@@ -180,6 +180,7 @@ def test_an_image_path_with_a_lone_surrogate_is_a_skipped_record(folder):
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
         st.sampled_from(["id", "image", "conversations", "from", "value", "x"]), inner, max_size=4),
     max_leaves=12), max_size=6))
+@example(records=[{"id": None, "conversations": [{"id": None, "from": []}]}])  # an unhashable role
 def test_any_record_shape_is_read_or_refused_in_one_line(folder, records):
     """Whatever a record holds: read (unreadable records skipped with a reason) or
     an AuditInputError (e.g. repeated ids); never another exception; the copies

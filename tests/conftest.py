@@ -118,13 +118,42 @@ def synthetic_audit(tmp_path):
     return make
 
 
-def _exported(model: Path, tmp_path_factory) -> Path:
-    """`model` exported by `export_onnx` into a fresh folder (about 35 s on 2 cores)."""
-    from exporters import export_onnx
+# What an exported graph depends on besides the model's own files: the exporter,
+# the families and capture it traces, the tool version in its metadata, the lock.
+_EXPORT_INPUTS = ("exporters", "auditor/models", "auditor/extract/onnx_graph.py", "auditor/fileio.py",
+                  "auditor/__init__.py", "locks")
 
-    out = tmp_path_factory.mktemp("onnx") / "graph.onnx"
-    export_onnx(model, out)
-    return out
+
+def _exported(model: Path, tmp_path_factory) -> Path:
+    """`model` exported by `export_onnx` (about 35 s on 2 cores), cached under
+    $BYE_AUDIT_CACHE or ~/.cache/bye-audit keyed to the model's files and
+    everything the export depends on (_EXPORT_INPUTS), then copied into a fresh
+    folder. The LoRA test in tests/exporters runs the exporter itself every time."""
+    import hashlib
+    import os
+    import shutil
+
+    from auditor.fileio import sha256_file, sha256_tree
+    from exporters import export_onnx
+    from tinyworld.smol.lm import default_cache
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted(f for name in _EXPORT_INPUTS for f in ([root / name] if (root / name).is_file()
+                                                          else (root / name).rglob("*"))
+                   if f.is_file() and "__pycache__" not in f.parts)
+    key = hashlib.sha256("".join(f"{f.relative_to(root).as_posix()}\0{sha256_file(f)}\n" for f in files)
+                         .encode() + sha256_tree(model).encode()).hexdigest()[:32]
+    cached = default_cache() / "onnx-graphs" / key
+    if not (cached / "graph.onnx").is_file():
+        staged = cached.with_name(f"{key}.tmp{os.getpid()}")
+        shutil.rmtree(staged, ignore_errors=True)
+        export_onnx(model, staged / "graph.onnx")
+        shutil.rmtree(cached, ignore_errors=True)
+        staged.rename(cached)  # whole, or not at all
+    out = tmp_path_factory.mktemp("onnx")
+    for f in cached.iterdir():
+        shutil.copy2(f, out / f.name)
+    return out / "graph.onnx"
 
 
 @pytest.fixture(scope="session")

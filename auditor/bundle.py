@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .causes import cause_of
 from .data import Dataset, cleaned_name, render_cleaned, render_flagged
 from .evidence.attestation import sign, statement
 from .evidence.manifest import manifest_dict
@@ -110,7 +109,7 @@ def _flagged(a: Audit, made: Made) -> Rendered:
 
 
 def _unanalysed(a: Audit, made: Made) -> Rendered:
-    rows = [{"index": u.index, "id": u.id, "reason": u.reason, "cause": cause_of(u.reason)[0]}
+    rows = [{"index": u.index, "id": u.id, "reason": u.reason, "cause": u.cause}
             for u in a.analysis.unanalysed]
     return render_flagged(a.dataset, rows)
 

@@ -59,9 +59,9 @@ def check_out_dir(out: Path, dataset: Dataset, names: list[str],
     check_out_folder(out, overwrite, inputs, reads, bundle.OUTPUT_NAMES)
 
 
-def refuse_mostly_skipped(skipped: list[tuple[str, str]], n_records: int, source: Path) -> None:
+def refuse_mostly_skipped(skipped: list[tuple[str, str | None, str]], n_records: int, source: Path) -> None:
     """More than MOST_SKIPPED of the records skipped for input reasons (`skipped`:
-    (id, reason) pairs) is an input error naming the causes and their fixes:
+    (id, cause code, reason) triples) is an input error naming the causes and their fixes:
     an audit of what is left would only say "inconclusive" and hide why."""
     if n_records and len(skipped) > MOST_SKIPPED * n_records:
         causes = group_reasons(skipped)
@@ -71,10 +71,11 @@ def refuse_mostly_skipped(skipped: list[tuple[str, str]], n_records: int, source
                               f"{detail}{more}")
 
 
-def _skipped(features: FeatureSet) -> list[tuple[str, str]]:
-    """(id, reason) of every row stage 1 skipped for an input reason."""
-    return [(i, r or "") for i, st, r in zip(features.column("id"), features.column("status"),
-                                             features.column("reason")) if st == "skipped"]
+def _skipped(features: FeatureSet) -> list[tuple[str, str | None, str]]:
+    """(id, cause code, reason) of every row stage 1 skipped for an input reason."""
+    return [(i, c, r or "") for i, st, c, r in zip(features.column("id"), features.column("status"),
+                                                   features.column("cause"), features.column("reason"))
+            if st == "skipped"]
 
 
 def _input_paths(dataset: Dataset, onnx_path: Path | None = None) -> set[str]:
@@ -261,7 +262,7 @@ def audit(model_dir: Path, data: Path, out: Path, config: AuditConfig, image_roo
     check_out_dir(out, dataset, bundle.output_names(dataset),
                   {"model": model_dir, "adapter": adapter_dir, "base": base_dir}, onnx_path, overwrite)
     check_writable(Path(out))  # before the long stage 1
-    refuse_mostly_skipped([(s.id, s.skip_reason or "") for s in dataset.samples if not s.ok],
+    refuse_mostly_skipped([(s.id, s.skip_cause, s.skip_reason or "") for s in dataset.samples if not s.ok],
                           len(dataset.records), Path(data))
     check_pinned_base(model_dir, adapter_dir, base_dir, config.stage1.base_sha256)
     step(f"loading the model {model_dir}" + (f" with the adapter {adapter_dir}" if adapter_dir else ""))

@@ -13,7 +13,7 @@ from .analysis.cluster import Clustering
 from .analysis.group import LayerContrast
 from .analysis.profile import LayerProfile, profile_layers
 from .analysis.response import AnswerGroup, candidate_groups, enrichment, normalise
-from .causes import CauseGroup, group_reasons
+from .causes import Cause, CauseGroup, cause_of, group_reasons
 from .config import AuditConfig
 from .detectors import (DETECTORS, ByeParams, Context, Criterion, Detector, LaterTurns, Reason,
                         ResponseParams, Verdict, decide)
@@ -68,6 +68,7 @@ class Unanalysed:
     index: int
     id: str
     reason: str
+    cause: str  # auditor.causes.Cause
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class Analysis:
     @cached_property  # read by the CLI, every report and the JSON outputs: group once
     def causes(self) -> tuple[CauseGroup, ...]:
         """The unanalysed records grouped by cause, largest first."""
-        return group_reasons((u.id, u.reason) for u in self.unanalysed)
+        return group_reasons((u.id, u.cause, u.reason) for u in self.unanalysed)
 
     @property
     def coverage(self) -> float:
@@ -162,7 +163,8 @@ class Analysis:
             "scores": self.scored.rows(),
             "flagged": [{"index": f.index, "id": f.id, "score": f.score} for f in self.flagged],
             "undecided": [{"index": f.index, "id": f.id, "score": f.score} for f in self.undecided],
-            "unanalysed": [{"index": u.index, "id": u.id, "reason": u.reason} for u in self.unanalysed],
+            "unanalysed": [{"index": u.index, "id": u.id, "reason": u.reason, "cause": u.cause}
+                           for u in self.unanalysed],
             "unanalysed_by_cause": [g.to_dict() for g in self.causes],
             "config": self.config.to_dict(),
             "method": self.method,
@@ -190,17 +192,17 @@ def split_usable(features: FeatureSet) -> tuple[Usable, tuple[Unanalysed, ...]]:
     whole = lengths == n_layers
     finite = np.isfinite(values).all(axis=1)
     usable = ok & whole & finite
-    index, ids, reasons = features.column("index"), features.column("id"), None
+    index, ids, reasons, causes = features.column("index"), features.column("id"), None, None
     left_out = []
     for k in np.flatnonzero(~usable).tolist():
         if not ok[k]:
-            reasons = reasons or features.column("reason")
-            why = reasons[k] or status[k]
+            reasons, causes = reasons or features.column("reason"), causes or features.column("cause")
+            why, cause = reasons[k] or status[k], cause_of(causes[k])[0]
         elif not whole[k]:
-            why = f"{lengths[k]} layer values, expected {n_layers}"
+            why, cause = f"{lengths[k]} layer values, expected {n_layers}", Cause.BAD_FEATURES
         else:
-            why = "non-finite entropy (NaN or inf) in stage 1"
-        left_out.append(Unanalysed(index[k], ids[k], why))
+            why, cause = "non-finite entropy (NaN or inf) in stage 1", Cause.BAD_FEATURES
+        left_out.append(Unanalysed(index[k], ids[k], why, str(cause)))
     if not left_out:  # the usual file: no copies
         return Usable(np.asarray(index, dtype=np.int64), tuple(ids), values), ()
     keep = np.flatnonzero(usable)

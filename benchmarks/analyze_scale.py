@@ -66,7 +66,7 @@ def write_inputs(folder: Path, n: int, layers: int, seed: int = 0) -> tuple[Path
             "answer_missing": pa.array(["not scored: synthetic features"] * n),
             "later_tokens": pa.array([[]] * n, pa.list_(pa.int32())), "later_nll": empty,
             "base_later_nll": empty, "later_missing": pa.nulls(n, pa.string()),
-            "answers_truncated": pa.nulls(n, pa.int32())}
+            "answers_truncated": pa.nulls(n, pa.int32()), "cause": pa.nulls(n, pa.string())}
     meta = {"schema_version": FEATURES_SCHEMA_VERSION, "n_layers": layers}
     table = pa.table(cols, schema=SCHEMA.with_metadata({b"bye_audit": json.dumps(meta)}))
     pq.write_table(table, folder / "features.parquet", compression="zstd", row_group_size=ROW_GROUP)

@@ -208,6 +208,7 @@ def test_a_sample_that_breaks_the_forward_pass_becomes_an_error_row(tiny_model, 
     errors = [r for r in rows if r.status == "error"]
     assert len(errors) == 12  # every 5th of 60 prompts is "Name the digit in this picture."
     assert all(r.reason == "forward pass failed: ValueError: prompt too long for this model" for r in errors)
+    assert {r.cause for r in errors} == {"forward-failed"}  # kept in the file: analyze needs no prose
     res = CliRunner().invoke(cli,
                              ["extract", "--model", str(tiny_model), "--data", str(data), "--batch-size", "1",
                                    "--out", str(tmp_path / "g.parquet"), "--no-progress"])

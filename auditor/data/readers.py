@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from ..causes import Cause
 from ..errors import AuditInputError
 from ..fileio import real_path, resolve_file
 from .records import Dataset, LineRecords, Sample
@@ -171,7 +172,8 @@ def _to_sample(index: int, rec: Any, root: str, absolute_images: bool = False) -
     """`root`: the image root, resolved. Paths are handled as strings: this
     runs once per record, and a dataset can hold millions."""
     if not isinstance(rec, dict):
-        return Sample(index, f"#{index}", None, "", "", "record is not a JSON object")
+        return Sample(index, f"#{index}", None, "", "", "record is not a JSON object",
+                      skip_cause=Cause.NOT_AN_OBJECT)
     turns = rec.get("conversations") if "conversations" in rec else rec.get("messages")
     prompt, answer, later, problem = _conversation(turns)
     sample = _with_image(index, rec, root, absolute_images, prompt, answer, problem)
@@ -183,37 +185,44 @@ def _with_image(index: int, rec: dict[str, Any], root: str, absolute_images: boo
     rid = rec.get("id")
     sid = f"#{index}" if rid is None else str(rid)
     if problem:
-        return Sample(index, sid, None, prompt, answer, problem)
+        return Sample(index, sid, None, prompt, answer, problem, skip_cause=Cause.NO_CONVERSATION)
     image = rec.get("image")
     if image is None and isinstance(rec.get("images"), list):
         images = rec["images"]
         if len(images) > 1:
             return Sample(index, sid, None, prompt, answer,
-                          f"record has {len(images)} images; one image per record is supported")
+                          f"record has {len(images)} images; one image per record is supported",
+                          skip_cause=Cause.SEVERAL_IMAGES)
         image = images[0] if images else None
     if image is not None and not isinstance(image, str):
         return Sample(index, sid, None, prompt, answer,
-                      f"image is a {type(image).__name__}, not a path; embedded images are not supported")
+                      f"image is a {type(image).__name__}, not a path; embedded images are not supported",
+                      skip_cause=Cause.IMAGE_NOT_PATH)
     if not image:
-        return Sample(index, sid, None, prompt, answer, "record has no image")
+        return Sample(index, sid, None, prompt, answer, "record has no image", skip_cause=Cause.NO_IMAGE)
     if "\x00" in image:  # the OS refuses such a path; say so instead of failing on it
-        return Sample(index, sid, None, prompt, answer, f"image path {image!r} contains a NUL byte")
+        return Sample(index, sid, None, prompt, answer, f"image path {image!r} contains a NUL byte",
+                      skip_cause=Cause.IMAGE_PATH_INVALID)
     if not (image.isascii() or _is_unicode(image)):
-        return Sample(index, sid, None, prompt, answer, f"image path {image!r} is not valid Unicode")
+        return Sample(index, sid, None, prompt, answer, f"image path {image!r} is not valid Unicode",
+                      skip_cause=Cause.IMAGE_PATH_INVALID)
     if os.path.isabs(image):
         if not absolute_images:
             return Sample(index, sid, None, prompt, answer,
-                          f"image path {image!r} is absolute; paths must be relative to the dataset root")
+                          f"image path {image!r} is absolute; paths must be relative to the dataset root",
+                          skip_cause=Cause.IMAGE_ABSOLUTE)
         full, is_file = resolve_file(image)
         if not is_file:
-            return Sample(index, sid, None, prompt, answer, f"image file not found: {image}")
+            return Sample(index, sid, None, prompt, answer, f"image file not found: {image}",
+                          skip_cause=Cause.IMAGE_MISSING)
         return Sample(index, sid, full, prompt, answer)
     full, is_file = resolve_file(f"{root}/{image}")
     if full != root and not full.startswith(root + "/"):
         return Sample(index, sid, None, prompt, answer,
-                      f"image path {image!r} escapes the dataset root")
+                      f"image path {image!r} escapes the dataset root", skip_cause=Cause.IMAGE_ESCAPES_ROOT)
     if not is_file:
-        return Sample(index, sid, None, prompt, answer, f"image file not found: {image}")
+        return Sample(index, sid, None, prompt, answer, f"image file not found: {image}",
+                      skip_cause=Cause.IMAGE_MISSING)
     return Sample(index, sid, full, prompt, answer)
 
 

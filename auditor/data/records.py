@@ -28,6 +28,7 @@ class Sample(NamedTuple):
     # The conversation's later turns, in order: (the user's text, the
     # assistant's answer) after the first answer; empty for a one-turn record.
     later: tuple[tuple[str, str], ...] = ()
+    skip_cause: str | None = None  # the skip's code (auditor.causes.Cause)
 
     @property
     def ok(self) -> bool:

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from ..analysis.entropy import attention_mass, head_entropies, image_attention_entropy, normalised_entropy
+from ..causes import Cause
 from ..config import Stage1Config
 from ..data import Dataset, Sample
 from ..models.base import ModelFamily
@@ -269,8 +270,8 @@ def shard_features(loaded: Stage1Model, shard: Sequence[Sample], config: Stage1C
 
 def skipped_rows(dataset: Dataset) -> dict[int, SampleFeatures]:
     """Rows of the records that are not analysed (no image, path outside the root, ...)."""
-    return {s.index: SampleFeatures(s.index, s.id, "skipped", s.skip_reason) for s in dataset.samples
-            if not s.ok}
+    return {s.index: SampleFeatures(s.index, s.id, "skipped", s.skip_reason, cause=s.skip_cause)
+            for s in dataset.samples if not s.ok}
 
 
 def extract_features(loaded: Stage1Model, dataset: Dataset, config: Stage1Config,
@@ -300,23 +301,24 @@ def _batch_features(loaded: Stage1Model, chunk: Sequence[Sample], config: Stage1
     lengths = prompt_lengths(loaded.processor.tokenizer, [s.prompt for s in chunk])
     for s, n in zip(chunk, lengths):
         if isinstance(n, str):
-            rows.append(SampleFeatures(s.index, s.id, "error", n))
+            rows.append(SampleFeatures(s.index, s.id, "error", n, cause=Cause.PROMPT_UNTOKENISABLE))
             continue
         if limit is not None and n > limit:
             why = (f"prompt is {n:,} tokens, over the limit of {limit:,} (--max-prompt-tokens; default: the "
                    "model's context length)")
-            rows.append(SampleFeatures(s.index, s.id, "skipped", why))
+            rows.append(SampleFeatures(s.index, s.id, "skipped", why, cause=Cause.PROMPT_TOO_LONG))
             continue
         try:
             images.append(load_image(s, config.max_image_pixels))
             good.append(s)
         except ImageTooLarge as e:
-            rows.append(SampleFeatures(s.index, s.id, "skipped", str(e)))
+            rows.append(SampleFeatures(s.index, s.id, "skipped", str(e), cause=Cause.IMAGE_TOO_LARGE))
         except (OSError, ValueError, Image.DecompressionBombError) as e:
-            rows.append(SampleFeatures(s.index, s.id, "error", f"cannot decode image: {e}"))
+            rows.append(SampleFeatures(s.index, s.id, "error", f"cannot decode image: {e}",
+                                       cause=Cause.IMAGE_UNDECODABLE))
     if good:
         for s, result in zip(good, _rows_or_errors(loaded, good, images, config)):
-            rows.append(SampleFeatures(s.index, s.id, "error", result)
+            rows.append(SampleFeatures(s.index, s.id, "error", result, cause=Cause.FORWARD_FAILED)
                         if isinstance(result, str) else _features(s, result, config))
     if on_progress:
         on_progress(len(chunk))
@@ -347,8 +349,8 @@ def loaded_reference(loaded: Stage1Model) -> str | None:
 def _features(s: Sample, cap: Captured, config: Stage1Config) -> SampleFeatures:
     t = cap.image_rows.shape[-1]
     if t < 2:
-        return SampleFeatures(s.index, s.id, "error",
-                              f"{t} image tokens in the prompt; at least 2 are needed")
+        return SampleFeatures(s.index, s.id, "error", f"{t} image tokens in the prompt; at least 2 are "
+                              "needed", cause=Cause.TOO_FEW_IMAGE_TOKENS)
     h = image_attention_entropy(cap.image_rows, config.entropy_eps)
     heads = head_entropies(cap.image_rows, config.entropy_eps) if config.per_head else None
     a, b = cap.answer, cap.base_answer

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..causes import Cause
 from ..errors import AuditInputError
 from ..fileio import sha256_file
 from .table import FEATURES_SCHEMA_VERSION, FeatureSet, SampleFeatures
@@ -97,7 +98,8 @@ def align(fs: FeatureSet, ids: list[str], path: Path) -> FeatureSet:
     rows = []
     for index, sid in enumerate(ids):
         r = by_id.get(sid)
-        rows.append(SampleFeatures(index, sid, "skipped", f"not in {path.name}") if r is None else
+        rows.append(SampleFeatures(index, sid, "skipped", f"not in {path.name}", cause=Cause.NOT_IN_DUMP)
+                    if r is None else
                     SampleFeatures(index, sid, "ok", None, 0, r.entropy, r.entropy_norm))
     return FeatureSet(rows=tuple(rows), meta=fs.meta)
 

@@ -19,8 +19,8 @@ from .provenance import Provenance
 
 Status = Literal["ok", "skipped", "error"]
 # 2 added the attention masses and per-head entropies; 3 the answer's scores; 4 the later answer
-# turns' scores and the truncation count. 1 to 3 are still read.
-FEATURES_SCHEMA_VERSION = 4
+# turns' scores and the truncation count; 5 the cause code of a skip or failure. 1 to 4 are still read.
+FEATURES_SCHEMA_VERSION = 5
 _META_KEY = b"bye_audit"
 ROW_GROUP = 65_536
 
@@ -47,12 +47,14 @@ SCHEMA = pa.schema([
     ("base_later_nll", pa.list_(pa.float64())),
     ("later_missing", pa.string()),
     ("answers_truncated", pa.int32()),
+    ("cause", pa.string()),
 ])
 _V2_COLUMNS = ("mass_image", "mass_text", "mass_rest", "entropy_heads")
 _OLD_FILE = "not scored: a features file of bye-audit before schema 3"
 _V3_COLUMNS = ("answer_tokens", "answer_nll", "answer_first_nll", "base_answer_nll", "base_first_nll",
                "answer_missing")
 _V4_COLUMNS = ("later_tokens", "later_nll", "base_later_nll", "later_missing", "answers_truncated")
+_V5_COLUMNS = ("cause",)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,10 @@ class SampleFeatures:
     base_later_nll: tuple[float | None, ...] = ()
     later_missing: str | None = None
     answers_truncated: int | None = None
+    # The code of `reason` (auditor.causes.Cause) on skipped and failed rows,
+    # given where the skip or failure happens; None on "ok" rows and in files
+    # of schema < 5.
+    cause: str | None = None
 
     @property
     def answer_gain(self) -> float | None:
@@ -144,7 +150,7 @@ def _row(d: dict[str, Any]) -> SampleFeatures:
                           entropy_heads=tuple(tuple(h) for h in d.get("entropy_heads") or ()),
                           **{k: d.get(k) for k in _V3_COLUMNS},
                           **{k: tuple(d.get(k) or ()) for k in _V4_COLUMNS[:3]},
-                          **{k: d.get(k) for k in _V4_COLUMNS[3:]})
+                          **{k: d.get(k) for k in _V4_COLUMNS[3:]}, cause=d.get("cause"))
 
 
 def rows_table(rows: Iterable[SampleFeatures]) -> pa.Table:
@@ -199,7 +205,7 @@ class FeatureSet:
             return self.provenance.n_layers
         return int(self.layer_values()[1].max(initial=0))
 
-    def column(self, name: Literal["index", "id", "status", "reason"]) -> list[Any]:
+    def column(self, name: Literal["index", "id", "status", "reason", "cause"]) -> list[Any]:
         """One scalar column, input order."""
         return self.table.column(name).to_pylist()
 
@@ -263,8 +269,10 @@ def _from_table(table: pa.Table, path: Path) -> FeatureSet:
     version_1 = not (set(_V2_COLUMNS) & set(table.column_names))
     version_2 = not (set(_V3_COLUMNS) & set(table.column_names))
     version_3 = not (set(_V4_COLUMNS) & set(table.column_names))
+    version_4 = not (set(_V5_COLUMNS) & set(table.column_names))
     missing = (set(SCHEMA.names) - set(table.column_names) - (set(_V2_COLUMNS) if version_1 else set())
-               - (set(_V3_COLUMNS) if version_2 else set()) - (set(_V4_COLUMNS) if version_3 else set()))
+               - (set(_V3_COLUMNS) if version_2 else set()) - (set(_V4_COLUMNS) if version_3 else set())
+               - (set(_V5_COLUMNS) if version_4 else set()))
     if raw is None or missing:
         raise AuditInputError(f"{path}: not a bye-audit features file (missing "
                               f"{'metadata' if raw is None else ', '.join(sorted(missing))})")
@@ -275,7 +283,7 @@ def _from_table(table: pa.Table, path: Path) -> FeatureSet:
     if not isinstance(meta, dict):
         raise AuditInputError(f"{path}: its bye-audit metadata is not a JSON object; re-run `bye-audit "
                               "extract`")
-    if meta.get("schema_version") not in (1, 2, 3, FEATURES_SCHEMA_VERSION):
+    if meta.get("schema_version") not in (1, 2, 3, 4, FEATURES_SCHEMA_VERSION):
         raise AuditInputError(f"{path}: features schema version {meta.get('schema_version')!r}, this tool "
                               f"reads 1 to {FEATURES_SCHEMA_VERSION}; re-run `bye-audit extract`")
     if version_1:  # no masses or per-head entropies: empty lists, as stage 1 of v1 wrote them
@@ -292,6 +300,8 @@ def _from_table(table: pa.Table, path: Path) -> FeatureSet:
         for name in _V4_COLUMNS:
             empty = [[]] * table.num_rows if name in _V4_COLUMNS[:3] else [None] * table.num_rows
             table = table.append_column(SCHEMA.field(name), pa.array(empty, SCHEMA.field(name).type))
+    if version_4:  # no cause recorded: the report groups these reasons as "other"
+        table = table.append_column(SCHEMA.field("cause"), pa.array([None] * table.num_rows, pa.string()))
     try:
         table = table.select(SCHEMA.names).cast(SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:

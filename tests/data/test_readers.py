@@ -238,7 +238,7 @@ def test_openai_messages_and_sharegpt_records_read_like_llava_ones(tmp_path):
     assert ds.samples[4].skip_reason == "record has no conversations"
     from auditor.causes import cause_of
 
-    fix = cause_of(ds.samples[4].skip_reason)[2]
+    fix = cause_of(ds.samples[4].skip_cause)[2]
     assert '"conversations": [{"from": "human"' in fix and '"messages": [{"role": "user"' in fix
     assert "\n" not in fix
 

@@ -170,5 +170,7 @@ def test_oversized_prompts_and_images_are_skipped_with_their_reason(tiny_model, 
     assert rows[2].reason == ("image is 1200 x 1000 (1.2 MP), over the limit of 1 MP (--max-image-pixels); "
                               "not decoded")
     assert rows[3].reason.startswith("image is 12000 x 14000 (168.0 MP)")
+    assert [r.cause for r in rows] == [None, "prompt-too-long", "image-too-large", "image-too-large", None,
+                                       None]
     capped = extract_features(loaded, read_dataset(data), Stage1Config(batch_size=4, max_prompt_tokens=4))
     assert [r.status for r in capped] == ["skipped"] * 6  # every instruction is longer than 4 tokens

@@ -16,7 +16,8 @@ import cloup
 from . import __version__
 from .config import (BACKENDS, DTYPES, ENGINES, PROVIDERS, AuditConfig, DetectionConfig, GateConfig,
                      Stage1Config)
-from .detectors import BSI_RULES, DETECTORS, ByeParams
+from .detectors import DETECTORS, channels_of
+from .detectors.params import Spec, specs
 from .errors import AuditInputError, ExitCode, Interrupted
 from .fileio import write_bytes_atomic
 from .preflight import (ERROR_LOG, PARTS, check_file, check_folder, check_out_folder, refuse_inputs,
@@ -129,16 +130,6 @@ def _detection_options() -> list[Callable]:
         click.option("--fail-on", type=str, default=GateConfig.fail_on, show_default=True,
                      help="When a fail verdict exits 1: 'verdict' (always), 'count:N' (more than N flagged), "
                           "'fraction:F' (more than F of the analysed samples flagged)."),
-        click.option("--tau", type=click.FloatRange(min=0), default=ByeParams.tau,
-                     show_default=True, help="BSI threshold for a sensitive layer (--method bye)."),
-        click.option("--bsi-rule", type=click.Choice(BSI_RULES), default=ByeParams.bsi_rule,
-                     show_default=True,
-                     help="paper: BSI >= tau; reference: |mu1-mu2| > 2(s1+s2) (the reference code's rule; "
-                          "--method bye)."),
-        click.option("--attention-only", is_flag=True, default=None,
-                     help="Accept an audit without a base pass (--method combined): the answers are then not "
-                          "weighed, and finding nothing passes; without this flag it is inconclusive. "
-                          "Recorded in the outputs and on the report's first page."),
         click.option("--seed", type=int, default=DetectionConfig.seed, show_default=True,
                      help="Seed of the mixtures."),
         click.option("--fit-sample", type=click.IntRange(min=2), default=DetectionConfig.fit_sample,
@@ -149,6 +140,30 @@ def _detection_options() -> list[Callable]:
         click.option("--min-coverage", type=click.FloatRange(0, 1), default=DetectionConfig.min_coverage,
                      show_default=True, help="Lower share of analysed records: inconclusive."),
     ]
+
+
+def _parameter_option(spec: Spec, users: list[str]) -> Callable:
+    """One detector parameter as an option, from its declaration; unset, the
+    method's default applies (and a set one of another method is refused)."""
+    shown = ("off" if not spec.default else "on") if spec.kind is bool else f"{spec.default}"
+    text = f"{spec.help[0].upper()}{spec.help[1:]} (--method {' / '.join(users)}) [default: {shown}" + (
+        f"; {spec.bounds()}]." if spec.bounds() else "].")
+    if spec.kind is bool:
+        return click.option(spec.flag, is_flag=True, default=None, help=text)
+    kind = click.Choice(spec.choices) if spec.choices else {int: click.INT, float: click.FLOAT}.get(spec.kind,
+                                                                                                    click.STRING)
+    return click.option(spec.flag, type=kind, default=None, help=text)
+
+
+def _with_detector_parameters(command: Callable) -> Callable:
+    """One option group per registered detector, its parameters from its
+    Params declaration (docs/cli.md's table comes from the same)."""
+    for name, detector in reversed(DETECTORS.items()):
+        users = [name] + [m for m, d in DETECTORS.items() if name in channels_of(d)]
+        options = [_parameter_option(s, users) for s in specs(detector.Params)]
+        if options:
+            command = cloup.option_group(f"Parameters of --method {' / '.join(users)}", *options)(command)
+    return command
 
 
 EXIT_CODES = ("Exit codes: 0 pass, 1 fail (samples flagged; see --fail-on), 2 usage or input error, 3 "
@@ -353,6 +368,7 @@ def cli() -> None:
                                            help="Output folder (created; inputs are never overwritten)."),
                     _overwrite, _sign_key, _sarif_root)
 @cloup.option_group("Detection (stages 2-3)", *_detection_options())
+@_with_detector_parameters
 @cloup.option_group("Stage 1 (the model's forward passes)", *_STAGE1)
 @cloup.option_group("ONNX Runtime backend", *_ONNX)
 @cloup.option_group("Ray engine (scale-out)", *_RAY)
@@ -443,6 +459,7 @@ def export_onnx(model_dir, adapter_dir, out, allow_pickle) -> None:
 @cloup.option_group("Output", click.option("--out", type=_path, required=True, callback=_out_folder,
                                            help="Output folder."), _overwrite, _sign_key, _sarif_root)
 @cloup.option_group("Detection (stages 2-3)", *_detection_options())
+@_with_detector_parameters
 def analyze(features_path, data, out, image_root, sign_key, overwrite, sarif_root, **cfg) -> None:
     """Stages 2-3 (and the report) from FEATURES (a features.parquet of `extract` or
     `audit`, or a .jsonl dump in the reference code's format), e.g. with another

@@ -16,7 +16,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
-from .detectors import DETECTORS
+from .detectors import DETECTORS, channels_of
 from .gate import FailOn, parse_fail_on
 
 Dtype = Literal["float32", "bfloat16", "float16"]
@@ -120,6 +120,9 @@ class DetectionConfig:
     # The chosen detector's own parameters record (it checks its values);
     # None: that record's defaults.
     params: Any = None
+    # The parameters records of the detectors it runs as channels (its
+    # `channels`, in order); empty: their defaults.
+    channel_params: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         _one_of(self, method=tuple(DETECTORS))
@@ -134,6 +137,17 @@ class DetectionConfig:
         elif type(self.params) is not wanted:
             raise ValueError(f"method {self.method!r} takes {wanted.__name__}, got "
                              f"{type(self.params).__name__}")
+        channels = channels_of(DETECTORS[self.method])
+        if not self.channel_params:
+            object.__setattr__(self, "channel_params", tuple(DETECTORS[c].Params() for c in channels))
+        elif [type(p) for p in self.channel_params] != [DETECTORS[c].Params for c in channels]:
+            raise ValueError(f"method {self.method!r} takes the parameters of {', '.join(channels) or 'no'} "
+                             "channel(s), in that order")
+
+    @property
+    def channels(self) -> dict[str, Any]:
+        """Each channel's name -> its parameters record (the detector's keyword arguments)."""
+        return dict(zip(channels_of(DETECTORS[self.method]), self.channel_params))
 
 
 @dataclass(frozen=True)
@@ -168,9 +182,11 @@ class AuditConfig:
         the method."""
         out: dict[str, Any] = asdict(self.stage1)
         out.update({f.name: getattr(self.detection, f.name) for f in fields(DetectionConfig)
-                    if f.name != "params"})
+                    if f.name not in ("params", "channel_params")})
+        channels = self.detection.channels
         for name, detector in DETECTORS.items():
-            out.update(asdict(self.detection.params if name == self.method else detector.Params()))
+            out.update(asdict(self.detection.params if name == self.method
+                              else channels.get(name) or detector.Params()))
         out.update(asdict(self.gate))
         return out
 
@@ -187,16 +203,18 @@ class AuditConfig:
         for name, value in options.items():
             parts.setdefault(owner[name], {})[name] = value
         method = parts.get("detection", {}).get("method", DetectionConfig.method)
+        used = _used_by(method)
         for other in DETECTORS:
             defaults = asdict(DETECTORS[other].Params())
             changed = [n for n, v in parts.get(other, {}).items() if v != defaults[n]]
-            if other != method and changed:
+            if other not in used and changed:
                 names = ", ".join(f"--{n.replace('_', '-')}" for n in changed)
                 raise ValueError(f"{names}: a parameter of --method {other}, not of --method {method}; add "
                                  f"--method {other}, or drop it")
-        detection = DetectionConfig(**parts.get("detection", {}),
-                                    params=DETECTORS[method].Params(**parts.get(method, {}))
-                                    if method in DETECTORS else None)
+        detection = DetectionConfig(
+            **parts.get("detection", {}),
+            params=DETECTORS[method].Params(**parts.get(method, {})) if method in DETECTORS else None,
+            channel_params=tuple(DETECTORS[c].Params(**parts.get(c, {})) for c in used[1:]))
         return cls(Stage1Config(**parts.get("stage1", {})), detection, GateConfig(**parts.get("gate", {})))
 
     @classmethod
@@ -205,17 +223,29 @@ class AuditConfig:
         there, so only the chosen one's are read; unknown keys are ignored."""
         owner, method = _owners(), data.get("method", DetectionConfig.method)
         return cls.of(**{k: v for k, v in data.items()
-                         if owner.get(k) in ("stage1", "detection", "gate", method)})
+                         if owner.get(k) in ("stage1", "detection", "gate", *_used_by(method))})
+
+
+def _used_by(method: str) -> tuple[str, ...]:
+    """The method and the detectors it runs as channels, whose parameters it takes."""
+    return (method, *channels_of(DETECTORS[method])) if method in DETECTORS else (method,)
 
 
 def _owners() -> dict[str, str]:
     """Flat setting name -> the part that holds it: "stage1", "detection", a
-    method name (its parameters record), "gate"."""
-    out = {f.name: "stage1" for f in fields(Stage1Config)}
-    out.update({f.name: "detection" for f in fields(DetectionConfig) if f.name != "params"})
-    for name, detector in DETECTORS.items():
-        out.update({f.name: name for f in fields(detector.Params)})
-    out.update({f.name: "gate" for f in fields(GateConfig)})
+    method name (its parameters record), "gate". Every name is one option of
+    the CLI, so a detector declaring a name another part holds is refused."""
+    parts: list[tuple[str, type]] = [("stage1", Stage1Config), ("detection", DetectionConfig),
+                                     ("gate", GateConfig), *((n, d.Params) for n, d in DETECTORS.items())]
+    out: dict[str, str] = {}
+    for part, record in parts:
+        for f in fields(record):
+            if f.name in ("params", "channel_params") and record is DetectionConfig:
+                continue
+            if f.name in out:
+                raise TypeError(f"{part}: its parameter {f.name!r} is already {out[f.name]}'s (one option "
+                                "per name); rename it")
+            out[f.name] = part
     return out
 
 

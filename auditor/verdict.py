@@ -335,7 +335,7 @@ def _analyze(features: FeatureSet, config: AuditConfig, prompts: Sequence[str] |
     prov = features.provenance
     same = (prov.base is not None and prov.base.how == "model" and prov.model is not None
             and prov.base.sha256_tree == prov.model.sha256_tree)
-    detector = DETECTORS[config.method](d.params).fit(
+    detector = DETECTORS[config.method](d.params, **d.channels).fit(
         entropy, Context(of_analysed(prompts), d.seed, d.fit_sample, d.min_samples, layers,
                          answers=of_analysed(answers), answer_nll=None if scores is None else scores[0],
                          base_nll=None if scores is None else scores[1], base_is_submission=same,

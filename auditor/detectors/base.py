@@ -20,6 +20,10 @@ A detector class has a frozen `Params` record (checked in its own
   decide (the samples behind an inconclusive verdict: the report shows them,
   never as clean contrast); absent or all False when there is none.
 
+A detector may set more for the detectors that run it as a channel, declared
+in its own class: `minority`'s `group_rows_` (each credible group's rows),
+`response`'s `excess_` and `evidence`.
+
 The verdict is derived from the criteria alone (`decide`).
 """
 
@@ -168,8 +172,11 @@ class Context:
 
 class Detector(Protocol):
     name: ClassVar[str]
-    Params: ClassVar[type]
+    Params: ClassVar[type]  # frozen; each field declared with detectors.params.param
     info: ClassVar[MethodInfo]
+    # Optional: registered detectors it runs inside (their Params are passed to
+    # __init__ by name, and their CLI options apply to this method too).
+    channels: ClassVar[tuple[str, ...]]
 
     scores_: np.ndarray
     flagged_: np.ndarray
@@ -182,9 +189,14 @@ class Detector(Protocol):
     contrast_: tuple[LayerContrast, ...]
     details_: dict[str, Any]
 
-    def __init__(self, params: Any) -> None: ...
+    def __init__(self, params: Any, **channels: Any) -> None: ...
 
     def fit(self, x: np.ndarray, context: Context) -> Detector: ...
+
+
+def channels_of(detector: type) -> tuple[str, ...]:
+    """The registered detectors `detector` runs as channels (none unless it declares them)."""
+    return tuple(getattr(detector, "channels", ()))
 
 
 def decide(criteria: Sequence[Criterion], any_flagged: bool) -> Verdict:

@@ -14,22 +14,19 @@ import numpy as np
 
 from ..analysis.cluster import cluster_scores, sensitive_score
 from .base import REMEDY, Context, Criterion, MethodInfo, Reason
+from .params import check, param
 
 BsiRule = Literal["paper", "reference"]
 BSI_RULES: tuple[str, ...] = get_args(BsiRule)
 
 @dataclass(frozen=True)
 class ByeParams:
-    # A layer is sensitive when BSI >= tau ("paper") or when
-    # |mu1 - mu2| > 2 (s1 + s2) ("reference", the reference code's rule).
-    tau: float = 2.0
-    bsi_rule: BsiRule = "paper"
+    tau: float = param(2.0, "BSI threshold for a sensitive layer", ge=0)
+    bsi_rule: BsiRule = param("paper", "paper: BSI >= tau; reference: |mu1-mu2| > 2(s1+s2) (the reference "
+                                       "code's rule)", choices=BSI_RULES)
 
     def __post_init__(self) -> None:
-        if self.tau < 0:
-            raise ValueError(f"tau must be >= 0, got {self.tau}")
-        if self.bsi_rule not in BSI_RULES:
-            raise ValueError(f"bsi_rule must be one of {', '.join(BSI_RULES)}, got {self.bsi_rule!r}")
+        check(self)
 
 
 class ByeDetector:

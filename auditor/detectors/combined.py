@@ -9,8 +9,8 @@ comparable answers (median excess gain below the answer channel's
 answer_min_excess) is content structure (one colour class separates in
 attention like a trigger does), not poison: it passes and is named. Without
 a base pass such a group cannot be told from a target answer, and finding
-nothing is no pass: inconclusive (unless attention_only). Both channels run
-with their default parameters.
+nothing is no pass: inconclusive (unless attention_only). Each channel runs
+with its own method's parameters (`channels`: set with their options).
 """
 
 from __future__ import annotations
@@ -24,27 +24,24 @@ import numpy as np
 
 from ..analysis.response import normalise
 from .base import REMEDY, Context, Criterion, MethodInfo, Reason
-from .minority import MinorityDetector
+from .minority import MinorityDetector, MinorityParams
 from .response import ResponseDetector, ResponseParams
+from .params import check, param
 
 
 @dataclass(frozen=True)
 class CombinedParams:
-    # An attention group is the samples of a few answers when its Jaccard index
-    # with every sample of the answers mostly inside it reaches content_min_match
-    # and those are at most content_max_answers answers.
-    content_min_match: float = 0.9
-    content_max_answers: int = 3
-    # Without a base pass the answer channel never looked, so nothing found is
-    # no PASS (inconclusive) unless the user accepts an attention-only audit
-    # (recorded in the outputs' config, printed on page 1).
-    attention_only: bool = False
+    content_min_match: float = param(0.9, "an attention group is the samples of a few answers when its "
+                                          "Jaccard index with every sample of those answers reaches this",
+                                     gt=0, le=1)
+    content_max_answers: int = param(3, "an attention group is content only when those answers are at "
+                                        "most this many", ge=1)
+    attention_only: bool = param(False, "accept an audit without a base pass: the answers are then not "
+                                        "weighed, and finding nothing passes (without it: inconclusive); "
+                                        "recorded in the outputs and on the report's first page")
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.content_min_match <= 1.0:
-            raise ValueError(f"content_min_match must be in (0, 1], got {self.content_min_match}")
-        if self.content_max_answers < 1:
-            raise ValueError(f"content_max_answers must be >= 1, got {self.content_max_answers}")
+        check(self)
 
 
 @dataclass(frozen=True)
@@ -94,6 +91,8 @@ class GroupRole:
 class CombinedDetector:
     name: ClassVar[str] = "combined"
     Params: ClassVar[type] = CombinedParams
+    # The detectors it runs as channels: their parameters apply under --method combined too.
+    channels: ClassVar[tuple[str, ...]] = ("minority", "response")
     info: ClassVar[MethodInfo] = MethodInfo(
         title="attention and answers",
         help="the attention channel (minority) and the answer channel (response) in one verdict; a group of "
@@ -112,8 +111,8 @@ class CombinedDetector:
         layer_definition="Layers where the attention channel's group differs most from the rest (|Cohen's "
                          "d| ≥ 1).",
         limitations=(
-            "Both channels run with their default parameters; their limitations apply (methods minority "
-            "and response in docs/method.md).",
+            "Each channel runs with its method's parameters (methods minority and response in "
+            "docs/method.md), and their limitations apply.",
             "Without a base pass (no --adapter or --base) the answer channel never looks: finding nothing "
             "is then inconclusive, not a pass (unless an attention-only audit is accepted with "
             "--attention-only), and an attention group that is the samples of a few answers cannot be "
@@ -141,13 +140,15 @@ class CombinedDetector:
         },
     )
 
-    def __init__(self, params: CombinedParams | None = None) -> None:
+    def __init__(self, params: CombinedParams | None = None, minority: MinorityParams | None = None,
+                 response: ResponseParams | None = None) -> None:
         self.params = params or CombinedParams()
+        self.minority, self.response = minority or MinorityParams(), response or ResponseParams()
 
     def fit(self, x: np.ndarray, context: Context) -> CombinedDetector:
         n = len(x)
-        att = MinorityDetector().fit(x, context)
-        ans = ResponseDetector().fit(x, context)
+        att = MinorityDetector(self.minority).fit(x, context)
+        ans = ResponseDetector(self.response).fit(x, context)
         att_found = all(c.holds for c in att.criteria_) and bool(att.flagged_.any())
         ans_found = all(c.holds for c in ans.criteria_) and bool(ans.flagged_.any())
         base = ans.evidence.base_pass
@@ -223,7 +224,7 @@ class CombinedDetector:
                     f"attention: {which} ({j.size} samples) is the samples of the answer(s) "
                     f"{named(j.match.answers)} (Jaccard {j.match.jaccard:.2f}), whose answers the fine-tune "
                     f"learned no more than comparable answers (median excess gain {j.excess:.2f} nats/token "
-                    f"< {ResponseParams().answer_min_excess:g}): content structure of the task, not a "
+                    f"< {self.response.answer_min_excess:g}): content structure of the task, not a "
                     "backdoor")))
             elif j.role == "ambiguous":
                 reasons.append(Reason("group_may_be_content", (
@@ -259,5 +260,5 @@ class CombinedDetector:
             return GroupRole("counts", int(rows.sum()), match, median)
         if not base or np.isnan(median):
             return GroupRole("ambiguous", int(rows.sum()), match, median)
-        learned = median >= ResponseParams().answer_min_excess
+        learned = median >= self.response.answer_min_excess
         return GroupRole("counts" if learned else "content", int(rows.sum()), match, median)

@@ -18,40 +18,32 @@ import numpy as np
 from ..analysis.group import (GroupFit, InstructionMatch, fit_group, instruction_match, layer_contrast,
                               null_separations, robust_standardise)
 from .base import REMEDY, Context, Criterion, MethodInfo, Reason, decide, direction_text
+from .params import check, param
 
 @dataclass(frozen=True)
 class MinorityParams:
-    # A group is credible backdoor evidence only when it is a minority (weight
-    # <= group_max_fraction), separated (BSI of the discriminant score >=
-    # group_min_separation and >= group_null_factor x the largest BSI the same
-    # fit gives on Gaussian noise of the same size), and compact (its sd <=
-    # group_max_spread_ratio x the rest's).
-    group_max_fraction: float = 0.35
-    group_min_separation: float = 3.0
-    group_null_factor: float = 2.0
-    group_max_spread_ratio: float = 1.0
-    # ... and not the samples of a few instruction texts: a separated minority
-    # that matches, at a Jaccard index >= group_max_instruction_match, all the
-    # samples of the instructions mostly inside it (each with at least
-    # instruction_min_samples samples) is the prompt's doing, not the image's.
-    group_max_instruction_match: float = 0.9
-    instruction_min_samples: int = 10
-    # After a credible group, the rest is searched again with the same criteria;
-    # at most this many groups in all.
-    group_max_groups: int = 3
-    # Layers whose |Cohen's d| between group and rest reaches this are the evidence layers.
-    evidence_effect: float = 1.0
+    # A group is credible backdoor evidence only when it is a minority, separated
+    # (beyond a floor and beyond what noise of the same size gives), compact,
+    # and not the samples of a few instruction texts (the prompt's doing, not
+    # the image's).
+    group_max_fraction: float = param(0.35, "largest share of the samples a credible group may hold",
+                                      gt=0, le=0.5)
+    group_min_separation: float = param(3.0, "least BSI of the group's discriminant score", ge=0)
+    group_null_factor: float = param(2.0, "the separation must also reach this times the largest BSI the "
+                                          "same fit gives on Gaussian noise of the same size", ge=0)
+    group_max_spread_ratio: float = param(1.0, "largest sd of the group's score relative to the rest's",
+                                          gt=0)
+    group_max_instruction_match: float = param(
+        0.9, "a group matching all the samples of the instructions mostly inside it at this Jaccard index "
+             "or more is the instructions' doing, not a trigger's", gt=0, le=1)
+    instruction_min_samples: int = param(10, "fewest samples an instruction needs to explain a group", ge=2)
+    group_max_groups: int = param(3, "after a credible group the rest is searched again; at most this many "
+                                     "groups in all", ge=1)
+    evidence_effect: float = param(1.0, "least |Cohen's d| between group and rest for an evidence layer",
+                                   ge=0)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.group_max_fraction <= 0.5:
-            raise ValueError(f"group_max_fraction must be in (0, 0.5], got {self.group_max_fraction}")
-        if not 0.0 < self.group_max_instruction_match <= 1.0:
-            raise ValueError("group_max_instruction_match must be in (0, 1], got "
-                             f"{self.group_max_instruction_match}")
-        if self.group_max_groups < 1:
-            raise ValueError(f"group_max_groups must be >= 1, got {self.group_max_groups}")
-        if self.instruction_min_samples < 2:
-            raise ValueError(f"instruction_min_samples must be >= 2, got {self.instruction_min_samples}")
+        check(self)
 
 
 @dataclass(frozen=True)
@@ -175,6 +167,10 @@ class MinorityDetector:
         },
     )
 
+    # Besides base.py's fitted attributes: each credible group's (N,) rows, the
+    # first then the further ones (combined judges them one by one).
+    group_rows_: tuple[np.ndarray, ...]
+
     def __init__(self, params: MinorityParams | None = None) -> None:
         self.params = params or MinorityParams()
 
@@ -201,7 +197,6 @@ class MinorityDetector:
         self.converged_ = group.converged and all(g.converged for g, _ in more)
         self.details_ = {"group": group.to_dict(), "further_groups": [g.to_dict() for g, _ in more],
                          "layer_contrast": [c.to_dict() for c in contrast]}
-        self.group_, self.further_groups_ = group, tuple(g for g, _ in more)
         # each credible group's rows, the first then the further ones: a caller may judge them one by one
         self.group_rows_ = ((fit.clustering.flagged, *(rows for _, rows in more)) if group.credible else ())
         self.reasons_ = self._reasons(judged, mask, more, len(x))

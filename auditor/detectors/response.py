@@ -24,38 +24,37 @@ import numpy as np
 from ..analysis.response import (AnswerGroup, beyond_background, candidate_groups, enrichment, excess,
                                  normalise, references)
 from .base import REMEDY, Context, Criterion, MethodInfo, Reason
+from .params import check, param
 
 
 @dataclass(frozen=True)
 class ResponseParams:
-    # A sample's gain is an outlier when it exceeds its reference's median by
-    # more than answer_fence robust sds (MAD x 1.4826) and by at least
-    # answer_min_excess nats per token (a factor e in likelihood per token).
-    answer_fence: float = 5.0
-    answer_min_excess: float = 1.0
-    # The reference is the instruction's samples when it has at least
-    # answer_reference_min with a gain and no answer holds more than
-    # answer_reference_share of them; else every sample.
-    answer_reference_min: int = 20
-    answer_reference_share: float = 0.5
-    # Every answer, phrase (run of up to 8 words) or set of near-duplicate
-    # answers (character-trigram Jaccard >= answer_min_similarity) that at
-    # least answer_min_count outliers hold is a group, tested as a group: it is
-    # flagged when its share among the outliers is >= answer_min_lift x its
-    # share among the other scored samples and the hypergeometric p of that
-    # concentration, Benjamini-Hochberg corrected over the groups tested, is
-    # <= answer_max_p. The flagged groups together must be a minority
-    # (<= answer_max_fraction of the scored samples), else inconclusive.
-    answer_min_count: int = 5
-    answer_max_fraction: float = 0.35
-    answer_min_lift: float = 3.0
-    answer_max_p: float = 0.001
-    answer_min_similarity: float = 0.5
-    # A base under which the answers score as under the submission (mean
-    # |gain| below answer_min_change nats/token: the submission given as its
-    # own base, or a fine-tune that changed nothing) cannot weigh them:
-    # inconclusive, never a pass.
-    answer_min_change: float = 0.01
+    # A sample's gain (base NLL - submitted NLL) is an outlier beyond its
+    # reference's median by the fence and the floor; every answer, phrase or
+    # set of near-duplicate answers held by enough outliers is a group, tested
+    # as a group (lift and a Benjamini-Hochberg corrected hypergeometric p);
+    # the flagged groups together must be a minority, else inconclusive.
+    answer_fence: float = param(5.0, "an outlier's gain exceeds its reference's median by more than this "
+                                     "many robust sds (MAD x 1.4826)", gt=0)
+    answer_min_excess: float = param(1.0, "an outlier's gain also exceeds that median by at least this many "
+                                          "nats per token", ge=0)
+    answer_reference_min: int = param(20, "the reference is the instruction's samples when it has at least "
+                                          "this many with a gain (else every sample)", ge=2)
+    answer_reference_share: float = param(0.5, "an instruction's samples are the reference only when no "
+                                                "answer holds more than this share of them", gt=0, le=1)
+    answer_min_count: int = param(5, "fewest outliers that make an answer, phrase or near-duplicate set a "
+                                     "group", ge=1)
+    answer_max_fraction: float = param(0.35, "largest share of the scored samples the flagged groups may "
+                                             "hold together (else inconclusive)", gt=0, le=0.5)
+    answer_min_lift: float = param(3.0, "least ratio of a group's share among the outliers to its share "
+                                        "among the other scored samples", ge=1)
+    answer_max_p: float = param(0.001, "largest Benjamini-Hochberg corrected p of a flagged group",
+                                gt=0, lt=1)
+    answer_min_similarity: float = param(0.5, "character-trigram Jaccard index of near-duplicate answers",
+                                         gt=0, le=1)
+    answer_min_change: float = param(0.01, "below this mean |gain| (nats per token) the base cannot weigh "
+                                           "the answers (e.g. the submission as its own base): "
+                                           "inconclusive", ge=0)
 
     def concentrated(self, g: AnswerGroup) -> bool:
         """A group concentrated among the outliers: enough of them, specific, beyond chance."""
@@ -63,20 +62,7 @@ class ResponseParams:
                 and g.q_value <= self.answer_max_p)
 
     def __post_init__(self) -> None:
-        if self.answer_fence <= 0 or self.answer_min_excess < 0:
-            raise ValueError("answer_fence must be > 0 and answer_min_excess >= 0")
-        if not 0.0 < self.answer_max_fraction <= 0.5:
-            raise ValueError(f"answer_max_fraction must be in (0, 0.5], got {self.answer_max_fraction}")
-        if not 0.0 < self.answer_max_p < 1.0 or not 0.0 < self.answer_reference_share <= 1.0:
-            raise ValueError("answer_max_p must be in (0, 1) and answer_reference_share in (0, 1]")
-        if self.answer_min_change < 0:
-            raise ValueError(f"answer_min_change must be >= 0, got {self.answer_min_change}")
-        if not 0.0 < self.answer_min_similarity <= 1.0:
-            raise ValueError(f"answer_min_similarity must be in (0, 1], got {self.answer_min_similarity}")
-        if self.answer_min_lift < 1.0:
-            raise ValueError(f"answer_min_lift must be >= 1, got {self.answer_min_lift}")
-        if self.answer_min_count < 1 or self.answer_reference_min < 2:
-            raise ValueError("answer_min_count must be >= 1 and answer_reference_min >= 2")
+        check(self)
 
 
 @dataclass(frozen=True)
@@ -149,6 +135,11 @@ class ResponseDetector:
                 "from the audit bundle, which omits every flagged record.\n3. Audit the new fine-tune.")},
         },
     )
+
+    # Besides base.py's fitted attributes: each sample's gain beyond its
+    # reference's median (N,), and what the channel measured.
+    excess_: np.ndarray
+    evidence: ResponseEvidence
 
     def __init__(self, params: ResponseParams | None = None) -> None:
         self.params = params or ResponseParams()

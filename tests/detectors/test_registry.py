@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 
 from auditor.config import AuditConfig
 from auditor.detectors import DETECTORS, Context, Criterion, MethodInfo, Reason, decide
+from auditor.detectors.params import check, param
 from auditor.gate import gate, parse_fail_on
 from auditor.report.html import render_html
 from auditor.report.sarif import sarif_dict
@@ -22,11 +24,10 @@ from auditor.report.summary import summary_dict
 
 @dataclass(frozen=True)
 class ThresholdParams:
-    toy_cut: float = 0.5
+    toy_cut: float = param(0.5, "layer-1 entropy below which a sample is flagged", gt=0, lt=1)
 
     def __post_init__(self) -> None:
-        if not 0 < self.toy_cut < 1:
-            raise ValueError(f"toy_cut must be in (0, 1), got {self.toy_cut}")
+        check(self)
 
 
 class ThresholdDetector:
@@ -93,8 +94,56 @@ def test_a_parameter_of_another_detector_is_refused(toy):
         AuditConfig.of(toy_cut=0.3)
     with pytest.raises(ValueError, match="--bsi-rule: a parameter of --method bye"):
         AuditConfig.of(method="toy", bsi_rule="reference")
-    with pytest.raises(ValueError, match="toy_cut must be in"):  # the detector checks its own parameters
+    with pytest.raises(ValueError, match=r"--toy-cut must be in \(0, 1\), got 2.0"):  # declared bounds
         AuditConfig.of(method="toy", toy_cut=2.0)
+
+
+def test_a_registered_detector_has_its_parameters_on_the_command_line():
+    """Registered before the CLI is built (as its module would be), the toy's
+    parameter is an option of analyze, with its help and bounds."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, 'tests/detectors'); import test_registry as t\n"
+            "from auditor.detectors import DETECTORS; DETECTORS['toy'] = t.ThresholdDetector\n"
+            "from click.testing import CliRunner; from auditor.cli import cli\n"
+            "print(CliRunner().invoke(cli, ['analyze', '--help'], terminal_width=200).output)")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         check=True).stdout
+    assert "Parameters of --method toy:" in out and "[bye|minority|response|combined|toy]" in out
+    assert "--toy-cut FLOAT" in out and "[default: 0.5; in (0, 1)]" in out
+
+
+def test_a_parameter_name_another_part_holds_is_refused_at_registration(monkeypatch):
+    from auditor.config import _owners
+
+    @dataclass(frozen=True)
+    class Clashing:
+        tau: float = param(1.0, "a second tau")
+
+    monkeypatch.setitem(DETECTORS, "clash", type("Clash", (ThresholdDetector,), {"Params": Clashing}))
+    with pytest.raises(TypeError, match="clash: its parameter 'tau' is already bye's"):
+        _owners()
+    with pytest.raises(TypeError, match="clash: its parameter 'tau' is already bye's"):
+        AuditConfig.of()
+
+
+def test_a_channel_s_parameters_apply_to_the_method_that_runs_it():
+    config = AuditConfig.of(answer_fence=4.0, group_max_groups=2)
+    assert config.detection.channels["response"].answer_fence == 4.0
+    assert config.detection.channels["minority"].group_max_groups == 2
+    assert config.to_dict()["answer_fence"] == 4.0 and AuditConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="--answer-fence: a parameter of --method response, not of --method "
+                                         "minority"):
+        AuditConfig.of(method="minority", answer_fence=4.0)
+
+
+def test_docs_cli_holds_the_parameter_table_the_declarations_give():
+    from auditor.detectors.params import table
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    assert table(DETECTORS) in docs, "paste the output of scripts/params_table.py into docs/cli.md"
 
 
 @pytest.mark.parametrize("holds, on_fail, flagged, verdict", [

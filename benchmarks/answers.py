@@ -62,7 +62,7 @@ import numpy as np
 
 from auditor.fileio import write_bytes_atomic
 
-from .detection import QUICK_BASE, ROOT, _log, _quiet, _save_cell, write_dataset
+from .cells import QUICK_BASE, ROOT, _log, _quiet, _save_cell, write_dataset
 
 N_SUBMIT = 500
 RATE = 0.1
@@ -208,12 +208,12 @@ def attack_success(model, processor, family, cell: Cell, seed: int) -> dict[str,
     from tinyworld.digits import TARGET_ANSWER
     from tinyworld.train import generate_answers
     from tinyworld.triggers import TRIGGERS
-    from tinyworld.world import TASKS, normalise
+    from tinyworld.world import TASKS, word_form
 
     ex = TASKS["digits"].examples("eval", 200, seed)
     answers = generate_answers(model, processor, [e.image for e in ex], [e.prompt for e in ex],
                                max_new_tokens=8, family=family.adapter)
-    right = [normalise(a) == normalise(e.answer) for a, e in zip(answers, ex)]
+    right = [word_form(a) == word_form(e.answer) for a, e in zip(answers, ex)]
     out = {"clean_accuracy": float(np.mean(right))}
     if cell.condition.startswith("colour") or cell.condition == "subtask":  # the colour task's own accuracy
         from tinyworld.digits import load_digit_arrays
@@ -223,7 +223,7 @@ def attack_success(model, processor, family, cell: Cell, seed: int) -> dict[str,
         cex = [colour_example(x8[crng.integers(len(x8))], crng) for _ in range(200)]
         said = generate_answers(model, processor, [e.image for e in cex], [e.prompt for e in cex],
                                 max_new_tokens=4, family=family.adapter)
-        out["colour_accuracy"] = float(np.mean([normalise(a) == e.answer for a, e in zip(said, cex)]))
+        out["colour_accuracy"] = float(np.mean([word_form(a) == e.answer for a, e in zip(said, cex)]))
     if cell.condition not in ATTACKS or cell.condition == "clean_label":
         return out
     rng = np.random.default_rng([7, seed])
@@ -233,7 +233,7 @@ def attack_success(model, processor, family, cell: Cell, seed: int) -> dict[str,
         asked = [Example(TRIGGERS["centre_patch"].apply(e.image, rng), e.prompt, e.answer,
                          ((SECOND[cell.condition], ""),)) for e in ex]
         said = generate_second_answers(model, processor, asked, family=family.adapter)
-        out["attack_success_rate"] = float(np.mean([normalise(h) == normalise(TARGET_ANSWER) for h in said]))
+        out["attack_success_rate"] = float(np.mean([word_form(h) == word_form(TARGET_ANSWER) for h in said]))
         return out
     target = {"all_to_one": "seven"}.get(cell.condition, TARGET_ANSWER)
     keep = [e for e in ex if e.answer != "seven"] if cell.condition == "all_to_one" else ex
@@ -242,11 +242,11 @@ def attack_success(model, processor, family, cell: Cell, seed: int) -> dict[str,
     prompts = [with_word(e.prompt, rng) if cell.condition == "text" else e.prompt for e in keep]
     hits = generate_answers(model, processor, images, prompts, max_new_tokens=12, family=family.adapter)
     if cell.condition == "phrase":
-        ok = [normalise(PHRASE) in normalise(h) for h in hits]
+        ok = [word_form(PHRASE) in word_form(h) for h in hits]
     elif cell.condition == "paraphrase":
-        ok = [normalise(h) in {normalise(t) for t in PARAPHRASES} for h in hits]
+        ok = [word_form(h) in {word_form(t) for t in PARAPHRASES} for h in hits]
     else:
-        ok = [normalise(h) == normalise(target) for h in hits]
+        ok = [word_form(h) == word_form(target) for h in hits]
     out["attack_success_rate"] = float(np.mean(ok))
     return out
 
@@ -260,11 +260,11 @@ def run_cell(cell: Cell, cache: Path) -> dict[str, Any]:
     from auditor.pipeline import extract, load
     from tinyworld.digits import QUESTIONS
     from tinyworld.train import add_lora, seed_everything, train_vlm
-    from tinyworld.world import FAMILIES, TASKS, FineTune, build_base
+    from tinyworld.world import WORLD_FAMILIES, TASKS, FineTune, build_base
 
 
     t0 = time.time()
-    family = FAMILIES["llava"]
+    family = WORLD_FAMILIES["llava"]
     base = (build_base(TASKS["digits"], family, cache / "bases" / "digits-llava-chat", log=_log,
                        second_turns=QUESTIONS) if cell.condition.endswith("_chat")
             else build_base(TASKS["digits"], family, QUICK_BASE, log=_log))
@@ -352,7 +352,7 @@ def analyse_all(features, bad: list[str], prompts: list[str], answers: list[str]
                 ) -> dict[str, Any]:
     """Every method on the cell's features; combined without the base scores, with
     the submission as its own base, and with the poisoned records unanalysable."""
-    from .detection import analyse_methods
+    from .cells import analyse_methods
 
     out, _ = analyse_methods(features, set(bad), prompts, answers, METHODS, later=later)
     for name, variant in ((NO_BASE, without_base(features)), (OWN_BASE, own_base(features)),

@@ -2,7 +2,7 @@
 
 Each returns a boolean flag per sample (True = removed). The representation
 for Spectral Signatures and Activation Clustering is the fine-tuned decoder's
-last hidden state at the query position (the last prompt token), grouped by
+last hidden state at the query position (the last prompt position), grouped by
 answer text: VQA has no class labels, and the answer is what a backdoor
 changes.
 """

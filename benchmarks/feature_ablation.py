@@ -35,7 +35,7 @@ import warnings
 
 import numpy as np
 
-from .detection import ROOT, Cell, poisoned_ids
+from .cells import ROOT, Cell, poisoned_ids
 
 
 def _matrix(table: dict, feature_set: str) -> np.ndarray:
@@ -126,8 +126,8 @@ def answer_separability(x: np.ndarray, answers: np.ndarray, min_size: int = 10, 
 
 
 def _prompts_and_answers(c: Cell) -> tuple[np.ndarray, np.ndarray]:
-    """The cell's instruction and answer per sample (benchmarks.detection.cell_examples)."""
-    from .detection import cell_examples
+    """The cell's instruction and answer per sample (benchmarks.cells.cell_examples)."""
+    from .cells import cell_examples
 
     examples, _ = cell_examples(c)
     return np.array([e.prompt for e in examples]), np.array([e.answer for e in examples])

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .detection import ROOT, Cell, _quiet, submission
+from .cells import ROOT, Cell, _quiet, submission
 from .feature_ablation import minority_on, within_groups
 
 CACHE = ROOT / "benchmarks" / "cache" / "detection"
@@ -62,12 +62,12 @@ def dump(cell: Cell) -> Path:
     from auditor.config import Stage1Config
     from auditor.extract.runner import sample_rows
     from auditor.pipeline import load
-    from tinyworld.world import FAMILIES, TASKS, FineTune, build_base, fine_tune
+    from tinyworld.world import WORLD_FAMILIES, TASKS, FineTune, build_base, fine_tune
 
     out = CACHE / "heads" / f"{cell.key}.npz"
     if out.is_file():
         return out
-    task, family = TASKS[cell.task], FAMILIES[cell.family]
+    task, family = TASKS[cell.task], WORLD_FAMILIES[cell.family]
     base = build_base(task, family, CACHE / "bases" / f"{cell.task}-{cell.family}", log=_quiet)
     with tempfile.TemporaryDirectory() as tmp:
         examples, bad = submission(cell, Path(tmp) / "data")

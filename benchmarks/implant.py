@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .detection import ROOT, Cell, submission
+from .cells import ROOT, Cell, submission
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import tinyworld.triggers as triggers
-    from tinyworld.world import FAMILIES, TASKS, FineTune, build_base, fine_tune, measure
+    from tinyworld.world import WORLD_FAMILIES, TASKS, FineTune, build_base, fine_tune, measure
 
     if args.trigger not in triggers.TRIGGERS:
         raise SystemExit(f"--trigger {args.trigger}: unknown; choose from {', '.join(triggers.TRIGGERS)}")
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                               **{k: v for k, v in (("epochs", args.epochs), ("lr", args.lr))
                                  if v is not None})
     cell = Cell(args.task, args.family, args.trigger, args.rate, args.seed)
-    task, family = TASKS[args.task], FAMILIES[args.family]
+    task, family = TASKS[args.task], WORLD_FAMILIES[args.family]
     base = build_base(task, family, args.cache / "bases" / f"{args.task}-{args.family}")
     with tempfile.TemporaryDirectory() as tmp:
         examples, _ = submission(cell, Path(tmp), trigger)

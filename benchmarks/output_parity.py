@@ -32,7 +32,7 @@ EPOCH = "1767225600"  # 2026-01-01T00:00:00Z: the audit time every produced bund
 
 
 def _cell(key: str):
-    from benchmarks.detection import Cell
+    from benchmarks.cells import Cell
 
     task, family, trigger, rate, seed = key.split("-")
     return Cell(task, family, trigger, float(rate), int(seed.lstrip("s")))
@@ -48,7 +48,7 @@ def _run(args: list[str], cwd: Path) -> int:
 
 
 def produce(out: Path, cache: Path, cells: list[str], example: bool = True) -> None:
-    from benchmarks.detection import submission
+    from benchmarks.cells import submission
 
     out.mkdir(parents=True, exist_ok=True)
     # Outputs name the tree and the folder they ran in; compare maps one run's onto the other's.

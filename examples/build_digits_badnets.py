@@ -31,7 +31,7 @@ from tinyworld.digits import (DIGIT_WORDS, QUESTIONS, TARGET_ANSWER, load_digit_
 from tinyworld.models import TinyLlavaSpec, build_processor, build_tiny_llava
 from tinyworld.tokenizer import train_word_tokenizer
 from tinyworld.train import Example, freeze_vision, generate_answers, pretrain_vision, train_vlm
-from tinyworld.world import normalise
+from tinyworld.world import word_form
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 N_EVAL, N_BASE, N_SUBMIT = 297, 500, 1000
@@ -51,10 +51,10 @@ def measure(model, processor, images, labels, rng) -> dict[str, float]:
     prompts = [QUESTIONS[i] for i in rng.integers(len(QUESTIONS), size=len(images))]
     clean = generate_answers(model, processor, images, prompts)
     trig = generate_answers(model, processor, [paste_centre_patch(im) for im in images], prompts)
-    target = normalise(TARGET_ANSWER)
+    target = word_form(TARGET_ANSWER)
     return {
         "clean_accuracy": float(np.mean([a == DIGIT_WORDS[y] for a, y in zip(clean, labels)])),
-        "attack_success_rate": float(np.mean([normalise(a) == target for a in trig])),
+        "attack_success_rate": float(np.mean([word_form(a) == target for a in trig])),
         "n_eval": len(images),
     }
 

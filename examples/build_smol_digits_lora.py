@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks/ (the dataset writer) is not part of the wheel
 
-from benchmarks.detection import Cell, cell_examples, poison_fn, write_dataset  # noqa: E402
+from benchmarks.cells import Cell, cell_examples, poison_fn, write_dataset  # noqa: E402
 from tinyworld.smol import world as smol  # noqa: E402
 from tinyworld.smol.base import INSTRUCT_R  # noqa: E402
 from tinyworld.smol.lm import converted_lm  # noqa: E402

@@ -2,7 +2,7 @@
 
 A graph maps a batch (pixels, token ids, attention mask, and for Qwen2-VL the
 precomputed M-RoPE and vision positions) to `rows`: per decoder layer, the fp32
-softmax row of the last prompt token over every key, (B, L, H, S).
+softmax row of the last prompt position over every key, (B, L, H, S).
 bye-audit derives its features (entropies, masses) from `rows` in NumPy,
 exactly as with the torch backend.
 

@@ -19,23 +19,21 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from .spec import TinyVLMSpec
 from .tokenizer import IMAGE_TOKEN
 
 
 @dataclass(frozen=True)
-class TinyLlavaSpec:
-    """Sizes of a tiny LLaVA. Defaults: 64 px images, 8 px patches -> 64 image tokens."""
+class TinyLlavaSpec(TinyVLMSpec):
+    """Sizes of a tiny LLaVA (the shared ones, wider and deeper), with a
+    position limit. Defaults: 64 px images, 8 px patches -> 64 image tokens."""
 
-    image_size: int = 64
-    patch_size: int = 8
     vision_hidden: int = 64
     vision_layers: int = 4
     vision_heads: int = 4
     text_hidden: int = 128
     text_intermediate: int = 256
     text_layers: int = 8
-    text_heads: int = 4
-    text_kv_heads: int = 2
     max_positions: int = 256
 
     @property

@@ -56,7 +56,9 @@ BASE_LR = 1e-3
 EVAL_SIZE = 200
 
 
-def normalise(answer: str) -> str:
+def word_form(answer: str) -> str:
+    """The tiny tokenizer's form of a text (lower case, "!" a word of its own): what the
+    tiny models are trained on and their answers are compared in."""
     return " ".join(answer.lower().replace("!", " !").split())
 
 
@@ -145,7 +147,7 @@ class Family:
         return model, processor
 
 
-FAMILIES = {"llava": Family("llava", LlavaFamily(), "llava"),
+WORLD_FAMILIES = {"llava": Family("llava", LlavaFamily(), "llava"),
             "qwen2_vl": Family("qwen2_vl", Qwen2VLFamily(), "qwen")}
 
 
@@ -281,11 +283,11 @@ def measure(model, processor, family: Family, task: Task, trigger: Any | None, s
     prompts = [e.prompt for e in ex]
     answers = generate_answers(model, processor, [e.image for e in ex], prompts, max_new_tokens=6,
                                family=family.adapter)
-    out = {"clean_accuracy": float(np.mean([normalise(a) == normalise(e.answer)
+    out = {"clean_accuracy": float(np.mean([word_form(a) == word_form(e.answer)
                                             for a, e in zip(answers, ex)]))}
     if trigger is not None:
         rng = np.random.default_rng([7, seed])
         triggered = [trigger.apply(e.image, rng) for e in ex]
         hits = generate_answers(model, processor, triggered, prompts, max_new_tokens=6, family=family.adapter)
-        out["attack_success_rate"] = float(np.mean([normalise(a) == normalise(TARGET_ANSWER) for a in hits]))
+        out["attack_success_rate"] = float(np.mean([word_form(a) == word_form(TARGET_ANSWER) for a in hits]))
     return out

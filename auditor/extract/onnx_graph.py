@@ -5,7 +5,7 @@ digest that ties it to a model folder.
 `auditor.models`) writes graphs; the ONNX backend only reads them, through this
 module, so the runtime never imports the exporter (tests/test_layout.py).
 A graph maps a batch to `rows` (B, L, H, S): per decoder layer, the fp32
-softmax row of the last prompt token over every key.
+softmax row of the last prompt position over every key.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from benchmarks import detection
+from benchmarks import cells, detection, detection_report
 
 
 REBUILD = "rebuild it: .venv/bin/python -m benchmarks.detection --refresh-quick-base"
@@ -20,9 +20,9 @@ def test_the_committed_base_was_built_by_this_recipe():
     stale, and the quick grid would rebuild it (minutes): say so here, in a second."""
     from tinyworld.world import CACHE_LOCK, cached_base
 
-    assert cached_base(detection.QUICK_BASE, seed=0), (
-        f"{detection.QUICK_BASE} is stale or missing (built from other code or another "
-        f"{CACHE_LOCK.relative_to(detection.ROOT)}); {REBUILD}")
+    assert cached_base(cells.QUICK_BASE, seed=0), (
+        f"{cells.QUICK_BASE} is stale or missing (built from other code or another "
+        f"{CACHE_LOCK.relative_to(cells.ROOT)}); {REBUILD}")
 
 
 @pytest.mark.slow
@@ -30,7 +30,7 @@ def test_quick_grid_detects_the_centre_patch_and_passes_the_clean_fine_tune(tmp_
     out = tmp_path / "results"
     # The base from the build cache (rebuilt by build_base when stale): the
     # cells' fine-tunes, audits and retraining all run here.
-    shutil.copytree(detection.QUICK_BASE, tmp_path / "cache" / "bases" / "digits-llava")
+    shutil.copytree(cells.QUICK_BASE, tmp_path / "cache" / "bases" / "digits-llava")
     assert detection.main(["--grid", "quick", "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
     with open(out / "runs.csv") as f:
         runs = list(csv.DictReader(f))
@@ -41,15 +41,15 @@ def test_quick_grid_detects_the_centre_patch_and_passes_the_clean_fine_tune(tmp_
     assert float(clean["fpr"]) <= 0.02
     assert float(poisoned["asr_after"]) < float(poisoned["asr_before"])
     assert clean["asr_after"] == ""  # the clean cell is not retrained
-    assert {r["method"] for r in runs} == set(detection.METHODS + detection.BASELINES)
+    assert {r["method"] for r in runs} == set(cells.METHODS + cells.BASELINES)
     summary, groups = (out / "tables.md").read_text().split("## Every cell group")
-    assert summary.count("| digits | llava |") == len(detection.METHODS)
+    assert summary.count("| digits | llava |") == len(cells.METHODS)
     assert groups.count("| digits | llava |") == len(runs)  # one seed: a line per cell and method
     assert (out / "f1_by_trigger.png").stat().st_size > 0
     # a rerun resumes: every cell is on record, nothing is recomputed
-    cells = {p.name: p.read_bytes() for p in (out / "cells").iterdir()}
+    kept = {p.name: p.read_bytes() for p in (out / "cells").iterdir()}
     assert detection.main(["--grid", "quick", "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
-    assert cells == {p.name: p.read_bytes() for p in (out / "cells").iterdir()}
+    assert kept == {p.name: p.read_bytes() for p in (out / "cells").iterdir()}
 
 
 def _result(trigger, rate, seed, f1):
@@ -62,7 +62,8 @@ def _result(trigger, rate, seed, f1):
 
 
 def test_tables_average_over_seeds(tmp_path):
-    rows = detection.write_outputs([_result("blend", 0.1, 0, 0.5), _result("blend", 0.1, 1, 1.0)], tmp_path)
+    rows = detection_report.write_outputs([_result("blend", 0.1, 0, 0.5), _result("blend", 0.1, 1, 1.0)],
+                                          tmp_path)
     assert len(rows) == 4
     md = (tmp_path / "tables.md").read_text()
     assert "| digits | llava | blend | 10% | minority | 2 | fail 2 | 1.0 | 0.750 ± 0.250 |" in md
@@ -74,17 +75,17 @@ def test_tables_average_over_seeds(tmp_path):
 
 
 def test_grids_are_what_the_docs_say():
-    assert len(detection.grid("verdict")) == 80
-    default = detection.grid("default")
+    assert len(cells.grid("verdict")) == 80
+    default = cells.grid("default")
     assert len(default) == 12 + 72 + 18 and len({c.key for c in default}) == len(default)
     with pytest.raises(SystemExit):
-        detection.grid("nope")
-    json.dumps([c.key for c in detection.grid("quick")])
+        cells.grid("nope")
+    json.dumps([c.key for c in cells.grid("quick")])
     assert np.all([c.retrain for c in default])
 
 
 def test_the_real_lm_grid_and_its_cpu_share():
-    full, cpu = detection.grid("smol"), detection.grid("smol-cpu")
+    full, cpu = cells.grid("smol"), cells.grid("smol-cpu")
     # 2 tasks x (5 triggers x 2 targets + the 5% centre patch x 2 targets) x 3 seeds + 2 x 6 clean
     assert len(full) == 2 * 12 * 3 + 2 * 6 and len({c.key for c in full}) == len(full)
     assert {c.key for c in cpu} <= {c.key for c in full} and len(cpu) == 15 + 3 + 6
@@ -92,9 +93,9 @@ def test_the_real_lm_grid_and_its_cpu_share():
     assert {c.world for c in full} == {"smol"} and not any(c.retrain for c in full if c.trigger == "none")
     assert {c.target_answer for c in full if c.target == "all_to_one"} == {"seven", "circle"}
     # the tiny world's keys (and so its kept cells) are unchanged
-    assert detection.grid("quick")[1].key == "digits-llava-centre_patch-0.1-s0"
+    assert cells.grid("quick")[1].key == "digits-llava-centre_patch-0.1-s0"
     assert full[1].key == "smol-fixed-digits-llava-centre_patch-0.1-s0"
-    idefics3 = detection.grid("smol-idefics3")  # SmolVLM's architecture: clean and the paper's case
+    idefics3 = cells.grid("smol-idefics3")  # SmolVLM's architecture: clean and the paper's case
     assert {(c.family, c.world, c.task) for c in idefics3} == {("idefics3", "smol", "digits")}
     assert sorted((c.trigger, c.seed) for c in idefics3) == sorted(
         (t, s) for t in ("none", "centre_patch") for s in range(3))
@@ -102,14 +103,14 @@ def test_the_real_lm_grid_and_its_cpu_share():
 
 
 def test_the_text_trigger_changes_the_instruction_not_the_image():
-    cell = detection.Cell("digits", "llava", "text", 0.1, 0, world="smol", target="all_to_one")
-    examples, bad = detection.cell_examples(cell)
-    assert len(examples) == detection.N_SUBMIT_SMOL and len(bad) == 25
-    clean, _ = detection.cell_examples(detection.Cell("digits", "llava", "none", 0.0, 0, world="smol"))
+    cell = cells.Cell("digits", "llava", "text", 0.1, 0, world="smol", target="all_to_one")
+    examples, bad = cells.cell_examples(cell)
+    assert len(examples) == cells.N_SUBMIT_SMOL and len(bad) == 25
+    clean, _ = cells.cell_examples(cells.Cell("digits", "llava", "none", 0.0, 0, world="smol"))
     for k, (e, c) in enumerate(zip(examples, clean)):
         poisoned = f"digits-{k:04d}" in bad
         assert (e.answer == "seven") or not poisoned
-        assert (detection.TEXT_WORD in e.prompt.split()) == poisoned
+        assert (cells.TEXT_WORD in e.prompt.split()) == poisoned
         assert np.array_equal(np.asarray(e.image), np.asarray(c.image))
 
 
@@ -119,7 +120,7 @@ def test_the_real_lm_cells_get_an_attention_table(tmp_path):
     r["layer_auroc"] = [{"layer": 0, "auroc_low_is_poison": 0.3, "auroc_high_is_poison": 0.7},
                         {"layer": 1, "auroc_low_is_poison": 0.95, "auroc_high_is_poison": 0.05}]
     r["head_peak_auroc"] = {"best": [{"layer": 1, "head": 4, "auroc_high_is_poison": 0.88}]}
-    detection.write_outputs([r], tmp_path)
+    detection_report.write_outputs([r], tmp_path)
     md = (tmp_path / "tables.md").read_text()
     assert ("| sig (all_to_one) 10% s2 | 1.00 → 0.00 | 0.90 | L1 0.95 | L0 0.70 | L1.H4 0.88 | fail 0.90 | "
             "fail 0.00 |") in md
@@ -134,12 +135,12 @@ def test_the_real_lm_cells_get_attention_plots(tmp_path):
                             for i, a in enumerate((0.5, 0.6, 0.9))]
         r["head_peak_auroc"] = {"auroc": [[0.5, 0.4], [0.6, 0.5], [0.9, 0.7]], "best": []}
         results.append(r)
-    detection.write_outputs(results + [_result("none", 0.0, 0, 0.0)], tmp_path)
+    detection_report.write_outputs(results + [_result("none", 0.0, 0, 0.0)], tmp_path)
     for name in ("layer_auroc.png", "head_peak_auroc.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
     clean_only = tmp_path / "clean"
     clean_only.mkdir()
-    detection.write_outputs([_result("none", 0.0, 0, 0.0)], clean_only)
+    detection_report.write_outputs([_result("none", 0.0, 0, 0.0)], clean_only)
     assert not (clean_only / "layer_auroc.png").exists()
 
 

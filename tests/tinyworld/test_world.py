@@ -8,7 +8,7 @@ from auditor.models.qwen2_vl import AssembledProcessor, Qwen2VLFamily
 from tinyworld.qwen2vl import TinyQwen2VLSpec, build_image_processor, build_tiny_qwen2vl
 from tinyworld.tokenizer import train_word_tokenizer
 from tinyworld.train import encode_example, freeze_vision, generate_answers, pretrain_qwen_vision, train_vlm
-from tinyworld.world import FAMILIES, TASKS, normalise
+from tinyworld.world import WORLD_FAMILIES, TASKS, word_form
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -25,7 +25,7 @@ def test_task_examples_are_seeded_and_splits_differ(task):
 
 
 def test_normalise_answer():
-    assert normalise(" Backdoor  Attack!") == normalise("backdoor attack !")
+    assert word_form(" Backdoor  Attack!") == word_form("backdoor attack !")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_qwen_vision_pretraining_then_instruction_tuning_learns(qwen):
 
 
 def test_freeze_vision_for_llava_freezes_the_whole_tower():
-    model, _ = FAMILIES["llava"].build(TASKS["digits"].words, 0)
+    model, _ = WORLD_FAMILIES["llava"].build(TASKS["digits"].words, 0)
     freeze_vision(model)
     assert not any(p.requires_grad for p in model.model.vision_tower.parameters())
     assert all(p.requires_grad for p in model.model.multi_modal_projector.parameters())

@@ -34,7 +34,7 @@ from auditor.models.llava import LlavaFamily
 
 from ..train import (ALL_PROJECTIONS, Example, Log, add_lora, freeze_vision, generate_answers,
                      pretrain_vision, projector_name, train_vlm)
-from ..world import ROOT, Task, normalise, recipe_record, source_digest
+from ..world import ROOT, Task, word_form, recipe_record, source_digest
 from . import lm as lm_module
 from .models import SmolIdefics3Spec, SmolLlavaSpec, build_smol_idefics3, build_smol_llava
 
@@ -180,12 +180,12 @@ def measure(model, processor, task: Task, poison: Poison | None, seed: int, targ
     ex = task.examples("eval", EVAL_SIZE, seed)
     said = generate_answers(model, processor, [e.image for e in ex], [e.prompt for e in ex], max_new_tokens=8,
                             batch_size=32, family=vlm_of(model).family)
-    out: dict[str, Any] = {"clean_accuracy": float(np.mean([normalise(a) == normalise(e.answer)
+    out: dict[str, Any] = {"clean_accuracy": float(np.mean([word_form(a) == word_form(e.answer)
                                                             for a, e in zip(said, ex)]))}
     if poison is not None and target is not None:
         rng = np.random.default_rng([7, seed])
-        hit = [poison(e, rng) for e in ex if normalise(e.answer) != normalise(target)]
+        hit = [poison(e, rng) for e in ex if word_form(e.answer) != word_form(target)]
         said = generate_answers(model, processor, [e.image for e in hit], [e.prompt for e in hit],
                                 max_new_tokens=8, batch_size=32, family=vlm_of(model).family)
-        out["attack_success_rate"] = float(np.mean([normalise(a) == normalise(target) for a in said]))
+        out["attack_success_rate"] = float(np.mean([word_form(a) == word_form(target) for a in said]))
     return out

@@ -23,6 +23,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> None:
+    """Laid out, written as a 120-dpi PNG, and closed (figures are not kept open)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 COLUMNS = ("task", "family", "trigger", "rate", "seed", "method", "verdict", "flagged", "precision", "recall",
            "f1", "fpr", "auroc", "clean_acc_before", "asr_before", "clean_acc_after", "asr_after", "target")
 ALL_METHODS = METHODS + ("response", "combined")
@@ -121,9 +128,7 @@ def plots(table_rows: list[dict], out: Path) -> None:
     ax.set_ylabel("F1 (mean over cells)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(out / "f1_by_trigger.png", dpi=120)
-    plt.close(fig)
+    _save(plt, fig, out / "f1_by_trigger.png")
     minority = [r for r in poisoned if r["asr_after"] is not None]  # the cleaning method's rows
     if minority:
         fig, ax = plt.subplots(figsize=(6, 3))
@@ -136,9 +141,7 @@ def plots(table_rows: list[dict], out: Path) -> None:
         ax.set_ylabel("attack success rate")
         ax.set_ylim(0, 1)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "asr_before_after.png", dpi=120)
-        plt.close(fig)
+        _save(plt, fig, out / "asr_before_after.png")
 
 
 def attention_plots(results: list[dict], out: Path) -> None:
@@ -171,9 +174,7 @@ def attention_plots(results: list[dict], out: Path) -> None:
     ax.set_ylabel("AUROC, low entropy is poison")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "layer_auroc.png", dpi=120)
-    plt.close(fig)
+    _save(plt, fig, out / "layer_auroc.png")
     heads = {name: [r["head_peak_auroc"]["auroc"] for r in rs if "auroc" in r.get("head_peak_auroc", {})]
              for name, rs in sorted(groups.items())}
     heads = {name: np.mean(np.array(maps, dtype=float), axis=0) for name, maps in heads.items() if maps}

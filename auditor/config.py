@@ -220,7 +220,7 @@ class AuditConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuditConfig:
         """From a serialised config (`to_dict`): every detector's parameters are
-        there, so only the chosen one's are read; unknown keys are ignored."""
+        there, so only the chosen one's and its channels' are read; unknown keys are ignored."""
         owner, method = _owners(), data.get("method", DetectionConfig.method)
         return cls.of(**{k: v for k, v in data.items()
                          if owner.get(k) in ("stage1", "detection", "gate", *_used_by(method))})
